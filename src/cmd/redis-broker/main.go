@@ -1,0 +1,68 @@
+// Command redis-broker serves the Open Service Broker API of Redis for Cloud
+// Foundry: Cloud Controller calls it to create, bind, update and delete Redis
+// instances, which it places on the shared VMs' agents.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/serve"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	configPath := flag.String("config", "", "path of the broker's JSON config file")
+	flag.Parse()
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{ReplaceAttr: broker.RedactAttr}))
+	if *configPath == "" {
+		fmt.Fprintln(os.Stderr, "usage: redis-broker -config FILE")
+		return 2
+	}
+	var cfg broker.Config
+	if err := configfile.Load(*configPath, &cfg); err != nil {
+		logger.Error("cannot start", "error", err)
+		return 2
+	}
+	agents := map[string]broker.Agent{}
+	for _, a := range cfg.SharedVM.Agents {
+		c, err := agentapi.NewClient(a.ClientConfig)
+		if err != nil {
+			logger.Error("cannot start", "error", fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
+			return 2
+		}
+		agents[a.ID] = c
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	b, err := broker.New(cfg, agents, logger)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := serve.Server{Addr: cfg.Listen, Handler: b.Handler(), Logger: logger}
+	if cfg.TLS != nil {
+		srv.CertFile, srv.KeyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
+	}
+	err = srv.Run(ctx, func(a net.Addr) { logger.Info("serving", "address", a.String(), "tls", cfg.TLS != nil) })
+	if err != nil {
+		logger.Error("server failed", "error", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}

@@ -1,0 +1,102 @@
+// Package agentapi is the HTTP API between the broker and a shared-VM agent:
+// its messages, its errors, the server side (NewHandler) and the client the
+// broker uses (Client).
+//
+// Every request carries basic auth; agents serve it over TLS when configured.
+// Every operation is idempotent, so the broker can retry any of them after a
+// crash or a timeout without creating duplicates.
+package agentapi
+
+import (
+	"errors"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// InstanceRequest asks for an instance with a memory limit and parameters.
+type InstanceRequest struct {
+	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
+	Parameters     params.Parameters `json:"parameters"`
+}
+
+// UpdateRequest replaces an instance's parameters.
+type UpdateRequest struct {
+	Parameters params.Parameters `json:"parameters"`
+}
+
+// Instance describes one redis-server on the agent's VM.
+type Instance struct {
+	ID             string            `json:"id"`
+	Host           string            `json:"host"`
+	Port           int               `json:"port"`
+	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
+	Parameters     params.Parameters `json:"parameters"`
+	// State is "running", "starting", "restarting" or "failed".
+	State string `json:"state"`
+	// Restarts counts unexpected exits of redis-server since the agent started.
+	Restarts int `json:"restarts"`
+	// LastError says why the process last stopped or failed to start.
+	LastError string `json:"last_error,omitempty"`
+	// Bindings are the usernames of the instance's binding users.
+	Bindings []string `json:"bindings"`
+}
+
+// BindingRequest carries the password of a new binding user. The agent keeps
+// only its hash.
+type BindingRequest struct {
+	Password string `json:"password"`
+}
+
+// Binding is a binding user of an instance and where it connects.
+type Binding struct {
+	Username string `json:"username"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+}
+
+// Capacity is what an agent holds and can still take.
+type Capacity struct {
+	// MemoryBytes is the memory the agent may give to instances in all.
+	MemoryBytes int64 `json:"memory_bytes"`
+	// AllocatedBytes is the sum of the instances' limits.
+	AllocatedBytes int64 `json:"allocated_bytes"`
+	Instances      int   `json:"instances"`
+	// MaxInstances is the most instances the agent takes; zero means no
+	// limit beyond memory and ports.
+	MaxInstances int `json:"max_instances"`
+	// FreePorts is the number of ports of the range not reserved.
+	FreePorts int `json:"free_ports"`
+}
+
+// Fits reports whether one more instance of maxmemory bytes fits.
+func (c Capacity) Fits(maxmemory int64) bool {
+	return c.MemoryBytes-c.AllocatedBytes >= maxmemory &&
+		c.FreePorts > 0 &&
+		(c.MaxInstances == 0 || c.Instances < c.MaxInstances)
+}
+
+// Errors both sides of the API agree on; they travel as the "error" code of a
+// JSON error body and come back out of Client as the same values.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrFull     = errors.New("agent full")
+	ErrInvalid  = errors.New("invalid request")
+	// ErrUnavailable means the agent could not be reached or the instance is
+	// not running; a retry may succeed.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+var codes = map[string]error{
+	"not_found":   ErrNotFound,
+	"conflict":    ErrConflict,
+	"full":        ErrFull,
+	"invalid":     ErrInvalid,
+	"unavailable": ErrUnavailable,
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error       string `json:"error"`
+	Description string `json:"description"`
+}

@@ -1,0 +1,194 @@
+package agentapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+)
+
+// Service is what the shared-VM agent does; NewHandler serves it over HTTP.
+type Service interface {
+	Capacity(ctx context.Context) (Capacity, error)
+	List(ctx context.Context) ([]Instance, error)
+	Get(ctx context.Context, id string) (Instance, error)
+	// Create makes the instance and reports whether it was new.
+	Create(ctx context.Context, id string, req InstanceRequest) (Instance, bool, error)
+	Update(ctx context.Context, id string, req UpdateRequest) (Instance, error)
+	Delete(ctx context.Context, id string) error
+	// Bind adds a binding user and reports whether it was new.
+	Bind(ctx context.Context, id, bindingID string, req BindingRequest) (Binding, bool, error)
+	Unbind(ctx context.Context, id, bindingID string) error
+}
+
+// maxBody bounds request bodies; the largest real one is a few hundred bytes.
+const maxBody = 64 << 10
+
+// Credentials are the basic-auth username and password a handler requires.
+type Credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// NewHandler serves svc under /v1, requiring creds on every request.
+func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handler {
+	h := &handler{svc: svc, logger: logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/capacity", h.capacity)
+	mux.HandleFunc("GET /v1/instances", h.list)
+	mux.HandleFunc("GET /v1/instances/{id}", h.get)
+	mux.HandleFunc("PUT /v1/instances/{id}", h.create)
+	mux.HandleFunc("PATCH /v1/instances/{id}", h.update)
+	mux.HandleFunc("DELETE /v1/instances/{id}", h.delete)
+	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", h.bind)
+	mux.HandleFunc("DELETE /v1/instances/{id}/bindings/{binding}", h.unbind)
+	return RequireBasicAuth(creds, mux)
+}
+
+// RequireBasicAuth answers 401 to a request without creds, comparing in
+// constant time.
+func RequireBasicAuth(creds Credentials, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		userOK := subtle.ConstantTimeCompare([]byte(u), []byte(creds.Username)) == 1
+		passOK := subtle.ConstantTimeCompare([]byte(p), []byte(creds.Password)) == 1
+		if !ok || !userOK || !passOK {
+			w.Header().Set("WWW-Authenticate", `Basic realm="redis-agent"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong credentials")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type handler struct {
+	svc    Service
+	logger *slog.Logger
+}
+
+func (h *handler) capacity(w http.ResponseWriter, r *http.Request) {
+	c, err := h.svc.Capacity(r.Context())
+	h.reply(w, r, http.StatusOK, c, err)
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	l, err := h.svc.List(r.Context())
+	h.reply(w, r, http.StatusOK, l, err)
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request) {
+	i, err := h.svc.Get(r.Context(), r.PathValue("id"))
+	h.reply(w, r, http.StatusOK, i, err)
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request) {
+	var req InstanceRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	i, created, err := h.svc.Create(r.Context(), r.PathValue("id"), req)
+	h.reply(w, r, statusFor(created), i, err)
+}
+
+func (h *handler) update(w http.ResponseWriter, r *http.Request) {
+	var req UpdateRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	i, err := h.svc.Update(r.Context(), r.PathValue("id"), req)
+	h.reply(w, r, http.StatusOK, i, err)
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
+	err := h.svc.Delete(r.Context(), r.PathValue("id"))
+	h.reply(w, r, http.StatusNoContent, nil, err)
+}
+
+func (h *handler) bind(w http.ResponseWriter, r *http.Request) {
+	var req BindingRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	b, created, err := h.svc.Bind(r.Context(), r.PathValue("id"), r.PathValue("binding"), req)
+	h.reply(w, r, statusFor(created), b, err)
+}
+
+func (h *handler) unbind(w http.ResponseWriter, r *http.Request) {
+	err := h.svc.Unbind(r.Context(), r.PathValue("id"), r.PathValue("binding"))
+	h.reply(w, r, http.StatusNoContent, nil, err)
+}
+
+func statusFor(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+// decode reads a JSON body strictly (unknown fields rejected) and answers the
+// error itself when it cannot.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "invalid", "request body must be application/json")
+			return false
+		}
+	}
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid", fmt.Sprintf("request body exceeds %d bytes", maxBody))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid", "request body is not valid JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		code, status := classify(err)
+		if status >= 500 {
+			h.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		}
+		writeError(w, status, code, err.Error())
+		return
+	}
+	if v == nil {
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func classify(err error) (string, int) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return "not_found", http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		return "conflict", http.StatusConflict
+	case errors.Is(err, ErrFull):
+		return "full", http.StatusInsufficientStorage
+	case errors.Is(err, ErrInvalid):
+		return "invalid", http.StatusBadRequest
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable", http.StatusServiceUnavailable
+	default:
+		return "internal", http.StatusInternalServerError
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, description string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(ErrorBody{Error: code, Description: description})
+}

@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+)
+
+// Bind creates a Redis ACL user of its own for the binding, with a random
+// password, and returns its credentials. The binding is recorded ("creating",
+// with its password) before the agent is asked, so a retry after a crash
+// hands out the same credentials rather than a second user.
+func (b *Broker) Bind(ctx context.Context, id, bindingID string, d domain.BindDetails, asyncAllowed bool) (domain.Binding, error) {
+	out, err := b.bind(ctx, id, bindingID, d)
+	return out, b.respond(ctx, "bind", err)
+}
+
+func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDetails) (domain.Binding, error) {
+	if !idPattern.MatchString(bindingID) {
+		return domain.Binding{}, badRequest("binding id %q must be 1-128 letters, digits, '.', '_' or '-'", bindingID)
+	}
+	if obj, err := params.Object(d.RawParameters); err != nil {
+		return domain.Binding{}, err
+	} else if len(obj) > 0 {
+		return domain.Binding{}, badRequest("bindings take no parameters, got %s", firstKey(obj))
+	}
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	defer unlock()
+
+	appGUID := d.AppGUID
+	if appGUID == "" && d.BindResource != nil {
+		appGUID = d.BindResource.AppGuid
+	}
+	var inst *instance
+	var bnd *binding
+	created := false
+	err = b.state.Update(func(s *state) error {
+		inst = s.Instances[id]
+		if inst == nil || inst.State != stateReady {
+			return &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
+		}
+		if old := inst.Bindings[bindingID]; old != nil {
+			if old.AppGUID != appGUID || !sameJSON(old.Requested, d.RawParameters) {
+				return &userError{status: http.StatusConflict, msg: fmt.Sprintf("binding %s already exists for another app or with other parameters", bindingID)}
+			}
+			bnd = old
+			return nil
+		}
+		bnd = &binding{
+			ID:        bindingID,
+			AppGUID:   appGUID,
+			Requested: d.RawParameters,
+			Username:  bindingID,
+			Password:  secret.New(),
+			State:     stateCreating,
+			CreatedAt: now(),
+		}
+		inst.Bindings[bindingID] = bnd
+		created = true
+		return nil
+	})
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	if bnd.State != stateReady {
+		agent, err := b.agent(inst)
+		if err != nil {
+			return domain.Binding{}, err
+		}
+		if _, err := agent.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: bnd.Password}); err != nil {
+			return domain.Binding{}, fmt.Errorf("creating binding user %s on agent %s: %w", bindingID, inst.Agent, err)
+		}
+		err = b.state.Update(func(s *state) error {
+			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
+				r.Bindings[bindingID].State = stateReady
+			}
+			return nil
+		})
+		if err != nil {
+			return domain.Binding{}, err
+		}
+	}
+	return domain.Binding{
+		AlreadyExists: !created && bnd.State == stateReady,
+		Credentials:   credentials(inst, bnd),
+		Endpoints:     endpoints(inst),
+	}, nil
+}
+
+// Credentials are what an app finds in VCAP_SERVICES: the fields every Redis
+// client library looks for (host, port, password, and username for ACLs) and
+// a URI that go-redis ParseURL and redis-cli -u read.
+type Credentials struct {
+	Host     string `json:"host"`
+	Hostname string `json:"hostname"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	URI      string `json:"uri"`
+}
+
+func credentials(inst *instance, bnd *binding) Credentials {
+	u := url.URL{
+		Scheme: "redis",
+		User:   url.UserPassword(bnd.Username, bnd.Password),
+		Host:   net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)),
+	}
+	return Credentials{
+		Host:     inst.Host,
+		Hostname: inst.Host,
+		Port:     inst.Port,
+		Username: bnd.Username,
+		Password: bnd.Password,
+		URI:      u.String(),
+	}
+}
+
+func endpoints(inst *instance) []domain.Endpoint {
+	return []domain.Endpoint{{Host: inst.Host, Ports: []string{strconv.Itoa(inst.Port)}, Protocol: "tcp"}}
+}
+
+func firstKey[V any](m map[string]V) string {
+	for k := range m {
+		return fmt.Sprintf("%q", k)
+	}
+	return ""
+}
+
+// Unbind deletes the binding's ACL user, which closes its open connections;
+// other bindings keep working. A binding that is gone answers 410.
+func (b *Broker) Unbind(ctx context.Context, id, bindingID string, d domain.UnbindDetails, asyncAllowed bool) (domain.UnbindSpec, error) {
+	return domain.UnbindSpec{}, b.respond(ctx, "unbind", b.unbind(ctx, id, bindingID))
+}
+
+func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	inst, err := b.find(id)
+	if err != nil {
+		return err
+	}
+	if inst == nil || inst.Bindings[bindingID] == nil {
+		return apiresponses.ErrBindingDoesNotExist
+	}
+	agent, err := b.agent(inst)
+	if err != nil {
+		return err
+	}
+	if err := agent.Unbind(ctx, id, bindingID); err != nil && !isNotFound(err) {
+		return fmt.Errorf("deleting binding user %s on agent %s: %w", bindingID, inst.Agent, err)
+	}
+	return b.state.Update(func(s *state) error {
+		if r := s.Instances[id]; r != nil {
+			delete(r.Bindings, bindingID)
+		}
+		return nil
+	})
+}
+
+// GetBinding returns a binding's credentials; 404 while it is being created.
+func (b *Broker) GetBinding(ctx context.Context, id, bindingID string, d domain.FetchBindingDetails) (domain.GetBindingSpec, error) {
+	inst, err := b.find(id)
+	if err != nil {
+		return domain.GetBindingSpec{}, b.respond(ctx, "get-binding", err)
+	}
+	if inst == nil || inst.Bindings[bindingID] == nil || inst.Bindings[bindingID].State != stateReady {
+		return domain.GetBindingSpec{}, apiresponses.ErrBindingNotFound
+	}
+	bnd := inst.Bindings[bindingID]
+	p, _ := params.Object(bnd.Requested)
+	return domain.GetBindingSpec{
+		Credentials: credentials(inst, bnd),
+		Endpoints:   endpoints(inst),
+		Parameters:  p,
+	}, nil
+}
+
+// LastBindingOperation answers for bindings, which are all created
+// synchronously: succeeded once the binding exists, 410 when it does not.
+func (b *Broker) LastBindingOperation(ctx context.Context, id, bindingID string, d domain.PollDetails) (domain.LastOperation, error) {
+	inst, err := b.find(id)
+	if err != nil {
+		return domain.LastOperation{}, b.respond(ctx, "last-binding-operation", err)
+	}
+	if inst == nil || inst.Bindings[bindingID] == nil {
+		return domain.LastOperation{}, apiresponses.ErrBindingDoesNotExist
+	}
+	if inst.Bindings[bindingID].State != stateReady {
+		return domain.LastOperation{State: domain.InProgress, Description: "creating the binding user"}, nil
+	}
+	return domain.LastOperation{State: domain.Succeeded, Description: "binding ready"}, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, agentapi.ErrNotFound) }

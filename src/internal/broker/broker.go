@@ -1,0 +1,159 @@
+// Package broker implements the Open Service Broker API of Redis for Cloud
+// Foundry on top of code.cloudfoundry.org/brokerapi: one file per OSB verb,
+// its dependencies as small interfaces, and one place (errors.go) where domain
+// errors become OSB responses.
+//
+// The broker's records (instances, bindings, placement, operations) live in
+// one state file written atomically (package statefile): the broker holds a
+// few thousand small records at most, and a whole-file rewrite per change is
+// a transaction over all of them that an operator can read with jq.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
+)
+
+// Version is the version of what a new instance runs; it is the catalog's
+// maintenance_info.version unless the config says otherwise.
+const Version = "1.0.0"
+
+// Agent is what the broker needs of a shared-VM agent; *agentapi.Client is
+// the real one.
+type Agent interface {
+	Capacity(ctx context.Context) (agentapi.Capacity, error)
+	Create(ctx context.Context, id string, req agentapi.InstanceRequest) (agentapi.Instance, error)
+	Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error)
+	Delete(ctx context.Context, id string) error
+	Bind(ctx context.Context, id, bindingID string, req agentapi.BindingRequest) (agentapi.Binding, error)
+	Unbind(ctx context.Context, id, bindingID string) error
+}
+
+var _ Agent = (*agentapi.Client)(nil)
+
+// state is everything the broker remembers.
+type state struct {
+	Instances map[string]*instance `json:"instances"`
+}
+
+// instance is the broker's record of one service instance.
+type instance struct {
+	ID        string `json:"id"`
+	ServiceID string `json:"service_id"`
+	PlanID    string `json:"plan_id"`
+	OrgGUID   string `json:"organization_guid"`
+	SpaceGUID string `json:"space_guid"`
+	// Requested is the parameters of the provision request as sent, compared
+	// to tell a repeated request (200) from a conflicting one (409).
+	Requested  json.RawMessage   `json:"requested_parameters,omitempty"`
+	Parameters params.Parameters `json:"parameters"`
+	// Agent is the id of the agent holding the instance.
+	Agent string `json:"agent"`
+	Host  string `json:"host,omitempty"`
+	Port  int    `json:"port,omitempty"`
+	// MaintenanceVersion is the maintenance_info version the instance runs.
+	MaintenanceVersion string `json:"maintenance_version"`
+	// State is "creating" until the instance answers, then "ready";
+	// "deleting" once a delete began.
+	State     string              `json:"state"`
+	LastOp    operation           `json:"last_operation"`
+	Bindings  map[string]*binding `json:"bindings"`
+	CreatedAt time.Time           `json:"created_at"`
+}
+
+const (
+	stateCreating = "creating"
+	stateReady    = "ready"
+	stateDeleting = "deleting"
+)
+
+// operation is the last operation on an instance, as last_operation reports it.
+type operation struct {
+	Type        string                    `json:"type"`
+	State       domain.LastOperationState `json:"state"`
+	Description string                    `json:"description"`
+	At          time.Time                 `json:"at"`
+}
+
+// binding is the broker's record of one binding. The password is kept so GET
+// binding can return it; the state file is readable by the broker only.
+type binding struct {
+	ID        string          `json:"id"`
+	AppGUID   string          `json:"app_guid,omitempty"`
+	Requested json.RawMessage `json:"requested_parameters,omitempty"`
+	Username  string          `json:"username"`
+	Password  string          `json:"password"`
+	State     string          `json:"state"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// Broker serves the OSB API. The zero value is not usable; call New.
+type Broker struct {
+	cfg    Config
+	logger *slog.Logger
+	state  *statefile.File[state]
+	agents map[string]Agent
+	locks  keylock.Map
+}
+
+var _ domain.ServiceBroker = (*Broker)(nil)
+
+// New opens the broker's state in cfg.StateDir. agents maps every agent id of
+// cfg.SharedVM.Agents to its client.
+func New(cfg Config, agents map[string]Agent, logger *slog.Logger) (*Broker, error) {
+	for _, a := range cfg.SharedVM.Agents {
+		if agents[a.ID] == nil {
+			return nil, fmt.Errorf("no client for agent %s", a.ID)
+		}
+	}
+	st, err := statefile.Open[state](filepath.Join(cfg.StateDir, "broker-state.json"))
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{cfg: cfg, logger: logger, state: st, agents: agents}, nil
+}
+
+// find returns a copy of the instance record, or nil.
+func (b *Broker) find(id string) (*instance, error) {
+	var out *instance
+	err := b.state.View(func(s state) {
+		out = s.Instances[id]
+	})
+	return out, err
+}
+
+// agent returns the client of the agent holding inst.
+func (b *Broker) agent(inst *instance) (Agent, error) {
+	a, ok := b.agents[inst.Agent]
+	if !ok {
+		return nil, fmt.Errorf("instance %s is on agent %q, which is no longer in the broker's config", inst.ID, inst.Agent)
+	}
+	return a, nil
+}
+
+// sameJSON reports whether two parameter documents are equal as JSON values
+// (so key order and spacing do not matter).
+func sameJSON(a, b json.RawMessage) bool {
+	norm := func(r json.RawMessage) string {
+		obj, err := params.Object(r)
+		if err != nil {
+			return string(r)
+		}
+		out, _ := json.Marshal(obj)
+		return string(out)
+	}
+	return norm(a) == norm(b)
+}
+
+func now() time.Time { return time.Now().UTC() }

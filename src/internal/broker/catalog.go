@@ -1,0 +1,82 @@
+package broker
+
+import (
+	"context"
+	"strconv"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// Services returns the catalog: one service, tagged "redis" so buildpacks
+// and libraries such as java-cfenv recognise its credentials, with the plans
+// of the config.
+func (b *Broker) Services(ctx context.Context) ([]domain.Service, error) {
+	c := b.cfg.Catalog
+	p := b.cfg.SharedVM
+	yes := true
+	free := true
+	shareable := c.Shareable
+	return []domain.Service{{
+		ID:                   c.ServiceID,
+		Name:                 c.ServiceName,
+		Description:          c.Description,
+		Bindable:             true,
+		InstancesRetrievable: true,
+		BindingsRetrievable:  true,
+		PlanUpdatable:        true,
+		Tags:                 []string{"redis", "key-value", "pivotal"},
+		Metadata: &domain.ServiceMetadata{
+			DisplayName:         c.DisplayName,
+			LongDescription:     c.Description,
+			DocumentationUrl:    "https://redis.io/docs/",
+			ProviderDisplayName: "Redis for Cloud Foundry",
+			Shareable:           &shareable,
+		},
+		Plans: []domain.ServicePlan{{
+			ID:          p.PlanID,
+			Name:        p.Name,
+			Description: p.Description,
+			Free:        &free,
+			Bindable:    &yes,
+			Metadata: &domain.ServicePlanMetadata{
+				DisplayName: "Shared VM",
+				Bullets: []string{
+					"An isolated redis-server process on a shared VM",
+					formatMB(p.MaxMemoryMB) + " memory limit",
+					"Per-binding credentials, AOF and RDB persistence",
+				},
+			},
+			MaintenanceInfo: b.maintenanceInfo(),
+			Schemas: &domain.ServiceSchemas{
+				Instance: domain.ServiceInstanceSchema{
+					Create: domain.Schema{Parameters: params.Schema()},
+					Update: domain.Schema{Parameters: params.Schema()},
+				},
+				Binding: domain.ServiceBindingSchema{
+					Create: domain.Schema{Parameters: params.EmptySchema()},
+				},
+			},
+		}},
+	}}, nil
+}
+
+func (b *Broker) maintenanceInfo() *domain.MaintenanceInfo {
+	return &domain.MaintenanceInfo{
+		Version:     b.cfg.Catalog.MaintenanceVersion,
+		Description: "redis-server 7 with AOF everysec and RDB snapshots",
+	}
+}
+
+// knownPlan reports whether planID is a plan of the catalog.
+func (b *Broker) knownPlan(planID string) bool {
+	return planID == b.cfg.SharedVM.PlanID
+}
+
+func formatMB(mb int64) string {
+	if mb%1024 == 0 {
+		return strconv.FormatInt(mb/1024, 10) + " GB"
+	}
+	return strconv.FormatInt(mb, 10) + " MB"
+}

@@ -1,0 +1,57 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+)
+
+// Deprovision deletes an instance whatever state it is in, including one
+// whose provision was cut short, so Cloud Controller's orphan mitigation
+// always cleans up. The record is marked "deleting" first and removed only
+// after the agent removed the process, data and port; a second delete answers
+// 410.
+func (b *Broker) Deprovision(ctx context.Context, id string, d domain.DeprovisionDetails, asyncAllowed bool) (domain.DeprovisionServiceSpec, error) {
+	return domain.DeprovisionServiceSpec{}, b.respond(ctx, "deprovision", b.deprovision(ctx, id))
+}
+
+func (b *Broker) deprovision(ctx context.Context, id string) error {
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var inst *instance
+	err = b.state.Update(func(s *state) error {
+		inst = s.Instances[id]
+		if inst == nil {
+			return apiresponses.ErrInstanceDoesNotExist
+		}
+		inst.State = stateDeleting
+		inst.LastOp = operation{Type: "delete", State: domain.InProgress, Description: "deleting the instance", At: now()}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	agent, err := b.agent(inst)
+	if err != nil {
+		return err
+	}
+	if err := agent.Delete(ctx, id); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
+		return fmt.Errorf("deleting instance %s on agent %s: %w", id, inst.Agent, err)
+	}
+	err = b.state.Update(func(s *state) error {
+		delete(s.Instances, id)
+		return nil
+	})
+	if err == nil {
+		b.logger.Info("instance deleted", "instance", id, "agent", inst.Agent, "bindings", len(inst.Bindings))
+	}
+	return err
+}

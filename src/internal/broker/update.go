@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// Update applies new parameters to the running instance (no restart; they
+// also hold across restarts) and records a maintenance_info upgrade. Names
+// the update leaves out keep their values.
+func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, asyncAllowed bool) (domain.UpdateServiceSpec, error) {
+	return domain.UpdateServiceSpec{}, b.respond(ctx, "update", b.update(ctx, id, d))
+}
+
+func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) error {
+	if err := b.checkMaintenanceInfo(d.MaintenanceInfo); err != nil {
+		return err
+	}
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	inst, err := b.find(id)
+	if err != nil {
+		return err
+	}
+	if inst == nil || inst.State != stateReady {
+		return &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
+	}
+	if d.PlanID != "" && d.PlanID != inst.PlanID {
+		if !b.knownPlan(d.PlanID) {
+			return badRequest("plan %q is not a plan of this service", d.PlanID)
+		}
+		return apiresponses.ErrPlanChangeNotSupported
+	}
+	p, err := params.Apply(inst.Parameters, d.RawParameters)
+	if err != nil {
+		return err
+	}
+	if p != inst.Parameters {
+		agent, err := b.agent(inst)
+		if err != nil {
+			return err
+		}
+		if _, err := agent.Update(ctx, id, agentapi.UpdateRequest{Parameters: p}); err != nil {
+			return fmt.Errorf("updating instance %s on agent %s: %w", id, inst.Agent, err)
+		}
+	}
+	return b.state.Update(func(s *state) error {
+		r := s.Instances[id]
+		if r == nil {
+			return apiresponses.ErrInstanceDoesNotExist
+		}
+		r.Parameters = p
+		if d.MaintenanceInfo != nil {
+			r.MaintenanceVersion = d.MaintenanceInfo.Version
+		}
+		r.LastOp = operation{Type: "update", State: domain.Succeeded, Description: "instance updated", At: now()}
+		return nil
+	})
+}
+
+// GetInstance returns an instance's plan and current parameters (never a
+// password); 404 while it is being created or deleted.
+func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInstanceDetails) (domain.GetInstanceDetailsSpec, error) {
+	inst, err := b.find(id)
+	if err != nil {
+		return domain.GetInstanceDetailsSpec{}, b.respond(ctx, "get-instance", err)
+	}
+	if inst == nil || inst.State != stateReady {
+		return domain.GetInstanceDetailsSpec{}, apiresponses.ErrInstanceNotFound
+	}
+	return domain.GetInstanceDetailsSpec{
+		ServiceID:  inst.ServiceID,
+		PlanID:     inst.PlanID,
+		Parameters: inst.Parameters,
+		Metadata: domain.InstanceMetadata{Attributes: map[string]any{
+			"host":                inst.Host,
+			"port":                inst.Port,
+			"maintenance_version": inst.MaintenanceVersion,
+		}},
+	}, nil
+}
+
+// LastOperation reports the last operation on an instance: every operation of
+// the shared-vm plan completes before its answer, so this is its outcome.
+// An instance that does not exist (deleted) answers 410.
+func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDetails) (domain.LastOperation, error) {
+	inst, err := b.find(id)
+	if err != nil {
+		return domain.LastOperation{}, b.respond(ctx, "last-operation", err)
+	}
+	if inst == nil {
+		return domain.LastOperation{}, apiresponses.ErrInstanceDoesNotExist
+	}
+	return domain.LastOperation{State: inst.LastOp.State, Description: inst.LastOp.Description}, nil
+}

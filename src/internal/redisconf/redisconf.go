@@ -1,0 +1,179 @@
+// Package redisconf renders the files one redis-server reads: redis.conf and
+// its ACL file. Both agents (shared VMs and dedicated nodes) use it, so every
+// instance of every plan runs with the same persistence and the same limits on
+// what tenants may do.
+package redisconf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
+)
+
+// Config is what differs between two instances' redis.conf files.
+type Config struct {
+	// InstanceID names the instance in the file's header comment.
+	InstanceID string
+	// Bind is the address redis-server listens on.
+	Bind string
+	// Port is the TCP port; it must be in 1-65535.
+	Port int
+	// Dir holds dump.rdb and appendonlydir/.
+	Dir string
+	// ACLFile is the users file rendered by RenderACL.
+	ACLFile string
+	// MaxMemoryBytes is the instance's memory limit; it must be positive, as an
+	// instance without a limit could take a shared VM's memory.
+	MaxMemoryBytes int64
+	// MaxClients caps client connections; zero means 10000, Redis's default.
+	MaxClients int
+	// Params are the tenant's settings.
+	Params params.Parameters
+}
+
+var confTemplate = template.Must(template.New("redis.conf").Funcs(template.FuncMap{"quote": quote}).Parse(`# redis.conf of instance {{.InstanceID}}, rendered by its agent.
+# Edits are overwritten: change settings through the service broker.
+bind {{.Bind}}
+port {{.Port}}
+protected-mode no
+daemonize no
+supervised no
+logfile ""
+dir {{quote .Dir}}
+aclfile {{quote .ACLFile}}
+maxclients {{.MaxClients}}
+maxmemory {{.MaxMemoryBytes}}
+{{range .Params.Directives}}{{.Name}} {{quote .Value}}
+{{end}}
+# Persistence: the append-only file, fsynced every second, plus RDB snapshots.
+appendonly yes
+appendfsync everysec
+appenddirname "appendonlydir"
+aof-use-rdb-preamble yes
+dbfilename dump.rdb
+save 3600 1 300 100 60 10000
+stop-writes-on-bgsave-error yes
+
+# The platform owns persistence, replication and the server itself.
+enable-debug-command no
+enable-module-command no
+enable-protected-configs no
+tcp-keepalive 60
+`))
+
+// Render writes the redis.conf of c to w.
+func Render(w io.Writer, c Config) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = 10000
+	}
+	return confTemplate.Execute(w, c)
+}
+
+// WriteFile renders c into path atomically, so a crash never leaves a
+// half-written config for redis-server to start from.
+func WriteFile(path string, c Config) error {
+	var b bytes.Buffer
+	if err := Render(&b, c); err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(path, b.Bytes(), 0o600)
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d is outside 1-65535", c.Port))
+	}
+	if c.MaxMemoryBytes <= 0 {
+		errs = append(errs, errors.New("maxmemory must be positive"))
+	}
+	if c.Bind == "" || c.Dir == "" || c.ACLFile == "" {
+		errs = append(errs, errors.New("bind, dir and aclfile must be set"))
+	}
+	if err := c.Params.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// quote makes a redis.conf argument of s: Redis reads double-quoted strings
+// with backslash escapes.
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// User is one ACL user of an instance.
+type User struct {
+	// Name is the username; it must match UsernamePattern.
+	Name string
+	// PasswordHash is the hex SHA-256 of the password (secret.Hash), so the
+	// ACL file never holds a password.
+	PasswordHash string
+	// Admin gives every command; otherwise the user is a tenant's binding user.
+	Admin bool
+}
+
+// UsernamePattern is what a username may look like: letters, digits and
+// '-', '_', '.', which need no quoting in ACL rules or URIs.
+var UsernamePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+var hashPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// TenantDeniedCommands are the commands a binding user may not run: the
+// platform owns configuration, persistence, replication and the server
+// process. Lua scripting, transactions, pub/sub and every keyspace command
+// stay allowed.
+var TenantDeniedCommands = []string{
+	"config", "debug", "shutdown", "module", "acl",
+	"replicaof", "slaveof", "sync", "psync", "replconf", "failover", "cluster",
+	"monitor", "migrate", "save", "bgsave", "bgrewriteaof", "pfdebug", "pfselftest",
+}
+
+// ACLRule returns the rule of a user (everything after "user NAME").
+func ACLRule(u User) string {
+	rule := "on #" + u.PasswordHash + " ~* &* +@all"
+	if !u.Admin {
+		for _, c := range TenantDeniedCommands {
+			rule += " -" + c
+		}
+	}
+	return rule
+}
+
+// RenderACL writes an ACL file holding users. The default user is switched
+// off, so a connection must authenticate as one of them.
+func RenderACL(w io.Writer, users []User) error {
+	var b bytes.Buffer
+	b.WriteString("user default off resetpass -@all\n")
+	for _, u := range users {
+		if !UsernamePattern.MatchString(u.Name) || u.Name == "default" {
+			return fmt.Errorf("invalid ACL username %q", u.Name)
+		}
+		if !hashPattern.MatchString(u.PasswordHash) {
+			return fmt.Errorf("user %s: password hash must be 64 hex digits", u.Name)
+		}
+		fmt.Fprintf(&b, "user %s %s\n", u.Name, ACLRule(u))
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// WriteACLFile renders users into path atomically.
+func WriteACLFile(path string, users []User) error {
+	var b bytes.Buffer
+	if err := RenderACL(&b, users); err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(path, b.Bytes(), 0o600)
+}

@@ -1,0 +1,113 @@
+package sharedagent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+)
+
+// Config is the shared agent's config file.
+type Config struct {
+	// Listen is the address of the agent's HTTP API, for example "10.0.0.5:9001".
+	Listen string `json:"listen"`
+	// Credentials are the basic-auth credentials the broker must present.
+	Credentials agentapi.Credentials `json:"credentials"`
+	// TLS, when set, serves the API over HTTPS with this certificate.
+	TLS *TLS `json:"tls,omitempty"`
+	// Host is the address apps connect to; it goes into credentials.
+	Host string `json:"host"`
+	// Bind is the address redis-servers listen on; empty means Host.
+	Bind string `json:"bind,omitempty"`
+	// DataDir holds the agent's state file and every instance's files.
+	DataDir string `json:"data_dir"`
+	// LogDir receives one log file per redis-server; empty means DataDir/logs.
+	LogDir string `json:"log_dir,omitempty"`
+	// RedisServer is the redis-server binary; empty means the one on PATH.
+	RedisServer string `json:"redis_server,omitempty"`
+	// Ports is the range instance ports come from; empty means 32768-61000.
+	Ports portalloc.Range `json:"port_range"`
+	// MemoryBudgetMB is the memory the agent may hand to instances in all;
+	// zero means three quarters of the VM's memory.
+	MemoryBudgetMB int64 `json:"memory_budget_mb,omitempty"`
+	// MaxInstances caps the instances on this VM; zero means only memory and
+	// ports limit them.
+	MaxInstances int `json:"max_instances,omitempty"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+}
+
+// Validate checks the config and fills in defaults, naming the field at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
+	}
+	if c.Credentials.Username == "" || c.Credentials.Password == "" {
+		errs = append(errs, errors.New("credentials.username and credentials.password are required"))
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("tls.cert_file and tls.key_file are both required when tls is set"))
+	}
+	if c.Host == "" {
+		errs = append(errs, errors.New("host is required"))
+	}
+	if c.Bind == "" {
+		c.Bind = c.Host
+	}
+	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, errors.New("data_dir must be an absolute path"))
+	}
+	if c.LogDir == "" {
+		c.LogDir = filepath.Join(c.DataDir, "logs")
+	}
+	if c.RedisServer == "" {
+		c.RedisServer = "redis-server"
+	}
+	if c.Ports == (portalloc.Range{}) {
+		c.Ports = portalloc.Default
+	}
+	if err := c.Ports.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("port_range: %w", err))
+	}
+	if c.MemoryBudgetMB < 0 {
+		errs = append(errs, errors.New("memory_budget_mb must not be negative"))
+	}
+	if c.MaxInstances < 0 {
+		errs = append(errs, errors.New("max_instances must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// memoryBudget returns the configured budget in bytes, or three quarters of
+// the machine's memory.
+func (c *Config) memoryBudget() (int64, error) {
+	if c.MemoryBudgetMB > 0 {
+		return c.MemoryBudgetMB << 20, nil
+	}
+	total, err := machineMemory()
+	if err != nil {
+		return 0, fmt.Errorf("memory_budget_mb is unset and %w", err)
+	}
+	return total / 4 * 3, nil
+}
+
+func machineMemory() (int64, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
+		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
+	}
+	return kb << 10, nil
+}

@@ -1,0 +1,4 @@
+package supervisor
+
+// Backoff exposes backoff to the tests.
+var Backoff = backoff

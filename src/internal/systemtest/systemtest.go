@@ -1,0 +1,334 @@
+// Package systemtest runs the real product on this machine for integration
+// tests and benchmarks: the redis-broker and redis-shared-agent binaries,
+// built from this tree, with configs in a temporary directory, as separate
+// processes that a test can kill -9 and start again.
+//
+// Cloud Controller is the one part that cannot run here; tests play its role
+// with a real OSB client.
+package systemtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	osb "sigs.k8s.io/go-open-service-broker-client/v2"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
+	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
+)
+
+// Fixed catalog ids of the systems this package starts.
+const (
+	ServiceID = "6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"
+	PlanID    = "a3c1b7e2-0d4f-4c59-8e2b-61f5d0c9b342"
+)
+
+// Binaries are the paths of the built programs.
+type Binaries struct {
+	Broker, SharedAgent string
+}
+
+// Build compiles the programs into dir; race adds the race detector.
+func Build(dir string, race bool) (Binaries, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return Binaries{}, err
+	}
+	args := []string{"build", "-o", dir + "/"}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "./src/cmd/redis-broker", "./src/cmd/redis-shared-agent")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{}, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return Binaries{
+		Broker:      filepath.Join(dir, "redis-broker"),
+		SharedAgent: filepath.Join(dir, "redis-shared-agent"),
+	}, nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the module root: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// Options shape a system. Zero values take the defaults on each field.
+type Options struct {
+	// Agents is the number of shared agents; zero means 1.
+	Agents int
+	// MaxInstances is the plan's instance limit; zero means 100.
+	MaxInstances int
+	// MaxMemoryMB is each instance's limit; zero means 16.
+	MaxMemoryMB int64
+	// AgentMemoryMB is each agent's budget; zero means 8192.
+	AgentMemoryMB int64
+	// PortRange is the agents' port range; the zero value means the
+	// product default.
+	PortRange portalloc.Range
+}
+
+// System is a running broker and its agents.
+type System struct {
+	Dir       string
+	BrokerURL string
+	Username  string
+	Password  string
+	Broker    *Process
+	Agents    []*Process
+}
+
+// Start starts the agents, then the broker, each with a fresh config in dir,
+// and waits until they answer.
+func Start(bins Binaries, dir string, opts Options) (*System, error) {
+	if opts.Agents == 0 {
+		opts.Agents = 1
+	}
+	if opts.MaxInstances == 0 {
+		opts.MaxInstances = 100
+	}
+	if opts.MaxMemoryMB == 0 {
+		opts.MaxMemoryMB = 16
+	}
+	if opts.AgentMemoryMB == 0 {
+		opts.AgentMemoryMB = 8192
+	}
+	s := &System{Dir: dir, Username: "osb-user", Password: "osb-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	var agents []broker.AgentConfig
+	for i := range opts.Agents {
+		port, err := redistest.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		cfg := sharedagent.Config{
+			Listen:         net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			Credentials:    agentapi.Credentials{Username: "broker", Password: fmt.Sprintf("agent-secret-%d-%d", i, time.Now().UnixNano())},
+			Host:           "127.0.0.1",
+			DataDir:        filepath.Join(dir, fmt.Sprintf("agent-%d", i)),
+			RedisServer:    redisServer(),
+			Ports:          opts.PortRange,
+			MemoryBudgetMB: opts.AgentMemoryMB,
+		}
+		p := &Process{Name: fmt.Sprintf("agent-%d", i), Path: bins.SharedAgent, Addr: cfg.Listen, Config: filepath.Join(dir, fmt.Sprintf("agent-%d.json", i))}
+		if err := writeJSON(p.Config, cfg); err != nil {
+			return nil, err
+		}
+		s.Agents = append(s.Agents, p)
+		agents = append(agents, broker.AgentConfig{ID: fmt.Sprintf("shared-%d", i), ClientConfig: agentapi.ClientConfig{URL: "http://" + cfg.Listen, Credentials: cfg.Credentials}})
+	}
+	port, err := redistest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	bcfg := broker.Config{
+		Listen:      net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Credentials: agentapi.Credentials{Username: s.Username, Password: s.Password},
+		StateDir:    filepath.Join(dir, "broker"),
+		Catalog:     broker.Catalog{ServiceID: ServiceID},
+		SharedVM: broker.SharedVMPlan{
+			PlanID:       PlanID,
+			MaxInstances: opts.MaxInstances,
+			MaxMemoryMB:  opts.MaxMemoryMB,
+			Agents:       agents,
+		},
+	}
+	s.BrokerURL = "http://" + bcfg.Listen
+	s.Broker = &Process{Name: "broker", Path: bins.Broker, Addr: bcfg.Listen, Config: filepath.Join(dir, "broker.json")}
+	if err := writeJSON(s.Broker.Config, bcfg); err != nil {
+		return nil, err
+	}
+	for _, p := range append(append([]*Process{}, s.Agents...), s.Broker) {
+		if err := p.Start(); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func redisServer() string {
+	if p := os.Getenv("REDIS_SERVER"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p
+	}
+	return "/usr/bin/redis-server"
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// Client returns a real OSB client for the broker, speaking API 2.14 with
+// the alpha features (GET instance and binding) on.
+func (s *System) Client() (osb.Client, error) {
+	cfg := osb.DefaultClientConfiguration()
+	cfg.Name = "systemtest"
+	cfg.URL = s.BrokerURL
+	cfg.APIVersion = osb.Version2_14()
+	cfg.EnableAlphaFeatures = true
+	cfg.TimeoutSeconds = 60
+	cfg.AuthConfig = &osb.AuthConfig{BasicAuthConfig: &osb.BasicAuthConfig{Username: s.Username, Password: s.Password}}
+	return osb.NewClient(cfg)
+}
+
+// Stop stops the broker and agents gracefully (agents stop their
+// redis-servers), then kills anything started from dir that is still alive,
+// so a failed test leaves no process behind.
+func (s *System) Stop() {
+	if s.Broker != nil {
+		_ = s.Broker.Stop()
+	}
+	for _, a := range s.Agents {
+		_ = a.Stop()
+	}
+	KillStrays(s.Dir)
+}
+
+// KillStrays kills every process whose command line mentions dir: the
+// redis-servers an agent killed with -9 left behind, for one.
+func KillStrays(dir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), dir) {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Process is one of the system's programs.
+type Process struct {
+	Name   string
+	Path   string
+	Config string
+	// Addr is the host:port the process serves on.
+	Addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs the process and waits until its port accepts connections.
+func (p *Process) Start() error {
+	log, err := os.OpenFile(p.Config+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.Path, "-config", p.Config)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(p.done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited at start; see %s.log", p.Name, p.Config)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", p.Addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not listen on %s within 30s", p.Name, p.Addr)
+}
+
+// Kill9 kills the process with SIGKILL and waits for it to be gone.
+func (p *Process) Kill9() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd = nil
+}
+
+// Stop sends SIGTERM and waits up to a minute, then kills.
+func (p *Process) Stop() error {
+	if p.cmd == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.Kill9()
+		return fmt.Errorf("%s did not stop within a minute of SIGTERM", p.Name)
+	}
+	p.cmd = nil
+	return nil
+}
+
+// Pid is the running process's pid, or 0.
+func (p *Process) Pid() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Log returns what the process wrote to its log so far.
+func (p *Process) Log() string {
+	data, _ := os.ReadFile(p.Config + ".log")
+	return string(data)
+}
+
+// WaitHTTP polls url until it answers any HTTP status or ctx ends.
+func WaitHTTP(ctx context.Context, url string) error {
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
