@@ -90,7 +90,12 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := exec.LookPath(cfg.RedisServer); err != nil {
+	// An absolute path: adoption compares it with /proc/PID/exe.
+	server, err := exec.LookPath(cfg.RedisServer)
+	if err == nil {
+		cfg.RedisServer, err = filepath.Abs(server)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("redis_server: %w", err)
 	}
 	for _, dir := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "instances"), cfg.LogDir} {

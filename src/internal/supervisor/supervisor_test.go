@@ -59,17 +59,26 @@ func newInstance() *instance {
 		WriteTimeout: time.Second,
 		MaxRetries:   -1,
 		PoolSize:     2,
-		// go-redis retries a refused dial 5 times, 100ms apart, unless told
-		// not to; Ready must fail fast.
-		DialerRetries: 1,
 	})
 	DeferCleanup(in.client.Close)
 	return in
 }
 
-// serverInfo returns the process_id and config_file INFO reports.
+// serverInfo returns the process_id and config_file INFO reports, through a
+// fresh connection: after PoolSize refused dials a go-redis pool refuses to
+// dial again for a second, which would slow every start down by that much.
 func (in *instance) serverInfo(ctx context.Context) (int, string, error) {
-	info, err := in.client.Info(ctx, "server").Result()
+	c := redis.NewClient(&redis.Options{
+		Addr:          in.client.Options().Addr,
+		DialTimeout:   200 * time.Millisecond,
+		ReadTimeout:   time.Second,
+		WriteTimeout:  time.Second,
+		MaxRetries:    -1,
+		PoolSize:      1,
+		DialerRetries: 1, // by default go-redis dials 5 times, 100ms apart
+	})
+	defer c.Close()
+	info, err := c.Info(ctx, "server").Result()
 	if err != nil {
 		return 0, "", err
 	}
@@ -127,16 +136,25 @@ func stop(s *supervisor.Supervisor) error {
 	return s.Stop(ctx)
 }
 
-// killProcessesIn SIGKILLs every process whose working directory is dir: a
-// safety net behind Stop for specs that fail half-way or detach.
-func killProcessesIn(dir string) {
+// processesIn returns the live processes whose working directory is dir.
+func processesIn(dir string) []int {
+	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		if cwd, err := os.Readlink(p + "/cwd"); err == nil && cwd == dir {
 			if pid, err := strconv.Atoi(filepath.Base(p)); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				pids = append(pids, pid)
 			}
 		}
+	}
+	return pids
+}
+
+// killProcessesIn SIGKILLs every process whose working directory is dir: a
+// safety net behind Stop for specs that fail half-way or detach.
+func killProcessesIn(dir string) {
+	for _, pid := range processesIn(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
@@ -384,6 +402,82 @@ var _ = Describe("Supervisor", func() {
 			Expect(s.Status().Supervising).To(BeFalse())
 			Expect(s.Status().Restarts).To(BeZero())
 		})
+	})
+
+	Context("with a process that never becomes ready", func() {
+		var cfg supervisor.Config
+
+		BeforeEach(func() {
+			cfg = in.config()
+			cfg.Path = "/bin/sleep"
+			cfg.Args = []string{"600"}
+			cfg.Ready = func(context.Context, int) error { return errors.New("not yet") }
+			cfg.Owns = nil
+		})
+
+		It("fails to start once ReadyTimeout passes, leaving no process", func(ctx SpecContext) {
+			cfg.ReadyTimeout = 200 * time.Millisecond
+			s := supervisor.New(cfg)
+			DeferCleanup(stop, s)
+
+			Expect(s.Start(ctx)).To(MatchError(And(ContainSubstring("not ready within 200ms"), ContainSubstring("not yet"))))
+			Expect(s.Status().Supervising).To(BeFalse())
+			Expect(processesIn(in.dir)).To(BeEmpty())
+			Expect(in.pidFile).NotTo(BeAnExistingFile())
+		})
+
+		It("stops at once while waiting for a replacement to become ready", func(ctx SpecContext) {
+			// Ready for the first process only.
+			first := 0
+			cfg.Ready = func(_ context.Context, pid int) error {
+				if first == 0 {
+					first = pid
+				}
+				if pid != first {
+					return errors.New("not yet")
+				}
+				return nil
+			}
+			cfg.ReadyTimeout = time.Minute
+			s := start(ctx, cfg)
+			Expect(syscall.Kill(s.Status().Pid, syscall.SIGKILL)).To(Succeed())
+			Eventually(s.Status).Should(HaveField("Restarts", 1))
+			Eventually(pidInFile).WithArguments(in.pidFile).ShouldNot(Equal(first))
+
+			stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			Expect(s.Stop(stopCtx)).To(Succeed())
+			Expect(processesIn(in.dir)).To(BeEmpty())
+			Expect(s.Status().Supervising).To(BeFalse())
+		})
+	})
+
+	It("costs no OS thread per idle supervisor", func(ctx SpecContext) {
+		threads := func() int {
+			b, err := os.ReadFile("/proc/self/status")
+			Expect(err).NotTo(HaveOccurred())
+			for line := range strings.SplitSeq(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+					n, err := strconv.Atoi(strings.TrimSpace(v))
+					Expect(err).NotTo(HaveOccurred())
+					return n
+				}
+			}
+			Fail("no Threads line in /proc/self/status")
+			return 0
+		}
+		cfg := in.config()
+		cfg.Path = "/bin/sleep"
+		cfg.Args = []string{"600"}
+		cfg.Ready = nil
+		cfg.Owns = nil
+		cfg.PidFile = ""
+		before := threads()
+		for range 50 {
+			start(ctx, cfg)
+		}
+		Expect(processesIn(in.dir)).To(HaveLen(50))
+		Expect(threads()).To(BeNumerically("<", before+10))
 	})
 
 	Context("with a process left running by an earlier supervisor", func() {

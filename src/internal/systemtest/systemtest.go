@@ -213,9 +213,20 @@ func (s *System) Stop() {
 	KillStrays(s.Dir)
 }
 
-// KillStrays kills every process whose command line mentions dir: the
-// redis-servers an agent killed with -9 left behind, for one.
+// KillStrays kills every process whose command line mentions dir or whose
+// working directory is inside it: the redis-servers an agent killed with -9
+// left behind, for one (redis-server rewrites its command line to
+// "redis-server HOST:PORT", so only its working directory, the instance's
+// data directory, still names dir).
 func KillStrays(dir string) {
+	for _, pid := range Strays(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Strays returns the pids of the processes KillStrays would kill.
+func Strays(dir string) []int {
+	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -223,11 +234,15 @@ func KillStrays(dir string) {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), dir) {
+		if err != nil {
 			continue
 		}
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if strings.Contains(string(cmdline), dir) || cwd == dir || strings.HasPrefix(cwd, dir+"/") {
+			pids = append(pids, pid)
+		}
 	}
+	return pids
 }
 
 // Process is one of the system's programs.
@@ -331,4 +346,23 @@ func WaitHTTP(ctx context.Context, url string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// FreePortRange finds n consecutive ports on 127.0.0.1 that are free now.
+func FreePortRange(n int) (int, error) {
+	for start := 45000; start+n < 60000; start += n {
+		ok := true
+		for p := start; p < start+n && ok; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			return start, nil
+		}
+	}
+	return 0, errors.New("no free port range")
 }

@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	osb "sigs.k8s.io/go-open-service-broker-client/v2"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+)
+
+// BenchmarkBareStart is the baseline: exec of redis-server with a minimal
+// config, to its first PONG. Metrics are in ms.
+func BenchmarkBareStart(b *testing.B) {
+	var xs []float64
+	for range b.N {
+		xs = append(xs, bareStarts(b, *runs)...)
+	}
+	report(b, "ms", xs)
+	b.ReportMetric(float64(len(xs)), "samples")
+}
+
+// BenchmarkProvisionSequential times provision, bind and the first PONG with
+// the binding's credentials, one tenant at a time, each alternating with a
+// bare start so that both see the same machine. Each instance is unbound and
+// deleted after its sample, outside the clock, so every sample provisions
+// onto an agent holding no other instance.
+func BenchmarkProvisionSequential(b *testing.B) {
+	_, c := startSystem(b, systemtest.Options{})
+	ctx := context.Background()
+	warmUp(b, c)
+	var bare, total, prov, bind, ping []float64
+	retries := 0
+	for range b.N {
+		for range *runs {
+			bare = append(bare, bareStarts(b, 1)...)
+			t, tm, err := provisionBindPing(ctx, c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total = append(total, ms(tm.total))
+			prov = append(prov, ms(tm.provision))
+			bind = append(bind, ms(tm.bind))
+			ping = append(ping, ms(tm.ping))
+			retries += tm.retries
+			if err := remove(c, t); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	s := report(b, "ms", total)
+	base := summarize(bare)
+	b.ReportMetric(float64(len(total)), "samples")
+	b.ReportMetric(base.p50, "bare-ms-p50")
+	b.ReportMetric(s.p50/base.p50, "x-bare")
+	b.ReportMetric(summarize(prov).p50, "provision-ms-p50")
+	b.ReportMetric(summarize(bind).p50, "bind-ms-p50")
+	b.ReportMetric(summarize(ping).p50, "ping-ms-p50")
+	b.ReportMetric(float64(retries), "ping-retries")
+}
+
+// BenchmarkProvisionConcurrent starts -batch tenants at the same moment, each
+// timing its own provision, bind and first PONG, in -batches batches; the
+// instances of a batch are deleted before the next one. Before each batch it
+// times bare starts one at a time (the baseline of the ratio x-bare) and
+// -batch bare starts at once (x-bare-at-once: what starting that many
+// servers together costs on this machine anyway).
+func BenchmarkProvisionConcurrent(b *testing.B) {
+	_, c := startSystem(b, systemtest.Options{})
+	ctx := context.Background()
+	warmUp(b, c)
+	perBatch := max(1, *runs / *batches)
+	var bare, bareAtOnce, total, wall []float64
+	retries := 0
+	for range b.N {
+		for range *batches {
+			bare = append(bare, bareStarts(b, perBatch)...)
+			bareAtOnce = append(bareAtOnce, bareStartsAtOnce(b, *batchSize)...)
+
+			n := *batchSize
+			tenants := make([]tenant, n)
+			timings := make([]timing, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			gate := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-gate
+					tenants[i], timings[i], errs[i] = provisionBindPing(ctx, c)
+				})
+			}
+			start := time.Now()
+			close(gate)
+			wg.Wait()
+			wall = append(wall, ms(time.Since(start)))
+			// On an error the system's cleanup kills whatever was made.
+			if err := errors.Join(errs...); err != nil {
+				b.Fatal(err)
+			}
+			if err := removeAll(c, tenants); err != nil {
+				b.Fatal(err)
+			}
+			for _, tm := range timings {
+				total = append(total, ms(tm.total))
+				retries += tm.retries
+			}
+		}
+	}
+	s := report(b, "ms", total)
+	base := summarize(bare)
+	atOnce := summarize(bareAtOnce)
+	b.ReportMetric(float64(len(total)), "samples")
+	b.ReportMetric(base.p50, "bare-ms-p50")
+	b.ReportMetric(s.p50/base.p50, "x-bare")
+	b.ReportMetric(atOnce.p50, "bare-at-once-ms-p50")
+	b.ReportMetric(s.p50/atOnce.p50, "x-bare-at-once")
+	b.ReportMetric(summarize(wall).p50, "batch-ms-p50")
+	b.ReportMetric(float64(retries), "ping-retries")
+}
+
+// warmUp provisions and deletes one tenant, so the first sample does not pay
+// for the broker's and agent's first connections and page faults.
+func warmUp(b *testing.B, c osb.Client) {
+	b.Helper()
+	t, _, err := provisionBindPing(context.Background(), c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := remove(c, t); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,151 @@
+package redisconf_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
+	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+)
+
+func TestRedisconf(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "redisconf")
+}
+
+var _ = Describe("Render", func() {
+	valid := redisconf.Config{
+		InstanceID: "i-1", Bind: "127.0.0.1", Port: 40000, Dir: "/data/i 1", ACLFile: "/data/users.acl",
+		MaxMemoryBytes: 64 << 20, Params: params.Defaults(),
+	}
+
+	It("writes persistence, limits and the tenant's parameters", func() {
+		var b strings.Builder
+		p := valid
+		p.Params.NotifyKeyspaceEvents = "Ex"
+		Expect(redisconf.Render(&b, p)).To(Succeed())
+		conf := b.String()
+		for _, line := range []string{
+			"port 40000", "bind 127.0.0.1", "daemonize no", `dir "/data/i 1"`, `aclfile "/data/users.acl"`,
+			"maxmemory 67108864", `maxmemory-policy "noeviction"`, `notify-keyspace-events "Ex"`, `timeout "0"`,
+			"appendonly yes", "appendfsync everysec", "maxclients 10000", "enable-debug-command no",
+		} {
+			Expect(conf).To(ContainSubstring(line + "\n"))
+		}
+	})
+
+	DescribeTable("refuses configs that would start a wrong server",
+		func(change func(*redisconf.Config), mentions string) {
+			c := valid
+			change(&c)
+			Expect(redisconf.Render(&strings.Builder{}, c)).To(MatchError(ContainSubstring(mentions)))
+		},
+		Entry("port 0", func(c *redisconf.Config) { c.Port = 0 }, "port"),
+		Entry("port too large", func(c *redisconf.Config) { c.Port = 70000 }, "port"),
+		Entry("no memory limit", func(c *redisconf.Config) { c.MaxMemoryBytes = 0 }, "maxmemory"),
+		Entry("no dir", func(c *redisconf.Config) { c.Dir = "" }, "dir"),
+		Entry("bad parameter", func(c *redisconf.Config) { c.Params.MaxMemoryPolicy = "x\nslaveof 1.2.3.4 1" }, "maxmemory-policy"),
+	)
+})
+
+var _ = Describe("RenderACL", func() {
+	It("refuses usernames and hashes that could inject rules", func() {
+		h := secret.Hash("x")
+		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "a b", PasswordHash: h}})).NotTo(Succeed())
+		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "default", PasswordHash: h}})).NotTo(Succeed())
+		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "a", PasswordHash: "on >x"}})).NotTo(Succeed())
+	})
+})
+
+// These start a real redis-server with the rendered files, so a template
+// mistake that Redis would reject fails here.
+var _ = Describe("a redis-server started from the rendered files", func() {
+	var (
+		admin, tenant *redis.Client
+		adminPass     = secret.New()
+		tenantPass    = secret.New()
+		conf          string
+	)
+
+	BeforeEach(func() {
+		dir := GinkgoT().TempDir()
+		port, err := redistest.FreePort()
+		Expect(err).NotTo(HaveOccurred())
+		conf = filepath.Join(dir, "redis.conf")
+		acl := filepath.Join(dir, "users.acl")
+		Expect(os.Mkdir(filepath.Join(dir, "data"), 0o700)).To(Succeed())
+		Expect(redisconf.WriteACLFile(acl, []redisconf.User{
+			{Name: "platform-admin", PasswordHash: secret.Hash(adminPass), Admin: true},
+			{Name: "binding-1", PasswordHash: secret.Hash(tenantPass)},
+		})).To(Succeed())
+		Expect(redisconf.WriteFile(conf, redisconf.Config{
+			InstanceID: "t", Bind: "127.0.0.1", Port: port, Dir: filepath.Join(dir, "data"), ACLFile: acl,
+			MaxMemoryBytes: 32 << 20, Params: params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "KEA", Timeout: 30},
+		})).To(Succeed())
+
+		cmd := exec.Command("redis-server", conf)
+		cmd.Dir = dir
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		admin = redis.NewClient(&redis.Options{Addr: addr, Username: "platform-admin", Password: adminPass})
+		tenant = redis.NewClient(&redis.Options{Addr: addr, Username: "binding-1", Password: tenantPass})
+		DeferCleanup(admin.Close)
+		DeferCleanup(tenant.Close)
+		Eventually(func() error { return admin.Ping(context.Background()).Err() }).WithTimeout(10 * time.Second).Should(Succeed())
+	})
+
+	It("applies the parameters and persistence settings", func(ctx SpecContext) {
+		got, err := admin.ConfigGet(ctx, "*").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(HaveKeyWithValue("maxmemory", "33554432"))
+		Expect(got).To(HaveKeyWithValue("maxmemory-policy", "allkeys-lru"))
+		Expect(got).To(HaveKeyWithValue("timeout", "30"))
+		Expect(got).To(HaveKeyWithValue("appendonly", "yes"))
+		Expect(got).To(HaveKeyWithValue("appendfsync", "everysec"))
+		Expect(got["notify-keyspace-events"]).To(ContainSubstring("K"))
+	})
+
+	It("refuses the default user and wrong passwords", func(ctx SpecContext) {
+		anon := redis.NewClient(&redis.Options{Addr: admin.Options().Addr})
+		defer anon.Close()
+		Expect(anon.Ping(ctx).Err()).To(MatchError(ContainSubstring("NOAUTH")))
+		wrong := redis.NewClient(&redis.Options{Addr: admin.Options().Addr, Username: "binding-1", Password: adminPass})
+		defer wrong.Close()
+		Expect(wrong.Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
+	})
+
+	It("lets the tenant use data commands but none the platform owns", func(ctx SpecContext) {
+		Expect(tenant.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(tenant.Eval(ctx, "return redis.call('get', KEYS[1])", []string{"k"}).Val()).To(Equal("v"))
+		Expect(tenant.Do(ctx, "ACL", "WHOAMI").Val()).To(Equal("binding-1"))
+		for _, cmd := range [][]any{
+			{"CONFIG", "GET", "maxmemory"}, {"DEBUG", "SLEEP", "0"}, {"SHUTDOWN"}, {"MODULE", "LIST"},
+			{"ACL", "LIST"}, {"REPLICAOF", "NO", "ONE"}, {"SLAVEOF", "NO", "ONE"}, {"FAILOVER"}, {"CLUSTER", "INFO"},
+			{"MONITOR"}, {"SAVE"}, {"BGSAVE"}, {"BGREWRITEAOF"}, {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"},
+			{"SYNC"}, {"PSYNC", "?", "-1"},
+		} {
+			// DEBUG and MODULE are also switched off server-wide, which Redis
+			// checks before the ACL.
+			Expect(tenant.Do(ctx, cmd...).Err()).To(MatchError(MatchRegexp("NOPERM|command not allowed")), "%v", cmd)
+		}
+		Expect(admin.Do(ctx, "CONFIG", "GET", "maxmemory").Err()).To(Succeed())
+	})
+})

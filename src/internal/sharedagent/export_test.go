@@ -1,0 +1,15 @@
+package sharedagent
+
+// Abandon stops supervising every instance without stopping its process, as
+// a crash of the agent would: the next Manager on the same directory must
+// adopt them.
+func (m *Manager) Abandon() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.sups {
+		s.Detach()
+	}
+	for _, cancel := range m.retrying {
+		cancel()
+	}
+}

@@ -1,0 +1,299 @@
+package sharedagent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+)
+
+func TestSharedagent(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "sharedagent")
+}
+
+const mb = 1 << 20
+
+// agent is a real Manager behind the real HTTP handler, driven through the
+// real client, with real redis-servers.
+type agent struct {
+	cfg    sharedagent.Config
+	mgr    *sharedagent.Manager
+	client *agentapi.Client
+	srv    *httptest.Server
+}
+
+func startAgent(cfg sharedagent.Config) *agent {
+	Expect(cfg.Validate()).To(Succeed())
+	mgr, err := sharedagent.New(cfg, slog.New(slog.NewTextHandler(GinkgoWriter, nil)))
+	Expect(err).NotTo(HaveOccurred())
+	mgr.Start(context.Background())
+	srv := httptest.NewServer(agentapi.NewHandler(mgr, cfg.Credentials, slog.New(slog.NewTextHandler(GinkgoWriter, nil))))
+	client, err := agentapi.NewClient(agentapi.ClientConfig{URL: srv.URL, Credentials: cfg.Credentials})
+	Expect(err).NotTo(HaveOccurred())
+	return &agent{cfg: cfg, mgr: mgr, client: client, srv: srv}
+}
+
+func (a *agent) stop() {
+	a.srv.Close()
+	a.mgr.Shutdown(context.Background())
+}
+
+func config(dir string) sharedagent.Config {
+	return sharedagent.Config{
+		Listen:         "127.0.0.1:0",
+		Credentials:    agentapi.Credentials{Username: "broker", Password: secret.New()},
+		Host:           "127.0.0.1",
+		DataDir:        dir,
+		MemoryBudgetMB: 256,
+	}
+}
+
+func request(mem int64) agentapi.InstanceRequest {
+	return agentapi.InstanceRequest{MaxMemoryBytes: mem * mb, Parameters: params.Defaults()}
+}
+
+func tenant(inst agentapi.Instance, user, pass string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)), Username: user, Password: pass})
+	DeferCleanup(c.Close)
+	return c
+}
+
+func pidOf(dir, id string) int {
+	data, err := os.ReadFile(filepath.Join(dir, "instances", id, "redis.pid"))
+	Expect(err).NotTo(HaveOccurred())
+	pid, err := strconv.Atoi(string(data[:len(data)-countNewline(data)]))
+	Expect(err).NotTo(HaveOccurred())
+	return pid
+}
+
+func countNewline(b []byte) int {
+	if len(b) > 0 && b[len(b)-1] == '\n' {
+		return 1
+	}
+	return 0
+}
+
+var _ = Describe("Manager", func() {
+	var (
+		dir string
+		a   *agent
+	)
+	BeforeEach(func() {
+		dir = GinkgoT().TempDir()
+		DeferCleanup(systemtest.KillStrays, dir)
+	})
+	JustBeforeEach(func() {
+		if a == nil {
+			a = startAgent(config(dir))
+		}
+		DeferCleanup(func() { a.stop(); a = nil })
+	})
+
+	It("creates a running instance once, and returns the same one to a repeated request", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.State).To(Equal("running"))
+		Expect(inst.Port).To(BeNumerically(">=", portalloc.Default.Min))
+		again, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(again.Port).To(Equal(inst.Port))
+		_, err = a.client.Create(ctx, "i1", request(32))
+		Expect(err).To(MatchError(agentapi.ErrConflict))
+	})
+
+	It("gives binding users their own passwords and removes them on unbind", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		p1, p2 := secret.New(), secret.New()
+		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: p1})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = a.client.Bind(ctx, "i1", "b2", agentapi.BindingRequest{Password: p2})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: p2})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
+		_, err = a.client.Bind(ctx, "i1", "b3", agentapi.BindingRequest{Password: "short"})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = a.client.Bind(ctx, "nope", "b3", agentapi.BindingRequest{Password: p1})
+		Expect(err).To(MatchError(agentapi.ErrNotFound))
+
+		c1, c2 := tenant(inst, "b1", p1), tenant(inst, "b2", p2)
+		Expect(c1.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(c2.Get(ctx, "k").Val()).To(Equal("v"))
+		Expect(a.client.Unbind(ctx, "i1", "b1")).To(Succeed())
+		Expect(c1.Ping(ctx).Err()).To(HaveOccurred())
+		Expect(c2.Ping(ctx).Err()).To(Succeed())
+		Expect(a.client.Unbind(ctx, "i1", "b1")).To(MatchError(agentapi.ErrNotFound))
+
+		got, err := a.client.Get(ctx, "i1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Bindings).To(Equal([]string{"b2"}))
+		acl, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "users.acl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(acl)).NotTo(ContainSubstring(p2), "the ACL file holds hashes only")
+	})
+
+	It("applies parameters live and keeps them in redis.conf", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		pid := pidOf(dir, "i1")
+		p := params.Parameters{MaxMemoryPolicy: "volatile-ttl", NotifyKeyspaceEvents: "Ex", Timeout: 42}
+		_, err = a.client.Update(ctx, "i1", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(pidOf(dir, "i1")).To(Equal(pid))
+		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(conf)).To(ContainSubstring(`maxmemory-policy "volatile-ttl"`))
+		pw := secret.New()
+		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+		info, err := tenant(inst, "b1", pw).Info(ctx, "memory").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info).To(ContainSubstring("maxmemory_policy:volatile-ttl"))
+
+		_, err = a.client.Update(ctx, "i1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+	})
+
+	It("refuses ids that are not safe as file names or usernames", func(ctx SpecContext) {
+		for _, id := range []string{"..", ".hidden", "a/b", "a b", string(make([]byte, 200))} {
+			_, err := a.client.Create(ctx, id, request(16))
+			Expect(err).To(HaveOccurred(), id)
+		}
+		_, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		_, err = a.client.Bind(ctx, "i1", sharedagent.AdminUser, agentapi.BindingRequest{Password: secret.New()})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+	})
+
+	It("deletes the process, files and port, and says so when asked again", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(a.client.Delete(ctx, "i1")).To(Succeed())
+		Expect(filepath.Join(dir, "instances", "i1")).NotTo(BeAnExistingFile())
+		Expect(portalloc.Listenable("127.0.0.1")(inst.Port)).To(BeTrue())
+		Expect(a.client.Delete(ctx, "i1")).To(MatchError(agentapi.ErrNotFound))
+		c, err := a.client.Capacity(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.Instances).To(BeZero())
+	})
+
+	It("gives concurrent creates distinct ports", func(ctx SpecContext) {
+		var wg sync.WaitGroup
+		ports := make([]int, 10)
+		errs := make([]error, 10)
+		for i := range 10 {
+			wg.Go(func() {
+				inst, err := a.client.Create(ctx, fmt.Sprintf("c%d", i), request(8))
+				ports[i], errs[i] = inst.Port, err
+			})
+		}
+		wg.Wait()
+		seen := map[int]bool{}
+		for i := range 10 {
+			Expect(errs[i]).NotTo(HaveOccurred())
+			Expect(seen).NotTo(HaveKey(ports[i]))
+			seen[ports[i]] = true
+		}
+	})
+
+	Context("with a small budget and port range", func() {
+		BeforeEach(func() {
+			cfg := config(dir)
+			cfg.MemoryBudgetMB = 40
+			lo, err := systemtest.FreePortRange(3)
+			Expect(err).NotTo(HaveOccurred())
+			cfg.Ports = portalloc.Range{Min: lo, Max: lo + 2}
+			cfg.MaxInstances = 3
+			a = startAgent(cfg)
+		})
+
+		It("refuses an instance that would exceed memory, ports or count with ErrFull, and keeps serving", func(ctx SpecContext) {
+			_, err := a.client.Create(ctx, "big", request(41))
+			Expect(err).To(MatchError(agentapi.ErrFull))
+			for i := range 3 {
+				_, err := a.client.Create(ctx, fmt.Sprintf("s%d", i), request(8))
+				Expect(err).NotTo(HaveOccurred())
+			}
+			_, err = a.client.Create(ctx, "s3", request(8))
+			Expect(err).To(MatchError(agentapi.ErrFull))
+			c, err := a.client.Capacity(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(c.FreePorts).To(BeZero())
+			Expect(c.Fits(mb)).To(BeFalse())
+		})
+	})
+
+	Context("when redis-server cannot start", func() {
+		BeforeEach(func() {
+			cfg := config(dir)
+			cfg.RedisServer = "/bin/false"
+			a = startAgent(cfg)
+		})
+
+		It("fails the create and leaves nothing behind", func(ctx SpecContext) {
+			_, err := a.client.Create(ctx, "i1", request(16))
+			Expect(err).To(MatchError(agentapi.ErrUnavailable))
+			Expect(a.client.Get(ctx, "i1")).Error().To(MatchError(agentapi.ErrNotFound))
+			Expect(filepath.Join(dir, "instances", "i1")).NotTo(BeAnExistingFile())
+		})
+	})
+
+	It("rejects wrong credentials", func(ctx SpecContext) {
+		bad, err := agentapi.NewClient(agentapi.ClientConfig{URL: a.srv.URL, Credentials: agentapi.Credentials{Username: "broker", Password: "wrong"}})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = bad.Capacity(ctx)
+		Expect(err).To(MatchError(ContainSubstring("401")))
+		Expect(err.Error()).NotTo(ContainSubstring(a.cfg.Credentials.Password))
+	})
+
+	It("adopts running instances after a crash and finishes an interrupted delete", func(ctx SpecContext) {
+		_, err := a.client.Create(ctx, "keep", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		_, err = a.client.Create(ctx, "gone", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		keepPid, gonePid := pidOf(dir, "keep"), pidOf(dir, "gone")
+
+		// A crash: the HTTP server goes, the manager is abandoned without
+		// Shutdown, its redis-servers keep running. Then mark "gone" as
+		// deleting, as a delete cut short would have left it.
+		a.srv.Close()
+		a.mgr.Abandon()
+		statePath := filepath.Join(dir, "state.json")
+		var st map[string]any
+		data, err := os.ReadFile(statePath)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &st)).To(Succeed())
+		st["instances"].(map[string]any)["gone"].(map[string]any)["deleting"] = true
+		data, err = json.Marshal(st)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(statePath, data, 0o600)).To(Succeed())
+
+		a = startAgent(a.cfg)
+		Expect(pidOf(dir, "keep")).To(Equal(keepPid))
+		got, err := a.client.Get(ctx, "keep")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.State).To(Equal("running"))
+		Expect(a.client.Get(ctx, "gone")).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(filepath.Join(dir, "instances", "gone")).NotTo(BeAnExistingFile())
+		Eventually(func() error { return processAlive(gonePid) }).Should(HaveOccurred())
+	})
+})

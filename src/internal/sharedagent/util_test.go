@@ -1,0 +1,5 @@
+package sharedagent_test
+
+import "syscall"
+
+func processAlive(pid int) error { return syscall.Kill(pid, 0) }

@@ -1,0 +1,133 @@
+package statefile_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
+)
+
+func TestStatefile(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "statefile")
+}
+
+type counter struct {
+	N     int      `json:"n"`
+	Items []string `json:"items"`
+}
+
+// TestMain lets the test binary act as a writer that a test kills with -9
+// in the middle of its writes.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("STATEFILE_WRITER"); path != "" {
+		f, err := statefile.Open[counter](path)
+		if err != nil {
+			os.Exit(3)
+		}
+		for {
+			_ = f.Update(func(c *counter) error {
+				c.N++
+				// Each state is self-checking: N items, all equal to N.
+				c.Items = make([]string, c.N%200)
+				for i := range c.Items {
+					c.Items[i] = strconv.Itoa(c.N)
+				}
+				return nil
+			})
+		}
+	}
+	os.Exit(m.Run())
+}
+
+var _ = Describe("File", func() {
+	var path string
+	BeforeEach(func() { path = filepath.Join(GinkgoT().TempDir(), "state.json") })
+
+	It("starts from the zero value and keeps what Update stored across Open", func() {
+		f, err := statefile.Open[counter](path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(f.Update(func(c *counter) error { c.N = 7; return nil })).To(Succeed())
+		g, err := statefile.Open[counter](path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(g.View(func(c counter) { Expect(c.N).To(Equal(7)) })).To(Succeed())
+		info, err := os.Stat(path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Mode().Perm()).To(Equal(os.FileMode(0o600)))
+	})
+
+	It("leaves the state unchanged when the update function fails", func() {
+		f, _ := statefile.Open[counter](path)
+		Expect(f.Update(func(c *counter) error { c.N = 1; return nil })).To(Succeed())
+		boom := errors.New("boom")
+		Expect(f.Update(func(c *counter) error { c.N = 2; return boom })).To(MatchError(boom))
+		Expect(f.View(func(c counter) { Expect(c.N).To(Equal(1)) })).To(Succeed())
+	})
+
+	It("hands View a copy the caller cannot change the state through", func() {
+		f, _ := statefile.Open[counter](path)
+		Expect(f.Update(func(c *counter) error { c.Items = []string{"a"}; return nil })).To(Succeed())
+		Expect(f.View(func(c counter) { c.Items[0] = "changed" })).To(Succeed())
+		Expect(f.View(func(c counter) { Expect(c.Items).To(Equal([]string{"a"})) })).To(Succeed())
+	})
+
+	It("refuses a corrupt file rather than start from nothing", func() {
+		Expect(os.WriteFile(path, []byte("{not json"), 0o600)).To(Succeed())
+		_, err := statefile.Open[counter](path)
+		Expect(err).To(MatchError(ContainSubstring("not valid JSON")))
+	})
+
+	It("reports a write that cannot happen and keeps the old state", func() {
+		dir := filepath.Dir(path)
+		f, _ := statefile.Open[counter](path)
+		Expect(f.Update(func(c *counter) error { c.N = 1; return nil })).To(Succeed())
+		Expect(os.Chmod(dir, 0o500)).To(Succeed())
+		DeferCleanup(os.Chmod, dir, os.FileMode(0o700))
+		if os.Geteuid() == 0 {
+			// root ignores directory permissions; fill the name slot instead.
+			Expect(os.Chmod(dir, 0o700)).To(Succeed())
+			Expect(os.Mkdir(path+".tmp", 0o700)).To(Succeed())
+		}
+		Expect(f.Update(func(c *counter) error { c.N = 2; return nil })).NotTo(Succeed())
+		Expect(f.View(func(c counter) { Expect(c.N).To(Equal(1)) })).To(Succeed())
+	})
+
+	It("survives kill -9 in the middle of writes with a whole state", func() {
+		for round := range 5 {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "STATEFILE_WRITER="+path)
+			Expect(cmd.Start()).To(Succeed())
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			Eventually(func() int {
+				f, err := statefile.Open[counter](path)
+				if err != nil {
+					return -1
+				}
+				n := 0
+				_ = f.View(func(c counter) { n = c.N })
+				return n
+			}).WithTimeout(10*time.Second).Should(BeNumerically(">", 50*(round+1)))
+			Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
+			<-done
+
+			f, err := statefile.Open[counter](path)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(f.View(func(c counter) {
+				Expect(c.Items).To(HaveLen(c.N % 200))
+				for _, it := range c.Items {
+					Expect(it).To(Equal(strconv.Itoa(c.N)))
+				}
+			})).To(Succeed())
+		}
+	})
+})
