@@ -2,12 +2,17 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,9 +78,19 @@ func binaries(b *testing.B) systemtest.Binaries {
 	return bins
 }
 
+// broker is what the benchmarks speak to the broker with: the real OSB client
+// for every call but bind, which is sent by hand because the client decodes
+// the response's endpoints[].ports as numbers, where the OSB spec (and
+// brokerapi) has strings such as "32768", so its Bind fails on every answer.
+type broker struct {
+	osb.Client
+	url, username, password string
+	http                    *http.Client
+}
+
 // startSystem starts a broker and its agents in a fresh directory and stops
 // them, and every process started under that directory, when b ends.
-func startSystem(b *testing.B, opts systemtest.Options) (*systemtest.System, osb.Client) {
+func startSystem(b *testing.B, opts systemtest.Options) (*systemtest.System, *broker) {
 	b.Helper()
 	bs := binaries(b)
 	dir := b.TempDir()
@@ -97,7 +112,49 @@ func startSystem(b *testing.B, opts systemtest.Options) (*systemtest.System, osb
 	if err != nil {
 		b.Fatal(err)
 	}
-	return sys, c
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.Cleanup(hc.CloseIdleConnections)
+	return sys, &broker{Client: c, url: sys.BrokerURL, username: sys.Username, password: sys.Password, http: hc}
+}
+
+// bind creates a binding as Cloud Controller does and returns its credentials.
+func (c *broker) bind(ctx context.Context, instanceID, bindingID, appGUID string) (map[string]any, error) {
+	body, err := json.Marshal(map[string]any{
+		"service_id":    systemtest.ServiceID,
+		"plan_id":       systemtest.PlanID,
+		"app_guid":      appGUID,
+		"bind_resource": map[string]string{"app_guid": appGUID},
+	})
+	if err != nil {
+		return nil, err
+	}
+	u := fmt.Sprintf("%s/v2/service_instances/%s/service_bindings/%s?accepts_incomplete=true", c.url, url.PathEscape(instanceID), url.PathEscape(bindingID))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(c.username, c.password)
+	req.Header.Set("X-Broker-API-Version", "2.14")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, data)
+	}
+	var out struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decoding the bind response: %w", err)
+	}
+	return out.Credentials, nil
 }
 
 // killUnder kills every process whose working directory or command line is
@@ -151,7 +208,7 @@ func provisionRequest(id string) *osb.ProvisionRequest {
 // provisionBindPing does what Cloud Controller and then an app do with a new
 // instance: provision, bind, and PING with the binding's uri. The clock starts
 // at the provision request and stops at the first PONG.
-func provisionBindPing(ctx context.Context, c osb.Client) (tenant, timing, error) {
+func provisionBindPing(ctx context.Context, c *broker) (tenant, timing, error) {
 	n := ids.Add(1)
 	t := tenant{instanceID: fmt.Sprintf("bench-%d-%d", os.Getpid(), n), bindingID: fmt.Sprintf("app-%d-%d", os.Getpid(), n)}
 	var tm timing
@@ -164,27 +221,18 @@ func provisionBindPing(ctx context.Context, c osb.Client) (tenant, timing, error
 		return t, tm, fmt.Errorf("provision %s: answered asynchronously; the benchmark expects the shared-vm plan to answer when ready", t.instanceID)
 	}
 	tm.provision = time.Since(start)
-	app := "bench-app"
 	bstart := time.Now()
-	bresp, err := c.Bind(&osb.BindRequest{
-		BindingID:         t.bindingID,
-		InstanceID:        t.instanceID,
-		AcceptsIncomplete: true,
-		ServiceID:         systemtest.ServiceID,
-		PlanID:            systemtest.PlanID,
-		AppGUID:           &app,
-		BindResource:      &osb.BindResource{AppGUID: &app},
-	})
+	creds, err := c.bind(ctx, t.instanceID, t.bindingID, "bench-app")
 	if err != nil {
 		return t, tm, fmt.Errorf("bind %s: %w", t.instanceID, err)
 	}
 	tm.bind = time.Since(bstart)
-	uri, _ := bresp.Credentials["uri"].(string)
+	uri, _ := creds["uri"].(string)
 	if uri == "" {
 		return t, tm, fmt.Errorf("bind %s: credentials have no uri", t.instanceID)
 	}
 	t.uri = uri
-	if p, ok := bresp.Credentials["port"].(float64); ok {
+	if p, ok := creds["port"].(float64); ok {
 		t.port = int(p)
 	}
 	pstart := time.Now()
@@ -237,7 +285,7 @@ func pingAs(ctx context.Context, uri, addr string) error {
 }
 
 // remove unbinds and deprovisions t, as Cloud Controller does on cf delete-service.
-func remove(c osb.Client, t tenant) error {
+func remove(c *broker, t tenant) error {
 	_, err := c.Unbind(&osb.UnbindRequest{
 		InstanceID: t.instanceID, BindingID: t.bindingID, AcceptsIncomplete: true,
 		ServiceID: systemtest.ServiceID, PlanID: systemtest.PlanID,
@@ -256,7 +304,7 @@ func remove(c osb.Client, t tenant) error {
 }
 
 // removeAll removes tenants, four at a time.
-func removeAll(c osb.Client, ts []tenant) error {
+func removeAll(c *broker, ts []tenant) error {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
 	errs := make([]error, len(ts))

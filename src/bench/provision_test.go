@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	osb "sigs.k8s.io/go-open-service-broker-client/v2"
-
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -123,7 +121,7 @@ func BenchmarkProvisionConcurrent(b *testing.B) {
 
 // warmUp provisions and deletes one tenant, so the first sample does not pay
 // for the broker's and agent's first connections and page faults.
-func warmUp(b *testing.B, c osb.Client) {
+func warmUp(b *testing.B, c *broker) {
 	b.Helper()
 	t, _, err := provisionBindPing(context.Background(), c)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
@@ -154,6 +155,9 @@ func (b *Broker) setAgent(id, agentID string) error {
 	})
 }
 
+// capacityTimeout bounds the capacity query of placement.
+const capacityTimeout = 5 * time.Second
+
 // placeOrder asks every agent for its capacity and returns the ids of those
 // that can take an instance, best first (placement.Order). Unreachable
 // agents are skipped and logged.
@@ -163,6 +167,10 @@ func (b *Broker) placeOrder(ctx context.Context, maxmemory int64) ([]string, err
 		c   agentapi.Capacity
 		err error
 	}
+	// An agent that does not answer quickly is skipped rather than waited
+	// for: placement has others to choose from.
+	ctx, cancel := context.WithTimeout(ctx, capacityTimeout)
+	defer cancel()
 	results := make(chan result, len(b.cfg.SharedVM.Agents))
 	for _, a := range b.cfg.SharedVM.Agents {
 		go func() {

@@ -116,7 +116,7 @@ var _ = Describe("File", func() {
 				n := 0
 				_ = f.View(func(c counter) { n = c.N })
 				return n
-			}).WithTimeout(10*time.Second).Should(BeNumerically(">", 50*(round+1)))
+			}).WithTimeout(10 * time.Second).Should(BeNumerically(">", 50*(round+1)))
 			Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
 			<-done
 

@@ -1,0 +1,41 @@
+package broker
+
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+)
+
+var _ = Describe("Config", func() {
+	const valid = `{
+	  "listen": "127.0.0.1:8080",
+	  "credentials": {"username": "u", "password": "p"},
+	  "state_dir": "/tmp/x",
+	  "catalog": {"service_id": "svc"},
+	  "shared_vm": {"plan_id": "plan", "max_instances": 5, "maxmemory_mb": 64,
+	    "agents": [{"id": "a0", "url": "https://10.0.0.1:9001", "username": "b", "password": "c"}]}
+	}`
+
+	It("loads a valid config and fills in the defaults", func() {
+		var c Config
+		Expect(configfile.Decode([]byte(valid), &c)).To(Succeed())
+		Expect(c.Catalog.ServiceName).To(Equal("p-redis"))
+		Expect(c.SharedVM.Name).To(Equal("shared-vm"))
+		Expect(c.Catalog.MaintenanceVersion).To(Equal(Version))
+	})
+
+	DescribeTable("refuses a bad config, naming the field",
+		func(doc, field string) {
+			var c Config
+			Expect(configfile.Decode([]byte(doc), &c)).To(MatchError(ContainSubstring(field)))
+		},
+		Entry("unknown field", `{"lisen": "x"}`, "lisen"),
+		Entry("missing credentials", `{"listen":"127.0.0.1:1","state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":1,"maxmemory_mb":1,"agents":[{"id":"a","url":"http://x","username":"u","password":"p"}]}}`, "credentials.username"),
+		Entry("relative state dir", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"x"}`, "state_dir"),
+		Entry("no agents", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":1,"maxmemory_mb":1}}`, "shared_vm.agents"),
+		Entry("an agent twice", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":1,"maxmemory_mb":1,"agents":[{"id":"a","url":"http://x","username":"u","password":"p"},{"id":"a","url":"http://y","username":"u","password":"p"}]}}`, "used twice"),
+		Entry("zero limit", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":0,"maxmemory_mb":1,"agents":[{"id":"a","url":"http://x","username":"u","password":"p"}]}}`, "shared_vm.max_instances"),
+		Entry("trailing data", valid+`{}`, "extra data"),
+	)
+})
