@@ -712,10 +712,13 @@ func (m *Manager) adminClient(r record) *redis.Client {
 		Protocol:        2,
 		DisableIdentity: true,
 		MaxRetries:      -1,
-		PoolSize:        1,
-		DialTimeout:     2 * time.Second,
-		ReadTimeout:     10 * time.Second,
-		WriteTimeout:    10 * time.Second,
+		// One dial attempt: readiness is polled every few milliseconds, and
+		// go-redis would otherwise retry a refused dial 5 times, 100ms apart.
+		DialerRetries: 1,
+		PoolSize:      1,
+		DialTimeout:   2 * time.Second,
+		ReadTimeout:   10 * time.Second,
+		WriteTimeout:  10 * time.Second,
 	})
 }
 

@@ -104,7 +104,9 @@ func (p *proc) wait(ctx context.Context, deadline time.Time) (bool, error) {
 		case ctx.Err() != nil:
 			return false, ctx.Err()
 		case !deadline.IsZero() && !time.Now().Before(deadline):
-			return false, nil
+			// RawConn.Read gives up without asking when the deadline
+			// passed before it began, so ask once.
+			return p.exited(), nil
 		}
 		// Woken by the AfterFunc of an earlier wait whose context ended
 		// after that wait returned: wait again.

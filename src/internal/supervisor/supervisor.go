@@ -20,11 +20,16 @@ import (
 
 // Defaults for the zero values of Config's durations.
 const (
+	// DefaultReadyTimeout is the ReadyTimeout of a Config that sets none.
 	DefaultReadyTimeout = 10 * time.Second
-	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 30 * time.Second
-	DefaultStableAfter  = 60 * time.Second
-	DefaultStopTimeout  = 30 * time.Second
+	// DefaultMinBackoff is the MinBackoff of a Config that sets none.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff is the MaxBackoff of a Config that sets none.
+	DefaultMaxBackoff = 30 * time.Second
+	// DefaultStableAfter is the StableAfter of a Config that sets none.
+	DefaultStableAfter = 60 * time.Second
+	// DefaultStopTimeout is the StopTimeout of a Config that sets none.
+	DefaultStopTimeout = 30 * time.Second
 )
 
 const (
@@ -94,7 +99,8 @@ type Config struct {
 	Logger *slog.Logger
 	// OnExit, if not nil, is called on the supervising goroutine with the
 	// reason each time the process dies unexpectedly or a restart fails.
-	// Supervision waits for it to return.
+	// Supervision waits for it to return, so it must not call Stop,
+	// Restart or Detach (Status is fine).
 	OnExit func(err error)
 }
 
