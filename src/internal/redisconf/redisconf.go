@@ -36,6 +36,19 @@ type Config struct {
 	MaxClients int
 	// Params are the tenant's settings.
 	Params params.Parameters
+	// ReplicaOf, when not nil, makes the server a read-only follower of this
+	// leader; nil renders no replication directive, so the server leads.
+	ReplicaOf *Leader
+}
+
+// Leader is the server a follower replicates from.
+type Leader struct {
+	// Host and Port are where the leader's redis-server listens.
+	Host string
+	Port int
+	// User and Password authenticate the follower to the leader (masteruser
+	// and masterauth); empty leaves either out.
+	User, Password string
 }
 
 var confTemplate = template.Must(template.New("redis.conf").Funcs(template.FuncMap{"quote": quote}).Parse(`# redis.conf of instance {{.InstanceID}}, rendered by its agent.
@@ -51,6 +64,12 @@ aclfile {{quote .ACLFile}}
 maxclients {{.MaxClients}}
 maxmemory {{.MaxMemoryBytes}}
 {{range .Params.Directives}}{{.Name}} {{quote .Value}}
+{{end}}{{with .ReplicaOf}}
+# A follower: it replicates its leader and refuses writes.
+replicaof {{quote .Host}} {{.Port}}
+{{if .User}}masteruser {{quote .User}}
+{{end}}{{if .Password}}masterauth {{quote .Password}}
+{{end}}replica-read-only yes
 {{end}}
 # Persistence: the append-only file, fsynced every second, plus RDB snapshots.
 appendonly yes
@@ -80,13 +99,14 @@ func Render(w io.Writer, c Config) error {
 }
 
 // WriteFile renders c into path atomically, so a crash never leaves a
-// half-written config for redis-server to start from.
+// half-written config for redis-server to start from. It does not fsync:
+// agents render the file again from their records before every start.
 func WriteFile(path string, c Config) error {
 	var b bytes.Buffer
 	if err := Render(&b, c); err != nil {
 		return err
 	}
-	return statefile.WriteAtomic(path, b.Bytes(), 0o600)
+	return statefile.Replace(path, b.Bytes(), 0o600)
 }
 
 func (c Config) validate() error {
@@ -102,6 +122,9 @@ func (c Config) validate() error {
 	}
 	if err := c.Params.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if l := c.ReplicaOf; l != nil && (l.Host == "" || l.Port < 1 || l.Port > 65535) {
+		errs = append(errs, fmt.Errorf("replicaof needs a host and a port in 1-65535, not %q %d", l.Host, l.Port))
 	}
 	return errors.Join(errs...)
 }
@@ -120,9 +143,24 @@ type User struct {
 	// PasswordHash is the hex SHA-256 of the password (secret.Hash), so the
 	// ACL file never holds a password.
 	PasswordHash string
-	// Admin gives every command; otherwise the user is a tenant's binding user.
+	// Admin gives every command; otherwise Role says what the user may do.
 	Admin bool
+	// Role is what a non-admin user may do; the zero value is RoleTenant.
+	Role Role
 }
+
+// Role is what a non-admin user may do.
+type Role string
+
+const (
+	// RoleTenant is a binding user of an app: every data command, none of
+	// TenantDeniedCommands.
+	RoleTenant Role = ""
+	// RoleReplication may only replicate from the server (a follower's
+	// masteruser) and read INFO replication, to measure its lag: no keys,
+	// no channels, no other command.
+	RoleReplication Role = "replication"
+)
 
 // UsernamePattern is what a username may look like: letters, digits and
 // '-', '_', '.', which need no quoting in ACL rules or URIs.
@@ -140,8 +178,19 @@ var TenantDeniedCommands = []string{
 	"monitor", "migrate", "save", "bgsave", "bgrewriteaof", "pfdebug", "pfselftest",
 }
 
+// ReplicationCommands are the only commands of a RoleReplication user: what
+// a follower sends to its leader, plus INFO's replication section.
+var ReplicationCommands = []string{"psync", "replconf", "ping", "info|replication"}
+
 // ACLRule returns the rule of a user (everything after "user NAME").
 func ACLRule(u User) string {
+	if !u.Admin && u.Role == RoleReplication {
+		rule := "on #" + u.PasswordHash + " -@all"
+		for _, c := range ReplicationCommands {
+			rule += " +" + c
+		}
+		return rule
+	}
 	rule := "on #" + u.PasswordHash + " ~* &* +@all"
 	if !u.Admin {
 		for _, c := range TenantDeniedCommands {
@@ -165,17 +214,21 @@ func RenderACL(w io.Writer, users []User) error {
 		if !hashPattern.MatchString(u.PasswordHash) {
 			return fmt.Errorf("user %s: password hash must be 64 hex digits", u.Name)
 		}
+		if u.Role != RoleTenant && u.Role != RoleReplication {
+			return fmt.Errorf("user %s: unknown role %q", u.Name, u.Role)
+		}
 		fmt.Fprintf(&b, "user %s %s\n", u.Name, ACLRule(u))
 	}
 	_, err := w.Write(b.Bytes())
 	return err
 }
 
-// WriteACLFile renders users into path atomically.
+// WriteACLFile renders users into path atomically, without fsync, like
+// WriteFile.
 func WriteACLFile(path string, users []User) error {
 	var b bytes.Buffer
 	if err := RenderACL(&b, users); err != nil {
 		return err
 	}
-	return statefile.WriteAtomic(path, b.Bytes(), 0o600)
+	return statefile.Replace(path, b.Bytes(), 0o600)
 }

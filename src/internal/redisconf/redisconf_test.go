@@ -59,7 +59,22 @@ var _ = Describe("Render", func() {
 		Entry("no memory limit", func(c *redisconf.Config) { c.MaxMemoryBytes = 0 }, "maxmemory"),
 		Entry("no dir", func(c *redisconf.Config) { c.Dir = "" }, "dir"),
 		Entry("bad parameter", func(c *redisconf.Config) { c.Params.MaxMemoryPolicy = "x\nslaveof 1.2.3.4 1" }, "maxmemory-policy"),
+		Entry("leader without port", func(c *redisconf.Config) { c.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1"} }, "replicaof"),
 	)
+
+	It("renders a follower's replication settings only when it has a leader", func() {
+		var b strings.Builder
+		Expect(redisconf.Render(&b, valid)).To(Succeed())
+		Expect(b.String()).NotTo(ContainSubstring("replicaof"))
+		Expect(b.String()).NotTo(ContainSubstring("master"))
+		f := valid
+		f.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1", Port: 6379, User: "repl-1", Password: `p"w`}
+		b.Reset()
+		Expect(redisconf.Render(&b, f)).To(Succeed())
+		for _, line := range []string{`replicaof "10.0.0.1" 6379`, `masteruser "repl-1"`, `masterauth "p\"w"`, "replica-read-only yes"} {
+			Expect(b.String()).To(ContainSubstring(line + "\n"))
+		}
+	})
 })
 
 var _ = Describe("RenderACL", func() {
@@ -68,6 +83,13 @@ var _ = Describe("RenderACL", func() {
 		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "a b", PasswordHash: h}})).NotTo(Succeed())
 		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "default", PasswordHash: h}})).NotTo(Succeed())
 		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "a", PasswordHash: "on >x"}})).NotTo(Succeed())
+		Expect(redisconf.RenderACL(&strings.Builder{}, []redisconf.User{{Name: "a", PasswordHash: h, Role: "root"}})).NotTo(Succeed())
+	})
+
+	It("gives a replication user the replication commands and no keys", func() {
+		rule := redisconf.ACLRule(redisconf.User{Name: "r", PasswordHash: secret.Hash("x"), Role: redisconf.RoleReplication})
+		Expect(rule).To(HaveSuffix(" -@all +psync +replconf +ping +info|replication"))
+		Expect(rule).NotTo(ContainSubstring("~"))
 	})
 })
 
@@ -91,6 +113,7 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		Expect(redisconf.WriteACLFile(acl, []redisconf.User{
 			{Name: "platform-admin", PasswordHash: secret.Hash(adminPass), Admin: true},
 			{Name: "binding-1", PasswordHash: secret.Hash(tenantPass)},
+			{Name: "repl-1", PasswordHash: secret.Hash(tenantPass), Role: redisconf.RoleReplication},
 		})).To(Succeed())
 		Expect(redisconf.WriteFile(conf, redisconf.Config{
 			InstanceID: "t", Bind: "127.0.0.1", Port: port, Dir: filepath.Join(dir, "data"), ACLFile: acl,
@@ -147,5 +170,16 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 			Expect(tenant.Do(ctx, cmd...).Err()).To(MatchError(MatchRegexp("NOPERM|command not allowed")), "%v", cmd)
 		}
 		Expect(admin.Do(ctx, "CONFIG", "GET", "maxmemory").Err()).To(Succeed())
+	})
+
+	It("lets a replication user replicate and read INFO replication, nothing else", func(ctx SpecContext) {
+		repl := redis.NewClient(&redis.Options{Addr: admin.Options().Addr, Username: "repl-1", Password: tenantPass})
+		defer repl.Close()
+		Expect(repl.Ping(ctx).Err()).To(Succeed())
+		Expect(repl.Info(ctx, "replication").Val()).To(ContainSubstring("role:master"))
+		Expect(repl.Do(ctx, "REPLCONF", "listening-port", "1").Err()).To(Succeed())
+		for _, cmd := range [][]any{{"GET", "k"}, {"SET", "k", "v"}, {"INFO", "keyspace"}, {"KEYS", "*"}, {"EVAL", "return 1", "0"}, {"SUBSCRIBE", "c"}} {
+			Expect(repl.Do(ctx, cmd...).Err()).To(MatchError(ContainSubstring("NOPERM")), "%v", cmd)
+		}
 	})
 })

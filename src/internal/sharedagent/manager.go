@@ -286,7 +286,18 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 	if err != nil {
 		return agentapi.Instance{}, false, err
 	}
-	if err := m.run(ctx, rec); err != nil {
+	err = m.run(ctx, rec)
+	for attempt := 1; err != nil && created && portTaken(err) && attempt < portAttempts; attempt++ {
+		// Something outside the agent's records took the port between the
+		// check and redis-server's bind: with the product's port range inside
+		// Linux's default ephemeral range, usually an outgoing connection.
+		// A new instance can still move; its port is not published yet.
+		m.logger.Info("port taken by another process; moving the new instance", "instance", id, "port", rec.Port)
+		if rec, err = m.movePort(id); err == nil {
+			err = m.run(ctx, rec)
+		}
+	}
+	if err != nil {
 		if created {
 			// Nothing of a new instance may outlive a failed create: the broker
 			// reports the failure and the tenant never learns the instance.
@@ -298,6 +309,37 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 	}
 	m.logger.Info("instance ready", "instance", id, "port", rec.Port, "created", created)
 	return m.describe(rec), created, nil
+}
+
+// portAttempts bounds how often a new instance moves to another port because
+// its port was taken by a process the agent does not know.
+const portAttempts = 5
+
+func portTaken(err error) bool {
+	return strings.Contains(err.Error(), "Address already in use")
+}
+
+// movePort gives a new instance the next free port.
+func (m *Manager) movePort(id string) (record, error) {
+	var rec record
+	err := m.state.Update(func(s *state) error {
+		r, err := liveRecord(s, id)
+		if err != nil {
+			return err
+		}
+		used := map[int]bool{}
+		for _, other := range s.Instances {
+			used[other.Port] = true
+		}
+		port, err := portalloc.Next(m.cfg.Ports, used, r.Port, m.available)
+		if err != nil {
+			return fmt.Errorf("%w: %v", agentapi.ErrFull, err)
+		}
+		r.Port, s.LastPort = port, port
+		rec = *r
+		return nil
+	})
+	return rec, err
 }
 
 func (m *Manager) fits(s *state, maxmemory int64) error {
@@ -679,6 +721,17 @@ func (m *Manager) newSupervisor(r record) *supervisor.Supervisor {
 		PidFile: p.pid,
 		LogFile: p.log,
 		Ready: func(ctx context.Context, pid int) error {
+			// A plain dial first: refused at once while redis-server loads,
+			// it spares a Redis client per poll.
+			conn, err := net.DialTimeout("tcp", m.addr(r), time.Second)
+			if err != nil {
+				return err
+			}
+			conn.Close()
+			// Bounded, so a foreign process holding the port cannot stall
+			// the supervisor's check that the child is still alive.
+			ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
 			if !m.owns(ctx, r, pid) {
 				return errors.New("not answering as this instance's server yet")
 			}
@@ -704,9 +757,13 @@ func (m *Manager) owns(ctx context.Context, r record, pid int) bool {
 	return srv["process_id"] == strconv.Itoa(pid) && srv["config_file"] == m.paths(r.ID).conf
 }
 
+func (m *Manager) addr(r record) string {
+	return net.JoinHostPort(m.cfg.Bind, strconv.Itoa(r.Port))
+}
+
 func (m *Manager) adminClient(r record) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr:            net.JoinHostPort(m.cfg.Bind, strconv.Itoa(r.Port)),
+		Addr:            m.addr(r),
 		Username:        AdminUser,
 		Password:        r.AdminPassword,
 		Protocol:        2,

@@ -242,6 +242,28 @@ var _ = Describe("Manager", func() {
 		})
 	})
 
+	Context("when another process takes a new instance's port", func() {
+		var taken net.Listener
+		BeforeEach(func() {
+			cfg := config(dir)
+			lo, err := systemtest.FreePortRange(3)
+			Expect(err).NotTo(HaveOccurred())
+			cfg.Ports = portalloc.Range{Min: lo, Max: lo + 2}
+			taken, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo)))
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(taken.Close)
+			a = startAgent(cfg)
+			a.mgr.SkipPortCheck()
+		})
+
+		It("moves the instance to the next port", func(ctx SpecContext) {
+			inst, err := a.client.Create(ctx, "i1", request(16))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.Port).To(Equal(a.cfg.Ports.Min + 1))
+			Expect(inst.State).To(Equal("running"))
+		})
+	})
+
 	Context("when redis-server cannot start", func() {
 		BeforeEach(func() {
 			cfg := config(dir)

@@ -96,13 +96,26 @@ func (f *File[T]) write(v T) error {
 // either the old or the new content: write a temporary file beside it, fsync
 // it, rename it over path and fsync the directory.
 func WriteAtomic(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// Replace replaces the file at path with data by renaming a temporary file
+// over it, without fsync: readers and a program restarted after a crash see
+// the old or the new content, but after a power cut the file may be empty.
+// It is for files derived from the state and rendered again at every start,
+// such as a redis.conf, where the two fsyncs would only add latency.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, durable bool) error {
 	tmp := path + ".tmp"
 	t, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Base(path), err)
 	}
 	_, err = t.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = t.Sync()
 	}
 	if cerr := t.Close(); err == nil {
@@ -114,6 +127,9 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", filepath.Base(path), err)
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

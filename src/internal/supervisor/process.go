@@ -236,18 +236,15 @@ func writePidFile(path string, pid int) error {
 		return fmt.Errorf("writing pid file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	// No fsync: the pid file only matters to an agent restarted after a
+	// crash of its own, which the page cache survives; after a power cut the
+	// process it named is gone anyway.
 	_, err = tmp.WriteString(strconv.Itoa(pid) + "\n")
-	if err == nil {
-		err = tmp.Sync()
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("writing pid file %s: %w", path, err)
