@@ -101,7 +101,7 @@ func startSystem(b *testing.B, opts systemtest.Options) (*systemtest.System, *br
 		if sys != nil {
 			sys.Stop()
 		}
-		killUnder(dir)
+		systemtest.KillStrays(dir)
 	})
 	var err error
 	sys, err = systemtest.Start(bs, dir, opts)
@@ -155,26 +155,6 @@ func (c *broker) bind(ctx context.Context, instanceID, bindingID, appGUID string
 		return nil, fmt.Errorf("decoding the bind response: %w", err)
 	}
 	return out.Credentials, nil
-}
-
-// killUnder kills every process whose working directory or command line is
-// under dir. systemtest.KillStrays looks at command lines only, but
-// redis-server rewrites its own ("redis-server 127.0.0.1:PORT"), so an
-// instance's server is found by its working directory, which its supervisor
-// sets to the instance's directory.
-func killUnder(dir string) {
-	systemtest.KillStrays(dir)
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
 }
 
 var ids atomic.Int64
@@ -252,8 +232,10 @@ func pingUntilPong(ctx context.Context, uri string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// The loop below does the retrying, without go-redis's backoff.
+	// The loop below does the retrying, every millisecond: go-redis would
+	// retry a refused dial 5 times 100ms apart and a failed command 3 times.
 	opts.MaxRetries = -1
+	opts.DialerRetries = 1
 	client := redis.NewClient(opts)
 	defer client.Close()
 	deadline := time.Now().Add(readyTimeout)
@@ -278,10 +260,42 @@ func pingAs(ctx context.Context, uri, addr string) error {
 	}
 	opts.Addr = addr
 	opts.MaxRetries = -1
+	opts.DialerRetries = 1
 	opts.PoolSize = 1
 	client := redis.NewClient(opts)
 	defer client.Close()
 	return client.Ping(ctx).Err()
+}
+
+// failures counts the tenants a benchmark could not get, and explains the
+// first few from the broker's and agent's logs: a failed request is a finding
+// to report, not a reason to lose the other samples.
+type failures struct {
+	n int
+}
+
+// maxExplained is how many failures a benchmark explains in its log.
+const maxExplained = 3
+
+// record counts a failed tenant, logs why, and deletes whatever of it was
+// made, as Cloud Controller's orphan mitigation would.
+func (f *failures) record(b *testing.B, sys *systemtest.System, c *broker, t tenant, err error) {
+	b.Helper()
+	f.n++
+	if f.n <= maxExplained {
+		b.Logf("%v\n%s", err, logLines(sys, t.instanceID))
+	}
+	if t.instanceID == "" {
+		return
+	}
+	_, _ = c.Unbind(&osb.UnbindRequest{
+		InstanceID: t.instanceID, BindingID: t.bindingID, AcceptsIncomplete: true,
+		ServiceID: systemtest.ServiceID, PlanID: systemtest.PlanID,
+	})
+	_, _ = c.DeprovisionInstance(&osb.DeprovisionRequest{
+		InstanceID: t.instanceID, AcceptsIncomplete: true,
+		ServiceID: systemtest.ServiceID, PlanID: systemtest.PlanID,
+	})
 }
 
 // remove unbinds and deprovisions t, as Cloud Controller does on cf delete-service.
@@ -522,6 +536,20 @@ func procKB(path, field string) (int64, error) {
 		return strconv.ParseInt(f[0], 10, 64)
 	}
 	return 0, fmt.Errorf("%s has no %s", path, field)
+}
+
+// logLines returns the lines of the broker's and agents' logs that mention
+// id, to explain a failed request.
+func logLines(sys *systemtest.System, id string) string {
+	var out []string
+	for _, p := range append([]*systemtest.Process{sys.Broker}, sys.Agents...) {
+		for line := range strings.Lines(p.Log()) {
+			if strings.Contains(line, id) {
+				out = append(out, p.Name+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // instancePid reads the pid file the agent keeps for an instance's server.
