@@ -1,0 +1,131 @@
+package nodeagent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+)
+
+// DefaultPort is the port of a node's redis-server unless Config.Port says
+// otherwise: the whole VM is the tenant's, so it gets Redis's own port.
+const DefaultPort = 6379
+
+// DefaultMaxMemoryPercent is the share of the VM's memory redis-server may
+// use unless the config says otherwise; the rest is for the OS, the agent and
+// the copy-on-write pages of a snapshot.
+const DefaultMaxMemoryPercent = 75
+
+// Config is the node agent's config file.
+type Config struct {
+	// Listen is the address of the agent's HTTPS API, for example "10.0.0.7:9002".
+	Listen string `json:"listen"`
+	// Credentials are the basic-auth credentials the broker must present.
+	Credentials nodeapi.Credentials `json:"credentials"`
+	// TLS is the API's certificate; required, the API is HTTPS only.
+	TLS TLS `json:"tls"`
+	// NodeID is the node's stable id, reported in its status so the broker
+	// can tell that an address still leads to the node it claimed.
+	NodeID string `json:"node_id"`
+	// Host is the address apps connect to; it goes into credentials.
+	Host string `json:"host"`
+	// Bind is the address redis-server listens on; empty means Host.
+	Bind string `json:"bind,omitempty"`
+	// Port is redis-server's port; zero means DefaultPort.
+	Port int `json:"port,omitempty"`
+	// DataDir holds the agent's state file, redis.conf, the ACL file and
+	// redis-server's data (DataDir/data, wiped by every reset).
+	DataDir string `json:"data_dir"`
+	// LogDir receives redis-server's log; empty means DataDir/logs.
+	LogDir string `json:"log_dir,omitempty"`
+	// RedisServer is the redis-server binary; empty means the one on PATH.
+	RedisServer string `json:"redis_server,omitempty"`
+	// MaxMemoryPercent is redis-server's memory limit as a share of the VM's
+	// memory (MemTotal of /proc/meminfo); zero means DefaultMaxMemoryPercent.
+	MaxMemoryPercent int `json:"maxmemory_percent,omitempty"`
+	// MaxMemoryMB, when positive, is the memory limit in MB and overrides
+	// MaxMemoryPercent.
+	MaxMemoryMB int64 `json:"maxmemory_mb,omitempty"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+}
+
+// Validate checks the config and fills in defaults, naming the fields at
+// fault.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
+	}
+	if c.Credentials.Username == "" || c.Credentials.Password == "" {
+		errs = append(errs, errors.New("credentials.username and credentials.password are required"))
+	}
+	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		errs = append(errs, errors.New("tls.cert_file and tls.key_file are required: the node API is served over HTTPS only"))
+	}
+	if !idPattern.MatchString(c.NodeID) {
+		errs = append(errs, errors.New("node_id is required: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+	}
+	if c.Host == "" {
+		errs = append(errs, errors.New("host is required"))
+	}
+	if c.Bind == "" {
+		c.Bind = c.Host
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port: %d is outside 1-65535", c.Port))
+	}
+	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, errors.New("data_dir must be an absolute path"))
+	}
+	if c.LogDir == "" {
+		c.LogDir = filepath.Join(c.DataDir, "logs")
+	}
+	if c.RedisServer == "" {
+		c.RedisServer = "redis-server"
+	}
+	if c.MaxMemoryPercent == 0 {
+		c.MaxMemoryPercent = DefaultMaxMemoryPercent
+	}
+	if c.MaxMemoryPercent < 1 || c.MaxMemoryPercent > 100 {
+		errs = append(errs, fmt.Errorf("maxmemory_percent: %d is outside 1-100", c.MaxMemoryPercent))
+	}
+	if c.MaxMemoryMB < 0 {
+		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// maxMemory returns redis-server's memory limit in bytes.
+func (c *Config) maxMemory() (int64, error) {
+	if c.MaxMemoryMB > 0 {
+		return c.MaxMemoryMB << 20, nil
+	}
+	total, err := machineMemory()
+	if err != nil {
+		return 0, fmt.Errorf("maxmemory_mb is unset and %w", err)
+	}
+	return total / 100 * int64(c.MaxMemoryPercent), nil
+}
+
+func machineMemory() (int64, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
+		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
+	}
+	return kb << 10, nil
+}

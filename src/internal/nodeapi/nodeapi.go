@@ -1,0 +1,189 @@
+// Package nodeapi is the HTTPS API between the broker and a dedicated node's
+// agent: its messages, its errors, the server side (NewHandler) and the client
+// the broker uses (Client).
+//
+// A node is one VM running one redis-server that is handed whole to one
+// service instance at a time: the broker claims it for an instance, adds and
+// removes binding users, and resets it (wiping every byte of the tenant's data)
+// before it goes back to the pool. Every request carries basic auth, and the
+// client only speaks HTTPS, verifying the node's certificate against a
+// configured CA. Every operation is idempotent, so the broker can retry any of
+// them after a crash or a timeout.
+package nodeapi
+
+import (
+	"errors"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// Credentials are the basic-auth username and password the broker presents;
+// the same type as the shared agents' API.
+type Credentials = agentapi.Credentials
+
+// The states of a node.
+const (
+	// StateFree is a node that passed its last reset and holds no instance.
+	StateFree = "free"
+	// StateClaimed is a node serving one instance.
+	StateClaimed = "claimed"
+	// StateResetting is a node whose reset began and has not ended; an agent
+	// that starts and finds it finishes the reset.
+	StateResetting = "resetting"
+	// StateResetFailed is a node whose last reset did not verify: it is
+	// quarantined, refusing claims until a later reset passes.
+	StateResetFailed = "reset_failed"
+)
+
+// The replication roles of a node.
+const (
+	// RoleLeader is a node that accepts writes (Redis's "master").
+	RoleLeader = "leader"
+	// RoleFollower is a read-only replica of another node (Redis's "slave").
+	RoleFollower = "follower"
+)
+
+// Binding roles.
+const (
+	// BindingRoleTenant is an app's binding user: every data command but
+	// those the platform owns. It is the role of a request without one.
+	BindingRoleTenant = ""
+	// BindingRoleReplication is a user that may only replicate from the node:
+	// the broker gives it to a follower of this node.
+	BindingRoleReplication = "replication"
+)
+
+// Status describes a node and its redis-server.
+type Status struct {
+	// NodeID is the node's configured stable id, so the broker can check
+	// that the address it called is the node it expects.
+	NodeID string `json:"node_id"`
+	// State is StateFree, StateClaimed, StateResetting or StateResetFailed.
+	State string `json:"state"`
+	// InstanceID is the instance holding the node; empty when free. A node
+	// resetting or quarantined keeps the id of the instance it held.
+	InstanceID string `json:"instance_id"`
+	// ResetError says why the last reset failed; empty otherwise.
+	ResetError string `json:"reset_error,omitempty"`
+	// RedisRunning reports whether redis-server answered just now; the live
+	// fields below are zero when it did not.
+	RedisRunning bool `json:"redis_running"`
+	// RedisError says why redis-server did not answer.
+	RedisError string `json:"redis_error,omitempty"`
+	// RedisVersion is INFO's redis_version, e.g. "7.0.15".
+	RedisVersion string `json:"redis_version"`
+	// UsedMemoryBytes is INFO's used_memory.
+	UsedMemoryBytes int64 `json:"used_memory_bytes"`
+	// MaxMemoryBytes is redis-server's configured memory limit.
+	MaxMemoryBytes int64 `json:"maxmemory_bytes"`
+	// Keys counts the keys of every database.
+	Keys int64 `json:"keys"`
+	// Host and Port are where apps connect.
+	Host       string            `json:"host"`
+	Port       int               `json:"port"`
+	Parameters params.Parameters `json:"parameters"`
+	// Bindings are the usernames of the binding users, sorted.
+	Bindings    []string    `json:"bindings"`
+	Replication Replication `json:"replication"`
+}
+
+// Replication is a node's place in a leader/follower pair.
+type Replication struct {
+	// Role is RoleLeader or RoleFollower; empty when redis-server did not
+	// answer.
+	Role string `json:"role"`
+	// LeaderHost and LeaderPort are the leader a follower replicates.
+	LeaderHost string `json:"leader_host,omitempty"`
+	LeaderPort int    `json:"leader_port,omitempty"`
+	// Link is "up" while a follower is connected to its leader and in sync,
+	// "down" otherwise; empty for a leader.
+	Link string `json:"link,omitempty"`
+	// LagBytes is how far behind a follower is (the leader's replication
+	// offset minus its own) or, on a leader, how far its slowest connected
+	// follower is. -1 means unknown: the leader did not answer.
+	LagBytes int64 `json:"lag_bytes"`
+	// Offset is the node's own replication offset.
+	Offset int64 `json:"offset"`
+	// Followers counts the followers connected to a leader.
+	Followers int `json:"followers"`
+}
+
+// ClaimRequest hands a free node to an instance.
+type ClaimRequest struct {
+	InstanceID string            `json:"instance_id"`
+	Parameters params.Parameters `json:"parameters"`
+}
+
+// ParametersRequest replaces the parameters of the instance holding a node.
+type ParametersRequest struct {
+	InstanceID string            `json:"instance_id"`
+	Parameters params.Parameters `json:"parameters"`
+}
+
+// BindingRequest creates a binding user. The agent keeps only the password's
+// hash.
+type BindingRequest struct {
+	InstanceID string `json:"instance_id"`
+	Password   string `json:"password"`
+	// Role is BindingRoleTenant (empty) or BindingRoleReplication.
+	Role string `json:"role,omitempty"`
+}
+
+// Binding is a binding user of a node and where it connects.
+type Binding struct {
+	Username string `json:"username"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Role     string `json:"role,omitempty"`
+}
+
+// ResetRequest wipes a node that instance InstanceID held.
+type ResetRequest struct {
+	InstanceID string `json:"instance_id"`
+}
+
+// ReplicationRequest makes the node a follower of Leader, or a leader again
+// when Leader is nil.
+type ReplicationRequest struct {
+	InstanceID string  `json:"instance_id"`
+	Leader     *Leader `json:"leader"`
+}
+
+// Leader is where a follower replicates from and the credentials of a
+// replication binding on it.
+type Leader struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// Errors both sides of the API agree on; they travel as the "error" code of a
+// JSON error body and come back out of Client as the same values.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrInvalid  = errors.New("invalid request")
+	// ErrUnavailable means the node could not be reached or its redis-server
+	// did not answer; a retry may succeed.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrBusy means the node is held by another instance (or is being reset):
+	// the broker must pick another node.
+	ErrBusy = errors.New("node busy")
+	// ErrDirty means the node's last reset did not verify: it is quarantined
+	// until a reset passes.
+	ErrDirty = errors.New("node dirty")
+)
+
+var codes = map[string]error{
+	"not_found":   ErrNotFound,
+	"conflict":    ErrConflict,
+	"invalid":     ErrInvalid,
+	"unavailable": ErrUnavailable,
+	"busy":        ErrBusy,
+	"dirty":       ErrDirty,
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody = agentapi.ErrorBody

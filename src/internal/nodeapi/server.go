@@ -1,0 +1,183 @@
+package nodeapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+)
+
+// Service is what a node agent does; NewHandler serves it over HTTP.
+type Service interface {
+	Status(ctx context.Context) (Status, error)
+	// Claim hands the node to an instance and reports whether it was new.
+	Claim(ctx context.Context, req ClaimRequest) (Status, bool, error)
+	UpdateParameters(ctx context.Context, req ParametersRequest) (Status, error)
+	// Bind adds a binding user and reports whether it was new.
+	Bind(ctx context.Context, bindingID string, req BindingRequest) (Binding, bool, error)
+	Unbind(ctx context.Context, instanceID, bindingID string) error
+	Reset(ctx context.Context, req ResetRequest) (Status, error)
+	SetReplication(ctx context.Context, req ReplicationRequest) (Status, error)
+}
+
+// maxBody bounds request bodies; the largest real one is a few hundred bytes.
+const maxBody = 64 << 10
+
+// NewHandler serves svc under /v1, requiring creds on every request.
+func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handler {
+	h := &handler{svc: svc, logger: logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", h.status)
+	mux.HandleFunc("PUT /v1/claim", h.claim)
+	mux.HandleFunc("PATCH /v1/parameters", h.parameters)
+	mux.HandleFunc("PUT /v1/bindings/{binding}", h.bind)
+	mux.HandleFunc("DELETE /v1/bindings/{binding}", h.unbind)
+	mux.HandleFunc("POST /v1/reset", h.reset)
+	mux.HandleFunc("PUT /v1/replication", h.replication)
+	return agentapi.RequireBasicAuth(creds, mux)
+}
+
+type handler struct {
+	svc    Service
+	logger *slog.Logger
+}
+
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	s, err := h.svc.Status(r.Context())
+	h.reply(w, r, http.StatusOK, s, err)
+}
+
+func (h *handler) claim(w http.ResponseWriter, r *http.Request) {
+	var req ClaimRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	s, created, err := h.svc.Claim(r.Context(), req)
+	h.reply(w, r, statusFor(created), s, err)
+}
+
+func (h *handler) parameters(w http.ResponseWriter, r *http.Request) {
+	var req ParametersRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	s, err := h.svc.UpdateParameters(r.Context(), req)
+	h.reply(w, r, http.StatusOK, s, err)
+}
+
+func (h *handler) bind(w http.ResponseWriter, r *http.Request) {
+	var req BindingRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	b, created, err := h.svc.Bind(r.Context(), r.PathValue("binding"), req)
+	h.reply(w, r, statusFor(created), b, err)
+}
+
+func (h *handler) unbind(w http.ResponseWriter, r *http.Request) {
+	err := h.svc.Unbind(r.Context(), r.URL.Query().Get("instance_id"), r.PathValue("binding"))
+	h.reply(w, r, http.StatusNoContent, nil, err)
+}
+
+func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
+	var req ResetRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	s, err := h.svc.Reset(r.Context(), req)
+	h.reply(w, r, http.StatusOK, s, err)
+}
+
+func (h *handler) replication(w http.ResponseWriter, r *http.Request) {
+	var req ReplicationRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	s, err := h.svc.SetReplication(r.Context(), req)
+	h.reply(w, r, http.StatusOK, s, err)
+}
+
+func statusFor(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+// decode reads a JSON body strictly (unknown fields and trailing data
+// rejected) and answers the error itself when it cannot.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "invalid", "request body must be application/json")
+			return false
+		}
+	}
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	d.DisallowUnknownFields()
+	err := d.Decode(v)
+	if err == nil {
+		if _, terr := d.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("extra data after the JSON object")
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid", fmt.Sprintf("request body exceeds %d bytes", maxBody))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid", "request body is not valid JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		code, status := classify(err)
+		if status >= 500 {
+			h.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		}
+		writeError(w, status, code, err.Error())
+		return
+	}
+	if v == nil {
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func classify(err error) (string, int) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return "not_found", http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		return "conflict", http.StatusConflict
+	case errors.Is(err, ErrBusy):
+		return "busy", http.StatusConflict
+	case errors.Is(err, ErrDirty):
+		return "dirty", http.StatusLocked
+	case errors.Is(err, ErrInvalid):
+		return "invalid", http.StatusBadRequest
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable", http.StatusServiceUnavailable
+	default:
+		return "internal", http.StatusInternalServerError
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, description string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(ErrorBody{Error: code, Description: description})
+}
