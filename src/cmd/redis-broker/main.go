@@ -16,6 +16,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
@@ -35,30 +36,47 @@ func run() int {
 		return 2
 	}
 	agents := map[string]broker.Agent{}
-	for _, a := range cfg.SharedVM.Agents {
-		c, err := agentapi.NewClient(a.ClientConfig)
-		if err != nil {
-			logger.Error("cannot start", "error", fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
-			return 2
+	if cfg.SharedVM != nil {
+		for _, a := range cfg.SharedVM.Agents {
+			c, err := agentapi.NewClient(a.ClientConfig)
+			if err != nil {
+				logger.Error("cannot start", "error", fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
+				return 2
+			}
+			agents[a.ID] = c
 		}
-		agents[a.ID] = c
+	}
+	nodes := map[string]broker.Node{}
+	if cfg.DedicatedVM != nil {
+		for _, n := range cfg.DedicatedVM.Nodes {
+			c, err := nodeapi.NewClient(n.ClientConfig)
+			if err != nil {
+				logger.Error("cannot start", "error", fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
+				return 2
+			}
+			nodes[n.ID] = c
+		}
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
-	b, err := broker.New(cfg, agents, logger)
+	b, err := broker.New(cfg, agents, nodes, logger)
 	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	b.Run(ctx)
 	srv := serve.Server{Addr: cfg.Listen, Handler: b.Handler(), Logger: logger}
 	if cfg.TLS != nil {
 		srv.CertFile, srv.KeyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
 	}
 	err = srv.Run(ctx, func(a net.Addr) { logger.Info("serving", "address", a.String(), "tls", cfg.TLS != nil) })
+	// Background resets end with ctx; a reset in flight finishes first.
+	stop()
+	b.Wait()
 	if err != nil {
 		logger.Error("server failed", "error", err)
 		return 1

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
@@ -77,12 +75,12 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 		return domain.Binding{}, err
 	}
 	if bnd.State != stateReady {
-		agent, err := b.agent(inst)
+		be, err := b.backend(inst)
 		if err != nil {
 			return domain.Binding{}, err
 		}
-		if _, err := agent.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: bnd.Password}); err != nil {
-			return domain.Binding{}, fmt.Errorf("creating binding user %s on agent %s: %w", bindingID, inst.Agent, err)
+		if err := be.bind(ctx, id, bindingID, bnd.Password); err != nil {
+			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, be.where(), err)
 		}
 		err = b.state.Update(func(s *state) error {
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
@@ -159,12 +157,12 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	if inst == nil || inst.Bindings[bindingID] == nil {
 		return apiresponses.ErrBindingDoesNotExist
 	}
-	agent, err := b.agent(inst)
+	be, err := b.backend(inst)
 	if err != nil {
 		return err
 	}
-	if err := agent.Unbind(ctx, id, bindingID); err != nil && !isNotFound(err) {
-		return fmt.Errorf("deleting binding user %s on agent %s: %w", bindingID, inst.Agent, err)
+	if err := be.unbind(ctx, id, bindingID); err != nil {
+		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, be.where(), err)
 	}
 	return b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil {
@@ -207,5 +205,3 @@ func (b *Broker) LastBindingOperation(ctx context.Context, id, bindingID string,
 	}
 	return domain.LastOperation{State: domain.Succeeded, Description: "binding ready"}, nil
 }
-
-func isNotFound(err error) bool { return errors.Is(err, agentapi.ErrNotFound) }

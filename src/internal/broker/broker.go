@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
@@ -42,9 +44,25 @@ type Agent interface {
 
 var _ Agent = (*agentapi.Client)(nil)
 
+// Node is what the broker needs of a dedicated node's agent;
+// *nodeapi.Client is the real one.
+type Node interface {
+	Status(ctx context.Context) (nodeapi.Status, error)
+	Claim(ctx context.Context, req nodeapi.ClaimRequest) (nodeapi.Status, error)
+	UpdateParameters(ctx context.Context, req nodeapi.ParametersRequest) (nodeapi.Status, error)
+	Bind(ctx context.Context, bindingID string, req nodeapi.BindingRequest) (nodeapi.Binding, error)
+	Unbind(ctx context.Context, instanceID, bindingID string) error
+	Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Status, error)
+	SetReplication(ctx context.Context, req nodeapi.ReplicationRequest) (nodeapi.Status, error)
+}
+
+var _ Node = (*nodeapi.Client)(nil)
+
 // state is everything the broker remembers.
 type state struct {
 	Instances map[string]*instance `json:"instances"`
+	// Pool holds the dedicated nodes by id.
+	Pool map[string]*poolNode `json:"pool,omitempty"`
 }
 
 // instance is the broker's record of one service instance.
@@ -58,8 +76,10 @@ type instance struct {
 	// to tell a repeated request (200) from a conflicting one (409).
 	Requested  json.RawMessage   `json:"requested_parameters,omitempty"`
 	Parameters params.Parameters `json:"parameters"`
-	// Agent is the id of the agent holding the instance.
-	Agent string `json:"agent"`
+	// Agent is the id of the shared agent holding the instance.
+	Agent string `json:"agent,omitempty"`
+	// Node is the id of the dedicated node holding the instance.
+	Node string `json:"node,omitempty"`
 	Host  string `json:"host,omitempty"`
 	Port  int    `json:"port,omitempty"`
 	// MaintenanceVersion is the maintenance_info version the instance runs.
@@ -104,24 +124,41 @@ type Broker struct {
 	logger *slog.Logger
 	state  *statefile.File[state]
 	agents map[string]Agent
+	nodes  map[string]Node
 	locks  keylock.Map
+	// resets tracks the background resets of dedicated nodes.
+	resets sync.WaitGroup
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
 
 // New opens the broker's state in cfg.StateDir. agents maps every agent id of
-// cfg.SharedVM.Agents to its client.
-func New(cfg Config, agents map[string]Agent, logger *slog.Logger) (*Broker, error) {
-	for _, a := range cfg.SharedVM.Agents {
-		if agents[a.ID] == nil {
-			return nil, fmt.Errorf("no client for agent %s", a.ID)
+// cfg.SharedVM.Agents to its client, nodes every node id of
+// cfg.DedicatedVM.Nodes.
+func New(cfg Config, agents map[string]Agent, nodes map[string]Node, logger *slog.Logger) (*Broker, error) {
+	if cfg.SharedVM != nil {
+		for _, a := range cfg.SharedVM.Agents {
+			if agents[a.ID] == nil {
+				return nil, fmt.Errorf("no client for agent %s", a.ID)
+			}
+		}
+	}
+	if cfg.DedicatedVM != nil {
+		for _, n := range cfg.DedicatedVM.Nodes {
+			if nodes[n.ID] == nil {
+				return nil, fmt.Errorf("no client for node %s", n.ID)
+			}
 		}
 	}
 	st, err := statefile.Open[state](filepath.Join(cfg.StateDir, "broker-state.json"))
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{cfg: cfg, logger: logger, state: st, agents: agents}, nil
+	b := &Broker{cfg: cfg, logger: logger, state: st, agents: agents, nodes: nodes}
+	if err := b.syncPool(); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // find returns a copy of the instance record, or nil.
@@ -133,7 +170,7 @@ func (b *Broker) find(id string) (*instance, error) {
 	return out, err
 }
 
-// agent returns the client of the agent holding inst.
+// agent returns the client of the shared agent holding inst.
 func (b *Broker) agent(inst *instance) (Agent, error) {
 	a, ok := b.agents[inst.Agent]
 	if !ok {

@@ -14,10 +14,22 @@ import (
 // of the config.
 func (b *Broker) Services(ctx context.Context) ([]domain.Service, error) {
 	c := b.cfg.Catalog
-	p := b.cfg.SharedVM
-	yes := true
-	free := true
 	shareable := c.Shareable
+	var plans []domain.ServicePlan
+	if p := b.cfg.SharedVM; p != nil {
+		plans = append(plans, b.plan(p.PlanID, p.Name, p.Description, "Shared VM", []string{
+			"An isolated redis-server process on a shared VM",
+			formatMB(p.MaxMemoryMB) + " memory limit",
+			"Per-binding credentials, AOF and RDB persistence",
+		}))
+	}
+	if p := b.cfg.DedicatedVM; p != nil {
+		plans = append(plans, b.plan(p.PlanID, p.Name, p.Description, "Dedicated VM", []string{
+			"A VM of its own running one redis-server",
+			"Per-binding credentials, AOF and RDB persistence",
+			"Wiped and verified empty before the VM serves anyone else",
+		}))
+	}
 	return []domain.Service{{
 		ID:                   c.ServiceID,
 		Name:                 c.ServiceName,
@@ -34,32 +46,30 @@ func (b *Broker) Services(ctx context.Context) ([]domain.Service, error) {
 			ProviderDisplayName: "Redis for Cloud Foundry",
 			Shareable:           &shareable,
 		},
-		Plans: []domain.ServicePlan{{
-			ID:          p.PlanID,
-			Name:        p.Name,
-			Description: p.Description,
-			Free:        &free,
-			Bindable:    &yes,
-			Metadata: &domain.ServicePlanMetadata{
-				DisplayName: "Shared VM",
-				Bullets: []string{
-					"An isolated redis-server process on a shared VM",
-					formatMB(p.MaxMemoryMB) + " memory limit",
-					"Per-binding credentials, AOF and RDB persistence",
-				},
-			},
-			MaintenanceInfo: b.maintenanceInfo(),
-			Schemas: &domain.ServiceSchemas{
-				Instance: domain.ServiceInstanceSchema{
-					Create: domain.Schema{Parameters: params.Schema()},
-					Update: domain.Schema{Parameters: params.Schema()},
-				},
-				Binding: domain.ServiceBindingSchema{
-					Create: domain.Schema{Parameters: params.EmptySchema()},
-				},
-			},
-		}},
+		Plans: plans,
 	}}, nil
+}
+
+func (b *Broker) plan(id, name, description, displayName string, bullets []string) domain.ServicePlan {
+	yes, free := true, true
+	return domain.ServicePlan{
+		ID:              id,
+		Name:            name,
+		Description:     description,
+		Free:            &free,
+		Bindable:        &yes,
+		Metadata:        &domain.ServicePlanMetadata{DisplayName: displayName, Bullets: bullets},
+		MaintenanceInfo: b.maintenanceInfo(),
+		Schemas: &domain.ServiceSchemas{
+			Instance: domain.ServiceInstanceSchema{
+				Create: domain.Schema{Parameters: params.Schema()},
+				Update: domain.Schema{Parameters: params.Schema()},
+			},
+			Binding: domain.ServiceBindingSchema{
+				Create: domain.Schema{Parameters: params.EmptySchema()},
+			},
+		},
+	}
 }
 
 func (b *Broker) maintenanceInfo() *domain.MaintenanceInfo {
@@ -71,7 +81,7 @@ func (b *Broker) maintenanceInfo() *domain.MaintenanceInfo {
 
 // knownPlan reports whether planID is a plan of the catalog.
 func (b *Broker) knownPlan(planID string) bool {
-	return planID == b.cfg.SharedVM.PlanID
+	return (b.cfg.SharedVM != nil && planID == b.cfg.SharedVM.PlanID) || b.isDedicated(planID)
 }
 
 func formatMB(mb int64) string {

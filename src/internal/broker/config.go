@@ -6,8 +6,10 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
 
 // Config is the broker's config file.
@@ -22,8 +24,12 @@ type Config struct {
 	StateDir string `json:"state_dir"`
 	// Catalog names the service as the marketplace shows it.
 	Catalog Catalog `json:"catalog"`
-	// SharedVM configures the shared-vm plan.
-	SharedVM SharedVMPlan `json:"shared_vm"`
+	// SharedVM configures the shared-vm plan; nil leaves the plan out of the
+	// catalog.
+	SharedVM *SharedVMPlan `json:"shared_vm,omitempty"`
+	// DedicatedVM configures the dedicated-vm plan; nil leaves the plan out
+	// of the catalog.
+	DedicatedVM *DedicatedVMPlan `json:"dedicated_vm,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -73,6 +79,27 @@ type AgentConfig struct {
 	agentapi.ClientConfig
 }
 
+// DedicatedVMPlan configures the plan that hands out whole VMs, each running
+// one redis-server, from a pool.
+type DedicatedVMPlan struct {
+	// PlanID is the plan's stable unique id.
+	PlanID string `json:"plan_id"`
+	// Name is the plan name; empty means "dedicated-vm".
+	Name string `json:"name,omitempty"`
+	// Description; empty means a standard one.
+	Description string `json:"description,omitempty"`
+	// Nodes are the pool. Each has a stable id that the broker's records and
+	// the node itself carry, so a node that changes address keeps its tenant
+	// and an address reused by another node cannot hand it one.
+	Nodes []NodeConfig `json:"nodes"`
+}
+
+// NodeConfig is how the broker reaches one dedicated node's agent.
+type NodeConfig struct {
+	ID string `json:"id"`
+	nodeapi.ClientConfig
+}
+
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the config and fills in defaults, naming the field at fault.
@@ -105,11 +132,27 @@ func (c *Config) Validate() error {
 	if c.Catalog.MaintenanceVersion == "" {
 		c.Catalog.MaintenanceVersion = Version
 	}
-	p := &c.SharedVM
+	if c.SharedVM == nil && c.DedicatedVM == nil {
+		errs = append(errs, errors.New("shared_vm or dedicated_vm must configure at least one plan"))
+	}
+	if c.SharedVM != nil {
+		errs = append(errs, c.SharedVM.validate(c.Catalog.ServiceID)...)
+	}
+	if c.DedicatedVM != nil {
+		errs = append(errs, c.DedicatedVM.validate(c.Catalog.ServiceID)...)
+		if c.SharedVM != nil && c.SharedVM.PlanID == c.DedicatedVM.PlanID {
+			errs = append(errs, errors.New("dedicated_vm.plan_id must differ from shared_vm.plan_id"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *SharedVMPlan) validate(serviceID string) []error {
+	var errs []error
 	if p.PlanID == "" {
 		errs = append(errs, errors.New("shared_vm.plan_id is required"))
 	}
-	if p.PlanID != "" && p.PlanID == c.Catalog.ServiceID {
+	if p.PlanID != "" && p.PlanID == serviceID {
 		errs = append(errs, errors.New("shared_vm.plan_id must differ from catalog.service_id"))
 	}
 	if p.Name == "" {
@@ -143,5 +186,44 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].username and password are required", i))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
+}
+
+func (p *DedicatedVMPlan) validate(serviceID string) []error {
+	var errs []error
+	if p.PlanID == "" {
+		errs = append(errs, errors.New("dedicated_vm.plan_id is required"))
+	}
+	if p.PlanID != "" && p.PlanID == serviceID {
+		errs = append(errs, errors.New("dedicated_vm.plan_id must differ from catalog.service_id"))
+	}
+	if p.Name == "" {
+		p.Name = "dedicated-vm"
+	}
+	if p.Description == "" {
+		p.Description = "A VM of its own running one redis-server"
+	}
+	if len(p.Nodes) == 0 {
+		errs = append(errs, errors.New("dedicated_vm.nodes must name at least one node"))
+	}
+	seen := map[string]bool{}
+	for i, n := range p.Nodes {
+		if !idPattern.MatchString(n.ID) {
+			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
+		}
+		if seen[n.ID] {
+			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id %q is used twice", i, n.ID))
+		}
+		seen[n.ID] = true
+		if !strings.HasPrefix(n.URL, "https://") {
+			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].url must be an https URL", i))
+		}
+		if n.Username == "" || n.Password == "" {
+			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].username and password are required", i))
+		}
+		if n.CACert == "" {
+			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].ca_cert is required: the broker verifies every node", i))
+		}
+	}
+	return errs
 }

@@ -17,13 +17,18 @@ import (
 // after the agent removed the process, data and port; a second delete answers
 // 410.
 func (b *Broker) Deprovision(ctx context.Context, id string, d domain.DeprovisionDetails, asyncAllowed bool) (domain.DeprovisionServiceSpec, error) {
-	return domain.DeprovisionServiceSpec{}, b.respond(ctx, "deprovision", b.deprovision(ctx, id))
+	async, err := b.deprovision(ctx, id, asyncAllowed)
+	spec := domain.DeprovisionServiceSpec{IsAsync: async}
+	if async {
+		spec.OperationData = "delete"
+	}
+	return spec, b.respond(ctx, "deprovision", err)
 }
 
-func (b *Broker) deprovision(ctx context.Context, id string) error {
+func (b *Broker) deprovision(ctx context.Context, id string, asyncAllowed bool) (bool, error) {
 	unlock, err := b.locks.LockContext(ctx, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer unlock()
 	var inst *instance
@@ -37,14 +42,19 @@ func (b *Broker) deprovision(ctx context.Context, id string) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
+	}
+	if b.isDedicated(inst.PlanID) {
+		// A reset of a large dataset can take a while: answer 202 when Cloud
+		// Controller accepts it, and report progress in last_operation.
+		return b.deprovisionDedicated(ctx, inst, asyncAllowed)
 	}
 	agent, err := b.agent(inst)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := agent.Delete(ctx, id); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
-		return fmt.Errorf("deleting instance %s on agent %s: %w", id, inst.Agent, err)
+		return false, fmt.Errorf("deleting instance %s on agent %s: %w", id, inst.Agent, err)
 	}
 	err = b.state.Update(func(s *state) error {
 		delete(s.Instances, id)
@@ -53,5 +63,5 @@ func (b *Broker) deprovision(ctx context.Context, id string) error {
 	if err == nil {
 		b.logger.Info("instance deleted", "instance", id, "agent", inst.Agent, "bindings", len(inst.Bindings))
 	}
-	return err
+	return false, err
 }

@@ -31,7 +31,7 @@ var _ = Describe("respond", func() {
 	)
 	BeforeEach(func() {
 		log.Reset()
-		b = &Broker{cfg: Config{SharedVM: SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}},
+		b = &Broker{cfg: Config{SharedVM: &SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}},
 			logger: slog.New(slog.NewTextHandler(&log, nil))}
 		ctx = context.WithValue(context.Background(), middlewares.CorrelationIDKey, "req-42")
 	})
@@ -53,7 +53,7 @@ var _ = Describe("respond", func() {
 			Expect(out.Error()).To(ContainSubstring(says))
 		},
 		Entry("bad parameters", fmt.Errorf("%w: parameter \"timeout\" must be…", params.ErrInvalid), http.StatusBadRequest, `"timeout"`),
-		Entry("a full plan", (&Broker{cfg: Config{SharedVM: SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}}}).planFull(), http.StatusUnprocessableEntity, "plan is full"),
+		Entry("a full plan", (&Broker{cfg: Config{SharedVM: &SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}}}).planFull(), http.StatusUnprocessableEntity, "plan is full"),
 		Entry("a conflict", &userError{status: http.StatusConflict, msg: "exists"}, http.StatusConflict, "exists"),
 		Entry("an unreachable agent", fmt.Errorf("x: %w", agentapi.ErrUnavailable), http.StatusServiceUnavailable, "req-42"),
 		Entry("no agent at all", errNoAgent, http.StatusServiceUnavailable, "Try again"),

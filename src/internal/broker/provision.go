@@ -62,14 +62,12 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 			return domain.ProvisionedServiceSpec{}, unprocessable("ConcurrencyError", "instance %s is being deleted; retry the delete before creating it again", id)
 		}
 		// A provision cut short (crash, timeout): finish it where it began.
+		if b.isDedicated(existing.PlanID) {
+			return domain.ProvisionedServiceSpec{}, b.claimNode(ctx, existing)
+		}
 		return domain.ProvisionedServiceSpec{}, b.create(ctx, existing, []string{existing.Agent})
 	}
 
-	maxmemory := b.cfg.SharedVM.MaxMemoryMB << 20
-	order, err := b.placeOrder(ctx, maxmemory)
-	if err != nil {
-		return domain.ProvisionedServiceSpec{}, err
-	}
 	inst := &instance{
 		ID:                 id,
 		ServiceID:          d.ServiceID,
@@ -78,27 +76,51 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		SpaceGUID:          d.SpaceGUID,
 		Requested:          d.RawParameters,
 		Parameters:         p,
-		Agent:              order[0],
 		MaintenanceVersion: b.cfg.Catalog.MaintenanceVersion,
 		State:              stateCreating,
 		LastOp:             operation{Type: "create", State: domain.InProgress, Description: "creating the instance", At: now()},
 		Bindings:           map[string]*binding{},
 		CreatedAt:          now(),
 	}
-	err = b.state.Update(func(s *state) error {
-		if s.Instances == nil {
-			s.Instances = map[string]*instance{}
+	if b.isDedicated(d.PlanID) {
+		if err := b.insert(inst, nil); err != nil {
+			return domain.ProvisionedServiceSpec{}, err
 		}
+		return domain.ProvisionedServiceSpec{}, b.claimNode(ctx, inst)
+	}
+
+	order, err := b.placeOrder(ctx, b.cfg.SharedVM.MaxMemoryMB<<20)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	inst.Agent = order[0]
+	err = b.insert(inst, func(s *state) error {
 		if n := b.countPlan(s, d.PlanID); n >= b.cfg.SharedVM.MaxInstances {
 			return b.planFull()
 		}
-		s.Instances[id] = inst
 		return nil
 	})
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	return domain.ProvisionedServiceSpec{}, b.create(ctx, inst, order)
+}
+
+// insert stores a new instance record, after check (when not nil) agreed
+// within the same transaction.
+func (b *Broker) insert(inst *instance, check func(*state) error) error {
+	return b.state.Update(func(s *state) error {
+		if s.Instances == nil {
+			s.Instances = map[string]*instance{}
+		}
+		if check != nil {
+			if err := check(s); err != nil {
+				return err
+			}
+		}
+		s.Instances[inst.ID] = inst
+		return nil
+	})
 }
 
 // create asks the agents of order, in turn, to create inst until one does,

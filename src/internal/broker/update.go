@@ -8,7 +8,6 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -46,12 +45,12 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		return err
 	}
 	if p != inst.Parameters {
-		agent, err := b.agent(inst)
+		be, err := b.backend(inst)
 		if err != nil {
 			return err
 		}
-		if _, err := agent.Update(ctx, id, agentapi.UpdateRequest{Parameters: p}); err != nil {
-			return fmt.Errorf("updating instance %s on agent %s: %w", id, inst.Agent, err)
+		if err := be.update(ctx, id, p); err != nil {
+			return fmt.Errorf("updating instance %s on %s: %w", id, be.where(), err)
 		}
 	}
 	return b.state.Update(func(s *state) error {
@@ -78,15 +77,28 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 	if inst == nil || inst.State != stateReady {
 		return domain.GetInstanceDetailsSpec{}, apiresponses.ErrInstanceNotFound
 	}
+	attrs := map[string]any{
+		"host":                inst.Host,
+		"port":                inst.Port,
+		"maintenance_version": inst.MaintenanceVersion,
+	}
+	if inst.Node != "" {
+		attrs["node"] = inst.Node
+		if st, err := b.nodeStatus(ctx, inst.Node); err == nil {
+			attrs["used_memory_bytes"] = st.UsedMemoryBytes
+			attrs["maxmemory_bytes"] = st.MaxMemoryBytes
+			attrs["keys"] = st.Keys
+			attrs["redis_version"] = st.RedisVersion
+		} else {
+			attrs["status_error"] = "the dedicated VM did not answer"
+			b.logger.Error("node status failed", "node", inst.Node, "request_id", requestID(ctx), "error", err)
+		}
+	}
 	return domain.GetInstanceDetailsSpec{
 		ServiceID:  inst.ServiceID,
 		PlanID:     inst.PlanID,
 		Parameters: inst.Parameters,
-		Metadata: domain.InstanceMetadata{Attributes: map[string]any{
-			"host":                inst.Host,
-			"port":                inst.Port,
-			"maintenance_version": inst.MaintenanceVersion,
-		}},
+		Metadata:   domain.InstanceMetadata{Attributes: attrs},
 	}, nil
 }
 

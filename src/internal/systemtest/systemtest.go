@@ -148,7 +148,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		Credentials: agentapi.Credentials{Username: s.Username, Password: s.Password},
 		StateDir:    filepath.Join(dir, "broker"),
 		Catalog:     broker.Catalog{ServiceID: ServiceID},
-		SharedVM: broker.SharedVMPlan{
+		SharedVM: &broker.SharedVMPlan{
 			PlanID:       PlanID,
 			MaxInstances: opts.MaxInstances,
 			MaxMemoryMB:  opts.MaxMemoryMB,

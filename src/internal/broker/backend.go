@@ -1,0 +1,85 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// backend is where an existing instance lives, as the verbs that work on one
+// (bind, unbind, update) see it: a shared agent or a dedicated node.
+type backend interface {
+	update(ctx context.Context, id string, p params.Parameters) error
+	bind(ctx context.Context, id, bindingID, password string) error
+	// unbind removes a binding user; one already gone is not an error.
+	unbind(ctx context.Context, id, bindingID string) error
+	// where names the agent or node, for errors and logs.
+	where() string
+}
+
+func (b *Broker) backend(inst *instance) (backend, error) {
+	if inst.Node != "" {
+		n, ok := b.nodes[inst.Node]
+		if !ok {
+			return nil, fmt.Errorf("instance %s is on node %q, which is no longer in the broker's config", inst.ID, inst.Node)
+		}
+		return nodeBackend{id: inst.Node, node: n}, nil
+	}
+	a, err := b.agent(inst)
+	if err != nil {
+		return nil, err
+	}
+	return sharedBackend{id: inst.Agent, agent: a}, nil
+}
+
+type sharedBackend struct {
+	id    string
+	agent Agent
+}
+
+func (s sharedBackend) where() string { return "agent " + s.id }
+
+func (s sharedBackend) update(ctx context.Context, id string, p params.Parameters) error {
+	_, err := s.agent.Update(ctx, id, agentapi.UpdateRequest{Parameters: p})
+	return err
+}
+
+func (s sharedBackend) bind(ctx context.Context, id, bindingID, password string) error {
+	_, err := s.agent.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: password})
+	return err
+}
+
+func (s sharedBackend) unbind(ctx context.Context, id, bindingID string) error {
+	if err := s.agent.Unbind(ctx, id, bindingID); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+type nodeBackend struct {
+	id   string
+	node Node
+}
+
+func (n nodeBackend) where() string { return "node " + n.id }
+
+func (n nodeBackend) update(ctx context.Context, id string, p params.Parameters) error {
+	_, err := n.node.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: id, Parameters: p})
+	return err
+}
+
+func (n nodeBackend) bind(ctx context.Context, id, bindingID, password string) error {
+	_, err := n.node.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: id, Password: password})
+	return err
+}
+
+func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
+	if err := n.node.Unbind(ctx, id, bindingID); err != nil && !errors.Is(err, nodeapi.ErrNotFound) {
+		return err
+	}
+	return nil
+}
