@@ -26,20 +26,26 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
 
 // Fixed catalog ids of the systems this package starts.
 const (
 	ServiceID = "6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"
 	PlanID    = "a3c1b7e2-0d4f-4c59-8e2b-61f5d0c9b342"
+	// DedicatedPlanID is the dedicated-vm plan's id, present when
+	// Options.Nodes is positive.
+	DedicatedPlanID = "c2f7a9d4-1e3b-4f6a-8d5c-7b9e0a1f2c33"
 )
 
 // Binaries are the paths of the built programs.
 type Binaries struct {
-	Broker, SharedAgent string
+	Broker, SharedAgent, NodeAgent string
 }
 
 // Build compiles the programs into dir; race adds the race detector.
@@ -52,7 +58,7 @@ func Build(dir string, race bool) (Binaries, error) {
 	if race {
 		args = append(args, "-race")
 	}
-	args = append(args, "./src/cmd/redis-broker", "./src/cmd/redis-shared-agent")
+	args = append(args, "./src/cmd/redis-broker", "./src/cmd/redis-shared-agent", "./src/cmd/redis-node-agent")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -61,6 +67,7 @@ func Build(dir string, race bool) (Binaries, error) {
 	return Binaries{
 		Broker:      filepath.Join(dir, "redis-broker"),
 		SharedAgent: filepath.Join(dir, "redis-shared-agent"),
+		NodeAgent:   filepath.Join(dir, "redis-node-agent"),
 	}, nil
 }
 
@@ -89,6 +96,12 @@ type Options struct {
 	// PortRange is the agents' port range; the zero value means the
 	// product default.
 	PortRange portalloc.Range
+	// Nodes is the number of dedicated nodes; zero leaves the dedicated-vm
+	// plan out. Node i listens on its own loopback address, 127.0.1.(i+1),
+	// with its agent and redis-server on free ports.
+	Nodes int
+	// NodeMemoryMB is each node's maxmemory; zero means 64.
+	NodeMemoryMB int64
 }
 
 // System is a running broker and its agents.
@@ -99,6 +112,11 @@ type System struct {
 	Password  string
 	Broker    *Process
 	Agents    []*Process
+	// Nodes are the dedicated nodes' agents; NodeDirs their data dirs.
+	Nodes    []*Process
+	NodeDirs []string
+	// CA signed the nodes' certificates.
+	CA *tlstest.CA
 }
 
 // Start starts the agents, then the broker, each with a fresh config in dir,
@@ -139,6 +157,57 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		s.Agents = append(s.Agents, p)
 		agents = append(agents, broker.AgentConfig{ID: fmt.Sprintf("shared-%d", i), ClientConfig: agentapi.ClientConfig{URL: "http://" + cfg.Listen, Credentials: cfg.Credentials}})
 	}
+	var nodes []broker.NodeConfig
+	if opts.Nodes > 0 {
+		ca, err := tlstest.NewCA("systemtest-nodes")
+		if err != nil {
+			return nil, err
+		}
+		s.CA = ca
+		if opts.NodeMemoryMB == 0 {
+			opts.NodeMemoryMB = 64
+		}
+	}
+	for i := range opts.Nodes {
+		host := fmt.Sprintf("127.0.1.%d", i+1)
+		apiPort, err := freePortOn(host)
+		if err != nil {
+			return nil, err
+		}
+		redisPort, err := freePortOn(host)
+		if err != nil {
+			return nil, err
+		}
+		nodeDir := filepath.Join(dir, fmt.Sprintf("node-%d", i))
+		if err := os.MkdirAll(nodeDir, 0o700); err != nil {
+			return nil, err
+		}
+		certFile, keyFile, err := s.CA.Issue(nodeDir, host)
+		if err != nil {
+			return nil, err
+		}
+		id := fmt.Sprintf("node-%d", i)
+		cfg := nodeagent.Config{
+			Listen:      net.JoinHostPort(host, strconv.Itoa(apiPort)),
+			Credentials: agentapi.Credentials{Username: "broker", Password: fmt.Sprintf("node-secret-%d-%d", i, time.Now().UnixNano())},
+			TLS:         nodeagent.TLS{CertFile: certFile, KeyFile: keyFile},
+			NodeID:      id,
+			Host:        host,
+			Port:        redisPort,
+			DataDir:     filepath.Join(nodeDir, "data"),
+			RedisServer: redisServer(),
+			MaxMemoryMB: opts.NodeMemoryMB,
+		}
+		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
+		if err := writeJSON(p.Config, cfg); err != nil {
+			return nil, err
+		}
+		s.Nodes = append(s.Nodes, p)
+		s.NodeDirs = append(s.NodeDirs, cfg.DataDir)
+		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: nodeapi.ClientConfig{
+			URL: "https://" + cfg.Listen, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password, CACert: s.CA.PEM,
+		}})
+	}
 	port, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
@@ -155,12 +224,15 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			Agents:       agents,
 		},
 	}
+	if len(nodes) > 0 {
+		bcfg.DedicatedVM = &broker.DedicatedVMPlan{PlanID: DedicatedPlanID, Nodes: nodes}
+	}
 	s.BrokerURL = "http://" + bcfg.Listen
 	s.Broker = &Process{Name: "broker", Path: bins.Broker, Addr: bcfg.Listen, Config: filepath.Join(dir, "broker.json")}
 	if err := writeJSON(s.Broker.Config, bcfg); err != nil {
 		return nil, err
 	}
-	for _, p := range append(append([]*Process{}, s.Agents...), s.Broker) {
+	for _, p := range append(append(append([]*Process{}, s.Agents...), s.Nodes...), s.Broker) {
 		if err := p.Start(); err != nil {
 			s.Stop()
 			return nil, err
@@ -207,7 +279,7 @@ func (s *System) Stop() {
 	if s.Broker != nil {
 		_ = s.Broker.Stop()
 	}
-	for _, a := range s.Agents {
+	for _, a := range append(append([]*Process{}, s.Agents...), s.Nodes...) {
 		_ = a.Stop()
 	}
 	KillStrays(s.Dir)
@@ -346,6 +418,16 @@ func WaitHTTP(ctx context.Context, url string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// freePortOn returns a port free on host right now.
+func freePortOn(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // FreePortRange finds n consecutive ports on 127.0.0.1 that are free now.
