@@ -10,7 +10,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
-var _ = Describe("The catalog", Ordered, func() {
+var _ = Describe("The catalog", Ordered, ContinueOnFailure, func() {
 	var sys *system
 
 	BeforeAll(func() {

@@ -10,10 +10,15 @@
 package sharedvm_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+	"k8s.io/klog/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
@@ -27,7 +32,24 @@ func TestSharedVM(t *testing.T) {
 var bins systemtest.Binaries
 
 var _ = BeforeSuite(func() {
+	// Processes start, die and restart in these specs; on a loaded two-core
+	// machine with race-detector binaries that can take seconds.
+	SetDefaultEventuallyTimeout(10 * time.Second)
+	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
+	// go-redis logs failed dials; specs that kill servers cause them on
+	// purpose, so they go where Ginkgo shows them only for a failed spec.
+	redis.SetLogger(ginkgoLogger{})
+	// The OSB client logs every error answer through klog; the specs provoke
+	// many on purpose.
+	klog.LogToStderr(false)
+	klog.SetOutput(GinkgoWriter)
 	var err error
 	bins, err = systemtest.Build(GinkgoT().TempDir(), true)
 	Expect(err).NotTo(HaveOccurred())
 })
+
+type ginkgoLogger struct{}
+
+func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
+	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
+}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -47,11 +49,18 @@ type system struct {
 // kill -9 agent included). A system that had to be cleaned up that way, or
 // whose processes reported a data race, fails the spec.
 func startSystem(opts systemtest.Options) *system {
+	if opts.PortRange == (portalloc.Range{}) {
+		opts.PortRange = redisPorts
+	}
 	dir := GinkgoT().TempDir()
 	sys, err := systemtest.Start(bins, dir, opts)
 	Expect(err).NotTo(HaveOccurred())
 	s := &system{System: sys}
+	failedBefore := failures.Load()
 	DeferCleanup(func() {
+		if failures.Load() > failedBefore || CurrentSpecReport().Failed() {
+			keepLogs(sys)
+		}
 		_ = sys.Broker.Stop()
 		for _, a := range sys.Agents {
 			_ = a.Stop()
@@ -66,6 +75,41 @@ func startSystem(opts systemtest.Options) *system {
 	s.osb, err = sys.Client()
 	Expect(err).NotTo(HaveOccurred())
 	return s
+}
+
+// redisPorts is where the suite's agents put redis-servers: outside the
+// kernel's ephemeral range (32768-60999), which the product's default range
+// overlaps, so a port the harness picked for a broker or agent of this or
+// another test process, free but not yet bound, is never handed to a
+// redis-server meanwhile.
+var redisPorts = portalloc.Range{Min: 24000, Max: 24999}
+
+// failures counts the specs that failed so far.
+var failures atomic.Int32
+
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() {
+		failures.Add(1)
+	}
+})
+
+// keepLogs copies the logs of a system whose specs failed out of its
+// directory, which is removed, and says where they are.
+func keepLogs(sys *systemtest.System) {
+	dir, err := os.MkdirTemp("", "sharedvm-logs-")
+	if err != nil {
+		return
+	}
+	for _, p := range append([]*systemtest.Process{sys.Broker}, sys.Agents...) {
+		_ = os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.Log()), 0o600)
+	}
+	logs, _ := filepath.Glob(filepath.Join(sys.Dir, "agent-*", "logs", "*.log"))
+	for _, l := range logs {
+		if data, err := os.ReadFile(l); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(filepath.Dir(filepath.Dir(l)))+"-"+filepath.Base(l)), data, 0o600)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "\nlogs of the system in %s kept in %s\n", sys.Dir, dir)
 }
 
 // agentDir is the data directory of agent i.
@@ -142,6 +186,14 @@ func (s *system) provision(id string, params map[string]any) {
 	resp, err := s.osb.ProvisionInstance(provisionRequest(id, params))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(resp.Async).To(BeFalse())
+}
+
+// updateRequest is what Cloud Controller sends to change an instance's
+// parameters.
+func updateRequest(id string, params map[string]any) *osb.UpdateInstanceRequest {
+	return &osb.UpdateInstanceRequest{
+		InstanceID: id, AcceptsIncomplete: true, ServiceID: systemtest.ServiceID, Parameters: params,
+	}
 }
 
 // deprovision deletes an instance through the OSB client.
@@ -282,7 +334,11 @@ func (s *system) doAgent(method, path string, body any, edits ...func(*http.Requ
 	})
 }
 
-var httpClient = &http.Client{Timeout: 60 * time.Second}
+// httpClient follows no redirect, so a spec sees what the server answered.
+var httpClient = &http.Client{
+	Timeout:       60 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
 func send(base, method, path string, body any, edit func(*http.Request)) (int, []byte) {
 	GinkgoHelper()
@@ -405,8 +461,10 @@ func portFree(host string, port int) bool {
 	return true
 }
 
-// exists reports whether path exists.
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+// redisCLIResult runs redis-cli -u uri with args and returns its output and
+// error, for commands expected to fail.
+func redisCLIResult(uri string, args ...string) (string, error) {
+	cmd := exec.Command("redis-cli", append([]string{"-u", uri, "--no-auth-warning"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
 }

@@ -80,8 +80,8 @@ type instance struct {
 	Agent string `json:"agent,omitempty"`
 	// Node is the id of the dedicated node holding the instance.
 	Node string `json:"node,omitempty"`
-	Host  string `json:"host,omitempty"`
-	Port  int    `json:"port,omitempty"`
+	Host string `json:"host,omitempty"`
+	Port int    `json:"port,omitempty"`
 	// MaintenanceVersion is the maintenance_info version the instance runs.
 	MaintenanceVersion string `json:"maintenance_version"`
 	// State is "creating" until the instance answers, then "ready";

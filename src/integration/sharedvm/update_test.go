@@ -1,0 +1,134 @@
+package sharedvm_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+	osb "sigs.k8s.io/go-open-service-broker-client/v2"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+)
+
+var _ = Describe("Updating an instance", Ordered, ContinueOnFailure, func() {
+	var sys *system
+	var id string
+	var rc *redis.Client
+
+	newParams := map[string]any{"maxmemory-policy": "allkeys-lru", "notify-keyspace-events": "Ex", "timeout": 300}
+
+	update := func(params map[string]any) error {
+		resp, err := sys.osb.UpdateInstance(updateRequest(id, params))
+		if err == nil {
+			Expect(resp.Async).To(BeFalse())
+		}
+		return err
+	}
+
+	// expiredEventArrives subscribes to expired-key events, lets a key
+	// expire, and expects its event.
+	expiredEventArrives := func(ctx context.Context) {
+		GinkgoHelper()
+		sub := rc.Subscribe(ctx, "__keyevent@0__:expired")
+		defer sub.Close()
+		_, err := sub.Receive(ctx) // the subscription's confirmation
+		Expect(err).NotTo(HaveOccurred())
+		key := newID("expiring")
+		Expect(rc.Set(ctx, key, "v", 50*time.Millisecond).Err()).To(Succeed())
+		var msg *redis.Message
+		Eventually(sub.Channel(), 5*time.Second).Should(Receive(&msg))
+		Expect(msg.Payload).To(Equal(key))
+	}
+
+	BeforeAll(func() {
+		sys = startSystem(systemtest.Options{})
+		id = newID("inst")
+		sys.provision(id, nil)
+		rc = connect(sys.bind(id, newID("bind")))
+	})
+
+	It("applies maxmemory-policy, notify-keyspace-events and timeout to the running server, without a restart", func(ctx SpecContext) {
+		pid, err := serverPid(ctx, rc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(infoField(ctx, rc, "memory", "maxmemory_policy")).To(Equal("noeviction"))
+
+		Expect(update(newParams)).To(Succeed())
+
+		Expect(serverPid(ctx, rc)).To(Equal(pid))
+		Expect(infoField(ctx, rc, "memory", "maxmemory_policy")).To(Equal("allkeys-lru"))
+		expiredEventArrives(ctx)
+	})
+
+	It("returns the parameters on GET instance, with no password in the answer", func() {
+		got, err := sys.osb.GetInstance(&osb.GetInstanceRequest{InstanceID: id})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.PlanID).To(Equal(systemtest.PlanID))
+		Expect(got.Parameters).To(HaveKeyWithValue("maxmemory-policy", "allkeys-lru"))
+		Expect(got.Parameters).To(HaveKeyWithValue("notify-keyspace-events", "Ex"))
+		Expect(got.Parameters).To(HaveKeyWithValue("timeout", BeNumerically("==", 300)))
+
+		status, body := sys.do(http.MethodGet, instancePath(id), nil)
+		Expect(status).To(Equal(http.StatusOK))
+		Expect(strings.ToLower(string(body))).NotTo(ContainSubstring("password"))
+		for _, secret := range sys.secrets() {
+			Expect(string(body)).NotTo(ContainSubstring(secret))
+		}
+	})
+
+	It("keeps the parameters when its redis-server is killed with -9 and comes back", func(ctx SpecContext) {
+		pid := sys.redisPid(id)
+		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		Eventually(func() (int, error) { return serverPid(ctx, rc) }, 15*time.Second, 50*time.Millisecond).
+			Should(SatisfyAll(BeNumerically(">", 0), Not(Equal(pid))))
+
+		Expect(infoField(ctx, rc, "memory", "maxmemory_policy")).To(Equal("allkeys-lru"))
+		expiredEventArrives(ctx)
+	})
+
+	It("keeps the values of the parameters an update leaves out", func(ctx SpecContext) {
+		Expect(update(map[string]any{"timeout": 10})).To(Succeed())
+		got, err := sys.osb.GetInstance(&osb.GetInstanceRequest{InstanceID: id})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Parameters).To(HaveKeyWithValue("timeout", BeNumerically("==", 10)))
+		Expect(got.Parameters).To(HaveKeyWithValue("maxmemory-policy", "allkeys-lru"))
+		Expect(got.Parameters).To(HaveKeyWithValue("notify-keyspace-events", "Ex"))
+		Expect(infoField(ctx, rc, "memory", "maxmemory_policy")).To(Equal("allkeys-lru"))
+	})
+
+	DescribeTable("answers 400 naming the key to parameters outside the schema, and changes nothing",
+		func(ctx SpecContext, params map[string]any, key string) {
+			err := update(params)
+			Expect(httpStatus(err)).To(Equal(http.StatusBadRequest), fmt.Sprint(err))
+			Expect(errDescription(err)).To(ContainSubstring(key))
+
+			got, err := sys.osb.GetInstance(&osb.GetInstanceRequest{InstanceID: id})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got.Parameters).To(HaveKeyWithValue("maxmemory-policy", "allkeys-lru"))
+			Expect(infoField(ctx, rc, "memory", "maxmemory_policy")).To(Equal("allkeys-lru"))
+		},
+		Entry("an unknown maxmemory-policy", map[string]any{"maxmemory-policy": "bogus"}, `"maxmemory-policy"`),
+		Entry("an unknown parameter beside a valid one", map[string]any{"maxmemory-policy": "volatile-lru", "nope": 1}, `"nope"`),
+		Entry("a negative timeout", map[string]any{"timeout": -1}, `"timeout"`),
+		Entry("a keyspace event flag Redis does not know", map[string]any{"notify-keyspace-events": "Ex!"}, `"notify-keyspace-events"`),
+	)
+
+	It("answers 400 to a change to a plan that does not exist", func() {
+		plan := "no-such-plan"
+		_, err := sys.osb.UpdateInstance(&osb.UpdateInstanceRequest{
+			InstanceID: id, AcceptsIncomplete: true, ServiceID: systemtest.ServiceID, PlanID: &plan,
+		})
+		Expect(httpStatus(err)).To(Equal(http.StatusBadRequest), fmt.Sprint(err))
+		Expect(errDescription(err)).To(ContainSubstring(plan))
+	})
+
+	It("answers an update of an instance that does not exist with 404", func() {
+		_, err := sys.osb.UpdateInstance(updateRequest(newID("inst"), newParams))
+		Expect(httpStatus(err)).To(Equal(http.StatusNotFound), fmt.Sprint(err))
+	})
+})
