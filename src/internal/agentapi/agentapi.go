@@ -11,6 +11,7 @@ import (
 	"errors"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
 // InstanceRequest asks for an instance with a memory limit and parameters.
@@ -39,12 +40,24 @@ type Instance struct {
 	LastError string `json:"last_error,omitempty"`
 	// Bindings are the usernames of the instance's binding users.
 	Bindings []string `json:"bindings"`
+	// Replication is the instance's place in a leader/follower pair; only
+	// Get fills it in, as it asks the running server.
+	Replication *replication.Status `json:"replication,omitempty"`
+}
+
+// ReplicationRequest makes an instance a read-only follower of Leader, or a
+// leader again when Leader is nil.
+type ReplicationRequest struct {
+	Leader *replication.Leader `json:"leader"`
 }
 
 // BindingRequest carries the password of a new binding user. The agent keeps
 // only its hash.
 type BindingRequest struct {
 	Password string `json:"password"`
+	// Role is empty for an app's binding user, or "replication" for a user
+	// that may only replicate (a follower's account on its leader).
+	Role string `json:"role,omitempty"`
 }
 
 // Binding is a binding user of an instance and where it connects.

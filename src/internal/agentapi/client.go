@@ -103,6 +103,13 @@ func (c *Client) Unbind(ctx context.Context, id, bindingID string) error {
 	return c.do(ctx, http.MethodDelete, bindingPath(id, bindingID), nil, nil)
 }
 
+// SetReplication makes an instance follow a leader, or lead when the
+// request's Leader is nil.
+func (c *Client) SetReplication(ctx context.Context, id string, req ReplicationRequest) (Instance, error) {
+	var out Instance
+	return out, c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/replication", req, &out)
+}
+
 func bindingPath(id, bindingID string) string {
 	return "/v1/instances/" + url.PathEscape(id) + "/bindings/" + url.PathEscape(bindingID)
 }

@@ -23,6 +23,8 @@ type Service interface {
 	// Bind adds a binding user and reports whether it was new.
 	Bind(ctx context.Context, id, bindingID string, req BindingRequest) (Binding, bool, error)
 	Unbind(ctx context.Context, id, bindingID string) error
+	// SetReplication makes the instance follow a leader, or lead.
+	SetReplication(ctx context.Context, id string, req ReplicationRequest) (Instance, error)
 }
 
 // maxBody bounds request bodies; the largest real one is a few hundred bytes.
@@ -46,6 +48,7 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 	mux.HandleFunc("DELETE /v1/instances/{id}", h.delete)
 	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", h.bind)
 	mux.HandleFunc("DELETE /v1/instances/{id}/bindings/{binding}", h.unbind)
+	mux.HandleFunc("PUT /v1/instances/{id}/replication", h.replication)
 	return RequireBasicAuth(creds, mux)
 }
 
@@ -120,6 +123,15 @@ func (h *handler) bind(w http.ResponseWriter, r *http.Request) {
 func (h *handler) unbind(w http.ResponseWriter, r *http.Request) {
 	err := h.svc.Unbind(r.Context(), r.PathValue("id"), r.PathValue("binding"))
 	h.reply(w, r, http.StatusNoContent, nil, err)
+}
+
+func (h *handler) replication(w http.ResponseWriter, r *http.Request) {
+	var req ReplicationRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	i, err := h.svc.SetReplication(r.Context(), r.PathValue("id"), req)
+	h.reply(w, r, http.StatusOK, i, err)
 }
 
 func statusFor(created bool) int {

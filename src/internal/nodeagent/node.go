@@ -311,7 +311,7 @@ func (n *Node) writeFiles(s state) error {
 		Params:         s.Parameters,
 	}
 	if l := s.Leader; l != nil {
-		c.ReplicaOf = &redisconf.Leader{Host: l.Host, Port: l.Port, User: l.Username, Password: l.Password}
+		c.ReplicaOf = l.Conf()
 	}
 	return redisconf.WriteFile(n.paths.conf, c)
 }

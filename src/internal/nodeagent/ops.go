@@ -13,6 +13,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
 
@@ -283,30 +284,15 @@ func (n *Node) SetReplication(ctx context.Context, req nodeapi.ReplicationReques
 }
 
 func (n *Node) applyReplication(ctx context.Context, s state) error {
-	l := s.Leader
-	if l == nil {
-		if err := n.adminDo(ctx, s, "REPLICAOF", "NO", "ONE"); err != nil {
-			return err
-		}
-		return n.adminDo(ctx, s, "CONFIG", "SET", "masteruser", "", "masterauth", "")
-	}
-	if err := n.adminDo(ctx, s, "CONFIG", "SET", "masteruser", l.Username, "masterauth", l.Password, "replica-read-only", "yes"); err != nil {
-		return err
-	}
-	return n.adminDo(ctx, s, "REPLICAOF", l.Host, fmt.Sprint(l.Port))
+	do := func(ctx context.Context, args ...any) error { return n.adminDo(ctx, s, args...) }
+	return replication.Apply(ctx, do, s.Leader)
 }
 
 func (n *Node) checkLeader(l nodeapi.Leader) error {
-	switch {
-	case l.Host == "" || strings.ContainsAny(l.Host, " \t\r\n\"'\\"):
-		return fmt.Errorf("%w: leader.host must be a host name or IP address", nodeapi.ErrInvalid)
-	case l.Port < 1 || l.Port > 65535:
-		return fmt.Errorf("%w: leader.port must be in 1-65535", nodeapi.ErrInvalid)
-	case l.Username != "" && !redisconf.UsernamePattern.MatchString(l.Username):
-		return fmt.Errorf("%w: leader.username is not a valid ACL username", nodeapi.ErrInvalid)
-	case len(l.Password) > 512:
-		return fmt.Errorf("%w: leader.password is too long", nodeapi.ErrInvalid)
-	case l.Port == n.cfg.Port && (l.Host == n.cfg.Host || l.Host == n.cfg.Bind):
+	if err := l.Check(); err != nil {
+		return fmt.Errorf("%w: %v", nodeapi.ErrInvalid, err)
+	}
+	if l.Port == n.cfg.Port && (l.Host == n.cfg.Host || l.Host == n.cfg.Bind) {
 		return fmt.Errorf("%w: a node cannot follow itself", nodeapi.ErrInvalid)
 	}
 	return nil

@@ -2,7 +2,6 @@ package nodeagent
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -11,11 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
-
-// leaderTimeout bounds the status's question to a follower's leader: a
-// leader that does not answer leaves the lag unknown, not the status late.
-const leaderTimeout = time.Second
 
 // owns reports whether the redis-server answering on the node's port with
 // the admin password is process pid reading the node's config.
@@ -97,64 +93,8 @@ func (n *Node) status(ctx context.Context, s state) nodeapi.Status {
 	for _, v := range info["Keyspace"] {
 		st.Keys += keyspaceField(v, "keys")
 	}
-	st.Replication = n.replication(ctx, s, info["Replication"])
+	st.Replication = replication.Read(ctx, info["Replication"], s.Leader)
 	return st
-}
-
-// replication reads a node's INFO replication and, for a follower, asks its
-// leader for the leader's offset, to measure the lag.
-func (n *Node) replication(ctx context.Context, s state, info map[string]string) nodeapi.Replication {
-	r := nodeapi.Replication{}
-	if info["role"] != "slave" {
-		r.Role = nodeapi.RoleLeader
-		r.Offset = atoi(info["master_repl_offset"])
-		r.Followers = int(atoi(info["connected_slaves"]))
-		for i := range r.Followers {
-			if off, ok := replicaOffset(info[fmt.Sprintf("slave%d", i)]); ok {
-				r.LagBytes = max(r.LagBytes, r.Offset-off)
-			}
-		}
-		return r
-	}
-	r.Role = nodeapi.RoleFollower
-	r.LeaderHost = info["master_host"]
-	r.LeaderPort = int(atoi(info["master_port"]))
-	r.Link = "down"
-	if info["master_link_status"] == "up" {
-		r.Link = "up"
-	}
-	r.Offset = atoi(info["slave_repl_offset"])
-	r.LagBytes = -1
-	if l := s.Leader; l != nil {
-		lctx, cancel := context.WithTimeout(ctx, leaderTimeout)
-		defer cancel()
-		c := newClient(net.JoinHostPort(l.Host, strconv.Itoa(l.Port)), l.Username, l.Password, leaderTimeout)
-		defer c.Close()
-		if v, err := c.InfoMap(lctx, "replication").Result(); err == nil {
-			if leaderOffset, ok := v["Replication"]["master_repl_offset"]; ok {
-				r.LagBytes = max(atoi(leaderOffset)-r.Offset, 0)
-			}
-		}
-	}
-	return r
-}
-
-// replicaOffset reads the offset of a leader's "slaveN" INFO line
-// ("ip=...,port=...,state=online,offset=123,lag=0"); only an online follower
-// counts.
-func replicaOffset(line string) (int64, bool) {
-	var off int64
-	online := false
-	for _, kv := range strings.Split(line, ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "state":
-			online = v == "online"
-		case "offset":
-			off = atoi(v)
-		}
-	}
-	return off, online
 }
 
 // keyspaceField reads one field of an INFO keyspace line

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
 // Credentials are the basic-auth username and password the broker presents;
@@ -39,9 +40,9 @@ const (
 // The replication roles of a node.
 const (
 	// RoleLeader is a node that accepts writes (Redis's "master").
-	RoleLeader = "leader"
+	RoleLeader = replication.RoleLeader
 	// RoleFollower is a read-only replica of another node (Redis's "slave").
-	RoleFollower = "follower"
+	RoleFollower = replication.RoleFollower
 )
 
 // Binding roles.
@@ -89,25 +90,7 @@ type Status struct {
 }
 
 // Replication is a node's place in a leader/follower pair.
-type Replication struct {
-	// Role is RoleLeader or RoleFollower; empty when redis-server did not
-	// answer.
-	Role string `json:"role"`
-	// LeaderHost and LeaderPort are the leader a follower replicates.
-	LeaderHost string `json:"leader_host,omitempty"`
-	LeaderPort int    `json:"leader_port,omitempty"`
-	// Link is "up" while a follower is connected to its leader and in sync,
-	// "down" otherwise; empty for a leader.
-	Link string `json:"link,omitempty"`
-	// LagBytes is how far behind a follower is (the leader's replication
-	// offset minus its own) or, on a leader, how far its slowest connected
-	// follower is. -1 means unknown: the leader did not answer.
-	LagBytes int64 `json:"lag_bytes"`
-	// Offset is the node's own replication offset.
-	Offset int64 `json:"offset"`
-	// Followers counts the followers connected to a leader.
-	Followers int `json:"followers"`
-}
+type Replication = replication.Status
 
 // ClaimRequest hands a free node to an instance.
 type ClaimRequest struct {
@@ -152,12 +135,7 @@ type ReplicationRequest struct {
 
 // Leader is where a follower replicates from and the credentials of a
 // replication binding on it.
-type Leader struct {
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	Username string `json:"username"`
-	Password string `json:"password"`
-}
+type Leader = replication.Leader
 
 // Errors both sides of the API agree on; they travel as the "error" code of a
 // JSON error body and come back out of Client as the same values.

@@ -28,6 +28,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 	"github.com/cf-redis/redis-for-cf/src/internal/supervisor"
@@ -58,8 +59,13 @@ type record struct {
 	Parameters     params.Parameters `json:"parameters"`
 	AdminPassword  string            `json:"admin_password"`
 	// Bindings maps a binding username to the SHA-256 of its password.
-	Bindings  map[string]string `json:"bindings"`
-	CreatedAt time.Time         `json:"created_at"`
+	Bindings map[string]string `json:"bindings"`
+	// Replicators are users that may only replicate from the instance (its
+	// followers' accounts), by username, with their password hashes.
+	Replicators map[string]string `json:"replicators,omitempty"`
+	// Leader, when set, is the leader the instance follows.
+	Leader    *replication.Leader `json:"leader,omitempty"`
+	CreatedAt time.Time           `json:"created_at"`
 	// Deleting is set before a delete starts removing anything, so a delete
 	// cut short by a crash is finished on the next start.
 	Deleting bool `json:"deleting,omitempty"`
@@ -216,13 +222,59 @@ func (m *Manager) List(ctx context.Context) ([]agentapi.Instance, error) {
 	return out, nil
 }
 
-// Get describes one instance.
+// Get describes one instance, with its replication state when its server
+// answers.
 func (m *Manager) Get(ctx context.Context, id string) (agentapi.Instance, error) {
 	r, err := m.record(id)
 	if err != nil {
 		return agentapi.Instance{}, err
 	}
-	return m.describe(r), nil
+	inst := m.describe(r)
+	c := m.adminClient(r)
+	defer c.Close()
+	if info, err := c.InfoMap(ctx, "replication").Result(); err == nil {
+		st := replication.Read(ctx, info["Replication"], r.Leader)
+		inst.Replication = &st
+	}
+	return inst, nil
+}
+
+// SetReplication makes the instance a read-only follower of req.Leader, or a
+// leader again (promotion) when req.Leader is nil: kept in redis.conf for
+// restarts, applied live with REPLICAOF.
+func (m *Manager) SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error) {
+	unlock := m.locks.Lock(id)
+	defer unlock()
+	var rec record
+	err := m.state.Update(func(s *state) error {
+		r, err := liveRecord(s, id)
+		if err != nil {
+			return err
+		}
+		if l := req.Leader; l != nil {
+			if err := l.Check(); err != nil {
+				return fmt.Errorf("%w: %v", agentapi.ErrInvalid, err)
+			}
+			if l.Port == r.Port && (l.Host == m.cfg.Host || l.Host == m.cfg.Bind) {
+				return fmt.Errorf("%w: an instance cannot follow itself", agentapi.ErrInvalid)
+			}
+		}
+		r.Leader = req.Leader
+		rec = *r
+		return nil
+	})
+	if err != nil {
+		return agentapi.Instance{}, err
+	}
+	if err := m.writeFiles(rec); err != nil {
+		return agentapi.Instance{}, err
+	}
+	do := func(ctx context.Context, args ...any) error { return m.adminDo(ctx, rec, args...) }
+	if err := replication.Apply(ctx, do, rec.Leader); err != nil {
+		return agentapi.Instance{}, fmt.Errorf("%w: replication saved for the next restart, but the running server did not take it: %v", agentapi.ErrUnavailable, err)
+	}
+	m.logger.Info("replication changed", "instance", id, "follows", rec.Leader != nil)
+	return m.Get(ctx, id)
 }
 
 // Create reserves a port and memory for a new instance in its record, then
@@ -427,6 +479,10 @@ func (m *Manager) Bind(ctx context.Context, id, bindingID string, req agentapi.B
 	if len(req.Password) < minPasswordLength {
 		return agentapi.Binding{}, false, fmt.Errorf("%w: password must have at least %d characters", agentapi.ErrInvalid, minPasswordLength)
 	}
+	role := redisconf.Role(req.Role)
+	if role != redisconf.RoleTenant && role != redisconf.RoleReplication {
+		return agentapi.Binding{}, false, fmt.Errorf("%w: role must be empty or %q", agentapi.ErrInvalid, redisconf.RoleReplication)
+	}
 	unlock := m.locks.Lock(id)
 	defer unlock()
 	hash := secret.Hash(req.Password)
@@ -437,14 +493,21 @@ func (m *Manager) Bind(ctx context.Context, id, bindingID string, req agentapi.B
 		if err != nil {
 			return err
 		}
-		switch old, ok := r.Bindings[bindingID]; {
+		users, other := &r.Bindings, r.Replicators
+		if role == redisconf.RoleReplication {
+			users, other = &r.Replicators, r.Bindings
+		}
+		if _, ok := other[bindingID]; ok {
+			return fmt.Errorf("%w: user %s exists with another role", agentapi.ErrConflict, bindingID)
+		}
+		switch old, ok := (*users)[bindingID]; {
 		case ok && old != hash:
 			return fmt.Errorf("%w: binding %s exists with another password", agentapi.ErrConflict, bindingID)
 		case !ok:
-			if r.Bindings == nil {
-				r.Bindings = map[string]string{}
+			if *users == nil {
+				*users = map[string]string{}
 			}
-			r.Bindings[bindingID] = hash
+			(*users)[bindingID] = hash
 			created = true
 		}
 		rec = *r
@@ -456,7 +519,7 @@ func (m *Manager) Bind(ctx context.Context, id, bindingID string, req agentapi.B
 	if err := m.writeFiles(rec); err != nil {
 		return agentapi.Binding{}, false, err
 	}
-	user := redisconf.User{Name: bindingID, PasswordHash: hash}
+	user := redisconf.User{Name: bindingID, PasswordHash: hash, Role: role}
 	if err := m.adminDo(ctx, rec, aclSetUser(user)...); err != nil {
 		return agentapi.Binding{}, false, fmt.Errorf("%w: binding user saved but not yet active: %v", agentapi.ErrUnavailable, err)
 	}
@@ -483,10 +546,13 @@ func (m *Manager) Unbind(ctx context.Context, id, bindingID string) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := r.Bindings[bindingID]; !ok {
+		_, tenant := r.Bindings[bindingID]
+		_, replicator := r.Replicators[bindingID]
+		if !tenant && !replicator {
 			missing = fmt.Errorf("%w: no binding %s on instance %s", agentapi.ErrNotFound, bindingID, id)
 		}
 		delete(r.Bindings, bindingID)
+		delete(r.Replicators, bindingID)
 		rec = *r
 		return nil
 	})
@@ -586,6 +652,9 @@ func (m *Manager) writeFiles(r record) error {
 	for _, name := range slices.Sorted(maps.Keys(r.Bindings)) {
 		users = append(users, redisconf.User{Name: name, PasswordHash: r.Bindings[name]})
 	}
+	for _, name := range slices.Sorted(maps.Keys(r.Replicators)) {
+		users = append(users, redisconf.User{Name: name, PasswordHash: r.Replicators[name], Role: redisconf.RoleReplication})
+	}
 	if err := redisconf.WriteACLFile(p.acl, users); err != nil {
 		return err
 	}
@@ -597,6 +666,7 @@ func (m *Manager) writeFiles(r record) error {
 		ACLFile:        p.acl,
 		MaxMemoryBytes: r.MaxMemoryBytes,
 		Params:         r.Parameters,
+		ReplicaOf:      r.Leader.Conf(),
 	})
 }
 
@@ -730,24 +800,32 @@ func (m *Manager) newSupervisor(r record) *supervisor.Supervisor {
 			conn.Close()
 			// Bounded, so a foreign process holding the port cannot stall
 			// the supervisor's check that the child is still alive.
-			ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			defer cancel()
-			if !m.owns(ctx, r, pid) {
+			if !m.ownsWithin(ctx, r, pid, readyProbeTimeout) {
 				return errors.New("not answering as this instance's server yet")
 			}
 			return nil
 		},
 		Owns: func(ctx context.Context, pid int) bool {
-			return m.owns(ctx, r, pid)
+			return m.ownsWithin(ctx, r, pid, adoptProbeTimeout)
 		},
 		Logger: m.logger,
 	})
 }
 
-// owns reports whether the redis-server answering on the instance's port with
-// its admin password is process pid reading the instance's config.
-func (m *Manager) owns(ctx context.Context, r record, pid int) bool {
-	c := m.adminClient(r)
+// Timeouts of the checks that a process is the instance's server: short
+// while a new process starts (polled every few milliseconds), longer for a
+// server found running, which may be busy.
+const (
+	readyProbeTimeout = 500 * time.Millisecond
+	adoptProbeTimeout = 2 * time.Second
+)
+
+// ownsWithin reports whether the redis-server answering on the instance's
+// port with its admin password is process pid reading the instance's config.
+// The timeout bounds every read: go-redis authenticates a new connection
+// under its own read timeout, not the context's deadline.
+func (m *Manager) ownsWithin(ctx context.Context, r record, pid int, timeout time.Duration) bool {
+	c := m.client(r, timeout)
 	defer c.Close()
 	info, err := c.InfoMap(ctx, "server").Result()
 	if err != nil {
@@ -762,6 +840,10 @@ func (m *Manager) addr(r record) string {
 }
 
 func (m *Manager) adminClient(r record) *redis.Client {
+	return m.client(r, 10*time.Second)
+}
+
+func (m *Manager) client(r record, timeout time.Duration) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:            m.addr(r),
 		Username:        AdminUser,
@@ -773,9 +855,9 @@ func (m *Manager) adminClient(r record) *redis.Client {
 		// go-redis would otherwise retry a refused dial 5 times, 100ms apart.
 		DialerRetries: 1,
 		PoolSize:      1,
-		DialTimeout:   2 * time.Second,
-		ReadTimeout:   10 * time.Second,
-		WriteTimeout:  10 * time.Second,
+		DialTimeout:   min(2*time.Second, timeout),
+		ReadTimeout:   timeout,
+		WriteTimeout:  timeout,
 	})
 }
 
