@@ -8,6 +8,8 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
 // backend is where an existing instance lives, as the verbs that work on one
@@ -17,6 +19,12 @@ type backend interface {
 	bind(ctx context.Context, id, bindingID, password string) error
 	// unbind removes a binding user; one already gone is not an error.
 	unbind(ctx context.Context, id, bindingID string) error
+	// bindReplicator adds a user that may only replicate from the instance.
+	bindReplicator(ctx context.Context, id, username, password string) error
+	// setReplication makes the instance follow leader, or lead when nil.
+	setReplication(ctx context.Context, id string, leader *replication.Leader) error
+	// replication reports the instance's live replication state.
+	replication(ctx context.Context, id string) (replication.Status, error)
 	// where names the agent or node, for errors and logs.
 	where() string
 }
@@ -60,6 +68,27 @@ func (s sharedBackend) unbind(ctx context.Context, id, bindingID string) error {
 	return nil
 }
 
+func (s sharedBackend) bindReplicator(ctx context.Context, id, username, password string) error {
+	_, err := s.agent.Bind(ctx, id, username, agentapi.BindingRequest{Password: password, Role: string(redisconf.RoleReplication)})
+	return err
+}
+
+func (s sharedBackend) setReplication(ctx context.Context, id string, leader *replication.Leader) error {
+	_, err := s.agent.SetReplication(ctx, id, agentapi.ReplicationRequest{Leader: leader})
+	return err
+}
+
+func (s sharedBackend) replication(ctx context.Context, id string) (replication.Status, error) {
+	inst, err := s.agent.Get(ctx, id)
+	if err != nil {
+		return replication.Status{}, err
+	}
+	if inst.Replication == nil {
+		return replication.Status{}, fmt.Errorf("%w: the instance's server did not answer", agentapi.ErrUnavailable)
+	}
+	return *inst.Replication, nil
+}
+
 type nodeBackend struct {
 	id   string
 	node Node
@@ -82,4 +111,25 @@ func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
 		return err
 	}
 	return nil
+}
+
+func (n nodeBackend) bindReplicator(ctx context.Context, id, username, password string) error {
+	_, err := n.node.Bind(ctx, username, nodeapi.BindingRequest{InstanceID: id, Password: password, Role: string(redisconf.RoleReplication)})
+	return err
+}
+
+func (n nodeBackend) setReplication(ctx context.Context, id string, leader *replication.Leader) error {
+	_, err := n.node.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: id, Leader: leader})
+	return err
+}
+
+func (n nodeBackend) replication(ctx context.Context, id string) (replication.Status, error) {
+	st, err := n.node.Status(ctx)
+	if err != nil {
+		return replication.Status{}, err
+	}
+	if !st.RedisRunning {
+		return replication.Status{}, fmt.Errorf("%w: the node's server did not answer", nodeapi.ErrUnavailable)
+	}
+	return st.Replication, nil
 }

@@ -35,6 +35,8 @@ const Version = "1.0.0"
 // the real one.
 type Agent interface {
 	Capacity(ctx context.Context) (agentapi.Capacity, error)
+	Get(ctx context.Context, id string) (agentapi.Instance, error)
+	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
 	Create(ctx context.Context, id string, req agentapi.InstanceRequest) (agentapi.Instance, error)
 	Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error)
 	Delete(ctx context.Context, id string) error
@@ -86,7 +88,9 @@ type instance struct {
 	MaintenanceVersion string `json:"maintenance_version"`
 	// State is "creating" until the instance answers, then "ready";
 	// "deleting" once a delete began.
-	State     string              `json:"state"`
+	State string `json:"state"`
+	// ReplicaOf, when set, is the leader the instance follows.
+	ReplicaOf *follow             `json:"replica_of,omitempty"`
 	LastOp    operation           `json:"last_operation"`
 	Bindings  map[string]*binding `json:"bindings"`
 	CreatedAt time.Time           `json:"created_at"`

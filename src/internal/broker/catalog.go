@@ -63,7 +63,7 @@ func (b *Broker) plan(id, name, description, displayName string, bullets []strin
 		Schemas: &domain.ServiceSchemas{
 			Instance: domain.ServiceInstanceSchema{
 				Create: domain.Schema{Parameters: params.Schema()},
-				Update: domain.Schema{Parameters: params.Schema()},
+				Update: domain.Schema{Parameters: updateSchema()},
 			},
 			Binding: domain.ServiceBindingSchema{
 				Create: domain.Schema{Parameters: params.EmptySchema()},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
@@ -31,6 +32,10 @@ func (b *Broker) deprovision(ctx context.Context, id string, asyncAllowed bool) 
 		return false, err
 	}
 	defer unlock()
+	if followers := b.followersOf(id); len(followers) > 0 {
+		return false, unprocessable("", "instance %s is the leader of %s: make each follower a leader (replica_of: null) or delete it first",
+			id, strings.Join(followers, ", "))
+	}
 	var inst *instance
 	err = b.state.Update(func(s *state) error {
 		inst = s.Instances[id]
@@ -43,6 +48,9 @@ func (b *Broker) deprovision(ctx context.Context, id string, asyncAllowed bool) 
 	})
 	if err != nil {
 		return false, err
+	}
+	if f := inst.ReplicaOf; f != nil && f.Instance != "" {
+		b.dropReplicator(ctx, f)
 	}
 	if b.isDedicated(inst.PlanID) {
 		// A reset of a large dataset can take a while: answer 202 when Cloud

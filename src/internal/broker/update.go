@@ -40,7 +40,11 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		}
 		return apiresponses.ErrPlanChangeNotSupported
 	}
-	p, err := params.Apply(inst.Parameters, d.RawParameters)
+	rest, change, err := splitReplicaOf(d.RawParameters)
+	if err != nil {
+		return err
+	}
+	p, err := params.Apply(inst.Parameters, rest)
 	if err != nil {
 		return err
 	}
@@ -51,6 +55,11 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		}
 		if err := be.update(ctx, id, p); err != nil {
 			return fmt.Errorf("updating instance %s on %s: %w", id, be.where(), err)
+		}
+	}
+	if change.set {
+		if err := b.changeReplication(ctx, inst, change); err != nil {
+			return err
 		}
 	}
 	return b.state.Update(func(s *state) error {
@@ -81,6 +90,21 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 		"host":                inst.Host,
 		"port":                inst.Port,
 		"maintenance_version": inst.MaintenanceVersion,
+	}
+	if f := inst.ReplicaOf; f != nil {
+		attrs["replica_of"] = f.Instance
+		if f.Instance == "" {
+			attrs["replica_of"] = fmt.Sprintf("%s:%d", f.Host, f.Port)
+		}
+	}
+	if be, err := b.backend(inst); err == nil {
+		rctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
+		if st, err := be.replication(rctx, id); err == nil {
+			attrs["replication"] = st
+		} else {
+			b.logger.Error("replication status failed", "instance", id, "request_id", requestID(ctx), "error", err)
+		}
+		cancel()
 	}
 	if inst.Node != "" {
 		attrs["node"] = inst.Node

@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+)
+
+// ReplicaOfParam is the update parameter that makes an instance a read-only
+// follower: the id of another instance of this broker, or a leader's host,
+// port and credentials as an object; null promotes the instance back to a
+// leader.
+const ReplicaOfParam = "replica_of"
+
+// follow is the leader an instance follows: another instance of this broker
+// (Instance set; the broker made a replication-only user on it) or a leader
+// elsewhere (Instance empty; the tenant gave its address and credentials).
+type follow struct {
+	Instance string `json:"instance,omitempty"`
+	replication.Leader
+}
+
+// updateSchema is the catalog's update schema: the tenant parameters plus
+// replica_of.
+func updateSchema() map[string]any {
+	s := params.Schema()
+	props := maps.Clone(s["properties"].(map[string]any))
+	props[ReplicaOfParam] = map[string]any{
+		"description": "Makes the instance a read-only follower of a leader: the id of another instance in the same space, " +
+			"or {\"host\", \"port\", \"username\", \"password\"} of a Redis elsewhere; null makes it a leader again.",
+		"oneOf": []any{
+			map[string]any{"type": "string"},
+			map[string]any{
+				"type":                 "object",
+				"required":             []string{"host", "port"},
+				"additionalProperties": false,
+				"properties": map[string]any{
+					"host":     map[string]any{"type": "string"},
+					"port":     map[string]any{"type": "integer", "minimum": 1, "maximum": 65535},
+					"username": map[string]any{"type": "string"},
+					"password": map[string]any{"type": "string"},
+				},
+			},
+			map[string]any{"type": "null"},
+		},
+	}
+	s["properties"] = props
+	return s
+}
+
+// replicaChange is what an update asked of replica_of.
+type replicaChange struct {
+	// set is true when the update named replica_of at all.
+	set bool
+	// leader is nil for a promotion.
+	leader *follow
+}
+
+// splitReplicaOf takes replica_of out of raw update parameters and parses it;
+// the rest is for params.Apply.
+func splitReplicaOf(raw json.RawMessage) (json.RawMessage, replicaChange, error) {
+	obj, err := params.Object(raw)
+	if err != nil {
+		return nil, replicaChange{}, err
+	}
+	v, ok := obj[ReplicaOfParam]
+	if !ok {
+		return raw, replicaChange{}, nil
+	}
+	delete(obj, ReplicaOfParam)
+	rest, err := json.Marshal(obj)
+	if err != nil {
+		return nil, replicaChange{}, err
+	}
+	change := replicaChange{set: true}
+	trimmed := strings.TrimSpace(string(v))
+	switch {
+	case trimmed == "null":
+	case strings.HasPrefix(trimmed, `"`):
+		var id string
+		if json.Unmarshal(v, &id) != nil || id == "" {
+			return nil, change, fmt.Errorf("%w: parameter %q must name an instance", params.ErrInvalid, ReplicaOfParam)
+		}
+		change.leader = &follow{Instance: id}
+	default:
+		var l replication.Leader
+		d := json.NewDecoder(strings.NewReader(trimmed))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&l); err != nil {
+			return nil, change, fmt.Errorf("%w: parameter %q must be an instance id, an object with host, port, username and password, or null", params.ErrInvalid, ReplicaOfParam)
+		}
+		if err := l.Check(); err != nil {
+			return nil, change, fmt.Errorf("%w: parameter %q: %v", params.ErrInvalid, ReplicaOfParam, err)
+		}
+		change.leader = &follow{Leader: l}
+	}
+	return rest, change, nil
+}
+
+// changeReplication applies a replica_of change to inst (whose lock the
+// caller holds). The follower's record stores the replication user's
+// credentials before any agent is asked, so a retry reuses them.
+func (b *Broker) changeReplication(ctx context.Context, inst *instance, change replicaChange) error {
+	be, err := b.backend(inst)
+	if err != nil {
+		return err
+	}
+	old := inst.ReplicaOf
+	next := change.leader
+	if next != nil && next.Instance != "" {
+		if old != nil && old.Instance == next.Instance {
+			next = old // already following it: apply again with the same user
+		} else if next, err = b.internalLeader(inst, next.Instance); err != nil {
+			return err
+		}
+		leader, err := b.find(next.Instance)
+		if err != nil {
+			return err
+		}
+		lbe, err := b.backend(leader)
+		if err != nil {
+			return err
+		}
+		if err := b.setFollow(inst.ID, next); err != nil {
+			return err
+		}
+		if err := lbe.bindReplicator(ctx, leader.ID, next.Username, next.Password); err != nil {
+			return fmt.Errorf("creating the replication user on leader %s: %w", leader.ID, err)
+		}
+	} else if err := b.setFollow(inst.ID, next); err != nil {
+		return err
+	}
+	var leader *replication.Leader
+	if next != nil {
+		leader = &next.Leader
+	}
+	if err := be.setReplication(ctx, inst.ID, leader); err != nil {
+		return fmt.Errorf("changing replication of instance %s on %s: %w", inst.ID, be.where(), err)
+	}
+	if old != nil && old.Instance != "" && (next == nil || next.Instance != old.Instance) {
+		b.dropReplicator(ctx, old)
+	}
+	return nil
+}
+
+// internalLeader checks that leaderID can lead follower and returns the
+// follow record with a new replication user.
+func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, error) {
+	var out *follow
+	var reason error
+	err := b.state.View(func(s state) {
+		leader := s.Instances[leaderID]
+		switch {
+		case leaderID == follower.ID:
+			reason = errors.New("an instance cannot follow itself")
+		case leader == nil || leader.State != stateReady:
+			reason = fmt.Errorf("no instance %s of this service is ready to lead", leaderID)
+		case leader.SpaceGUID != follower.SpaceGUID || leader.OrgGUID != follower.OrgGUID:
+			// Following an instance copies its data: only one the tenant
+			// could bind to anyway may lead.
+			reason = fmt.Errorf("instance %s is in another space; a leader must be in the follower's space", leaderID)
+		default:
+			for l := leader; l.ReplicaOf != nil && l.ReplicaOf.Instance != ""; {
+				if l.ReplicaOf.Instance == follower.ID {
+					reason = fmt.Errorf("instance %s already follows %s, directly or through others: following it would make a loop", leaderID, follower.ID)
+					break
+				}
+				next := s.Instances[l.ReplicaOf.Instance]
+				if next == nil {
+					break
+				}
+				l = next
+			}
+			out = &follow{Instance: leaderID, Leader: replication.Leader{
+				Host: leader.Host, Port: leader.Port,
+				Username: "replica-" + strings.ToLower(secret.New()[:16]), Password: secret.New(),
+			}}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if reason != nil {
+		return nil, &userError{status: http.StatusBadRequest, msg: fmt.Sprintf("parameter %q: %v", ReplicaOfParam, reason)}
+	}
+	return out, nil
+}
+
+func (b *Broker) setFollow(id string, f *follow) error {
+	return b.state.Update(func(s *state) error {
+		if r := s.Instances[id]; r != nil {
+			r.ReplicaOf = f
+		}
+		return nil
+	})
+}
+
+// dropReplicator removes a former follower's replication user from its
+// leader; a failure is logged, as the follower no longer uses it.
+func (b *Broker) dropReplicator(ctx context.Context, f *follow) {
+	leader, err := b.find(f.Instance)
+	if err != nil || leader == nil {
+		return
+	}
+	lbe, err := b.backend(leader)
+	if err == nil {
+		err = lbe.unbind(ctx, leader.ID, f.Username)
+	}
+	if err != nil {
+		b.logger.Error("removing a replication user from its leader failed", "leader", leader.ID, "error", err)
+	}
+}
+
+// followersOf lists the instances following id.
+func (b *Broker) followersOf(id string) []string {
+	var out []string
+	_ = b.state.View(func(s state) {
+		for _, r := range s.Instances {
+			if r.ReplicaOf != nil && r.ReplicaOf.Instance == id {
+				out = append(out, r.ID)
+			}
+		}
+	})
+	return out
+}
