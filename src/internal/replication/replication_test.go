@@ -1,0 +1,46 @@
+package replication_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+)
+
+func TestReadLeader(t *testing.T) {
+	st := replication.Read(context.Background(), map[string]string{
+		"role": "master", "master_repl_offset": "1000", "connected_slaves": "2",
+		"slave0": "ip=10.0.0.2,port=6379,state=online,offset=990,lag=0",
+		"slave1": "ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=0",
+	}, nil)
+	if st.Role != replication.RoleLeader || st.Followers != 2 || st.LagBytes != 10 || st.Offset != 1000 {
+		t.Fatalf("leader status %+v: want role leader, 2 followers, lag 10 (only online followers count)", st)
+	}
+}
+
+func TestReadFollowerWithUnreachableLeader(t *testing.T) {
+	st := replication.Read(context.Background(), map[string]string{
+		"role": "slave", "master_host": "127.0.0.1", "master_port": "1", "master_link_status": "down", "slave_repl_offset": "5",
+	}, &replication.Leader{Host: "127.0.0.1", Port: 1})
+	if st.Role != replication.RoleFollower || st.Link != "down" || st.LagBytes != -1 || st.LeaderPort != 1 {
+		t.Fatalf("follower status %+v: want follower, link down, lag unknown (-1)", st)
+	}
+}
+
+func TestLeaderCheck(t *testing.T) {
+	for _, bad := range []replication.Leader{
+		{Host: "", Port: 6379},
+		{Host: "a b", Port: 6379},
+		{Host: "h\nslaveof x", Port: 6379},
+		{Host: "h", Port: 0},
+		{Host: "h", Port: 70000},
+		{Host: "h", Port: 1, Username: "a b"},
+	} {
+		if bad.Check() == nil {
+			t.Errorf("Check(%+v) accepted a leader that cannot be written into redis.conf", bad)
+		}
+	}
+	if err := (replication.Leader{Host: "10.0.0.1", Port: 6379, Username: "replica-x", Password: "p"}).Check(); err != nil {
+		t.Errorf("a valid leader was refused: %v", err)
+	}
+}
