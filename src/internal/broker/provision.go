@@ -118,7 +118,10 @@ func (b *Broker) insert(inst *instance, check func(*state) error) error {
 				return err
 			}
 		}
-		s.Instances[inst.ID] = inst
+		// A copy: the caller goes on changing inst, and what is stored must
+		// change only through Update.
+		stored := *inst
+		s.Instances[inst.ID] = &stored
 		return nil
 	})
 }

@@ -8,6 +8,10 @@
 // the state after it, never a mix. Changes are serialised, so an Update is a
 // transaction: its function sees the latest state and its result is either
 // stored whole or not at all.
+//
+// Updates that arrive while a write is under way are committed together by
+// one write (group commit): under load, many changes share the cost of the
+// fsyncs instead of queueing for one write each.
 package statefile
 
 import (
@@ -25,8 +29,18 @@ import (
 type File[T any] struct {
 	path string
 
-	mu    sync.RWMutex
+	mu    sync.RWMutex // guards value
 	value T
+
+	qmu     sync.Mutex // guards queue and writing
+	queue   []*pending[T]
+	writing bool
+}
+
+// pending is an Update waiting for its commit.
+type pending[T any] struct {
+	fn   func(*T) error
+	done chan error
 }
 
 // Open loads the state from path, or starts from the zero T when the file does
@@ -63,23 +77,82 @@ func (f *File[T]) View(fn func(T)) error {
 
 // Update calls fn with a deep copy of the state; when fn returns nil the
 // changed copy is written to disk and becomes the state. When fn or the write
-// fails, the state is unchanged and the error is returned as it is, so callers
-// can test for their own errors with errors.Is.
+// fails, the state is unchanged by fn and the error is returned as it is, so
+// callers can test for their own errors with errors.Is. Values fn stores in
+// the state become the state's: the caller must not change them afterwards.
 func (f *File[T]) Update(fn func(*T) error) error {
+	p := &pending[T]{fn: fn, done: make(chan error, 1)}
+	f.qmu.Lock()
+	f.queue = append(f.queue, p)
+	lead := !f.writing
+	f.writing = true
+	f.qmu.Unlock()
+	if lead {
+		// This caller writes for everyone queued until the queue is empty.
+		for batch := f.take(); batch != nil; batch = f.take() {
+			f.commit(batch)
+		}
+	}
+	return <-p.done
+}
+
+// take returns the queued updates, or nil (and ends the writing) when there
+// are none.
+func (f *File[T]) take() []*pending[T] {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	batch := f.queue
+	f.queue = nil
+	if len(batch) == 0 {
+		f.writing = false
+		return nil
+	}
+	return batch
+}
+
+// commit applies a batch of updates in order, each to the result of the ones
+// before, drops the changes of any that fail, writes once and answers all.
+func (f *File[T]) commit(batch []*pending[T]) {
+	f.mu.RLock()
+	work, err := clone(f.value)
+	f.mu.RUnlock()
+	var applied []*pending[T]
+	for _, p := range batch {
+		if err != nil {
+			p.done <- err
+			continue
+		}
+		before := work
+		if len(batch) > 1 {
+			// Only a batch needs a copy to fall back on: a lone update
+			// that fails leaves work unused.
+			if before, err = clone(work); err != nil {
+				p.done <- err
+				continue
+			}
+		}
+		if ferr := p.fn(&work); ferr != nil {
+			work = before
+			p.done <- ferr
+			continue
+		}
+		applied = append(applied, p)
+	}
+	if len(applied) == 0 {
+		return
+	}
+	if err := f.write(work); err != nil {
+		for _, p := range applied {
+			p.done <- err
+		}
+		return
+	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	v, err := clone(f.value)
-	if err != nil {
-		return err
+	f.value = work
+	f.mu.Unlock()
+	for _, p := range applied {
+		p.done <- nil
 	}
-	if err := fn(&v); err != nil {
-		return err
-	}
-	if err := f.write(v); err != nil {
-		return err
-	}
-	f.value = v
-	return nil
 }
 
 func (f *File[T]) tempPath() string { return f.path + ".tmp" }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,6 +72,42 @@ var _ = Describe("File", func() {
 		boom := errors.New("boom")
 		Expect(f.Update(func(c *counter) error { c.N = 2; return boom })).To(MatchError(boom))
 		Expect(f.View(func(c counter) { Expect(c.N).To(Equal(1)) })).To(Succeed())
+	})
+
+	It("commits concurrent updates together, dropping only the failed ones", func() {
+		f, _ := statefile.Open[counter](path)
+		var wg sync.WaitGroup
+		errs := make([]error, 64)
+		for i := range 64 {
+			wg.Go(func() {
+				errs[i] = f.Update(func(c *counter) error {
+					c.Items = append(c.Items, strconv.Itoa(i))
+					if i%8 == 0 {
+						return errors.New("refused")
+					}
+					c.N++
+					return nil
+				})
+			})
+		}
+		wg.Wait()
+		var want []string
+		for i := range 64 {
+			if i%8 == 0 {
+				Expect(errs[i]).To(MatchError("refused"))
+			} else {
+				Expect(errs[i]).NotTo(HaveOccurred())
+				want = append(want, strconv.Itoa(i))
+			}
+		}
+		check := func(c counter) {
+			Expect(c.N).To(Equal(56))
+			Expect(c.Items).To(ConsistOf(want))
+		}
+		Expect(f.View(check)).To(Succeed())
+		reopened, err := statefile.Open[counter](path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(reopened.View(check)).To(Succeed())
 	})
 
 	It("hands View a copy the caller cannot change the state through", func() {
