@@ -148,15 +148,17 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 			}
 			conn.Close()
 			// Bounded, so a foreign process holding the port cannot stall
-			// the supervisor's check that the child is still alive.
-			ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			defer cancel()
-			if !n.owns(ctx, pid) {
+			// the supervisor's check that the child is still alive. The
+			// client's own read timeout is the bound that counts: go-redis
+			// authenticates a new connection under it, not the context's.
+			if !n.ownsWithin(ctx, pid, 500*time.Millisecond) {
 				return errors.New("not answering as this node's server yet")
 			}
 			return nil
 		},
-		Owns:   n.owns,
+		Owns: func(ctx context.Context, pid int) bool {
+			return n.ownsWithin(ctx, pid, 2*time.Second)
+		},
 		Logger: n.logger,
 	})
 	return n, nil

@@ -13,10 +13,10 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
-// owns reports whether the redis-server answering on the node's port with
+// ownsWithin reports whether the redis-server answering on the node's port with
 // the admin password is process pid reading the node's config.
-func (n *Node) owns(ctx context.Context, pid int) bool {
-	c := n.adminClient(n.current())
+func (n *Node) ownsWithin(ctx context.Context, pid int, timeout time.Duration) bool {
+	c := newClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
 	defer c.Close()
 	info, err := c.InfoMap(ctx, "server").Result()
 	if err != nil {
