@@ -34,7 +34,7 @@ import (
 
 // Sizes of the experiments; scripts/bench passes them after -args.
 var (
-	runs         = flag.Int("runs", 20, "sequential samples of the bare start and of provision+bind+PING")
+	runs         = flag.Int("runs", 20, "sequential samples of the bare start, of provision+bind+PING and of the dedicated claim")
 	batches      = flag.Int("batches", 3, "batches of the concurrent provision benchmark")
 	batchSize    = flag.Int("batch", 20, "provisions started at once in each batch")
 	memInstances = flag.Int("mem.instances", 100, "instances created to measure the agent's RSS growth")
@@ -117,11 +117,17 @@ func startSystem(b *testing.B, opts systemtest.Options) (*systemtest.System, *br
 	return sys, &broker{Client: c, url: sys.BrokerURL, username: sys.Username, password: sys.Password, http: hc}
 }
 
-// bind creates a binding as Cloud Controller does and returns its credentials.
+// bind creates a binding of a shared-vm instance as Cloud Controller does and
+// returns its credentials.
 func (c *broker) bind(ctx context.Context, instanceID, bindingID, appGUID string) (map[string]any, error) {
+	return c.bindPlan(ctx, systemtest.PlanID, instanceID, bindingID, appGUID)
+}
+
+// bindPlan is bind for an instance of the given plan.
+func (c *broker) bindPlan(ctx context.Context, planID, instanceID, bindingID, appGUID string) (map[string]any, error) {
 	body, err := json.Marshal(map[string]any{
 		"service_id":    systemtest.ServiceID,
-		"plan_id":       systemtest.PlanID,
+		"plan_id":       planID,
 		"app_guid":      appGUID,
 		"bind_resource": map[string]string{"app_guid": appGUID},
 	})
@@ -174,35 +180,40 @@ type timing struct {
 	retries int
 }
 
-func provisionRequest(id string) *osb.ProvisionRequest {
+func provisionRequest(id, planID string) *osb.ProvisionRequest {
 	return &osb.ProvisionRequest{
 		InstanceID:        id,
 		AcceptsIncomplete: true,
 		ServiceID:         systemtest.ServiceID,
-		PlanID:            systemtest.PlanID,
+		PlanID:            planID,
 		OrganizationGUID:  "bench-org",
 		SpaceGUID:         "bench-space",
 	}
 }
 
 // provisionBindPing does what Cloud Controller and then an app do with a new
-// instance: provision, bind, and PING with the binding's uri. The clock starts
-// at the provision request and stops at the first PONG.
+// shared-vm instance: provision, bind, and PING with the binding's uri. The
+// clock starts at the provision request and stops at the first PONG.
 func provisionBindPing(ctx context.Context, c *broker) (tenant, timing, error) {
+	return provisionBindPingPlan(ctx, c, systemtest.PlanID)
+}
+
+// provisionBindPingPlan is provisionBindPing for an instance of the given plan.
+func provisionBindPingPlan(ctx context.Context, c *broker, planID string) (tenant, timing, error) {
 	n := ids.Add(1)
 	t := tenant{instanceID: fmt.Sprintf("bench-%d-%d", os.Getpid(), n), bindingID: fmt.Sprintf("app-%d-%d", os.Getpid(), n)}
 	var tm timing
 	start := time.Now()
-	resp, err := c.ProvisionInstance(provisionRequest(t.instanceID))
+	resp, err := c.ProvisionInstance(provisionRequest(t.instanceID, planID))
 	if err != nil {
 		return t, tm, fmt.Errorf("provision %s: %w", t.instanceID, err)
 	}
 	if resp.Async {
-		return t, tm, fmt.Errorf("provision %s: answered asynchronously; the benchmark expects the shared-vm plan to answer when ready", t.instanceID)
+		return t, tm, fmt.Errorf("provision %s: answered asynchronously; the benchmark expects both plans to answer when ready", t.instanceID)
 	}
 	tm.provision = time.Since(start)
 	bstart := time.Now()
-	creds, err := c.bind(ctx, t.instanceID, t.bindingID, "bench-app")
+	creds, err := c.bindPlan(ctx, planID, t.instanceID, t.bindingID, "bench-app")
 	if err != nil {
 		return t, tm, fmt.Errorf("bind %s: %w", t.instanceID, err)
 	}
@@ -335,9 +346,10 @@ func removeAll(c *broker, ts []tenant) error {
 
 // bareServer is a redis-server started by hand, the baseline.
 type bareServer struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
+	cmd       *exec.Cmd
+	addr      string
+	dir, conf string
+	exited    chan struct{}
 }
 
 func redisServerPath() string {
@@ -359,8 +371,8 @@ func startBare(parent string) (*bareServer, time.Duration, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	s := &bareServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited: make(chan struct{})}
 	conf := filepath.Join(dir, "redis.conf")
+	s := &bareServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, conf: conf}
 	lines := []string{
 		"port " + strconv.Itoa(port),
 		"bind 127.0.0.1",
@@ -373,34 +385,57 @@ func startBare(parent string) (*bareServer, time.Duration, error) {
 	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return nil, 0, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "redis.log"))
+	d, err := s.launch()
 	if err != nil {
 		return nil, 0, err
 	}
+	return s, d, nil
+}
+
+// restart stops the server gracefully (SIGTERM) and starts it again on the
+// same directory and port; the clock starts at the signal and stops at the
+// new process's first PONG.
+func (s *bareServer) restart() (time.Duration, error) {
+	start := time.Now()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	<-s.exited
+	_, err := s.launch()
+	return time.Since(start), err
+}
+
+// launch runs redis-server on s.conf and waits for its first PONG, polled
+// every millisecond on a fresh connection; it returns the time from exec.
+func (s *bareServer) launch() (time.Duration, error) {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, err
+	}
 	defer logf.Close()
-	s.cmd = exec.Command(redisServerPath(), conf)
-	s.cmd.Dir = dir
+	s.exited = make(chan struct{})
+	s.cmd = exec.Command(redisServerPath(), s.conf)
+	s.cmd.Dir = s.dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := s.cmd.Start(); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	cmd, exited := s.cmd, s.exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := start.Add(readyTimeout)
 	for !pingRaw(s.addr) {
 		select {
 		case <-s.exited:
-			return nil, 0, fmt.Errorf("bare redis-server exited before answering PING; see %s", logf.Name())
+			return 0, fmt.Errorf("bare redis-server exited before answering PING; see %s", logf.Name())
 		default:
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, 0, fmt.Errorf("bare redis-server did not answer PING on %s within %v", s.addr, readyTimeout)
+			return 0, fmt.Errorf("bare redis-server did not answer PING on %s within %v", s.addr, readyTimeout)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return s, time.Since(start), nil
+	return time.Since(start), nil
 }
 
 func (s *bareServer) pid() int { return s.cmd.Process.Pid }

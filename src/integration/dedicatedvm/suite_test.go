@@ -1,15 +1,24 @@
 // Package dedicatedvm_test drives the real broker and dedicated-node agents
 // (built from this tree, each node on its own loopback address with its own
 // redis-server) through a real OSB client, and uses the credentials with
-// go-redis. Cloud Controller is the one part played by the test.
+// go-redis. Cloud Controller is the one part played by the test; kill -9,
+// SIGSTOP, an undeletable file and a wrong CA play the failures of VMs.
+//
+// Every spec starts a system of its own and stops it, with every process it
+// started, when it ends, failed or not; before that it checks the pool's
+// invariants (expectPoolConsistent). The specs run serially.
 package dedicatedvm_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
@@ -22,9 +31,22 @@ func TestDedicatedVM(t *testing.T) {
 var bins systemtest.Binaries
 
 var _ = BeforeSuite(func() {
+	// Processes die and restart in these specs; with race-detector binaries
+	// on a loaded two-core machine that can take seconds.
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
+	// go-redis logs failed dials, which the specs cause on purpose: they go
+	// where Ginkgo shows them only for a failed spec.
+	redis.SetLogger(ginkgoLogger{})
 	dir, err := os.MkdirTemp("", "dedicatedvm-bins-")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, dir)
 	bins, err = systemtest.Build(dir, true)
 	Expect(err).NotTo(HaveOccurred())
 })
+
+type ginkgoLogger struct{}
+
+func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
+	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
+}

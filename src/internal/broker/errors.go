@@ -10,6 +10,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/middlewares"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -63,7 +64,13 @@ func (b *Broker) respond(ctx context.Context, op string, err error) error {
 	case errors.Is(err, params.ErrInvalid):
 		b.logger.Info(op+" refused", "request_id", rid, "reason", err.Error())
 		return build(http.StatusBadRequest, "", err.Error(), op)
-	case errors.Is(err, agentapi.ErrUnavailable), errors.Is(err, errNoAgent):
+	case errors.Is(err, errNoAgent):
+		// Checked first: it wraps the unreachable VMs' own errors, and no
+		// VM holds the instance yet.
+		b.logger.Error(op+" failed", "request_id", rid, "error", err)
+		return build(http.StatusServiceUnavailable, "",
+			fmt.Sprintf("The Redis service could not reach any VM that could hold a new instance. Try again in a few minutes; if it persists, give your operator request id %s.", rid), op)
+	case errors.Is(err, agentapi.ErrUnavailable), errors.Is(err, nodeapi.ErrUnavailable):
 		b.logger.Error(op+" failed", "request_id", rid, "error", err)
 		return build(http.StatusServiceUnavailable, "",
 			fmt.Sprintf("The Redis service could not reach the VM holding the instance. Try again in a few minutes; if it persists, give your operator request id %s.", rid), op)

@@ -8,6 +8,7 @@
 package systemtest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,6 +103,10 @@ type Options struct {
 	Nodes int
 	// NodeMemoryMB is each node's maxmemory; zero means 64.
 	NodeMemoryMB int64
+	// BrokerNodeCA, when set, is the PEM CA the broker's config trusts for
+	// the nodes' certificates in place of the CA that signed them: a broker
+	// that must refuse to talk to its nodes. Empty means the right CA.
+	BrokerNodeCA string
 }
 
 // System is a running broker and its agents.
@@ -205,7 +210,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		s.Nodes = append(s.Nodes, p)
 		s.NodeDirs = append(s.NodeDirs, cfg.DataDir)
 		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: nodeapi.ClientConfig{
-			URL: "https://" + cfg.Listen, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password, CACert: s.CA.PEM,
+			URL: "https://" + cfg.Listen, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password, CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
 		}})
 	}
 	port, err := redistest.FreePort()
