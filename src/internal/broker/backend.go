@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
@@ -94,19 +95,31 @@ type nodeBackend struct {
 	node Node
 }
 
+// nodeOpTimeout bounds the quick operations on a node (bindings,
+// parameters, replication, status): a node that froze answers Cloud
+// Controller with a clear error well within its own timeout. Resets and
+// claims keep the client's longer limit.
+const nodeOpTimeout = 15 * time.Second
+
 func (n nodeBackend) where() string { return "node " + n.id }
 
 func (n nodeBackend) update(ctx context.Context, id string, p params.Parameters) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	_, err := n.node.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: id, Parameters: p})
 	return err
 }
 
 func (n nodeBackend) bind(ctx context.Context, id, bindingID, password string) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	_, err := n.node.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: id, Password: password})
 	return err
 }
 
 func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	if err := n.node.Unbind(ctx, id, bindingID); err != nil && !errors.Is(err, nodeapi.ErrNotFound) {
 		return err
 	}
@@ -114,16 +127,22 @@ func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
 }
 
 func (n nodeBackend) bindReplicator(ctx context.Context, id, username, password string) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	_, err := n.node.Bind(ctx, username, nodeapi.BindingRequest{InstanceID: id, Password: password, Role: string(redisconf.RoleReplication)})
 	return err
 }
 
 func (n nodeBackend) setReplication(ctx context.Context, id string, leader *replication.Leader) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	_, err := n.node.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: id, Leader: leader})
 	return err
 }
 
 func (n nodeBackend) replication(ctx context.Context, id string) (replication.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
+	defer cancel()
 	st, err := n.node.Status(ctx)
 	if err != nil {
 		return replication.Status{}, err
