@@ -27,20 +27,111 @@ var longAgo = time.Unix(1, 0)
 // pidfd. The pidfd is registered with Go's netpoller, so a goroutine waiting
 // for the process to exit is parked without holding an OS thread. A proc is
 // used by one goroutine at a time.
+//
+// Where pidfds are not allowed (bpm's seccomp profile, which BOSH jobs run
+// under, denies pidfd_open and pidfd_send_signal), a proc falls back to a
+// goroutine waiting on the child (one blocked thread per child) or, for an
+// adopted process, to checking every pollInterval that the pid is alive.
 type proc struct {
 	pid     int
 	cmd     *exec.Cmd // nil when adopted
-	pidfd   *os.File
+	pidfd   *os.File  // nil in the fallback
 	conn    syscall.RawConn
 	started time.Time // when we started or adopted it
+
+	// The fallback's exit notice: closed when the process has exited, with
+	// waitErr set (for a child) before the close.
+	exitCh  chan struct{}
+	waitErr error
+	stop    chan struct{} // ends an adopted process's poller
 
 	reaped  bool
 	exitErr error // how the process ended; set by reap
 }
 
+// pollInterval is how often the fallback checks that an adopted process lives.
+const pollInterval = 200 * time.Millisecond
+
+// pidfdRefused reports an error of pidfd_open that means pidfds cannot be
+// used here at all, rather than that the process is gone.
+func pidfdRefused(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EACCES)
+}
+
+// watchChild returns a proc for our child cmd: through a pidfd when allowed,
+// else through a goroutine that waits on it.
+func watchChild(cmd *exec.Cmd) (*proc, error) {
+	pid := cmd.Process.Pid
+	fd, conn, err := openPidfd(pid)
+	if err == nil {
+		return &proc{pid: pid, cmd: cmd, pidfd: fd, conn: conn, started: time.Now()}, nil
+	}
+	if !pidfdRefused(err) {
+		return nil, err
+	}
+	p := &proc{pid: pid, cmd: cmd, started: time.Now(), exitCh: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exitCh)
+	}()
+	return p, nil
+}
+
+// watchAdopted returns a proc for a live process that is not our child, or
+// an error when it is gone.
+func watchAdopted(pid int) (*proc, error) {
+	fd, conn, err := openPidfd(pid)
+	if err == nil {
+		return &proc{pid: pid, pidfd: fd, conn: conn}, nil
+	}
+	if !pidfdRefused(err) {
+		return nil, err
+	}
+	if err := unix.Kill(pid, 0); err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	p := &proc{pid: pid, exitCh: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(pollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+			if !alive(pid) {
+				close(p.exitCh)
+				return
+			}
+		}
+	}()
+	return p, nil
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
+
+// pidfdOpen is unix.PidfdOpen; tests replace it to run as under a seccomp
+// profile that refuses pidfds.
+var pidfdOpen = unix.PidfdOpen
+
 // openPidfd returns a pidfd for pid that Go's netpoller watches.
 func openPidfd(pid int) (*os.File, syscall.RawConn, error) {
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	fd, err := pidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pidfd_open(%d): %w", pid, err)
 	}
@@ -72,6 +163,14 @@ func pollExited(fd int) bool {
 
 // exited reports whether the process has exited, without blocking.
 func (p *proc) exited() bool {
+	if p.pidfd == nil {
+		select {
+		case <-p.exitCh:
+			return true
+		default:
+			return false
+		}
+	}
 	var done bool
 	if err := p.conn.Control(func(fd uintptr) { done = pollExited(int(fd)) }); err != nil {
 		return false
@@ -82,6 +181,9 @@ func (p *proc) exited() bool {
 // wait blocks until the process exits (true, nil), deadline passes (false,
 // nil; a zero deadline never passes) or ctx is done (false, ctx.Err()).
 func (p *proc) wait(ctx context.Context, deadline time.Time) (bool, error) {
+	if p.pidfd == nil {
+		return p.waitFallback(ctx, deadline)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return false, err
@@ -113,8 +215,34 @@ func (p *proc) wait(ctx context.Context, deadline time.Time) (bool, error) {
 	}
 }
 
+func (p *proc) waitFallback(ctx context.Context, deadline time.Time) (bool, error) {
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-p.exitCh:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-timeout:
+		return p.exited(), nil
+	}
+}
+
 // signal sends sig to the process; a process that already exited is not an error.
 func (p *proc) signal(sig syscall.Signal) error {
+	if p.pidfd == nil {
+		if p.exited() {
+			return nil
+		}
+		if err := unix.Kill(p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("sending %v to pid %d: %w", sig, p.pid, err)
+		}
+		return nil
+	}
 	var err error
 	if cerr := p.conn.Control(func(fd uintptr) { err = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); cerr != nil {
 		return fmt.Errorf("signalling pid %d: %w", p.pid, cerr)
@@ -147,7 +275,12 @@ func (p *proc) reap() error {
 		p.exitErr = errAdoptedExited
 		return p.exitErr
 	}
-	p.exitErr = p.cmd.Wait()
+	if p.pidfd == nil {
+		<-p.exitCh
+		p.exitErr = p.waitErr
+	} else {
+		p.exitErr = p.cmd.Wait()
+	}
 	if p.exitErr == nil {
 		p.exitErr = errors.New("exit status 0")
 	}
@@ -157,6 +290,15 @@ func (p *proc) reap() error {
 // release closes the pidfd. A child that is still running is handed to a
 // goroutine that reaps it whenever it exits, so it never lingers as a zombie.
 func (p *proc) release() {
+	if p.pidfd == nil {
+		// A child's waiting goroutine reaps it; an adopted process's poller
+		// has nothing left to watch for.
+		p.reaped = true
+		if p.stop != nil {
+			close(p.stop)
+		}
+		return
+	}
 	if p.cmd != nil && !p.reaped {
 		p.reaped = true
 		go func(cmd *exec.Cmd) { _ = cmd.Wait() }(p.cmd)
@@ -187,18 +329,16 @@ func (s *Supervisor) spawn() (*proc, error) {
 		return nil, fmt.Errorf("starting %s: %w", s.cfg.Path, err)
 	}
 	pid := cmd.Process.Pid
-	fd, conn, err := openPidfd(pid)
+	p, err := watchChild(cmd)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
 	}
-	p := &proc{pid: pid, cmd: cmd, pidfd: fd, conn: conn, started: time.Now()}
 	if s.cfg.PidFile != "" {
 		if err := writePidFile(s.cfg.PidFile, pid); err != nil {
 			_ = p.kill()
-			_ = cmd.Wait()
-			p.reaped = true
+			_ = p.reap()
 			p.release()
 			return nil, err
 		}

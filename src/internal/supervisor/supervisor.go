@@ -333,12 +333,11 @@ func (s *Supervisor) adopt(ctx context.Context) *proc {
 	log := s.log.With("pid", pid)
 	// The pidfd pins the process: the checks below cannot be fooled by the
 	// pid being reused meanwhile.
-	fd, conn, err := openPidfd(pid)
+	p, err := watchAdopted(pid)
 	if err != nil {
 		log.Info("recorded process is gone", "error", err)
 		return nil
 	}
-	p := &proc{pid: pid, pidfd: fd, conn: conn}
 	ok, err := s.ownsExecutable(pid)
 	if err != nil || !ok {
 		log.Info("recorded process runs another program; not adopting", "error", err)

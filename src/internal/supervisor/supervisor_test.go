@@ -196,7 +196,17 @@ func (e *exits) snapshot() ([]error, []time.Time) {
 	return append([]error(nil), e.errs...), append([]time.Time(nil), e.times...)
 }
 
-var _ = Describe("Supervisor", func() {
+var _ = Describe("Supervisor", func() { supervisorSpecs(false) })
+
+// Under bpm's seccomp profile pidfd_open is refused: every behaviour must
+// hold with the fallback too (a waiting goroutine per child, polling of
+// adopted processes).
+var _ = Describe("Supervisor without pidfds", Serial, func() {
+	BeforeEach(func() { DeferCleanup(supervisor.RefusePidfds()) })
+	supervisorSpecs(true)
+})
+
+func supervisorSpecs(fallback bool) {
 	var in *instance
 
 	BeforeEach(func() {
@@ -452,33 +462,37 @@ var _ = Describe("Supervisor", func() {
 		})
 	})
 
-	It("costs no OS thread per idle supervisor", func(ctx SpecContext) {
-		threads := func() int {
-			b, err := os.ReadFile("/proc/self/status")
-			Expect(err).NotTo(HaveOccurred())
-			for line := range strings.SplitSeq(string(b), "\n") {
-				if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-					n, err := strconv.Atoi(strings.TrimSpace(v))
-					Expect(err).NotTo(HaveOccurred())
-					return n
+	// The fallback holds a thread per child in Wait: a cost accepted only
+	// where pidfds are refused.
+	if !fallback {
+		It("costs no OS thread per idle supervisor", func(ctx SpecContext) {
+			threads := func() int {
+				b, err := os.ReadFile("/proc/self/status")
+				Expect(err).NotTo(HaveOccurred())
+				for line := range strings.SplitSeq(string(b), "\n") {
+					if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+						n, err := strconv.Atoi(strings.TrimSpace(v))
+						Expect(err).NotTo(HaveOccurred())
+						return n
+					}
 				}
+				Fail("no Threads line in /proc/self/status")
+				return 0
 			}
-			Fail("no Threads line in /proc/self/status")
-			return 0
-		}
-		cfg := in.config()
-		cfg.Path = "/bin/sleep"
-		cfg.Args = []string{"600"}
-		cfg.Ready = nil
-		cfg.Owns = nil
-		cfg.PidFile = ""
-		before := threads()
-		for range 50 {
-			start(ctx, cfg)
-		}
-		Expect(processesIn(in.dir)).To(HaveLen(50))
-		Expect(threads()).To(BeNumerically("<", before+10))
-	})
+			cfg := in.config()
+			cfg.Path = "/bin/sleep"
+			cfg.Args = []string{"600"}
+			cfg.Ready = nil
+			cfg.Owns = nil
+			cfg.PidFile = ""
+			before := threads()
+			for range 50 {
+				start(ctx, cfg)
+			}
+			Expect(processesIn(in.dir)).To(HaveLen(50))
+			Expect(threads()).To(BeNumerically("<", before+10))
+		})
+	}
 
 	Context("with a process left running by an earlier supervisor", func() {
 		var pid int
@@ -560,7 +574,7 @@ var _ = Describe("Supervisor", func() {
 		Expect(s.Status().Pid).NotTo(Equal(os.Getpid()))
 		Expect(s.Status().Adopted).To(BeFalse())
 	})
-})
+}
 
 var _ = Describe("Backoff", func() {
 	It("doubles per failure from the minimum up to the maximum", func() {
