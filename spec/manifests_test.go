@@ -1,0 +1,433 @@
+package spec
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"hash/fnv"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.yaml.in/yaml/v3"
+)
+
+// manifest is the part of a deployment manifest these tests read.
+type manifest struct {
+	Name     string `yaml:"name"`
+	Features struct {
+		UseDNSAddresses bool `yaml:"use_dns_addresses"`
+	} `yaml:"features"`
+	Releases []struct {
+		Name string `yaml:"name"`
+	} `yaml:"releases"`
+	InstanceGroups []instanceGroup `yaml:"instance_groups"`
+}
+
+type instanceGroup struct {
+	Name               string `yaml:"name"`
+	Instances          int    `yaml:"instances"`
+	PersistentDiskType string `yaml:"persistent_disk_type"`
+	PersistentDisk     int    `yaml:"persistent_disk"`
+	Networks           []struct {
+		Name string `yaml:"name"`
+	} `yaml:"networks"`
+	Jobs []manifestJob `yaml:"jobs"`
+}
+
+type manifestJob struct {
+	Name       string                    `yaml:"name"`
+	Release    string                    `yaml:"release"`
+	Properties map[string]any            `yaml:"properties"`
+	Consumes   map[string]any            `yaml:"consumes"`
+	Provides   map[string]map[string]any `yaml:"provides"`
+}
+
+// interpolate runs `bosh interpolate --var-errs` on manifests/redis.yml with
+// the ops files, generating the manifest's variables into a vars store and
+// taking the operator's own variables from vars.
+func interpolate(ops []string, vars map[string]string) (string, error) {
+	args := []string{"tool", "bosh-cli", "interpolate", filepath.Join(root, "manifests/redis.yml"),
+		"--var-errs", "--vars-store", filepath.Join(GinkgoT().TempDir(), "vars.yml")}
+	for _, o := range ops {
+		args = append(args, "-o", filepath.Join(root, "manifests/operations", o))
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range vars {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		args = append(args, "-v", k+"="+vars[k])
+	}
+	out, err := exec.Command("go", args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("bosh interpolate %s: %w\n%s", strings.Join(ops, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// flatten lists the dotted names of a properties tree's leaves.
+func flatten(prefix string, v any, out *[]string) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 {
+		*out = append(*out, prefix)
+		return
+	}
+	for k, sub := range m {
+		name := k
+		if prefix != "" {
+			name = prefix + "." + k
+		}
+		flatten(name, sub, out)
+	}
+}
+
+// deployment is a manifest as a Director would see it: its instances, with
+// the addresses BOSH DNS gives them, and the links between its jobs.
+type deployment struct {
+	m    manifest
+	jobs map[string]*Job
+}
+
+type provider struct {
+	alias, typ, name string
+	group            instanceGroup
+	job              *Job
+	props            map[string]any
+}
+
+// instances are the instances of a group, with stable made-up ids.
+func (d *deployment) instances(g instanceGroup) []Instance {
+	h := fnv.New32a()
+	h.Write([]byte(g.Name))
+	network := "default"
+	if len(g.Networks) > 0 {
+		network = g.Networks[0].Name
+	}
+	var out []Instance
+	for i := range g.Instances {
+		id := fmt.Sprintf("%08x-%04x-4000-8000-%012x", h.Sum32(), i, i)
+		ip := fmt.Sprintf("10.0.%d.%d", h.Sum32()%200, 10+i)
+		addr := ip
+		if d.m.Features.UseDNSAddresses {
+			addr = fmt.Sprintf("%s.%s.%s.%s.bosh", id, g.Name, network, d.m.Name)
+		}
+		out = append(out, Instance{Group: g.Name, Index: i, ID: id, AZ: "z1", IP: ip, Address: addr, Deployment: d.m.Name})
+	}
+	return out
+}
+
+// providers lists every link the release's jobs provide, under the name the
+// manifest gives it (provides: {NAME: {as: ALIAS}}) or its own.
+func (d *deployment) providers() []provider {
+	var out []provider
+	for _, g := range d.m.InstanceGroups {
+		for _, mj := range g.Jobs {
+			j := d.jobs[mj.Name]
+			if mj.Release != "redis-for-cf" || j == nil {
+				continue
+			}
+			for _, l := range j.Provides {
+				alias := l.Name
+				if as, ok := mj.Provides[l.Name]["as"].(string); ok {
+					alias = as
+				}
+				out = append(out, provider{alias: alias, typ: l.Type, name: l.Name, group: g, job: j, props: mj.Properties})
+			}
+		}
+	}
+	return out
+}
+
+// links resolves the links a job consumes as the Director does: an explicit
+// `from` names a provider's alias; "nil" blocks the link; otherwise the one
+// provider of the link's type is taken, and more than one is an error.
+func (d *deployment) links(mj manifestJob) (map[string]LinkData, error) {
+	j := d.jobs[mj.Name]
+	out := map[string]LinkData{}
+	for _, c := range j.Consumes {
+		var candidates []provider
+		switch v := mj.Consumes[c.Name].(type) {
+		case nil:
+			for _, p := range d.providers() {
+				if p.typ == c.Type {
+					candidates = append(candidates, p)
+				}
+			}
+			if len(candidates) > 1 {
+				return nil, fmt.Errorf("%s: link %s could come from %d providers; name one with from:", mj.Name, c.Name, len(candidates))
+			}
+		case string:
+			if v != "nil" {
+				return nil, fmt.Errorf("%s: consumes %s: %q", mj.Name, c.Name, v)
+			}
+		case map[string]any:
+			from, _ := v["from"].(string)
+			for _, p := range d.providers() {
+				if p.alias == from {
+					if p.typ != c.Type {
+						return nil, fmt.Errorf("%s: link %s from %s is of type %s, not %s", mj.Name, c.Name, from, p.typ, c.Type)
+					}
+					candidates = append(candidates, p)
+				}
+			}
+			if len(candidates) != 1 {
+				return nil, fmt.Errorf("%s: link %s from %q: %d providers", mj.Name, c.Name, from, len(candidates))
+			}
+		}
+		if len(candidates) == 0 {
+			if !c.Optional {
+				return nil, fmt.Errorf("%s: required link %s has no provider", mj.Name, c.Name)
+			}
+			continue
+		}
+		p := candidates[0]
+		l, err := linkFrom(p.job, p.name, p.props, d.instances(p.group))
+		if err != nil {
+			return nil, err
+		}
+		out[c.Name] = l
+	}
+	return out, nil
+}
+
+// providerOf returns the manifest job behind the agent or node a broker
+// config entry's URL names.
+func (d *deployment) providerOf(rawURL string) (manifestJob, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return manifestJob{}, err
+	}
+	for _, g := range d.m.InstanceGroups {
+		for _, in := range d.instances(g) {
+			if in.Address == u.Hostname() {
+				for _, mj := range g.Jobs {
+					if mj.Name == "redis-shared-agent" || mj.Name == "redis-node" {
+						return mj, nil
+					}
+				}
+			}
+		}
+	}
+	return manifestJob{}, fmt.Errorf("no agent or node at %s", rawURL)
+}
+
+// verifyServer checks that a PEM certificate chains to the PEM CA and names
+// the host.
+func verifyServer(certPEM, caPEM, host string) error {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		return fmt.Errorf("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(caPEM)) {
+		return fmt.Errorf("no PEM CA")
+	}
+	_, err = cert.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return err
+}
+
+var _ = Describe("manifests/redis.yml", func() {
+	operatorVars := map[string]string{"redis_node_instances": "3", "redis_shared_vm_instances": "2"}
+	combinations := [][]string{
+		nil,
+		{"scale-dedicated-nodes.yml"},
+		{"extra-shared-vms.yml"},
+		{"shared-agent-tls.yml"},
+		{"extra-shared-vms.yml", "extra-shared-vms-tls.yml"},
+		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml"},
+	}
+
+	It("has every ops file tried below", func() {
+		files, err := filepath.Glob(filepath.Join(root, "manifests/operations/*.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(files).NotTo(BeEmpty())
+		tried := map[string]bool{}
+		for _, c := range combinations {
+			for _, o := range c {
+				tried[o] = true
+			}
+		}
+		for _, f := range files {
+			Expect(tried).To(HaveKey(filepath.Base(f)))
+		}
+	})
+
+	for _, ops := range combinations {
+		name := "alone"
+		if len(ops) > 0 {
+			name = "with " + strings.Join(ops, ", ")
+		}
+		Describe(name, Ordered, func() {
+			var d *deployment
+
+			BeforeAll(func() {
+				doc, err := interpolate(ops, operatorVars)
+				Expect(err).NotTo(HaveOccurred())
+				d = &deployment{jobs: map[string]*Job{}}
+				Expect(yaml.Unmarshal([]byte(doc), &d.m)).To(Succeed())
+				for _, g := range d.m.InstanceGroups {
+					for _, mj := range g.Jobs {
+						if mj.Release == "redis-for-cf" && d.jobs[mj.Name] == nil {
+							d.jobs[mj.Name], err = loadJob(mj.Name)
+							Expect(err).NotTo(HaveOccurred(), "job %s of instance group %s", mj.Name, g.Name)
+						}
+					}
+				}
+			})
+
+			It("names only jobs, properties and links the job specs define, and gives every group a persistent disk", func() {
+				var releases []string
+				for _, r := range d.m.Releases {
+					releases = append(releases, r.Name)
+				}
+				Expect(releases).To(ContainElements("redis-for-cf", "bpm"))
+				for _, g := range d.m.InstanceGroups {
+					Expect(g.Instances).To(BeNumerically(">=", 1), g.Name)
+					Expect(g.PersistentDiskType != "" || g.PersistentDisk > 0).To(BeTrue(), "instance group %s keeps its data on a persistent disk", g.Name)
+					var names []string
+					for _, mj := range g.Jobs {
+						names = append(names, mj.Name)
+						Expect(releases).To(ContainElement(mj.Release))
+						if mj.Release != "redis-for-cf" {
+							continue
+						}
+						j := d.jobs[mj.Name]
+						var set []string
+						flatten("", mj.Properties, &set)
+						for _, p := range set {
+							known := false
+							for defined := range j.Properties {
+								if p == defined || strings.HasPrefix(p, defined+".") {
+									known = true
+								}
+							}
+							Expect(known).To(BeTrue(), "%s/%s sets property %s, which its spec does not define", g.Name, mj.Name, p)
+						}
+						for c := range mj.Consumes {
+							Expect(slices.ContainsFunc(j.Consumes, func(l LinkSpec) bool { return l.Name == c })).To(BeTrue(), "%s consumes no link %s", mj.Name, c)
+						}
+						for p := range mj.Provides {
+							_, ok := j.provided(p)
+							Expect(ok).To(BeTrue(), "%s provides no link %s", mj.Name, p)
+						}
+					}
+					Expect(names).To(ContainElement("bpm"), "instance group %s runs its processes under bpm", g.Name)
+				}
+			})
+
+			It("renders every job into configs their programs accept, linked with certificates that name the linked addresses", func() {
+				programs := map[string]string{"redis-broker": "redis-broker", "redis-shared-agent": "redis-shared-agent", "redis-node": "redis-node-agent"}
+				brokers := 0
+				for _, g := range d.m.InstanceGroups {
+					// The first instance of each group: the others differ only in
+					// their id and address.
+					for _, in := range d.instances(g)[:1] {
+						for _, mj := range g.Jobs {
+							j := d.jobs[mj.Name]
+							if j == nil {
+								continue
+							}
+							links, err := d.links(mj)
+							Expect(err).NotTo(HaveOccurred())
+							out, err := j.renderAll(mj.Properties, in, links)
+							Expect(err).NotTo(HaveOccurred(), "%s/%d %s", g.Name, in.Index, mj.Name)
+							c := mustCheckConfig(programs[mj.Name], out["config/config.json"])
+							if mj.Name != "redis-broker" {
+								continue
+							}
+							brokers++
+							// Every agent and node of the deployment, each verified
+							// against its CA when called over HTTPS.
+							want := 0
+							for _, og := range d.m.InstanceGroups {
+								for _, omj := range og.Jobs {
+									if omj.Name == "redis-shared-agent" || omj.Name == "redis-node" {
+										want += og.Instances
+									}
+								}
+							}
+							var entries []any
+							if a, ok := field(c, "shared_vm.agents").([]any); ok {
+								entries = append(entries, a...)
+							}
+							if n, ok := field(c, "dedicated_vm.nodes").([]any); ok {
+								entries = append(entries, n...)
+							}
+							Expect(entries).To(HaveLen(want))
+							for _, e := range entries {
+								u := field(e, "url").(string)
+								pj, err := d.providerOf(u)
+								Expect(err).NotTo(HaveOccurred())
+								Expect(field(e, "password")).To(Equal(field(pj.Properties, "api.password")))
+								if strings.HasPrefix(u, "https://") {
+									host := strings.Split(strings.TrimPrefix(u, "https://"), ":")[0]
+									cert, _ := field(pj.Properties, "api.tls.certificate").(string)
+									Expect(verifyServer(cert, field(e, "ca_cert").(string), host)).To(Succeed(), u)
+								}
+							}
+						}
+					}
+				}
+				Expect(brokers).To(Equal(1), "one broker: its records are its own")
+			})
+		})
+	}
+
+	It("names the operator's variables it lacks", func() {
+		_, err := interpolate([]string{"scale-dedicated-nodes.yml", "extra-shared-vms.yml"}, nil)
+		Expect(err).To(MatchError(And(ContainSubstring("redis_node_instances"), ContainSubstring("redis_shared_vm_instances"))))
+	})
+
+	It("keeps secrets out of the manifest", func() {
+		for _, f := range append([]string{filepath.Join(root, "manifests/redis.yml")}, must(filepath.Glob(filepath.Join(root, "manifests/operations/*.yml")))...) {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			var doc any
+			Expect(yaml.Unmarshal(data, &doc)).To(Succeed())
+			var leaves []string
+			collectSecrets("", doc, &leaves)
+			for _, l := range leaves {
+				Expect(l).To(MatchRegexp(`=\(\([a-z_.]+\)\)$`), "%s: %s must be a ((variable))", filepath.Base(f), l)
+			}
+		}
+	})
+})
+
+// collectSecrets lists "path=value" for every value under a key that names
+// a secret (password, private_key).
+func collectSecrets(path string, v any, out *[]string) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, sub := range t {
+			if (k == "password" || k == "private_key") && !isMap(sub) {
+				*out = append(*out, fmt.Sprintf("%s.%s=%v", path, k, sub))
+				continue
+			}
+			collectSecrets(path+"."+k, sub, out)
+		}
+	case []any:
+		for i, sub := range t {
+			collectSecrets(fmt.Sprintf("%s[%d]", path, i), sub, out)
+		}
+	}
+}
+
+func isMap(v any) bool { _, ok := v.(map[string]any); return ok }
+
+func must[T any](v T, err error) T {
+	GinkgoHelper()
+	Expect(err).NotTo(HaveOccurred())
+	return v
+}

@@ -1,0 +1,254 @@
+package spec
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.yaml.in/yaml/v3"
+)
+
+// releaseManifest is a release tarball's release.MF.
+type releaseManifest struct {
+	Name     string                  `yaml:"name"`
+	Version  string                  `yaml:"version"`
+	Jobs     []struct{ Name string } `yaml:"jobs"`
+	Packages []struct {
+		Name         string   `yaml:"name"`
+		Dependencies []string `yaml:"dependencies"`
+	} `yaml:"packages"`
+}
+
+// extract unpacks a .tgz into dir, refusing links and paths that leave it:
+// a package must compile from its own files.
+func extract(archive, dir string) error {
+	f, err := os.Open(archive)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", archive, err)
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", archive, err)
+		}
+		name := filepath.Clean(h.Name)
+		if name == "." {
+			continue
+		}
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("%s: %s leaves the archive", archive, h.Name)
+		}
+		dst := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+			out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o777|0o200)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: %s is a %c entry, not a file or folder (a link would dangle on the compilation VM)", archive, h.Name, h.Typeflag)
+		}
+	}
+}
+
+// compile runs a package's packaging script as the BOSH agent does: in the
+// extracted package, with BOSH_COMPILE_TARGET, BOSH_INSTALL_TARGET and the
+// compiled dependencies under BOSH_PACKAGES_DIR, a bare environment and, as
+// root, no network at all.
+func compile(releaseDir, name, packagesDir, workDir string) (string, error) {
+	compileDir := filepath.Join(workDir, "compile", name)
+	installDir := filepath.Join(packagesDir, name)
+	for _, d := range []string{compileDir, installDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := extract(filepath.Join(releaseDir, "packages", name+".tgz"), compileDir); err != nil {
+		return "", err
+	}
+	args := []string{"bash", "-e", "packaging"}
+	if os.Geteuid() == 0 {
+		args = append([]string{"unshare", "--net"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = compileDir
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"BOSH_COMPILE_TARGET=" + compileDir,
+		"BOSH_INSTALL_TARGET=" + installDir,
+		"BOSH_PACKAGES_DIR=" + packagesDir,
+		"BOSH_PACKAGE_NAME=" + name,
+		"BOSH_PACKAGE_VERSION=test",
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		tail := string(out)
+		if len(tail) > 4000 {
+			tail = "..." + tail[len(tail)-4000:]
+		}
+		return "", fmt.Errorf("packaging %s: %w\n%s", name, err, tail)
+	}
+	return installDir, nil
+}
+
+var _ = Describe("the release", Ordered, func() {
+	var (
+		work, releaseDir, packagesDir string
+		mf                            releaseManifest
+		redisDone                     chan struct{}
+		redisErr                      error
+	)
+
+	BeforeAll(func() {
+		work = GinkgoT().TempDir()
+		tarball := filepath.Join(work, "redis-for-cf.tgz")
+		cmd := exec.Command(filepath.Join(root, "scripts/create-release"), tarball)
+		out, err := cmd.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(strings.TrimSpace(string(out))).To(HaveSuffix(tarball))
+
+		releaseDir = filepath.Join(work, "release")
+		Expect(os.Mkdir(releaseDir, 0o755)).To(Succeed())
+		Expect(extract(tarball, releaseDir)).To(Succeed())
+		data, err := os.ReadFile(filepath.Join(releaseDir, "release.MF"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(yaml.Unmarshal(data, &mf)).To(Succeed())
+
+		packagesDir = filepath.Join(work, "packages")
+		Expect(os.Mkdir(packagesDir, 0o755)).To(Succeed())
+		// redis needs nothing else, and takes a minute or two: it compiles
+		// while the Go packages do.
+		redisDone = make(chan struct{})
+		go func() {
+			defer close(redisDone)
+			_, redisErr = compile(releaseDir, "redis", packagesDir, work)
+		}()
+		DeferCleanup(func() { <-redisDone })
+	})
+
+	It("holds every job and package, as files only", func() {
+		Expect(mf.Name).To(Equal("redis-for-cf"))
+		jobs, err := jobNames()
+		Expect(err).NotTo(HaveOccurred())
+		var got []string
+		for _, j := range mf.Jobs {
+			got = append(got, j.Name)
+		}
+		Expect(got).To(ConsistOf(jobs))
+		got = nil
+		for _, p := range mf.Packages {
+			got = append(got, p.Name)
+		}
+		Expect(got).To(ConsistOf("golang-1-linux", "redis", "redis-for-cf"))
+		for _, name := range jobs {
+			dir := filepath.Join(work, "jobs", name)
+			Expect(extract(filepath.Join(releaseDir, "jobs", name+".tgz"), dir)).To(Succeed())
+			Expect(filepath.Join(dir, "monit")).To(BeARegularFile())
+			j := mustLoadJob(name)
+			for src := range j.Templates {
+				Expect(filepath.Join(dir, "templates", src)).To(BeARegularFile())
+			}
+		}
+	})
+
+	It("compiles the Go programs from the tarball alone, offline, with the packaged Go", func() {
+		_, err := compile(releaseDir, "golang-1-linux", packagesDir, work)
+		Expect(err).NotTo(HaveOccurred())
+		bin, err := compile(releaseDir, "redis-for-cf", packagesDir, work)
+		Expect(err).NotTo(HaveOccurred())
+
+		cmds, err := os.ReadDir(filepath.Join(root, "src/cmd"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cmds).NotTo(BeEmpty())
+		for _, c := range cmds {
+			out, err := exec.Command(filepath.Join(bin, "bin", c.Name())).CombinedOutput()
+			var exit *exec.ExitError
+			Expect(errors.As(err, &exit)).To(BeTrue(), "%s without -config must refuse to start", c.Name())
+			Expect(exit.ExitCode()).To(Equal(2))
+			Expect(string(out)).To(And(ContainSubstring("usage"), ContainSubstring(c.Name())))
+		}
+		Expect(filepath.Join(bin, "bin/configcheck")).NotTo(BeAnExistingFile(), "test tools stay out of the release")
+	})
+
+	It("compiles redis-server 7.0.15 from its source blob, with TLS", func() {
+		Eventually(redisDone).WithTimeout(10 * time.Minute).Should(BeClosed())
+		Expect(redisErr).NotTo(HaveOccurred())
+		bin := filepath.Join(packagesDir, "redis", "bin")
+		out, err := exec.Command(filepath.Join(bin, "redis-server"), "--version").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(out)).To(ContainSubstring("v=7.0.15"))
+		Expect(filepath.Join(bin, "redis-cli")).To(BeARegularFile())
+
+		// A TLS-only redis-server answers PING over TLS.
+		p := newPKI("127.0.0.1")
+		dir := GinkgoT().TempDir()
+		for name, data := range map[string]string{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key} {
+			Expect(os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600)).To(Succeed())
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		port := l.Addr().(*net.TCPAddr).Port
+		Expect(l.Close()).To(Succeed())
+		server := exec.Command(filepath.Join(bin, "redis-server"), "--port", "0", "--bind", "127.0.0.1",
+			"--tls-port", fmt.Sprint(port), "--tls-cert-file", filepath.Join(dir, "tls.crt"),
+			"--tls-key-file", filepath.Join(dir, "tls.key"), "--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),
+			"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir)
+		server.Stdout, server.Stderr = GinkgoWriter, GinkgoWriter
+		Expect(server.Start()).To(Succeed())
+		DeferCleanup(func() {
+			_ = server.Process.Kill()
+			_ = server.Wait()
+		})
+		roots := x509.NewCertPool()
+		Expect(roots.AppendCertsFromPEM([]byte(p.ca))).To(BeTrue())
+		ping := func() (string, error) {
+			conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+			if err != nil {
+				return "", err
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+				return "", err
+			}
+			return bufio.NewReader(conn).ReadString('\n')
+		}
+		Eventually(ping).WithTimeout(10 * time.Second).Should(Equal("+PONG\r\n"))
+	})
+})

@@ -1,0 +1,458 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.yaml.in/yaml/v3"
+)
+
+// group returns n instances of an instance group, with stable made-up ids
+// and addresses of the form BOSH DNS gives them.
+func group(name string, n int, firstIP int) []Instance {
+	var out []Instance
+	for i := range n {
+		id := fmt.Sprintf("%08x-%04x-4000-8000-%012x", len(name)*7919, i, firstIP+i)
+		out = append(out, Instance{
+			Group: name, Index: i, ID: id, AZ: fmt.Sprintf("z%d", i%3+1),
+			IP:         fmt.Sprintf("10.0.16.%d", firstIP+i),
+			Address:    fmt.Sprintf("%s.%s.default.redis.bosh", id, name),
+			Deployment: "redis",
+		})
+	}
+	return out
+}
+
+func mustLoadJob(name string) *Job {
+	GinkgoHelper()
+	j, err := loadJob(name)
+	Expect(err).NotTo(HaveOccurred())
+	return j
+}
+
+func mustRenderAll(j *Job, p map[string]any, in Instance, links map[string]LinkData) map[string]string {
+	GinkgoHelper()
+	out, err := j.renderAll(p, in, links)
+	Expect(err).NotTo(HaveOccurred())
+	return out
+}
+
+func mustLink(j *Job, name string, p map[string]any, in []Instance) LinkData {
+	GinkgoHelper()
+	l, err := linkFrom(j, name, p, in)
+	Expect(err).NotTo(HaveOccurred())
+	return l
+}
+
+// bpmProcess is one process of a rendered bpm.yml.
+type bpmProcess struct {
+	Name           string   `yaml:"name"`
+	Executable     string   `yaml:"executable"`
+	Args           []string `yaml:"args"`
+	PersistentDisk bool     `yaml:"persistent_disk"`
+	EphemeralDisk  bool     `yaml:"ephemeral_disk"`
+	Limits         struct {
+		OpenFiles int `yaml:"open_files"`
+	} `yaml:"limits"`
+}
+
+// expectBPM checks a rendered bpm.yml: one process named for the job, that
+// runs a command the redis-for-cf package builds with the job's rendered
+// config file, and keeps its data on the persistent disk.
+func expectBPM(j *Job, rendered map[string]string) bpmProcess {
+	GinkgoHelper()
+	var bpm struct {
+		Processes []bpmProcess `yaml:"processes"`
+	}
+	Expect(yaml.Unmarshal([]byte(rendered["config/bpm.yml"]), &bpm)).To(Succeed())
+	Expect(bpm.Processes).To(HaveLen(1))
+	p := bpm.Processes[0]
+	Expect(p.Name).To(Equal(j.Name), "monit starts the process named for the job")
+	Expect(p.Executable).To(HavePrefix("/var/vcap/packages/redis-for-cf/bin/"))
+	Expect(filepath.Join(root, "src/cmd", filepath.Base(p.Executable))).To(BeADirectory(), "the package builds every command under src/cmd")
+	Expect(j.Packages).To(ContainElement("redis-for-cf"))
+	Expect(p.Args).To(Equal([]string{"-config", "/var/vcap/jobs/" + j.Name + "/config/config.json"}))
+	Expect(rendered).To(HaveKey("config/config.json"))
+	Expect(p.PersistentDisk).To(BeTrue())
+	return p
+}
+
+var _ = Describe("job specs", func() {
+	names, err := jobNames()
+	if err != nil {
+		panic(err)
+	}
+	secret := regexp.MustCompile(`password|private_key|secret`)
+
+	for _, name := range names {
+		Describe(name, func() {
+			var j *Job
+			BeforeEach(func() { j = mustLoadJob(name) })
+
+			It("is named for its folder and describes every property, with no default secret", func() {
+				Expect(j.Name).To(Equal(name))
+				Expect(j.Properties).NotTo(BeEmpty())
+				for p, def := range j.Properties {
+					Expect(strings.TrimSpace(def.Description)).NotTo(BeEmpty(), "property %s has no description", p)
+					if secret.MatchString(p) {
+						Expect(def.Default).To(Or(BeNil(), Equal("")), "property %s must not have a default", p)
+					}
+				}
+			})
+
+			It("lists exactly the templates it has, and packages and link properties that exist", func() {
+				files, err := os.ReadDir(filepath.Join(root, "jobs", name, "templates"))
+				Expect(err).NotTo(HaveOccurred())
+				var have []string
+				for _, f := range files {
+					have = append(have, f.Name())
+				}
+				var listed []string
+				for src := range j.Templates {
+					listed = append(listed, src)
+				}
+				Expect(have).To(ConsistOf(listed))
+				for _, p := range j.Packages {
+					Expect(filepath.Join(root, "packages", p, "spec")).To(BeARegularFile())
+				}
+				for _, l := range j.Provides {
+					for _, p := range l.Properties {
+						Expect(j.Properties).To(HaveKey(p), "link %s lists property %s", l.Name, p)
+					}
+				}
+			})
+
+			It("lets monit run it only through bpm", func() {
+				monit, err := os.ReadFile(filepath.Join(root, "jobs", name, "monit"))
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(monit)).To(Equal(fmt.Sprintf(`check process %[1]s
+  with pidfile /var/vcap/sys/run/bpm/%[1]s/%[1]s.pid
+  start program "/var/vcap/jobs/bpm/bin/bpm start %[1]s"
+  stop program "/var/vcap/jobs/bpm/bin/bpm stop %[1]s"
+  group vcap
+`, name)))
+				Expect(j.Templates).To(HaveKeyWithValue("bpm.yml.erb", "config/bpm.yml"))
+			})
+		})
+	}
+})
+
+var _ = Describe("redis-shared-agent templates", func() {
+	var (
+		j  *Job
+		in Instance
+	)
+	BeforeEach(func() {
+		j = mustLoadJob("redis-shared-agent")
+		in = group("redis-broker", 1, 5)[0]
+	})
+
+	It("render with the spec defaults into a config the agent accepts", func() {
+		out := mustRenderAll(j, props("api.password", "agent-secret"), in, nil)
+		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "listen")).To(Equal("0.0.0.0:9001"))
+		Expect(field(c, "credentials")).To(Equal(map[string]any{"username": "broker", "password": "agent-secret"}))
+		Expect(field(c, "host")).To(Equal(in.IP))
+		Expect(field(c, "bind")).To(Equal(in.IP))
+		Expect(field(c, "data_dir")).To(Equal("/var/vcap/store/redis-shared-agent"))
+		Expect(field(c, "log_dir")).To(HavePrefix("/var/vcap/sys/log/redis-shared-agent/"))
+		Expect(field(c, "redis_server")).To(Equal("/var/vcap/packages/redis/bin/redis-server"))
+		Expect(j.Packages).To(ContainElement("redis"))
+		Expect(field(c, "port_range")).To(Equal(map[string]any{"min": 32768.0, "max": 61000.0}))
+		Expect(field(c, "tls")).To(BeNil())
+		Expect(strings.TrimSpace(out["config/tls.crt"])).To(BeEmpty())
+		Expect(strings.TrimSpace(out["config/tls.key"])).To(BeEmpty())
+
+		p := expectBPM(j, out)
+		Expect(p.Limits.OpenFiles).To(Equal(65536))
+	})
+
+	It("render the operator's choices", func() {
+		out := mustRenderAll(j, props(
+			"api.password", "s", "api.port", 9101, "api.listen_address", "10.0.16.5",
+			"redis.host", "redis.example.com", "redis.bind", "0.0.0.0",
+			"redis.port_range.min", 40000, "redis.port_range.max", 40999,
+			"redis.memory_budget_mb", 4096, "redis.max_instances", 50, "open_files", 200000,
+		), in, nil)
+		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "listen")).To(Equal("10.0.16.5:9101"))
+		Expect(field(c, "host")).To(Equal("redis.example.com"))
+		Expect(field(c, "bind")).To(Equal("0.0.0.0"))
+		Expect(field(c, "port_range")).To(Equal(map[string]any{"min": 40000.0, "max": 40999.0}))
+		Expect(field(c, "memory_budget_mb")).To(BeEquivalentTo(4096))
+		Expect(field(c, "max_instances")).To(BeEquivalentTo(50))
+		Expect(expectBPM(j, out).Limits.OpenFiles).To(Equal(200000))
+		Expect(out["bin/pre-start"]).To(ContainSubstring("net.ipv4.ip_local_reserved_ports = 40000-40999"))
+	})
+
+	It("render TLS on into a config the agent accepts, with the certificate files", func() {
+		tls := newPKI(in.Address)
+		out := mustRenderAll(j, props("api.password", "s", "api.tls.enabled", true,
+			"api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca), in, nil)
+		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "tls")).To(Equal(map[string]any{
+			"cert_file": "/var/vcap/jobs/redis-shared-agent/config/tls.crt",
+			"key_file":  "/var/vcap/jobs/redis-shared-agent/config/tls.key",
+		}))
+		Expect(j.Templates).To(HaveKeyWithValue("tls.crt.erb", "config/tls.crt"))
+		Expect(j.Templates).To(HaveKeyWithValue("tls.key.erb", "config/tls.key"))
+		Expect(strings.TrimSpace(out["config/tls.crt"])).To(Equal(strings.TrimSpace(tls.cert)))
+		Expect(strings.TrimSpace(out["config/tls.key"])).To(Equal(strings.TrimSpace(tls.key)))
+	})
+
+	DescribeTable("refuse to render without what they need, naming it",
+		func(p map[string]any, in Instance, message string) {
+			_, err := j.render("config.json.erb", p, in, nil)
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("no password", props(), group("g", 1, 5)[0], "Can't find property 'api.password'"),
+		Entry("TLS without a certificate", props("api.password", "s", "api.tls.enabled", true, "api.tls.private_key", "k"), group("g", 1, 5)[0], "api.tls.certificate is required"),
+		Entry("TLS without a key", props("api.password", "s", "api.tls.enabled", true, "api.tls.certificate", "c"), group("g", 1, 5)[0], "api.tls.private_key is required"),
+		Entry("no address", props("api.password", "s"), Instance{Group: "g", ID: "x"}, "redis.host is required"),
+	)
+
+	DescribeTable("refuse a pre-start that would hand out the instances' ports",
+		func(p map[string]any, message string) {
+			_, err := j.render("pre-start.erb", p, in, nil)
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("overlapping ranges", props("ephemeral_port_range.min", 50000), "ephemeral_port_range 50000-65535 overlaps redis.port_range 32768-61000"),
+		Entry("an empty range", props("redis.port_range.min", 5000, "redis.port_range.max", 4000), "redis.port_range: 5000-4000 must lie within 1-65535"),
+	)
+})
+
+var _ = Describe("redis-node templates", func() {
+	var (
+		j   *Job
+		in  Instance
+		tls pki
+	)
+	BeforeEach(func() {
+		j = mustLoadJob("redis-node")
+		in = group("redis-node", 3, 20)[2]
+		tls = newPKI(in.Address)
+	})
+	required := func(kv ...any) map[string]any {
+		p := props("api.password", "node-secret", "api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca)
+		for i := 0; i+1 < len(kv); i += 2 {
+			setPath(p, kv[i].(string), kv[i+1])
+		}
+		return p
+	}
+
+	It("render with the spec defaults into a config the node agent accepts, identified by the instance id", func() {
+		out := mustRenderAll(j, required(), in, nil)
+		c := mustCheckConfig("redis-node-agent", out["config/config.json"])
+		Expect(field(c, "node_id")).To(Equal(in.ID))
+		Expect(field(c, "listen")).To(Equal("0.0.0.0:9002"))
+		Expect(field(c, "credentials")).To(Equal(map[string]any{"username": "broker", "password": "node-secret"}))
+		Expect(field(c, "tls")).To(Equal(map[string]any{
+			"cert_file": "/var/vcap/jobs/redis-node/config/tls.crt",
+			"key_file":  "/var/vcap/jobs/redis-node/config/tls.key",
+		}))
+		Expect(strings.TrimSpace(out["config/tls.crt"])).To(Equal(strings.TrimSpace(tls.cert)))
+		Expect(strings.TrimSpace(out["config/tls.key"])).To(Equal(strings.TrimSpace(tls.key)))
+		Expect(field(c, "host")).To(Equal(in.IP))
+		Expect(field(c, "port")).To(BeEquivalentTo(6379))
+		Expect(field(c, "data_dir")).To(Equal("/var/vcap/store/redis-node"))
+		Expect(field(c, "log_dir")).To(HavePrefix("/var/vcap/sys/log/redis-node/"))
+		Expect(field(c, "redis_server")).To(Equal("/var/vcap/packages/redis/bin/redis-server"))
+		Expect(j.Packages).To(ContainElement("redis"))
+		Expect(field(c, "maxmemory_percent")).To(BeEquivalentTo(75))
+		Expect(expectBPM(j, out).Limits.OpenFiles).To(Equal(65536))
+	})
+
+	It("render the operator's choices", func() {
+		out := mustRenderAll(j, required("redis.port", 6380, "redis.maxmemory_mb", 2048, "redis.host", "10.1.0.9",
+			"redis.bind", "0.0.0.0", "api.port", 9443), in, nil)
+		c := mustCheckConfig("redis-node-agent", out["config/config.json"])
+		Expect(field(c, "port")).To(BeEquivalentTo(6380))
+		Expect(field(c, "maxmemory_mb")).To(BeEquivalentTo(2048))
+		Expect(field(c, "host")).To(Equal("10.1.0.9"))
+		Expect(field(c, "bind")).To(Equal("0.0.0.0"))
+		Expect(field(c, "listen")).To(Equal("0.0.0.0:9443"))
+	})
+
+	DescribeTable("refuse to render without what they need, naming it",
+		func(drop string, message string) {
+			p := required()
+			setPath(p, drop, nil)
+			_, err := j.render("config.json.erb", p, in, nil)
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("no password", "api.password", "Can't find property 'api.password'"),
+		Entry("no certificate", "api.tls.certificate", "Can't find property 'api.tls.certificate'"),
+		Entry("no key", "api.tls.private_key", "Can't find property 'api.tls.private_key'"),
+		Entry("no CA", "api.tls.ca", "Can't find property 'api.tls.ca'"),
+	)
+
+	It("refuse an empty certificate", func() {
+		_, err := j.render("config.json.erb", required("api.tls.certificate", " "), in, nil)
+		Expect(err).To(MatchError(ContainSubstring("api.tls.certificate is required: the node API is served over HTTPS only")))
+	})
+})
+
+var _ = Describe("redis-broker templates", func() {
+	var (
+		j, agentJob, nodeJob *Job
+		in                   Instance
+		agents, moreAgents   []Instance
+		nodes                []Instance
+		agentTLS, nodeTLS    pki
+		nodeProps            map[string]any
+	)
+	BeforeEach(func() {
+		j = mustLoadJob("redis-broker")
+		agentJob = mustLoadJob("redis-shared-agent")
+		nodeJob = mustLoadJob("redis-node")
+		agents = group("redis-broker", 1, 5)
+		in = agents[0]
+		moreAgents = group("redis-shared", 2, 10)
+		nodes = group("redis-node", 3, 20)
+		agentTLS = newPKI("*.redis-broker.default.redis.bosh", "*.redis-shared.default.redis.bosh")
+		nodeTLS = newPKI("*.redis-node.default.redis.bosh")
+		nodeProps = props("api.password", "node-secret", "api.tls.certificate", nodeTLS.cert,
+			"api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca)
+	})
+	agentProps := func(tls bool) map[string]any {
+		if !tls {
+			return props("api.password", "agent-secret")
+		}
+		return props("api.password", "agent-secret", "api.port", 9443, "api.tls.enabled", true,
+			"api.tls.certificate", agentTLS.cert, "api.tls.private_key", agentTLS.key, "api.tls.ca", agentTLS.ca)
+	}
+	brokerProps := func(kv ...any) map[string]any {
+		return props(append([]any{"broker.password", "cc-secret"}, kv...)...)
+	}
+
+	It("render with the spec defaults and one shared agent into a config the broker accepts", func() {
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		out := mustRenderAll(j, brokerProps(), in, links)
+		c := mustCheckConfig("redis-broker", out["config/config.json"])
+		Expect(field(c, "listen")).To(Equal("0.0.0.0:8080"))
+		Expect(field(c, "credentials")).To(Equal(map[string]any{"username": "broker", "password": "cc-secret"}))
+		Expect(field(c, "state_dir")).To(Equal("/var/vcap/store/redis-broker"))
+		Expect(field(c, "tls")).To(BeNil())
+		Expect(field(c, "catalog.service_name")).To(Equal("p-redis"))
+		Expect(field(c, "catalog.service_id")).NotTo(BeEmpty())
+		Expect(field(c, "shared_vm.name")).To(Equal("shared-vm"))
+		Expect(field(c, "shared_vm.max_instances")).To(BeEquivalentTo(20))
+		Expect(field(c, "shared_vm.maxmemory_mb")).To(BeEquivalentTo(256))
+		Expect(field(c, "shared_vm.agents")).To(HaveLen(1))
+		Expect(field(c, "shared_vm.agents.0")).To(Equal(map[string]any{
+			"id":       agents[0].ID,
+			"url":      "http://" + agents[0].Address + ":9001",
+			"username": "broker",
+			"password": "agent-secret",
+		}))
+		Expect(field(c, "dedicated_vm")).To(BeNil())
+		expectBPM(j, out)
+	})
+
+	It("render TLS everywhere, agents of two instance groups and several nodes into a config the broker accepts", func() {
+		brokerTLS := newPKI("broker.example.com")
+		links := map[string]LinkData{
+			"redis-shared-agent":       mustLink(agentJob, "redis-shared-agent", agentProps(true), agents),
+			"more-redis-shared-agents": mustLink(agentJob, "redis-shared-agent", agentProps(true), moreAgents),
+			"redis-node":               mustLink(nodeJob, "redis-node", nodeProps, nodes),
+		}
+		out := mustRenderAll(j, brokerProps("broker.tls.enabled", true, "broker.tls.certificate", brokerTLS.cert,
+			"broker.tls.private_key", brokerTLS.key, "shared_vm.max_instances", 500), in, links)
+		c := mustCheckConfig("redis-broker", out["config/config.json"])
+		Expect(field(c, "tls")).To(Equal(map[string]any{
+			"cert_file": "/var/vcap/jobs/redis-broker/config/tls.crt",
+			"key_file":  "/var/vcap/jobs/redis-broker/config/tls.key",
+		}))
+		Expect(strings.TrimSpace(out["config/tls.crt"])).To(Equal(strings.TrimSpace(brokerTLS.cert)))
+
+		Expect(field(c, "shared_vm.agents")).To(HaveLen(3))
+		for i, want := range append(append([]Instance{}, agents...), moreAgents...) {
+			a := fmt.Sprintf("shared_vm.agents.%d.", i)
+			Expect(field(c, a+"id")).To(Equal(want.ID))
+			Expect(field(c, a+"url")).To(Equal("https://" + want.Address + ":9443"))
+			Expect(field(c, a+"ca_cert")).To(Equal(agentTLS.ca))
+		}
+
+		Expect(field(c, "dedicated_vm.name")).To(Equal("dedicated-vm"))
+		Expect(field(c, "dedicated_vm.plan_id")).NotTo(Equal(field(c, "shared_vm.plan_id")))
+		Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(3))
+		for i, want := range nodes {
+			Expect(field(c, fmt.Sprintf("dedicated_vm.nodes.%d", i))).To(Equal(map[string]any{
+				"id":       want.ID, // the id the node agent reports: its spec.id
+				"url":      "https://" + want.Address + ":9002",
+				"username": "broker",
+				"password": "node-secret",
+				"ca_cert":  nodeTLS.ca,
+			}))
+		}
+	})
+
+	It("render the dedicated-vm plan alone", func() {
+		links := map[string]LinkData{"redis-node": mustLink(nodeJob, "redis-node", nodeProps, nodes)}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, links)["config/config.json"])
+		Expect(field(c, "shared_vm")).To(BeNil())
+		Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(3))
+	})
+
+	It("count an agent once when both shared-agent links lead to its instance group", func() {
+		l := mustLink(agentJob, "redis-shared-agent", agentProps(false), moreAgents)
+		links := map[string]LinkData{"redis-shared-agent": l, "more-redis-shared-agents": l}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, links)["config/config.json"])
+		Expect(field(c, "shared_vm.agents")).To(HaveLen(2))
+	})
+
+	It("bracket an IPv6 agent address", func() {
+		v6 := agents[0]
+		v6.Address = "fd00::5"
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), []Instance{v6})}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, links)["config/config.json"])
+		Expect(field(c, "shared_vm.agents.0.url")).To(Equal("http://[fd00::5]:9001"))
+	})
+
+	DescribeTable("refuse to render without what they need, naming it",
+		func(p map[string]any, links func() map[string]LinkData, message string) {
+			_, err := j.render("config.json.erb", p, in, links())
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("no password", props(), func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		}, "Can't find property 'broker.password'"),
+		Entry("no plan", props("broker.password", "s"), func() map[string]LinkData { return nil },
+			"the broker offers no plan: link it to shared agents (redis-shared-agent) or dedicated nodes (redis-node)"),
+		Entry("a shared-agent link without instances", props("broker.password", "s"), func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), nil)}
+		}, "the redis-shared-agent link has no instances"),
+		Entry("a node link without instances", props("broker.password", "s"), func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": mustLink(nodeJob, "redis-node", nodeProps, nil)}
+		}, "the redis-node link has no instances"),
+		Entry("TLS without a certificate", props("broker.password", "s", "broker.tls.enabled", true), func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		}, "broker.tls.certificate is required when broker.tls.enabled is true"),
+	)
+})
+
+var _ = Describe("job scripts", func() {
+	for _, c := range []struct{ job, script string }{
+		{"redis-shared-agent", "bin/pre-start"}, {"redis-shared-agent", "bin/drain"},
+		{"redis-node", "bin/pre-start"}, {"redis-node", "bin/drain"},
+	} {
+		It(fmt.Sprintf("%s %s renders into valid bash", c.job, c.script), func() {
+			j := mustLoadJob(c.job)
+			in := group(c.job, 1, 30)[0]
+			p := props("api.password", "s", "api.tls.certificate", "c", "api.tls.private_key", "k", "api.tls.ca", "ca")
+			out := mustRenderAll(j, p, in, nil)
+			Expect(out).To(HaveKey(c.script))
+			Expect(out[c.script]).To(HavePrefix("#!/usr/bin/env bash\n"))
+			cmd := exec.Command("bash", "-n")
+			cmd.Stdin = strings.NewReader(out[c.script])
+			msg, err := cmd.CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(msg))
+		})
+	}
+})

@@ -1,0 +1,87 @@
+// Command configcheck loads a config file as one of the project's programs
+// does at start (configfile.Load into its Config, which validates it and
+// fills in defaults; for the broker, also the agent and node clients its
+// main builds) and prints the config as the program then sees it, as JSON.
+//
+//	configcheck redis-broker|redis-shared-agent|redis-node-agent CONFIG_FILE
+//
+// The release tests in spec/ run it on the configs the job templates render:
+// Go's internal rule keeps spec/, outside src/, from importing the config
+// packages itself. It is a test tool, not part of the release (the
+// redis-for-cf package builds src/cmd only). Exit status 1 means the program
+// would refuse the config; the reason is on stderr.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent CONFIG_FILE")
+		return 2
+	}
+	cfg, err := load(os.Args[1], os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func load(program, path string) (any, error) {
+	switch program {
+	case "redis-broker":
+		var c broker.Config
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		return &c, brokerClients(&c)
+	case "redis-shared-agent":
+		var c sharedagent.Config
+		return &c, configfile.Load(path, &c)
+	case "redis-node-agent":
+		var c nodeagent.Config
+		return &c, configfile.Load(path, &c)
+	}
+	return nil, fmt.Errorf("unknown program %q", program)
+}
+
+// brokerClients builds the broker's agent and node clients, which check
+// URLs and CA certificates, as redis-broker's main does before it serves.
+func brokerClients(c *broker.Config) error {
+	var errs []error
+	if c.SharedVM != nil {
+		for _, a := range c.SharedVM.Agents {
+			if _, err := agentapi.NewClient(a.ClientConfig); err != nil {
+				errs = append(errs, fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
+			}
+		}
+	}
+	if c.DedicatedVM != nil {
+		for _, n := range c.DedicatedVM.Nodes {
+			if _, err := nodeapi.NewClient(n.ClientConfig); err != nil {
+				errs = append(errs, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
