@@ -284,16 +284,22 @@ func (b *Broker) deprovisionDedicated(ctx context.Context, inst *instance, async
 		}
 		if err := b.releaseNode(ctx, inst.Node, inst.ID); err != nil {
 			b.logger.Error("asynchronous delete failed", "instance", inst.ID, "node", inst.Node, "error", err)
-			_ = b.state.Update(func(s *state) error {
-				if r := s.Instances[inst.ID]; r != nil {
-					r.LastOp = operation{Type: "delete", State: domain.Failed,
-						Description: "The dedicated VM could not be reset yet. Delete the instance again to retry.", At: now()}
-				}
-				return nil
-			})
+			b.failDelete(inst.ID)
 		}
 	})
 	return true, nil
+}
+
+// failDelete reports, through last_operation, that an instance's delete
+// could not finish yet: Cloud Controller then lets the user retry it.
+func (b *Broker) failDelete(id string) {
+	_ = b.state.Update(func(s *state) error {
+		if r := s.Instances[id]; r != nil && r.State == stateDeleting {
+			r.LastOp = operation{Type: "delete", State: domain.Failed,
+				Description: "The dedicated VM could not be reset yet. Delete the instance again to retry.", At: now()}
+		}
+		return nil
+	})
 }
 
 // quarantineRetry is how often quarantined nodes are reset again.
@@ -343,6 +349,7 @@ func (b *Broker) resume(ctx context.Context) {
 		if b.pending(p.ID, p.Instance) {
 			if err := b.releaseNode(ctx, p.ID, p.Instance); err != nil {
 				b.logger.Error("a node still cannot be reset; it stays out of the pool", "node", p.ID, "error", err)
+				b.failDelete(p.Instance)
 			}
 		}
 		unlock()
