@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -15,38 +16,17 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/boshrender"
 )
 
-// manifest is the part of a deployment manifest these tests read.
-type manifest struct {
-	Name     string `yaml:"name"`
-	Features struct {
-		UseDNSAddresses bool `yaml:"use_dns_addresses"`
-	} `yaml:"features"`
-	Releases []struct {
-		Name string `yaml:"name"`
-	} `yaml:"releases"`
-	InstanceGroups []instanceGroup `yaml:"instance_groups"`
-}
-
-type instanceGroup struct {
-	Name               string `yaml:"name"`
-	Instances          int    `yaml:"instances"`
-	PersistentDiskType string `yaml:"persistent_disk_type"`
-	PersistentDisk     int    `yaml:"persistent_disk"`
-	Networks           []struct {
-		Name string `yaml:"name"`
-	} `yaml:"networks"`
-	Jobs []manifestJob `yaml:"jobs"`
-}
-
-type manifestJob struct {
-	Name       string                    `yaml:"name"`
-	Release    string                    `yaml:"release"`
-	Properties map[string]any            `yaml:"properties"`
-	Consumes   map[string]any            `yaml:"consumes"`
-	Provides   map[string]map[string]any `yaml:"provides"`
-}
+// The manifest as these tests read it: src/boshrender's view, which the
+// local deployment shares.
+type (
+	manifest      = boshrender.Manifest
+	instanceGroup = boshrender.InstanceGroup
+	manifestJob   = boshrender.ManifestJob
+)
 
 // interpolate runs `bosh interpolate --var-errs` on manifests/redis.yml with
 // the ops files, generating the manifest's variables into a vars store and
@@ -77,7 +57,9 @@ func interpolate(ops []string, vars map[string]string) (string, error) {
 func flatten(prefix string, v any, out *[]string) {
 	m, ok := v.(map[string]any)
 	if !ok || len(m) == 0 {
-		*out = append(*out, prefix)
+		if prefix != "" { // a job with no properties has no leaves
+			*out = append(*out, prefix)
+		}
 		return
 	}
 	for k, sub := range m {
@@ -94,13 +76,6 @@ func flatten(prefix string, v any, out *[]string) {
 type deployment struct {
 	m    manifest
 	jobs map[string]*Job
-}
-
-type provider struct {
-	alias, typ, name string
-	group            instanceGroup
-	job              *Job
-	props            map[string]any
 }
 
 // instances are the instances of a group, with stable made-up ids.
@@ -124,78 +99,14 @@ func (d *deployment) instances(g instanceGroup) []Instance {
 	return out
 }
 
-// providers lists every link the release's jobs provide, under the name the
-// manifest gives it (provides: {NAME: {as: ALIAS}}) or its own.
-func (d *deployment) providers() []provider {
-	var out []provider
-	for _, g := range d.m.InstanceGroups {
-		for _, mj := range g.Jobs {
-			j := d.jobs[mj.Name]
-			if mj.Release != "redis-for-cf" || j == nil {
-				continue
-			}
-			for _, l := range j.Provides {
-				alias := l.Name
-				if as, ok := mj.Provides[l.Name]["as"].(string); ok {
-					alias = as
-				}
-				out = append(out, provider{alias: alias, typ: l.Type, name: l.Name, group: g, job: j, props: mj.Properties})
-			}
-		}
-	}
-	return out
-}
-
-// links resolves the links a job consumes as the Director does: an explicit
-// `from` names a provider's alias; "nil" blocks the link; otherwise the one
-// provider of the link's type is taken, and more than one is an error.
+// links resolves the links a job consumes as the Director does
+// (boshrender.Deployment.Links).
 func (d *deployment) links(mj manifestJob) (map[string]LinkData, error) {
-	j := d.jobs[mj.Name]
-	out := map[string]LinkData{}
-	for _, c := range j.Consumes {
-		var candidates []provider
-		switch v := mj.Consumes[c.Name].(type) {
-		case nil:
-			for _, p := range d.providers() {
-				if p.typ == c.Type {
-					candidates = append(candidates, p)
-				}
-			}
-			if len(candidates) > 1 {
-				return nil, fmt.Errorf("%s: link %s could come from %d providers; name one with from:", mj.Name, c.Name, len(candidates))
-			}
-		case string:
-			if v != "nil" {
-				return nil, fmt.Errorf("%s: consumes %s: %q", mj.Name, c.Name, v)
-			}
-		case map[string]any:
-			from, _ := v["from"].(string)
-			for _, p := range d.providers() {
-				if p.alias == from {
-					if p.typ != c.Type {
-						return nil, fmt.Errorf("%s: link %s from %s is of type %s, not %s", mj.Name, c.Name, from, p.typ, c.Type)
-					}
-					candidates = append(candidates, p)
-				}
-			}
-			if len(candidates) != 1 {
-				return nil, fmt.Errorf("%s: link %s from %q: %d providers", mj.Name, c.Name, from, len(candidates))
-			}
-		}
-		if len(candidates) == 0 {
-			if !c.Optional {
-				return nil, fmt.Errorf("%s: required link %s has no provider", mj.Name, c.Name)
-			}
-			continue
-		}
-		p := candidates[0]
-		l, err := linkFrom(p.job, p.name, p.props, d.instances(p.group))
-		if err != nil {
-			return nil, err
-		}
-		out[c.Name] = l
+	bd := boshrender.Deployment{Manifest: d.m, Release: "redis-for-cf", Jobs: map[string]*boshrender.Job{}, Instances: d.instances}
+	for name, j := range d.jobs {
+		bd.Jobs[name] = j.Job
 	}
-	return out, nil
+	return bd.Links(mj)
 }
 
 // providerOf returns the manifest job behind the agent or node a broker
@@ -239,14 +150,20 @@ func verifyServer(certPEM, caPEM, host string) error {
 }
 
 var _ = Describe("manifests/redis.yml", func() {
-	operatorVars := map[string]string{"redis_node_instances": "3", "redis_shared_vm_instances": "2"}
+	cf, err := makePKI("api.sys.example.com")
+	if err != nil {
+		panic(err)
+	}
+	operatorVars := map[string]string{"redis_node_instances": "3", "redis_shared_vm_instances": "2",
+		"cf_api_url": "https://api.sys.example.com", "cf_ca_cert": cf.ca, "cf_client_id": "redis-registrar", "cf_client_secret": "registrar-secret"}
 	combinations := [][]string{
 		nil,
 		{"scale-dedicated-nodes.yml"},
 		{"extra-shared-vms.yml"},
 		{"shared-agent-tls.yml"},
 		{"extra-shared-vms.yml", "extra-shared-vms-tls.yml"},
-		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml"},
+		{"register-broker.yml"},
+		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml"},
 	}
 
 	It("has every ops file tried below", func() {
@@ -295,7 +212,8 @@ var _ = Describe("manifests/redis.yml", func() {
 				Expect(releases).To(ContainElements("redis-for-cf", "bpm"))
 				for _, g := range d.m.InstanceGroups {
 					Expect(g.Instances).To(BeNumerically(">=", 1), g.Name)
-					Expect(g.PersistentDiskType != "" || g.PersistentDisk > 0).To(BeTrue(), "instance group %s keeps its data on a persistent disk", g.Name)
+					errand := g.Lifecycle == "errand" // a VM only while the errand runs: no data, no processes
+					Expect(errand || g.PersistentDiskType != "" || g.PersistentDisk > 0).To(BeTrue(), "instance group %s keeps its data on a persistent disk", g.Name)
 					var names []string
 					for _, mj := range g.Jobs {
 						names = append(names, mj.Name)
@@ -323,12 +241,15 @@ var _ = Describe("manifests/redis.yml", func() {
 							Expect(ok).To(BeTrue(), "%s provides no link %s", mj.Name, p)
 						}
 					}
-					Expect(names).To(ContainElement("bpm"), "instance group %s runs its processes under bpm", g.Name)
+					if !errand {
+						Expect(names).To(ContainElement("bpm"), "instance group %s runs its processes under bpm", g.Name)
+					}
 				}
 			})
 
 			It("renders every job into configs their programs accept, linked with certificates that name the linked addresses", func() {
 				programs := map[string]string{"redis-broker": "redis-broker", "redis-shared-agent": "redis-shared-agent", "redis-node": "redis-node-agent"}
+				maps.Copy(programs, errandProgram)
 				brokers := 0
 				for _, g := range d.m.InstanceGroups {
 					// The first instance of each group: the others differ only in

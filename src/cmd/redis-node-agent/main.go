@@ -51,6 +51,13 @@ func run() int {
 	// Recovery first (adopting redis-server, finishing an interrupted reset),
 	// so the broker never sees a node halfway through it.
 	node.Start(ctx)
+	// Scheduled backups, when the config has them; the errand is the
+	// on-demand path.
+	go func() {
+		if err := node.RunBackups(ctx); err != nil {
+			logger.Error("scheduled backups are off", "error", err)
+		}
+	}()
 
 	srv := serve.Server{
 		Addr:     cfg.Listen,

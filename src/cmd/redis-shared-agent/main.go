@@ -56,6 +56,13 @@ func run() int {
 		errc <- srv.Run(ctx, func(a net.Addr) { logger.Info("serving", "address", a.String(), "tls", cfg.TLS != nil) })
 	}()
 	mgr.Start(ctx)
+	// Scheduled backups, when the config has them; the errand is the
+	// on-demand path.
+	go func() {
+		if err := mgr.RunBackups(ctx); err != nil {
+			logger.Error("scheduled backups are off", "error", err)
+		}
+	}()
 
 	err = <-errc
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

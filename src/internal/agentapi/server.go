@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -25,6 +26,10 @@ type Service interface {
 	Unbind(ctx context.Context, id, bindingID string) error
 	// SetReplication makes the instance follow a leader, or lead.
 	SetReplication(ctx context.Context, id string, req ReplicationRequest) (Instance, error)
+	// Snapshot takes a consistent snapshot of the instance for a backup.
+	Snapshot(ctx context.Context, id string, req SnapshotRequest) (Archive, error)
+	// Restore replaces the instance's data with a backup archive's.
+	Restore(ctx context.Context, id string, req RestoreRequest, archive io.Reader) (RestoreResult, error)
 }
 
 // maxBody bounds request bodies; the largest real one is a few hundred bytes.
@@ -49,6 +54,8 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", h.bind)
 	mux.HandleFunc("DELETE /v1/instances/{id}/bindings/{binding}", h.unbind)
 	mux.HandleFunc("PUT /v1/instances/{id}/replication", h.replication)
+	mux.HandleFunc("POST /v1/instances/{id}/snapshot", h.snapshot)
+	mux.HandleFunc("POST /v1/instances/{id}/restore", h.restore)
 	return RequireBasicAuth(creds, mux)
 }
 

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
+	"github.com/cf-redis/redis-for-cf/src/internal/store"
 )
 
 // Version is the version of what a new instance runs; it is the catalog's
@@ -42,6 +44,7 @@ type Agent interface {
 	Delete(ctx context.Context, id string) error
 	Bind(ctx context.Context, id, bindingID string, req agentapi.BindingRequest) (agentapi.Binding, error)
 	Unbind(ctx context.Context, id, bindingID string) error
+	Restore(ctx context.Context, id string, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
 }
 
 var _ Agent = (*agentapi.Client)(nil)
@@ -56,6 +59,7 @@ type Node interface {
 	Unbind(ctx context.Context, instanceID, bindingID string) error
 	Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Status, error)
 	SetReplication(ctx context.Context, req nodeapi.ReplicationRequest) (nodeapi.Status, error)
+	Restore(ctx context.Context, req nodeapi.RestoreRequest, archive io.Reader) (nodeapi.RestoreResult, error)
 }
 
 var _ Node = (*nodeapi.Client)(nil)
@@ -130,8 +134,13 @@ type Broker struct {
 	agents map[string]Agent
 	nodes  map[string]Node
 	locks  keylock.Map
-	// resets tracks the background resets of dedicated nodes.
+	// resets tracks the background resets of dedicated nodes, and
+	// background restores.
 	resets sync.WaitGroup
+	// backups is the store of cfg.Backups; nil without one.
+	backups store.Store
+	// restoring holds the ids of the instances being restored.
+	restoring sync.Map
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -159,6 +168,9 @@ func New(cfg Config, agents map[string]Agent, nodes map[string]Node, logger *slo
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, logger: logger, state: st, agents: agents, nodes: nodes}
+	if err := b.openBackups(); err != nil {
+		return nil, err
+	}
 	if err := b.syncPool(); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
 
@@ -30,6 +31,10 @@ type Config struct {
 	// DedicatedVM configures the dedicated-vm plan; nil leaves the plan out
 	// of the catalog.
 	DedicatedVM *DedicatedVMPlan `json:"dedicated_vm,omitempty"`
+	// Backups is where the backup errand and the agents put backups; with
+	// it, app developers can restore their instance's own backups with
+	// `cf update-service -c '{"restore": "..."}'`. Nil means no restores.
+	Backups *backup.Destination `json:"backups,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -137,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SharedVM != nil {
 		errs = append(errs, c.SharedVM.validate(c.Catalog.ServiceID)...)
+	}
+	if c.Backups != nil {
+		errs = append(errs, c.Backups.Validate("backups"))
 	}
 	if c.DedicatedVM != nil {
 		errs = append(errs, c.DedicatedVM.validate(c.Catalog.ServiceID)...)

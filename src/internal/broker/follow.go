@@ -29,7 +29,7 @@ type follow struct {
 }
 
 // updateSchema is the catalog's update schema: the tenant parameters plus
-// replica_of.
+// replica_of and restore.
 func updateSchema() map[string]any {
 	s := params.Schema()
 	props := maps.Clone(s["properties"].(map[string]any))
@@ -52,6 +52,7 @@ func updateSchema() map[string]any {
 			map[string]any{"type": "null"},
 		},
 	}
+	props[RestoreParam] = restoreSchema()
 	s["properties"] = props
 	return s
 }

@@ -15,6 +15,21 @@ import (
 // also hold across restarts) and records a maintenance_info upgrade. Names
 // the update leaves out keep their values.
 func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, asyncAllowed bool) (domain.UpdateServiceSpec, error) {
+	if _, busy := b.restoring.Load(id); busy {
+		return domain.UpdateServiceSpec{}, apiresponses.ErrConcurrentInstanceAccess
+	}
+	// restore (restore.go) is not a parameter: it replaces the data.
+	if ref, ok, err := splitRestore(d.RawParameters); err != nil || ok {
+		async := false
+		if err == nil {
+			async, err = b.restore(ctx, id, d, ref, asyncAllowed)
+		}
+		spec := domain.UpdateServiceSpec{IsAsync: async}
+		if async {
+			spec.OperationData = restoreOperation
+		}
+		return spec, b.respond(ctx, "update", err)
+	}
 	return domain.UpdateServiceSpec{}, b.respond(ctx, "update", b.update(ctx, id, d))
 }
 
@@ -136,6 +151,9 @@ func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDeta
 	}
 	if inst == nil {
 		return domain.LastOperation{}, apiresponses.ErrInstanceDoesNotExist
+	}
+	if op, ok := b.interruptedRestore(inst); ok {
+		return op, nil
 	}
 	return domain.LastOperation{State: inst.LastOp.State, Description: inst.LastOp.Description}, nil
 }

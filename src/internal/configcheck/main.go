@@ -3,7 +3,7 @@
 // fills in defaults; for the broker, also the agent and node clients its
 // main builds) and prints the config as the program then sees it, as JSON.
 //
-//	configcheck redis-broker|redis-shared-agent|redis-node-agent CONFIG_FILE
+//	configcheck redis-broker|redis-shared-agent|redis-node-agent|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE
 //
 // The release tests in spec/ run it on the configs the job templates render:
 // Go's internal rule keeps spec/, outside src/, from importing the config
@@ -20,17 +20,20 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/registrar"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
+	"github.com/cf-redis/redis-for-cf/src/internal/smoke"
 )
 
 func main() { os.Exit(run()) }
 
 func run() int {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent CONFIG_FILE")
+		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE")
 		return 2
 	}
 	cfg, err := load(os.Args[1], os.Args[2])
@@ -61,6 +64,23 @@ func load(program, path string) (any, error) {
 	case "redis-node-agent":
 		var c nodeagent.Config
 		return &c, configfile.Load(path, &c)
+	case "smoke-tests":
+		var c smoke.Config
+		return &c, configfile.Load(path, &c)
+	case "broker-registrar":
+		var c registrar.Config
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		_, err := ccapi.New(c.CloudController)
+		return &c, err
+	case "broker-deregistrar":
+		var c registrar.DeregisterConfig
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		_, err := ccapi.New(c.CloudController)
+		return &c, err
 	}
 	return nil, fmt.Errorf("unknown program %q", program)
 }

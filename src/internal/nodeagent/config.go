@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	// MaxMemoryMB, when positive, is the memory limit in MB and overrides
 	// MaxMemoryPercent.
 	MaxMemoryMB int64 `json:"maxmemory_mb,omitempty"`
+	// Backups, when set, backs up the node's instance on a schedule; nil
+	// means only the backup errand does.
+	Backups *backup.Schedule `json:"backups,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -102,6 +106,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxMemoryMB < 0 {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
+	}
+	if c.Backups != nil {
+		errs = append(errs, c.Backups.Validate("backups"))
 	}
 	return errors.Join(errs...)
 }

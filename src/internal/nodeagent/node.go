@@ -92,6 +92,9 @@ type Node struct {
 	// retryCancel stops the background retry of a redis-server that did not
 	// start; nil when none runs.
 	retryCancel context.CancelFunc
+
+	// bk tracks snapshots and restores (backup.go).
+	bk backups
 }
 
 var _ nodeapi.Service = (*Node)(nil)
@@ -175,6 +178,8 @@ func (n *Node) Start(ctx context.Context) {
 		return
 	}
 	defer unlock()
+	defer n.bk.started.Store(true)
+	n.recoverData(ctx)
 	s := n.current()
 	switch s.State {
 	case "", nodeapi.StateResetting:

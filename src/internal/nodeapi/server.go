@@ -24,6 +24,10 @@ type Service interface {
 	Unbind(ctx context.Context, instanceID, bindingID string) error
 	Reset(ctx context.Context, req ResetRequest) (Status, error)
 	SetReplication(ctx context.Context, req ReplicationRequest) (Status, error)
+	// Snapshot takes a consistent snapshot of the instance for a backup.
+	Snapshot(ctx context.Context, req SnapshotRequest) (Archive, error)
+	// Restore replaces the instance's data with a backup archive's.
+	Restore(ctx context.Context, req RestoreRequest, archive io.Reader) (RestoreResult, error)
 }
 
 // maxBody bounds request bodies; the largest real one is a few hundred bytes.
@@ -40,6 +44,8 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 	mux.HandleFunc("DELETE /v1/bindings/{binding}", h.unbind)
 	mux.HandleFunc("POST /v1/reset", h.reset)
 	mux.HandleFunc("PUT /v1/replication", h.replication)
+	mux.HandleFunc("POST /v1/snapshot", h.snapshot)
+	mux.HandleFunc("POST /v1/restore", h.restore)
 	return agentapi.RequireBasicAuth(creds, mux)
 }
 

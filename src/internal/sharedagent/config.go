@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	// MaxInstances caps the instances on this VM; zero means only memory and
 	// ports limit them.
 	MaxInstances int `json:"max_instances,omitempty"`
+	// Backups, when set, backs up every instance on a schedule; nil means
+	// only the backup errand does.
+	Backups *backup.Schedule `json:"backups,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -83,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInstances < 0 {
 		errs = append(errs, errors.New("max_instances must not be negative"))
+	}
+	if c.Backups != nil {
+		errs = append(errs, c.Backups.Validate("backups"))
 	}
 	return errors.Join(errs...)
 }

@@ -86,6 +86,9 @@ type Manager struct {
 	// retrying holds cancel functions of instances whose start failed and is
 	// being retried in the background.
 	retrying map[string]context.CancelFunc
+
+	// bk tracks snapshots and restores (backup.go).
+	bk backups
 }
 
 var _ agentapi.Service = (*Manager)(nil)
@@ -151,6 +154,7 @@ func (m *Manager) Start(ctx context.Context) {
 				}
 				return
 			}
+			m.recoverData(ctx, r)
 			if err := m.run(ctx, r); err != nil {
 				m.logger.Error("instance did not start; retrying in the background", "instance", r.ID, "error", err)
 				m.retry(r.ID)
@@ -158,6 +162,7 @@ func (m *Manager) Start(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	m.bk.started.Store(true)
 	m.logger.Info("agent started", "instances", len(recs))
 }
 

@@ -26,6 +26,7 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
@@ -46,7 +47,7 @@ const (
 
 // Binaries are the paths of the built programs.
 type Binaries struct {
-	Broker, SharedAgent, NodeAgent string
+	Broker, SharedAgent, NodeAgent, Backup string
 }
 
 // Build compiles the programs into dir; race adds the race detector.
@@ -59,7 +60,7 @@ func Build(dir string, race bool) (Binaries, error) {
 	if race {
 		args = append(args, "-race")
 	}
-	args = append(args, "./src/cmd/redis-broker", "./src/cmd/redis-shared-agent", "./src/cmd/redis-node-agent")
+	args = append(args, "./src/cmd/redis-broker", "./src/cmd/redis-shared-agent", "./src/cmd/redis-node-agent", "./src/cmd/redis-backup")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -69,6 +70,7 @@ func Build(dir string, race bool) (Binaries, error) {
 		Broker:      filepath.Join(dir, "redis-broker"),
 		SharedAgent: filepath.Join(dir, "redis-shared-agent"),
 		NodeAgent:   filepath.Join(dir, "redis-node-agent"),
+		Backup:      filepath.Join(dir, "redis-backup"),
 	}, nil
 }
 
@@ -107,6 +109,12 @@ type Options struct {
 	// the nodes' certificates in place of the CA that signed them: a broker
 	// that must refuse to talk to its nodes. Empty means the right CA.
 	BrokerNodeCA string
+	// Backups, when set, is the broker's backup destination, from which app
+	// developers restore.
+	Backups *backup.Destination
+	// AgentBackups, when set, makes every agent and node back up its
+	// instances on this schedule.
+	AgentBackups *backup.Schedule
 }
 
 // System is a running broker and its agents.
@@ -154,6 +162,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			RedisServer:    redisServer(),
 			Ports:          opts.PortRange,
 			MemoryBudgetMB: opts.AgentMemoryMB,
+			Backups:        opts.AgentBackups,
 		}
 		p := &Process{Name: fmt.Sprintf("agent-%d", i), Path: bins.SharedAgent, Addr: cfg.Listen, Config: filepath.Join(dir, fmt.Sprintf("agent-%d.json", i))}
 		if err := writeJSON(p.Config, cfg); err != nil {
@@ -202,6 +211,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			DataDir:     filepath.Join(nodeDir, "data"),
 			RedisServer: redisServer(),
 			MaxMemoryMB: opts.NodeMemoryMB,
+			Backups:     opts.AgentBackups,
 		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
 		if err := writeJSON(p.Config, cfg); err != nil {
@@ -232,6 +242,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 	if len(nodes) > 0 {
 		bcfg.DedicatedVM = &broker.DedicatedVMPlan{PlanID: DedicatedPlanID, Nodes: nodes}
 	}
+	bcfg.Backups = opts.Backups
 	s.BrokerURL = "http://" + bcfg.Listen
 	s.Broker = &Process{Name: "broker", Path: bins.Broker, Addr: bcfg.Listen, Config: filepath.Join(dir, "broker.json")}
 	if err := writeJSON(s.Broker.Config, bcfg); err != nil {

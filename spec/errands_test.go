@@ -1,0 +1,263 @@
+package spec
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+// isErrand reports whether a job is an errand: it has a bin/run and no
+// process for bpm to run.
+func isErrand(j *Job) bool {
+	hasRun := false
+	for _, dst := range j.Templates {
+		hasRun = hasRun || dst == "bin/run"
+	}
+	_, bpm := j.Templates["bpm.yml.erb"]
+	return hasRun && !bpm
+}
+
+// errandProgram is the program of each errand job, whose config loader
+// (through configcheck) takes the rendered config.
+var errandProgram = map[string]string{
+	"smoke-tests":        "smoke-tests",
+	"broker-registrar":   "broker-registrar",
+	"broker-deregistrar": "broker-deregistrar",
+}
+
+// expectRun checks a rendered errand: a bash bin/run that runs its program
+// from the redis-for-cf package with the job's rendered config.
+func expectRun(j *Job, rendered map[string]string) {
+	GinkgoHelper()
+	run := rendered["bin/run"]
+	Expect(run).To(HavePrefix("#!/usr/bin/env bash\n"))
+	program := errandProgram[j.Name]
+	Expect(run).To(ContainSubstring(fmt.Sprintf("\nexec /var/vcap/packages/redis-for-cf/bin/%s -config /var/vcap/jobs/%s/config/config.json\n", program, j.Name)))
+	Expect(filepath.Join(root, "src/cmd", program)).To(BeADirectory(), "the package builds every command under src/cmd")
+	Expect(j.Packages).To(ContainElement("redis-for-cf"))
+	Expect(rendered).To(HaveKey("config/config.json"))
+	cmd := exec.Command("bash", "-n")
+	cmd.Stdin = strings.NewReader(run)
+	out, err := cmd.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+}
+
+// brokerLink is the redis-broker link of a broker with the given
+// properties (and a password), from one instance.
+func brokerLink(in Instance, kv ...any) LinkData {
+	GinkgoHelper()
+	return mustLink(mustLoadJob("redis-broker"), "redis-broker", props(append([]any{"broker.password", "cc-secret"}, kv...)...), []Instance{in})
+}
+
+var _ = Describe("errand jobs", func() {
+	for name := range errandProgram {
+		It(name+" is an errand: bin/run and its config, nothing for monit or bpm, and no way to skip TLS verification", func() {
+			j := mustLoadJob(name)
+			Expect(isErrand(j)).To(BeTrue())
+			Expect(j.Templates).To(HaveKeyWithValue("config.json.erb", "config/config.json"))
+			for p := range j.Properties {
+				Expect(p).NotTo(MatchRegexp(`skip|insecure`), "certificates are always verified")
+			}
+		})
+	}
+})
+
+var _ = Describe("smoke-tests templates", func() {
+	var (
+		j      *Job
+		in     Instance
+		broker Instance
+	)
+	BeforeEach(func() {
+		j = mustLoadJob("smoke-tests")
+		in = group("smoke-tests", 1, 60)[0]
+		broker = group("redis-broker", 1, 5)[0]
+	})
+	links := func(l LinkData) map[string]LinkData { return map[string]LinkData{"redis-broker": l} }
+
+	It("render with the spec defaults into a config smoke-tests accepts, the broker from its link", func() {
+		out := mustRenderAll(j, nil, in, links(brokerLink(broker)))
+		expectRun(j, out)
+		c := mustCheckConfig("smoke-tests", out["config/config.json"])
+		Expect(field(c, "broker")).To(Equal(map[string]any{
+			"url": "http://" + broker.Address + ":8080", "username": "broker", "password": "cc-secret",
+		}))
+		Expect(field(c, "service")).To(Equal("p-redis"))
+		Expect(field(c, "plans")).To(BeNil(), "every plan")
+		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
+		Expect(field(c, "cleanup_timeout_seconds")).To(BeEquivalentTo(120))
+	})
+
+	It("render a broker with TLS, another port and names, and the operator's choices", func() {
+		tls := newPKI(broker.Address)
+		l := brokerLink(broker, "broker.tls.enabled", true, "broker.port", 8443, "broker.username", "cloud-controller",
+			"catalog.service_name", "redis-ent")
+		out := mustRenderAll(j, props("broker.ca_cert", tls.ca, "plans", []any{"dedicated-vm"}, "timeout_seconds", 1200,
+			"cleanup_timeout_seconds", 300), in, links(l))
+		c := mustCheckConfig("smoke-tests", out["config/config.json"])
+		Expect(field(c, "broker.url")).To(Equal("https://" + broker.Address + ":8443"))
+		Expect(field(c, "broker.username")).To(Equal("cloud-controller"))
+		Expect(field(c, "broker.ca_cert")).To(Equal(tls.ca))
+		Expect(field(c, "service")).To(Equal("redis-ent"))
+		Expect(field(c, "plans")).To(Equal([]any{"dedicated-vm"}))
+		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(1200))
+		Expect(field(c, "cleanup_timeout_seconds")).To(BeEquivalentTo(300))
+
+		out = mustRenderAll(j, props("service", "6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"), in, links(l))
+		c = mustCheckConfig("smoke-tests", out["config/config.json"])
+		Expect(field(c, "service")).To(Equal("6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"))
+	})
+
+	It("bracket an IPv6 broker address", func() {
+		broker.Address = "fd00::5"
+		c := mustCheckConfig("smoke-tests", mustRenderAll(j, nil, in, links(brokerLink(broker)))["config/config.json"])
+		Expect(field(c, "broker.url")).To(Equal("http://[fd00::5]:8080"))
+	})
+
+	It("render a config smoke-tests refuses, naming the field, for a CA that is not PEM", func() {
+		out := mustRenderAll(j, props("broker.ca_cert", "not a certificate"), in, links(brokerLink(broker)))
+		_, err := checkConfig("smoke-tests", out["config/config.json"])
+		Expect(err).To(MatchError(ContainSubstring("broker.ca_cert holds no PEM certificate")))
+	})
+
+	DescribeTable("refuse to render without what they need, naming it",
+		func(links func() map[string]LinkData, message string) {
+			_, err := j.render("config.json.erb", nil, in, links())
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("no broker link", func() map[string]LinkData { return nil }, "Can't find link 'redis-broker'"),
+		Entry("a broker link without instances", func() map[string]LinkData {
+			return map[string]LinkData{"redis-broker": mustLink(mustLoadJob("redis-broker"), "redis-broker", props("broker.password", "s"), nil)}
+		}, "the redis-broker link has no instances"),
+		Entry("a broker without a password", func() map[string]LinkData {
+			return map[string]LinkData{"redis-broker": mustLink(mustLoadJob("redis-broker"), "redis-broker", nil, []Instance{broker})}
+		}, "broker.password"),
+	)
+})
+
+var _ = Describe("broker-registrar and broker-deregistrar templates", func() {
+	var (
+		registrar, deregistrar *Job
+		in, broker             Instance
+		tls                    pki
+	)
+	BeforeEach(func() {
+		registrar = mustLoadJob("broker-registrar")
+		deregistrar = mustLoadJob("broker-deregistrar")
+		in = group("broker-registrar", 1, 70)[0]
+		broker = group("redis-broker", 1, 5)[0]
+		tls = newPKI("api.sys.example.com")
+	})
+	links := func(kv ...any) map[string]LinkData {
+		return map[string]LinkData{"redis-broker": brokerLink(broker, kv...)}
+	}
+	client := func(kv ...any) map[string]any {
+		return props(append([]any{"cf.api_url", "https://api.sys.example.com", "cf.client_id", "redis-registrar", "cf.client_secret", "client-secret"}, kv...)...)
+	}
+	user := func(kv ...any) map[string]any {
+		return props(append([]any{"cf.api_url", "https://api.sys.example.com", "cf.username", "admin", "cf.password", "admin-pass"}, kv...)...)
+	}
+
+	It("render the registrar with the spec defaults into a config it accepts: the broker from its link, public access", func() {
+		out := mustRenderAll(registrar, client(), in, links())
+		expectRun(registrar, out)
+		c := mustCheckConfig("broker-registrar", out["config/config.json"])
+		Expect(field(c, "cloud_controller")).To(Equal(map[string]any{
+			"url": "https://api.sys.example.com", "client_id": "redis-registrar", "client_secret": "client-secret",
+		}))
+		Expect(field(c, "broker")).To(Equal(map[string]any{
+			"name": "redis-for-cf", "url": "http://" + broker.Address + ":8080", "username": "broker", "password": "cc-secret",
+		}))
+		Expect(field(c, "service_access")).To(Equal("public"))
+		Expect(field(c, "orgs")).To(BeNil())
+		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
+	})
+
+	It("render the registrar with a user, a CA, an org list, a TLS broker and the operator's choices", func() {
+		out := mustRenderAll(registrar, user("cf.ca_cert", tls.ca, "service_access", "orgs", "orgs", []any{"dev", "test"},
+			"broker_name", "redis-east", "timeout_seconds", 900), in, links("broker.tls.enabled", true, "broker.port", 8443))
+		c := mustCheckConfig("broker-registrar", out["config/config.json"])
+		Expect(field(c, "cloud_controller")).To(Equal(map[string]any{
+			"url": "https://api.sys.example.com", "ca_cert": tls.ca, "client_id": "cf", "username": "admin", "password": "admin-pass",
+		}), "a user's grant goes through the cf client")
+		Expect(field(c, "broker.name")).To(Equal("redis-east"))
+		Expect(field(c, "broker.url")).To(Equal("https://" + broker.Address + ":8443"))
+		Expect(field(c, "service_access")).To(Equal("orgs"))
+		Expect(field(c, "orgs")).To(Equal([]any{"dev", "test"}))
+		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(900))
+	})
+
+	It("render the registrar with the broker's URL given, and access left alone", func() {
+		out := mustRenderAll(registrar, client("broker_url", "https://redis-broker.sys.example.com", "service_access", "none"), in, links())
+		c := mustCheckConfig("broker-registrar", out["config/config.json"])
+		Expect(field(c, "broker.url")).To(Equal("https://redis-broker.sys.example.com"))
+		Expect(field(c, "service_access")).To(Equal("none"))
+	})
+
+	It("render the deregistrar with the spec defaults, and with purge and a user", func() {
+		out := mustRenderAll(deregistrar, client(), in, nil)
+		expectRun(deregistrar, out)
+		c := mustCheckConfig("broker-deregistrar", out["config/config.json"])
+		Expect(field(c, "cloud_controller.client_id")).To(Equal("redis-registrar"))
+		Expect(field(c, "broker_name")).To(Equal("redis-for-cf"))
+		Expect(field(c, "purge")).To(BeNil(), "false, left out")
+		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
+
+		out = mustRenderAll(deregistrar, user("purge", true, "broker_name", "redis-east", "cf.ca_cert", tls.ca), in, nil)
+		c = mustCheckConfig("broker-deregistrar", out["config/config.json"])
+		Expect(field(c, "purge")).To(BeTrue())
+		Expect(field(c, "broker_name")).To(Equal("redis-east"))
+		Expect(field(c, "cloud_controller.username")).To(Equal("admin"))
+	})
+
+	It("give both errands the same broker name by default", func() {
+		Expect(registrar.Properties["broker_name"].Default).To(Equal(deregistrar.Properties["broker_name"].Default))
+	})
+
+	for _, name := range []string{"broker-registrar", "broker-deregistrar"} {
+		DescribeTable(name+" refuses to render without what it needs, naming it",
+			func(p map[string]any, message string) {
+				j := mustLoadJob(name)
+				_, err := j.render("config.json.erb", p, in, links())
+				Expect(err).To(MatchError(ContainSubstring(message)))
+			},
+			Entry("no API URL", props("cf.client_id", "c", "cf.client_secret", "s"), "Can't find property 'cf.api_url'"),
+			Entry("no credentials", props("cf.api_url", "https://api.sys.example.com"),
+				"cf.client_id and cf.client_secret, or cf.username and cf.password, are required"),
+			Entry("a client without its secret", props("cf.api_url", "https://api.sys.example.com", "cf.client_id", "c"),
+				"cf.client_id and cf.client_secret, or cf.username and cf.password, are required"),
+		)
+
+		DescribeTable(name+" renders configs its program refuses, naming the field",
+			func(p map[string]any, message string) {
+				j := mustLoadJob(name)
+				out, err := j.render("config.json.erb", p, in, links())
+				Expect(err).NotTo(HaveOccurred())
+				_, err = checkConfig(name, out)
+				Expect(err).To(MatchError(ContainSubstring(message)))
+			},
+			Entry("plain http to Cloud Controller", client("cf.api_url", "http://api.sys.example.com"),
+				`cloud_controller.url "http://api.sys.example.com" must be an absolute https URL`),
+			Entry("a user without a password", props("cf.api_url", "https://api.sys.example.com", "cf.username", "admin"),
+				"cloud_controller.password is required with cloud_controller.username"),
+			Entry("a CA that is not PEM", client("cf.ca_cert", "nope"), "cloud_controller.ca_cert holds no PEM certificate"),
+		)
+	}
+
+	DescribeTable("the registrar refuses service access it does not know, or an org list it would ignore",
+		func(p map[string]any, message string) {
+			out, err := registrar.render("config.json.erb", p, in, links())
+			if err == nil {
+				_, err = checkConfig("broker-registrar", out)
+			}
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("an unknown access", client("service_access", "everyone"), `service_access must be "public", "orgs" or "none", not "everyone"`),
+		Entry("orgs access without orgs", client("service_access", "orgs"), `orgs must name at least one org with service_access "orgs"`),
+		Entry("orgs without orgs access", client("orgs", []any{"dev"}), "orgs is set: set service_access to orgs as well (it is public)"),
+	)
+})

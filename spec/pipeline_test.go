@@ -1,0 +1,418 @@
+package spec
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.yaml.in/yaml/v3"
+)
+
+// concoursePipeline is ci/pipeline.yml as Concourse reads it (the parts
+// that name things).
+type concoursePipeline struct {
+	ResourceTypes []struct {
+		Name string `yaml:"name"`
+	} `yaml:"resource_types"`
+	Resources []struct {
+		Name   string         `yaml:"name"`
+		Type   string         `yaml:"type"`
+		Source map[string]any `yaml:"source"`
+	} `yaml:"resources"`
+	Jobs []struct {
+		Name string           `yaml:"name"`
+		Plan []map[string]any `yaml:"plan"`
+	} `yaml:"jobs"`
+}
+
+// concourseTask is a task file, ci/tasks/NAME.yml.
+type concourseTask struct {
+	Platform      string         `yaml:"platform"`
+	ImageResource map[string]any `yaml:"image_resource"`
+	Inputs        []struct {
+		Name     string `yaml:"name"`
+		Optional bool   `yaml:"optional"`
+	} `yaml:"inputs"`
+	Outputs []struct {
+		Name string `yaml:"name"`
+	} `yaml:"outputs"`
+	Params map[string]any `yaml:"params"`
+	Run    struct {
+		Path string   `yaml:"path"`
+		Args []string `yaml:"args"`
+	} `yaml:"run"`
+}
+
+// Concourse's own resource types: a pipeline may use them undeclared.
+var concourseCoreTypes = []string{"git", "s3", "time", "registry-image", "docker-image", "bosh-io-release", "bosh-io-stemcell", "github-release", "semver", "pool", "mock"}
+
+// taskScriptLine is what a task script may do: set shell options, go to the
+// checkout, remember a folder, clean up with a script, and call scripts/.
+var (
+	taskScriptLine = regexp.MustCompile(`^(set -euo pipefail|cd "\$\(dirname "\$0"\)/\.\./\.\."|[a-z_]+=\$PWD(/[a-z._-]+)*|trap 'scripts/[a-z-]+( [^']*)?' EXIT|(exec )?([A-Z_]+=\S+ )*scripts/[a-z-]+( .*)?)$`)
+	scriptCall     = regexp.MustCompile(`scripts/([a-z-]+)`)
+)
+
+// scriptsCalled lists the scripts/ a task script calls, failing on a line
+// that does anything else.
+func scriptsCalled(path string) []string {
+	GinkgoHelper()
+	data, err := os.ReadFile(path)
+	Expect(err).NotTo(HaveOccurred())
+	text := strings.ReplaceAll(string(data), "\\\n", " ")
+	Expect(text).To(HavePrefix("#!/usr/bin/env bash\n"), path)
+	var called []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.Join(strings.Fields(line), " ")
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		Expect(line).To(MatchRegexp(taskScriptLine.String()), "%s: a task script only calls scripts/", path)
+		for _, m := range scriptCall.FindAllStringSubmatch(line, -1) {
+			called = append(called, m[1])
+		}
+	}
+	Expect(called).NotTo(BeEmpty(), "%s calls no script", path)
+	return called
+}
+
+// steps lists a plan's steps in order, the steps of in_parallel, do and try
+// and the hooks included.
+func steps(plan []map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, s := range plan {
+		out = append(out, s)
+		var nested []any
+		switch p := s["in_parallel"].(type) {
+		case []any:
+			nested = p
+		case map[string]any:
+			nested, _ = p["steps"].([]any)
+		}
+		if d, ok := s["do"].([]any); ok {
+			nested = append(nested, d...)
+		}
+		for _, hook := range []string{"try", "on_success", "on_failure", "on_error", "on_abort", "ensure"} {
+			if h, ok := s[hook].(map[string]any); ok {
+				nested = append(nested, h)
+			}
+		}
+		for _, n := range nested {
+			if m, ok := n.(map[string]any); ok {
+				out = append(out, steps([]map[string]any{m})...)
+			}
+		}
+	}
+	return out
+}
+
+func strs(v any) []string {
+	var out []string
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			out = append(out, fmt.Sprint(e))
+		}
+	}
+	return out
+}
+
+var _ = Describe("ci/pipeline.yml", Ordered, func() {
+	var (
+		p       concoursePipeline
+		text    string
+		tasks   = map[string]concourseTask{}
+		scripts = map[string][]string{} // task script -> scripts/ it calls
+	)
+
+	BeforeAll(func() {
+		data, err := os.ReadFile(filepath.Join(root, "ci/pipeline.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		text = string(data)
+		dec := yaml.NewDecoder(strings.NewReader(text))
+		dec.KnownFields(false)
+		Expect(dec.Decode(&p)).To(Succeed())
+		Expect(p.Jobs).NotTo(BeEmpty())
+	})
+
+	It("has the jobs of the delivery: tests, release, tile, local deployment with smoke tests, redis blob bump", func() {
+		var jobs []string
+		for _, j := range p.Jobs {
+			jobs = append(jobs, j.Name)
+		}
+		Expect(jobs).To(ConsistOf("test", "build-release", "build-tile", "deploy-local", "bump-redis-blob"))
+	})
+
+	It("names unique resources and jobs, of known types, each used", func() {
+		var names, jobs, types []string
+		for _, t := range p.ResourceTypes {
+			types = append(types, t.Name)
+		}
+		used := map[string]bool{}
+		for _, j := range p.Jobs {
+			jobs = append(jobs, j.Name)
+			for _, s := range steps(j.Plan) {
+				for _, verb := range []string{"get", "put"} {
+					if name, ok := s[verb].(string); ok {
+						if r, ok := s["resource"].(string); ok {
+							name = r
+						}
+						used[name] = true
+					}
+				}
+			}
+		}
+		for _, r := range p.Resources {
+			names = append(names, r.Name)
+			Expect(slices.Contains(concourseCoreTypes, r.Type) || slices.Contains(types, r.Type)).To(BeTrue(), "resource %s: type %s", r.Name, r.Type)
+			Expect(used).To(HaveKey(r.Name), "resource %s is used by no job", r.Name)
+		}
+		slices.Sort(names)
+		Expect(slices.Compact(slices.Clone(names))).To(Equal(names), "resource names are unique")
+		slices.Sort(jobs)
+		Expect(slices.Compact(slices.Clone(jobs))).To(Equal(jobs), "job names are unique")
+	})
+
+	It("resolves every step: resources, passed jobs, task files, their inputs and outputs", func() {
+		resources := map[string]bool{}
+		for _, r := range p.Resources {
+			resources[r.Name] = true
+		}
+		// touches[job] are the resources the job gets or puts: `passed`
+		// can only name a job that does.
+		touches := map[string]map[string]bool{}
+		for _, j := range p.Jobs {
+			touches[j.Name] = map[string]bool{}
+			for _, s := range steps(j.Plan) {
+				for _, verb := range []string{"get", "put"} {
+					if name, ok := s[verb].(string); ok {
+						if r, ok := s["resource"].(string); ok {
+							name = r
+						}
+						touches[j.Name][name] = true
+					}
+				}
+			}
+		}
+		for _, j := range p.Jobs {
+			artifacts := map[string]bool{}
+			// Steps run in order; in_parallel's steps are all done before
+			// the next step.
+			for _, s := range steps(j.Plan) {
+				where := fmt.Sprintf("job %s", j.Name)
+				if name, ok := s["get"].(string); ok {
+					res := name
+					if r, ok := s["resource"].(string); ok {
+						res = r
+					}
+					Expect(resources).To(HaveKey(res), "%s: get %s", where, res)
+					for _, passed := range strs(s["passed"]) {
+						Expect(touches).To(HaveKey(passed), "%s: get %s passed %s: no such job", where, res, passed)
+						Expect(touches[passed]).To(HaveKey(res), "%s: get %s passed %s, which neither gets nor puts it", where, res, passed)
+					}
+					artifacts[name] = true
+				}
+				if name, ok := s["put"].(string); ok {
+					res := name
+					if r, ok := s["resource"].(string); ok {
+						res = r
+					}
+					Expect(resources).To(HaveKey(res), "%s: put %s", where, res)
+					params, _ := s["params"].(map[string]any)
+					for _, key := range []string{"file", "repository"} {
+						if v, ok := params[key].(string); ok {
+							first := strings.Split(v, "/")[0]
+							Expect(artifacts).To(HaveKey(first), "%s: put %s takes %s from %s, which no earlier step made", where, res, key, first)
+						}
+					}
+					artifacts[name] = true
+				}
+				if name, ok := s["task"].(string); ok {
+					where = fmt.Sprintf("job %s: task %s", j.Name, name)
+					file, _ := s["file"].(string)
+					first, rest, _ := strings.Cut(file, "/")
+					Expect(artifacts).To(HaveKey(first), "%s: file %s comes from no earlier step", where, file)
+					Expect(rest).To(MatchRegexp(`^ci/tasks/[a-z-]+\.yml$`), where)
+					Expect(strings.TrimSuffix(filepath.Base(rest), ".yml")).To(Equal(name), "%s: task NAME is ci/tasks/NAME.yml", where)
+					data, err := os.ReadFile(filepath.Join(root, rest))
+					Expect(err).NotTo(HaveOccurred(), where)
+					var t concourseTask
+					dec := yaml.NewDecoder(strings.NewReader(string(data)))
+					dec.KnownFields(true)
+					Expect(dec.Decode(&t)).To(Succeed(), "%s: %s", where, rest)
+					Expect(t.Platform).To(Equal("linux"), where)
+					Expect(t.ImageResource).To(HaveKey("source"), where)
+					tasks[rest] = t
+
+					inputMapping, _ := s["input_mapping"].(map[string]any)
+					inputs := map[string]bool{}
+					for _, in := range t.Inputs {
+						inputs[in.Name] = true
+						artifact := in.Name
+						if m, ok := inputMapping[in.Name].(string); ok {
+							artifact = m
+						}
+						if !in.Optional {
+							Expect(artifacts).To(HaveKey(artifact), "%s: input %s comes from no earlier step", where, artifact)
+						}
+					}
+					for in := range inputMapping {
+						Expect(inputs).To(HaveKey(in), "%s: input_mapping of %s, which the task does not take", where, in)
+					}
+					outputMapping, _ := s["output_mapping"].(map[string]any)
+					for _, out := range t.Outputs {
+						artifact := out.Name
+						if m, ok := outputMapping[out.Name].(string); ok {
+							artifact = m
+						}
+						artifacts[artifact] = true
+					}
+					params, _ := s["params"].(map[string]any)
+					for k := range params {
+						Expect(t.Params).To(HaveKey(k), "%s: param %s is not one %s takes", where, k, rest)
+					}
+
+					runFirst, runRest, _ := strings.Cut(t.Run.Path, "/")
+					Expect(inputs).To(HaveKey(runFirst), "%s: run.path %s is in no input", where, t.Run.Path)
+					Expect(runRest).To(Equal(strings.TrimSuffix(rest, ".yml")+".sh"), "%s: ci/tasks/NAME.yml runs ci/tasks/NAME.sh", where)
+					st, err := os.Stat(filepath.Join(root, runRest))
+					Expect(err).NotTo(HaveOccurred(), where)
+					Expect(st.Mode()&0o111).NotTo(BeZero(), "%s is executable", runRest)
+					scripts[runRest] = scriptsCalled(filepath.Join(root, runRest))
+				}
+			}
+		}
+		Expect(tasks).NotTo(BeEmpty())
+	})
+
+	It("has no task file or script the pipeline does not run", func() {
+		files, err := filepath.Glob(filepath.Join(root, "ci/tasks/*"))
+		Expect(err).NotTo(HaveOccurred())
+		for _, f := range files {
+			rel := "ci/tasks/" + filepath.Base(f)
+			if strings.HasSuffix(rel, ".yml") {
+				Expect(tasks).To(HaveKey(rel), "%s is run by no job", rel)
+			} else {
+				Expect(scripts).To(HaveKey(rel), "%s is run by no task", rel)
+			}
+		}
+	})
+
+	It("calls scripts that exist and are executable", func() {
+		for script, called := range scripts {
+			for _, c := range called {
+				st, err := os.Stat(filepath.Join(root, "scripts", c))
+				Expect(err).NotTo(HaveOccurred(), "%s calls scripts/%s", script, c)
+				Expect(st.Mode()&0o111).NotTo(BeZero(), "scripts/%s is executable", c)
+			}
+		}
+	})
+
+	It("documents every ((variable)) it needs", func() {
+		header, _, _ := strings.Cut(text, "\nresources:")
+		for _, m := range regexp.MustCompile(`\(\(([a-z0-9-]+)\)\)`).FindAllStringSubmatch(text, -1) {
+			Expect(header).To(ContainSubstring(m[1]), "the header names ((%s))", m[1])
+		}
+	})
+
+	It("packs the bpm release that scripts/build-tile pins", func() {
+		build, err := os.ReadFile(filepath.Join(root, "scripts/build-tile"))
+		Expect(err).NotTo(HaveOccurred())
+		pinned := regexp.MustCompile(`(?m)^BPM_VERSION=(\S+)$`).FindStringSubmatch(string(build))
+		Expect(pinned).NotTo(BeNil())
+		Expect(text).To(ContainSubstring(`version: {version: "` + pinned[1] + `"}`))
+	})
+})
+
+var _ = Describe("scripts/bump-redis-blob", func() {
+	// release copies what the script touches into a release folder of its
+	// own: its scripts, config/ and go.mod (for the pinned bosh-cli).
+	release := func() string {
+		GinkgoHelper()
+		dir := GinkgoT().TempDir()
+		for _, f := range []string{"scripts/add-blobs", "scripts/bump-redis-blob", "config/blobs.yml", "config/final.yml", "go.mod", "go.sum"} {
+			data, err := os.ReadFile(filepath.Join(root, f))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)).To(Succeed())
+			Expect(os.WriteFile(filepath.Join(dir, f), data, 0o755)).To(Succeed())
+		}
+		return dir
+	}
+	// redisSource writes a tarball shaped like Redis's source archive.
+	redisSource := func(dir, version string) string {
+		GinkgoHelper()
+		path := filepath.Join(dir, "source.tar.gz")
+		f, err := os.Create(path)
+		Expect(err).NotTo(HaveOccurred())
+		gz := gzip.NewWriter(f)
+		tw := tar.NewWriter(gz)
+		body := fmt.Sprintf("#define REDIS_VERSION \"%s\"\n#define REDIS_VERSION_NUM 0x00070063\n", version)
+		Expect(tw.WriteHeader(&tar.Header{Name: "redis-" + version + "/src/version.h", Mode: 0o644, Size: int64(len(body))})).To(Succeed())
+		_, err = tw.Write([]byte(body))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tw.Close()).To(Succeed())
+		Expect(gz.Close()).To(Succeed())
+		Expect(f.Close()).To(Succeed())
+		return path
+	}
+	run := func(dir string, args ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(dir, "scripts/bump-redis-blob"), args...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	It("pins the new version and its sha256 and swaps the blob, and commits with --commit", func() {
+		dir := release()
+		for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before"}} {
+			out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(out))
+		}
+		tarball := redisSource(GinkgoT().TempDir(), "7.0.99")
+		out, err := run(dir, "--commit", tarball)
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(MatchRegexp(`redis 7\.0\.\d+ -> 7\.0\.99`))
+
+		addBlobs, err := os.ReadFile(filepath.Join(dir, "scripts/add-blobs"))
+		Expect(err).NotTo(HaveOccurred())
+		sum, err := exec.Command("sha256sum", tarball).Output()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_VERSION=7.0.99\n"))
+		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_SHA256=" + strings.Fields(string(sum))[0] + "\n"))
+		blobs, err := os.ReadFile(filepath.Join(dir, "config/blobs.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(blobs)).To(ContainSubstring("redis/redis-7.0.99.tar.gz:"))
+		Expect(strings.Count(string(blobs), "redis/redis-")).To(Equal(1), "the old blob is gone")
+		Expect(string(blobs)).To(ContainSubstring("golang/"), "the other blobs stay")
+		Expect(filepath.Join(dir, "blobs/redis/redis-7.0.99.tar.gz")).To(BeARegularFile())
+
+		log, err := exec.Command("git", "-C", dir, "log", "-1", "--format=%s", "--name-only").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(log))
+		Expect(string(log)).To(ContainSubstring("Bump redis to 7.0.99"))
+		Expect(string(log)).To(And(ContainSubstring("scripts/add-blobs"), ContainSubstring("config/blobs.yml")))
+	})
+
+	It("refuses a version that is not newer, and a tarball that is not Redis's source", func() {
+		dir := release()
+		out, err := run(dir, redisSource(GinkgoT().TempDir(), "7.0.1"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(MatchRegexp(`Redis 7\.0\.1 is not newer than the pinned 7\.0\.\d+`))
+
+		other := filepath.Join(GinkgoT().TempDir(), "other.tar.gz")
+		Expect(os.WriteFile(other, targzOf(map[string]string{"README": "hello"}), 0o644)).To(Succeed())
+		out, err = run(dir, other)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("not a Redis source tarball"))
+		before, err := os.ReadFile(filepath.Join(root, "scripts/add-blobs"))
+		Expect(err).NotTo(HaveOccurred())
+		after, err := os.ReadFile(filepath.Join(dir, "scripts/add-blobs"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(after).To(Equal(before), "nothing changed")
+	})
+})

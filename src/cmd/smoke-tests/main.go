@@ -1,0 +1,46 @@
+// Command smoke-tests is the errand that checks a deployed Redis service end
+// to end through its broker: for each plan it provisions an instance, binds,
+// writes and reads with the binding's credentials, checks that CONFIG GET is
+// refused, unbinds and deprovisions, then cleans up whatever a failure left.
+//
+//	smoke-tests -config FILE
+//
+// Exit status: 0 every plan passed, 1 a step failed (the last line names the
+// plan and step), 2 bad usage or config. No password is ever printed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/smoke"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	configPath := flag.String("config", "", "path of the errand's JSON config file")
+	flag.Parse()
+	if *configPath == "" || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: smoke-tests -config FILE")
+		return 2
+	}
+	var cfg smoke.Config
+	if err := configfile.Load(*configPath, &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "smoke-tests:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := smoke.Run(ctx, &cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "smoke-tests: FAILED:", err)
+		return 1
+	}
+	fmt.Println("smoke-tests: all plans passed")
+	return 0
+}

@@ -1,0 +1,62 @@
+// Package deploylocal_test proves the release's upgrade path on a local
+// deployment (package localbosh): manifests/redis.yml rendered through the
+// real job templates, every instance a VM of namespaces with its own
+// address and /var/vcap, processes started as their bpm.yml says and
+// stopped through their drain scripts, apps' traffic from the apps'
+// namespace. It must run as root (it is root in CI); it removes every
+// namespace, mount and process it made, failed or not.
+package deploylocal_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestDeployLocal(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Local deployment suite")
+}
+
+var _ = BeforeSuite(func() {
+	if os.Geteuid() != 0 {
+		Skip("a local deployment makes namespaces and mounts: run as root (CI does)")
+	}
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	redis.SetLogger(ginkgoLogger{})
+})
+
+// lockMachine makes the calling container the only one on this machine
+// that deploys, until it ends: the namespaces' names are fixed.
+func lockMachine() {
+	GinkgoHelper()
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "redis-for-cf-deploylocal-test.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)).To(Succeed())
+	DeferCleanup(lock.Close)
+}
+
+// moduleRoot is the release's checkout.
+func moduleRoot() string {
+	GinkgoHelper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	Expect(err).NotTo(HaveOccurred())
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+type ginkgoLogger struct{}
+
+func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
+	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
+}

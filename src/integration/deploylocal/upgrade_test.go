@@ -1,0 +1,392 @@
+package deploylocal_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
+)
+
+// name prefixes the test deployment's namespaces. It is fixed, so that a
+// run killed before its cleanup leaves nothing the next run does not
+// remove.
+const name = "rcft"
+
+// release is what a deploy is given: the manifest's properties this test
+// changes, and the programs' build.
+type release struct {
+	sharedMaxMemoryMB, nodeMaxMemoryMB int
+	maintenanceVersion                 string
+	version                            string // goes into the programs' -ldflags
+}
+
+// opsFile writes an ops file setting r's properties.
+func (r release) opsFile(dir string) string {
+	ops := fmt.Sprintf(`
+- type: replace
+  path: /instance_groups/name=redis-broker/jobs/name=redis-broker/properties/shared_vm?/maxmemory_mb
+  value: %d
+- type: replace
+  path: /instance_groups/name=redis-node/jobs/name=redis-node/properties/redis?/maxmemory_mb
+  value: %d
+`, r.sharedMaxMemoryMB, r.nodeMaxMemoryMB)
+	if r.maintenanceVersion != "" {
+		ops += fmt.Sprintf(`- type: replace
+  path: /instance_groups/name=redis-broker/jobs/name=redis-broker/properties/catalog?/maintenance_version
+  value: %q
+`, r.maintenanceVersion)
+	}
+	path := filepath.Join(dir, r.version+".yml")
+	Expect(os.WriteFile(path, []byte(ops), 0o600)).To(Succeed())
+	return path
+}
+
+func (r release) ldflags() string { return "-X main.version=" + r.version }
+
+// tenant is a service instance as its app sees it: its bindings'
+// credentials and what it wrote.
+type tenant struct {
+	id       string
+	plan     localbosh.Plan
+	params   map[string]any
+	bindings map[string]localbosh.Credentials
+	keys     int
+	runID    string
+}
+
+const mb = 1 << 20
+
+var _ = Describe("an upgrade of a local deployment", Ordered, func() {
+	var (
+		ctx       = context.Background()
+		state     string
+		opsDir    string
+		d         *localbosh.Director
+		b         *localbosh.Broker
+		serviceID string
+		plans     map[string]localbosh.Plan
+		tenants   []*tenant
+		v1Package string
+		v1        = release{sharedMaxMemoryMB: 64, nodeMaxMemoryMB: 100, version: "deploylocal-v1"}
+		v2        = release{sharedMaxMemoryMB: 96, nodeMaxMemoryMB: 160, maintenanceVersion: "1.1.0", version: "deploylocal-v2"}
+	)
+
+	deploy := func(r release) {
+		GinkgoHelper()
+		var err error
+		d, err = localbosh.New(localbosh.Options{
+			Name: name, StateDir: state, OpsFiles: []string{r.opsFile(opsDir)},
+			LDFlags: r.ldflags(), Out: GinkgoWriter,
+		})
+		Expect(err).NotTo(HaveOccurred())
+		start := time.Now()
+		Expect(d.Deploy(ctx)).To(Succeed())
+		AddReportEntry("deploy "+r.version, time.Since(start).Round(100*time.Millisecond).String())
+		b, err = d.Broker()
+		Expect(err).NotTo(HaveOccurred())
+	}
+
+	client := func(c localbosh.Credentials) *redis.Client {
+		r := d.Redis(c)
+		DeferCleanup(r.Close)
+		return r
+	}
+
+	info := func(c localbosh.Credentials, section, field string) string {
+		GinkgoHelper()
+		m, err := client(c).InfoMap(ctx, section).Result()
+		Expect(err).NotTo(HaveOccurred())
+		for _, fields := range m {
+			if v, ok := fields[field]; ok {
+				return v
+			}
+		}
+		Fail(fmt.Sprintf("INFO %s has no %s", section, field))
+		return ""
+	}
+
+	firstBinding := func(t *tenant) localbosh.Credentials {
+		return t.bindings[sortedKeys(t.bindings)[0]]
+	}
+
+	// programsFromPackage checks that every program of the redis-for-cf
+	// package that runs in the deployment runs from the package the last
+	// deploy built, and returns that package's folder.
+	programsFromPackage := func() string {
+		GinkgoHelper()
+		dir, err := d.PackageDir("redis-for-cf")
+		Expect(err).NotTo(HaveOccurred())
+		seen := map[string]int{}
+		for _, vm := range []struct {
+			group string
+			index int
+		}{{"redis-broker", 0}, {"redis-node", 0}, {"redis-node", 1}} {
+			procs, err := d.Processes(vm.group, vm.index)
+			Expect(err).NotTo(HaveOccurred())
+			for _, p := range procs {
+				if !strings.HasPrefix(p.Cmdline[0], "/var/vcap/packages/redis-for-cf/bin/") {
+					continue
+				}
+				running, err := os.Stat(fmt.Sprintf("/proc/%d/exe", p.Pid))
+				Expect(err).NotTo(HaveOccurred())
+				built, err := os.Stat(filepath.Join(dir, "bin", filepath.Base(p.Cmdline[0])))
+				Expect(err).NotTo(HaveOccurred())
+				Expect(os.SameFile(running, built)).To(BeTrue(), "%s on %s/%d runs from %s", p.Cmdline[0], vm.group, vm.index, dir)
+				seen[filepath.Base(p.Cmdline[0])]++
+			}
+		}
+		Expect(seen).To(Equal(map[string]int{"redis-broker": 1, "redis-shared-agent": 1, "redis-node-agent": 2}))
+		return dir
+	}
+
+	BeforeAll(func() {
+		lockMachine()
+		state = GinkgoT().TempDir()
+		opsDir = GinkgoT().TempDir()
+		// What a run killed before its cleanup left.
+		stale, err := localbosh.New(localbosh.Options{Name: name, StateDir: filepath.Join(state, "stale"), Out: GinkgoWriter})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(stale.Down(ctx)).To(Succeed())
+
+		DeferCleanup(func() {
+			if d == nil {
+				return
+			}
+			// Nothing of the deployment may be left: no namespace, mount or
+			// process, and no process of a VM (they run from /var/vcap).
+			Expect(d.Leftovers()).To(BeEmpty())
+			Expect(vcapProcesses()).To(BeEmpty())
+		})
+		DeferCleanup(func() {
+			if d == nil {
+				return
+			}
+			if CurrentSpecReport().Failed() {
+				keepLogs(state)
+			}
+			Expect(d.Down(context.Background())).To(Succeed())
+		})
+		deploy(v1)
+	})
+
+	It("serves both plans, from programs of the first build", func() {
+		svc, err := b.Catalog(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		serviceID = svc.ID
+		plans = map[string]localbosh.Plan{}
+		for _, p := range svc.Plans {
+			plans[p.Name] = p
+			Expect(p.MaintenanceInfo).NotTo(BeNil())
+			Expect(p.MaintenanceInfo.Version).To(Equal("1.0.0"))
+		}
+		Expect(plans).To(HaveKey("shared-vm"))
+		Expect(plans).To(HaveKey("dedicated-vm"))
+		v1Package = programsFromPackage()
+	})
+
+	It("holds instances of both plans with data and bindings", func() {
+		tenants = []*tenant{
+			{id: "shared-1", plan: plans["shared-vm"], params: map[string]any{"maxmemory-policy": "allkeys-lru"}},
+			{id: "shared-2", plan: plans["shared-vm"]},
+			{id: "dedicated-1", plan: plans["dedicated-vm"], params: map[string]any{"maxmemory-policy": "volatile-lru"}},
+		}
+		for _, t := range tenants {
+			Expect(b.Provision(ctx, t.id, serviceID, t.plan.ID, t.params)).To(Succeed())
+			t.bindings = map[string]localbosh.Credentials{}
+			for _, bid := range []string{t.id + "-app-a", t.id + "-app-b"} {
+				creds, err := b.Bind(ctx, t.id, bid, serviceID, t.plan.ID)
+				Expect(err).NotTo(HaveOccurred())
+				t.bindings[bid] = creds
+			}
+			// Enough keys to be data, in a pipeline per binding.
+			t.keys = 2000
+			for i, bid := range sortedKeys(t.bindings) {
+				pipe := client(t.bindings[bid]).Pipeline()
+				for k := i * t.keys / 2; k < (i+1)*t.keys/2; k++ {
+					pipe.Set(ctx, fmt.Sprintf("key:%d", k), fmt.Sprintf("%s:%d", t.id, k), 0)
+				}
+				pipe.HSet(ctx, "profile:"+bid, "app", bid, "n", i)
+				_, err := pipe.Exec(ctx)
+				Expect(err).NotTo(HaveOccurred())
+			}
+			t.keys += len(t.bindings)
+			c := firstBinding(t)
+			Expect(client(c).DBSize(ctx).Val()).To(BeEquivalentTo(t.keys))
+			t.runID = info(c, "server", "run_id")
+			want := v1.sharedMaxMemoryMB
+			if t.plan.Name == "dedicated-vm" {
+				want = v1.nodeMaxMemoryMB
+			}
+			Expect(info(c, "memory", "maxmemory")).To(Equal(strconv.Itoa(want * mb)))
+		}
+		// Written just before the redeploy: only the drain's clean stop
+		// (an AOF fsync) keeps what the last second wrote.
+		for _, t := range tenants {
+			Expect(client(firstBinding(t)).Set(ctx, "last-write", t.id, 0).Err()).To(Succeed())
+			t.keys++
+		}
+	})
+
+	It("redeploys with changed properties and a new build of every program, stopping each through its drain script", func() {
+		drainLogs := map[string]int{}
+		for _, vm := range drainedJobs {
+			drainLogs[vm.log] = strings.Count(readVMFile(d, vm.group, vm.index, vm.log), "stopped after")
+		}
+		deploy(v2)
+		for _, vm := range drainedJobs {
+			Expect(strings.Count(readVMFile(d, vm.group, vm.index, vm.log), "stopped after")).To(Equal(drainLogs[vm.log]+1),
+				"%s/%d %s: the drain script stopped the job once, and waited for it", vm.group, vm.index, vm.log)
+		}
+		Expect(programsFromPackage()).NotTo(Equal(v1Package), "the second build is another package")
+		for _, vm := range drainedJobs {
+			summary, err := d.Exec(ctx, vm.group, vm.index, "/var/vcap/bosh/bin/monit", "summary")
+			Expect(err).NotTo(HaveOccurred(), string(summary))
+			Expect(string(summary)).NotTo(ContainSubstring("not monitored"), "%s/%d", vm.group, vm.index)
+			Expect(string(summary)).To(ContainSubstring("running"))
+		}
+	})
+
+	It("keeps every instance's data and credentials, on redis-servers that restarted under the new agents", func() {
+		for _, t := range tenants {
+			for bid, c := range t.bindings {
+				r := client(c)
+				Expect(r.Ping(ctx).Err()).To(Succeed(), "%s binding %s", t.id, bid)
+				Expect(r.DBSize(ctx).Val()).To(BeEquivalentTo(t.keys), t.id)
+				Expect(r.Get(ctx, "last-write").Val()).To(Equal(t.id))
+				Expect(r.Get(ctx, "key:1999").Val()).To(Equal(t.id + ":1999"))
+				Expect(r.HGet(ctx, "profile:"+bid, "app").Val()).To(Equal(bid))
+			}
+			c := firstBinding(t)
+			Expect(info(c, "server", "run_id")).NotTo(Equal(t.runID), "%s: its redis-server restarted", t.id)
+			if policy, ok := t.params["maxmemory-policy"]; ok {
+				Expect(info(c, "memory", "maxmemory_policy")).To(Equal(policy), "%s keeps its parameters", t.id)
+			}
+		}
+	})
+
+	It("gives running dedicated instances the nodes' new maxmemory", func() {
+		for _, t := range tenants {
+			if t.plan.Name == "dedicated-vm" {
+				Expect(info(firstBinding(t), "memory", "maxmemory")).To(Equal(strconv.Itoa(v2.nodeMaxMemoryMB * mb)))
+			}
+		}
+	})
+
+	It("keeps existing shared instances at their plan's maxmemory from when they were made, and gives new ones the new", func() {
+		// By design of the shared agent: an instance's maxmemory is part of
+		// its record (its share of the VM's memory budget), set when it is
+		// made; shared_vm.maxmemory_mb applies to new instances only. An
+		// operator has no way to resize existing shared instances.
+		for _, t := range tenants {
+			if t.plan.Name == "shared-vm" {
+				Expect(info(firstBinding(t), "memory", "maxmemory")).To(Equal(strconv.Itoa(v1.sharedMaxMemoryMB*mb)), t.id)
+			}
+		}
+		fresh := &tenant{id: "shared-3", plan: plans["shared-vm"], bindings: map[string]localbosh.Credentials{}}
+		Expect(b.Provision(ctx, fresh.id, serviceID, fresh.plan.ID, nil)).To(Succeed())
+		creds, err := b.Bind(ctx, fresh.id, fresh.id+"-app-a", serviceID, fresh.plan.ID)
+		Expect(err).NotTo(HaveOccurred())
+		fresh.bindings[fresh.id+"-app-a"] = creds
+		tenants = append(tenants, fresh)
+		Expect(info(creds, "memory", "maxmemory")).To(Equal(strconv.Itoa(v2.sharedMaxMemoryMB * mb)))
+		Expect(client(creds).Set(ctx, "last-write", fresh.id, 0).Err()).To(Succeed())
+	})
+
+	It("offers the new maintenance version, which existing instances take through an update", func() {
+		svc, err := b.Catalog(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		for _, p := range svc.Plans {
+			Expect(p.MaintenanceInfo.Version).To(Equal(v2.maintenanceVersion), p.Name)
+		}
+		for _, t := range tenants[:3] {
+			inst, err := b.Instance(ctx, t.id)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", "1.0.0"))), t.id)
+			Expect(b.Update(ctx, t.id, serviceID, t.plan.ID, nil, v2.maintenanceVersion)).To(Succeed())
+			inst, err = b.Instance(ctx, t.id)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v2.maintenanceVersion))), t.id)
+		}
+	})
+
+	It("still binds, unbinds and deprovisions every instance", func() {
+		for _, t := range tenants {
+			bids := sortedKeys(t.bindings)
+			gone := t.bindings[bids[0]]
+			Expect(b.Unbind(ctx, t.id, bids[0], serviceID, t.plan.ID)).To(Succeed())
+			Eventually(func() error { return d.Redis(gone).Ping(ctx).Err() }).Should(MatchError(ContainSubstring("WRONGPASS")), t.id)
+			creds, err := b.Bind(ctx, t.id, t.id+"-app-c", serviceID, t.plan.ID)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(client(creds).Get(ctx, "last-write").Val()).To(Equal(t.id))
+			Expect(b.Deprovision(ctx, t.id, serviceID, t.plan.ID)).To(Succeed())
+		}
+	})
+})
+
+// drainedJobs are the jobs with a drain script, and its log.
+var drainedJobs = []struct {
+	group string
+	index int
+	log   string
+}{
+	{"redis-broker", 0, "sys/log/redis-shared-agent/drain.log"},
+	{"redis-node", 0, "sys/log/redis-node/drain.log"},
+	{"redis-node", 1, "sys/log/redis-node/drain.log"},
+}
+
+// readVMFile reads a file of a VM's /var/vcap; a missing one is "".
+func readVMFile(d *localbosh.Director, group string, index int, rel string) string {
+	GinkgoHelper()
+	dir, err := d.VMDir(group, index)
+	Expect(err).NotTo(HaveOccurred())
+	data, err := os.ReadFile(filepath.Join(dir, "vcap", rel))
+	if os.IsNotExist(err) {
+		return ""
+	}
+	Expect(err).NotTo(HaveOccurred())
+	return string(data)
+}
+
+// vcapProcesses lists the processes of this machine that run a program
+// from /var/vcap: only a VM's can.
+func vcapProcesses() []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.HasPrefix(string(cmdline), "/var/vcap/") {
+			out = append(out, e.Name()+": "+strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// keepLogs copies the VMs' logs of a failed run out of the state folder,
+// which the cleanup removes, and says where they are.
+func keepLogs(state string) {
+	dir, err := os.MkdirTemp("", "deploylocal-logs-")
+	if err != nil {
+		return
+	}
+	vms, _ := filepath.Glob(filepath.Join(state, "vms", "*"))
+	for _, vm := range vms {
+		_ = os.CopyFS(filepath.Join(dir, filepath.Base(vm)), os.DirFS(filepath.Join(vm, "vcap", "sys", "log")))
+	}
+	fmt.Fprintf(os.Stderr, "\nlogs of the local deployment kept in %s\n", dir)
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,0 +1,240 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+)
+
+// ErrandConfig is the config file of redis-backup, the backup errand: the
+// agents of the VM it runs on (a shared VM's agent, or a dedicated node's),
+// where backups go and how many are kept.
+type ErrandConfig struct {
+	// Agents are shared-VM agents whose instances are all backed up.
+	Agents []AgentSource `json:"agents,omitempty"`
+	// Nodes are dedicated nodes; the instance holding each is backed up.
+	Nodes       []NodeSource `json:"nodes,omitempty"`
+	Destination Destination  `json:"destination"`
+	Retention   Retention    `json:"retention"`
+	// SnapshotTimeoutSeconds bounds each instance's snapshot; zero means an
+	// hour.
+	SnapshotTimeoutSeconds int `json:"snapshot_timeout_seconds,omitempty"`
+}
+
+// AgentSource is how the errand reaches a shared-VM agent.
+type AgentSource struct {
+	ID string `json:"id"`
+	agentapi.ClientConfig
+}
+
+// NodeSource is how the errand reaches a dedicated node's agent.
+type NodeSource struct {
+	ID string `json:"id"`
+	nodeapi.ClientConfig
+}
+
+var sourceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Validate checks the config and fills in defaults, naming the field at
+// fault.
+func (c *ErrandConfig) Validate() error {
+	var errs []error
+	if len(c.Agents) == 0 && len(c.Nodes) == 0 {
+		errs = append(errs, errors.New("agents or nodes must name at least one agent to back up"))
+	}
+	for i, a := range c.Agents {
+		if !sourceID.MatchString(a.ID) {
+			errs = append(errs, fmt.Errorf("agents[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
+		}
+		if a.URL == "" || a.Username == "" || a.Password == "" {
+			errs = append(errs, fmt.Errorf("agents[%d]: url, username and password are required", i))
+		}
+	}
+	for i, n := range c.Nodes {
+		if !sourceID.MatchString(n.ID) {
+			errs = append(errs, fmt.Errorf("nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
+		}
+		if !strings.HasPrefix(n.URL, "https://") || n.Username == "" || n.Password == "" || n.CACert == "" {
+			errs = append(errs, fmt.Errorf("nodes[%d]: an https url, username, password and ca_cert are required", i))
+		}
+	}
+	errs = append(errs, c.Destination.Validate("destination"), c.Retention.Validate("retention"))
+	if c.SnapshotTimeoutSeconds < 0 {
+		errs = append(errs, errors.New("snapshot_timeout_seconds must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// snapshotTimeout is the snapshot timeout asked of the agents.
+func (c *ErrandConfig) snapshotTimeout() time.Duration {
+	return time.Duration(c.SnapshotTimeoutSeconds) * time.Second
+}
+
+// Target is where an instance lives, for a restore.
+type Target struct {
+	// Name says where, for messages: "agent shared-0".
+	Name string
+	// Restore sends an archive to replace the instance's data.
+	Restore func(ctx context.Context, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
+}
+
+// clients connects the config's agents and nodes.
+type clients struct {
+	agents map[string]*agentapi.Client
+	nodes  map[string]*nodeapi.Client
+	cfg    *ErrandConfig
+}
+
+func (c *ErrandConfig) clients() (*clients, error) {
+	cl := &clients{agents: map[string]*agentapi.Client{}, nodes: map[string]*nodeapi.Client{}, cfg: c}
+	for _, a := range c.Agents {
+		client, err := agentapi.NewClient(a.ClientConfig)
+		if err != nil {
+			return nil, fmt.Errorf("agents %s: %w", a.ID, err)
+		}
+		cl.agents[a.ID] = client
+	}
+	for _, n := range c.Nodes {
+		client, err := nodeapi.NewClient(n.ClientConfig)
+		if err != nil {
+			return nil, fmt.Errorf("nodes %s: %w", n.ID, err)
+		}
+		cl.nodes[n.ID] = client
+	}
+	return cl, nil
+}
+
+// Sources returns the config's agents and nodes as backup sources.
+func (c *ErrandConfig) Sources() ([]Source, error) {
+	cl, err := c.clients()
+	if err != nil {
+		return nil, err
+	}
+	var out []Source
+	for _, a := range c.Agents {
+		out = append(out, AgentSourceOf("agent "+a.ID, cl.agents[a.ID], c.snapshotTimeout()))
+	}
+	for _, n := range c.Nodes {
+		out = append(out, NodeSourceOf("node "+n.ID, cl.nodes[n.ID], c.snapshotTimeout()))
+	}
+	return out, nil
+}
+
+// AgentSourceOf backs up every instance of a shared agent through its API.
+func AgentSourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
+	return Source{
+		Name: name,
+		Instances: func(ctx context.Context) ([]string, error) {
+			list, err := c.List(ctx)
+			if err != nil {
+				return nil, err
+			}
+			var ids []string
+			for _, inst := range list {
+				if inst.State != "deleting" {
+					ids = append(ids, inst.ID)
+				}
+			}
+			return ids, nil
+		},
+		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
+			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout})
+		},
+	}
+}
+
+// NodeSourceOf backs up the instance holding a dedicated node through its
+// API.
+func NodeSourceOf(name string, c *nodeapi.Client, timeout time.Duration) Source {
+	return Source{
+		Name: name,
+		Instances: func(ctx context.Context) ([]string, error) {
+			st, err := c.Status(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if st.State != nodeapi.StateClaimed {
+				return nil, nil
+			}
+			return []string{st.InstanceID}, nil
+		},
+		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
+			return c.Snapshot(ctx, nodeapi.SnapshotRequest{InstanceID: id, Timeout: timeout})
+		},
+	}
+}
+
+// Target finds the agent or node holding instance id.
+func (c *ErrandConfig) Target(ctx context.Context, id string) (Target, error) {
+	cl, err := c.clients()
+	if err != nil {
+		return Target{}, err
+	}
+	var errs []error
+	for _, a := range c.Agents {
+		client := cl.agents[a.ID]
+		_, err := client.Get(ctx, id)
+		if err == nil {
+			return Target{Name: "agent " + a.ID, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
+				return client.Restore(ctx, id, req, r)
+			}}, nil
+		}
+		if !errors.Is(err, agentapi.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("agent %s: %w", a.ID, err))
+		}
+	}
+	for _, n := range c.Nodes {
+		client := cl.nodes[n.ID]
+		st, err := client.Status(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.ID, err))
+			continue
+		}
+		if st.State == nodeapi.StateClaimed && st.InstanceID == id {
+			return Target{Name: "node " + n.ID, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
+				return client.Restore(ctx, nodeapi.RestoreRequest{InstanceID: id, FromInstance: req.FromInstance}, r)
+			}}, nil
+		}
+	}
+	return Target{}, errors.Join(append([]error{fmt.Errorf("no agent or node of this config holds instance %s", id)}, errs...)...)
+}
+
+// OpenBackup opens the backup that from names for a restore of instance id:
+// a local file, or a backup in the destination (see Resolve). A backup of
+// another instance is refused unless allowOther. It returns the backup and
+// where it is, for messages.
+func (c *ErrandConfig) OpenBackup(ctx context.Context, id, from string, allowOther bool) (io.ReadCloser, string, error) {
+	if info, err := os.Stat(from); err == nil && info.Mode().IsRegular() {
+		f, err := os.Open(from)
+		return f, from, err
+	}
+	st, err := c.Destination.Open()
+	if err != nil {
+		return nil, "", err
+	}
+	name := from
+	b, err := Resolve(ctx, st, c.Destination.PathPrefix, id, from)
+	switch {
+	case err == nil:
+		name = b.Name
+	case errors.Is(err, ErrOtherInstance) && allowOther:
+		// An operator moving another instance's backup, by its full name.
+	case errors.Is(err, ErrOtherInstance):
+		return nil, "", fmt.Errorf("%w (pass --allow-other-instance to restore another instance's backup)", err)
+	default:
+		return nil, "", err
+	}
+	r, err := st.Get(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	return r, st.Where(name), nil
+}

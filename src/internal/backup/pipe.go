@@ -1,0 +1,60 @@
+package backup
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Archive is a snapshot that can stream itself, as an agent's Snapshot
+// returns it.
+type Archive interface {
+	WriteTo(w io.Writer) (int64, error)
+	Close() error
+}
+
+// Pipe streams a, written in the background, as a reader; a failure while
+// writing comes out of Read, and Close stops the writing early. Either way
+// a is closed.
+func Pipe(a Archive) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := a.WriteTo(pw)
+		a.Close()
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+// LogWriter turns a Runner's lines into log records at level info, so an
+// agent's scheduled backups report the way the errand does.
+func LogWriter(logger *slog.Logger) io.Writer {
+	return &logWriter{logger: logger}
+}
+
+type logWriter struct {
+	mu     sync.Mutex
+	logger *slog.Logger
+	buf    bytes.Buffer
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err != nil {
+			w.buf.WriteString(line)
+			return len(p), nil
+		}
+		line = strings.TrimSpace(line)
+		if strings.Contains(line, "FAILED") {
+			w.logger.Error(line, "source", "backup")
+		} else {
+			w.logger.Info(line, "source", "backup")
+		}
+	}
+}

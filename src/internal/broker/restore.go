@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
+)
+
+// RestoreParam is the update parameter that restores one of the instance's
+// own backups: its time (or the start of it), its file or object name, or
+// "latest". It cannot be combined with other parameters.
+const RestoreParam = "restore"
+
+// restoreOperation is the operation of an asynchronous restore, as
+// last_operation sees it.
+const restoreOperation = "restore"
+
+// restoreTimeout bounds a restore run by the broker, download included.
+const restoreTimeout = 2 * time.Hour
+
+func restoreSchema() map[string]any {
+	return map[string]any{
+		"type": "string",
+		"description": "Restores one of this instance's backups: its time (e.g. 20260121T030000.000Z, or the start of it), " +
+			"its file name, or \"latest\". The current data is replaced once the backup has loaded and verified; " +
+			"credentials and bindings stay. It cannot be combined with other parameters.",
+	}
+}
+
+// splitRestore reports whether raw update parameters ask for a restore,
+// and of which backup; restore must come alone.
+func splitRestore(raw json.RawMessage) (string, bool, error) {
+	obj, err := params.Object(raw)
+	if err != nil {
+		return "", false, err
+	}
+	v, ok := obj[RestoreParam]
+	if !ok {
+		return "", false, nil
+	}
+	var ref string
+	if err := json.Unmarshal(v, &ref); err != nil || strings.TrimSpace(ref) == "" {
+		return "", true, fmt.Errorf("%w: parameter %q must name a backup: its time, its file name or \"latest\"", params.ErrInvalid, RestoreParam)
+	}
+	if len(obj) > 1 {
+		return "", true, fmt.Errorf("%w: parameter %q cannot be combined with other parameters: send them in an update of their own", params.ErrInvalid, RestoreParam)
+	}
+	return ref, true, nil
+}
+
+// openBackups opens the backup store of the config's backups section.
+func (b *Broker) openBackups() error {
+	if b.cfg.Backups == nil {
+		return nil
+	}
+	st, err := b.cfg.Backups.Open()
+	if err != nil {
+		return fmt.Errorf("backups: %w", err)
+	}
+	b.backups = st
+	return nil
+}
+
+// restore starts restoring one of the instance's own backups: it finds the
+// backup under the instance's prefix (a name outside it is refused), records
+// the operation, and streams the backup from the store to the instance's
+// agent, which swaps the data once the backup verified. With async it runs
+// in the background and last_operation reports it.
+func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails, ref string, async bool) (bool, error) {
+	if b.backups == nil {
+		return false, unprocessable("", "Backups are not configured for this service, so there is nothing to restore. Ask your operator.")
+	}
+	if err := b.checkMaintenanceInfo(d.MaintenanceInfo); err != nil {
+		return false, err
+	}
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	inst, err := b.find(id)
+	if err != nil {
+		return false, err
+	}
+	if inst == nil || inst.State != stateReady {
+		return false, &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
+	}
+	if d.PlanID != "" && d.PlanID != inst.PlanID {
+		return false, badRequest("parameter %q cannot be combined with a plan change", RestoreParam)
+	}
+	if _, running := b.restoring.Load(id); running {
+		return false, apiresponses.ErrConcurrentInstanceAccess
+	}
+	if f := inst.ReplicaOf; f != nil {
+		return false, unprocessable("", "The instance follows a leader, which would overwrite restored data. Make it a leader first (replica_of: null), then restore.")
+	}
+	prefix := b.cfg.Backups.PathPrefix
+	bk, err := backup.Resolve(ctx, b.backups, prefix, id, ref)
+	switch {
+	case errors.Is(err, backup.ErrOtherInstance):
+		return false, &userError{status: http.StatusForbidden, cause: err,
+			msg: fmt.Sprintf("parameter %q: only backups of this instance can be restored into it; name one by its time or file name", RestoreParam)}
+	case errors.Is(err, backup.ErrNoBackup), errors.Is(err, backup.ErrAmbiguous):
+		return false, badRequest("parameter %q: %v", RestoreParam, err)
+	case err != nil:
+		return false, &userError{status: http.StatusServiceUnavailable, cause: err,
+			msg: fmt.Sprintf("The backups could not be listed: their store did not answer. Try again in a few minutes; if it persists, give your operator request id %s.", requestID(ctx))}
+	}
+	send, where, err := b.restorer(inst)
+	if err != nil {
+		return false, err
+	}
+	err = b.state.Update(func(s *state) error {
+		if r := s.Instances[id]; r != nil {
+			r.LastOp = operation{Type: restoreOperation, State: domain.InProgress, Description: "restoring backup " + bk.Stamp, At: now()}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	b.restoring.Store(id, true)
+	b.logger.Info("restore started", "instance", id, "backup", bk.Name, "on", where, "request_id", requestID(ctx), "async", async)
+	if !async {
+		defer b.restoring.Delete(id)
+		return false, b.runRestore(ctx, id, bk, send, where)
+	}
+	b.resets.Go(func() {
+		defer b.restoring.Delete(id)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
+		defer cancel()
+		_ = b.runRestore(ctx, id, bk, send, where)
+	})
+	return true, nil
+}
+
+// restoreFunc sends an archive to the agent or node holding an instance.
+type restoreFunc func(ctx context.Context, archive io.Reader) (agentapi.RestoreResult, error)
+
+// restorer returns how to restore into inst, and where that is.
+func (b *Broker) restorer(inst *instance) (restoreFunc, string, error) {
+	id := inst.ID
+	if inst.Node != "" {
+		n, ok := b.nodes[inst.Node]
+		if !ok {
+			return nil, "", fmt.Errorf("instance %s is on node %q, which is no longer in the broker's config", id, inst.Node)
+		}
+		return func(ctx context.Context, r io.Reader) (agentapi.RestoreResult, error) {
+			return n.Restore(ctx, nodeapi.RestoreRequest{InstanceID: id, FromInstance: id}, r)
+		}, "node " + inst.Node, nil
+	}
+	a, err := b.agent(inst)
+	if err != nil {
+		return nil, "", err
+	}
+	return func(ctx context.Context, r io.Reader) (agentapi.RestoreResult, error) {
+		// The agent refuses an archive whose manifest names another
+		// instance, should a foreign object sit under this prefix.
+		return a.Restore(ctx, id, agentapi.RestoreRequest{FromInstance: id}, r)
+	}, "agent " + inst.Agent, nil
+}
+
+// runRestore streams the backup to the instance's agent and records the
+// outcome as the instance's last operation. The error is the one to answer
+// with.
+func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, send restoreFunc, where string) error {
+	rid := requestID(ctx)
+	res, err := func() (agentapi.RestoreResult, error) {
+		body, err := b.backups.Get(ctx, bk.Name)
+		if err != nil {
+			return agentapi.RestoreResult{}, fmt.Errorf("downloading %s: %w", b.backups.Where(bk.Name), err)
+		}
+		defer body.Close()
+		return send(ctx, body)
+	}()
+	op := operation{Type: restoreOperation, State: domain.Succeeded, At: now()}
+	var answer error
+	if err != nil {
+		b.logger.Error("restore failed", "instance", id, "backup", bk.Name, "on", where, "request_id", rid, "error", err)
+		answer = restoreFailure(err, bk.Stamp, rid)
+		op.State, op.Description = domain.Failed, answer.Error()
+	} else {
+		b.logger.Info("restore done", "instance", id, "backup", bk.Name, "keys", res.Keys, "request_id", rid)
+		op.Description = fmt.Sprintf("restored backup %s (taken %s, %d keys)", bk.Stamp, res.Backup.CreatedAt.Format(time.RFC3339), res.Keys)
+	}
+	if err := b.state.Update(func(s *state) error {
+		// A delete that started meanwhile owns the last operation now.
+		if r := s.Instances[id]; r != nil && r.LastOp.Type == restoreOperation {
+			r.LastOp = op
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return answer
+}
+
+// restoreFailure says what went wrong in words for the app developer; the
+// cause stays in the broker's log under the request id.
+func restoreFailure(err error, stamp, rid string) error {
+	kept := "The instance kept its data."
+	switch {
+	case errors.Is(err, agentapi.ErrInvalid), errors.Is(err, nodeapi.ErrInvalid):
+		return &userError{status: http.StatusUnprocessableEntity, cause: err,
+			msg: fmt.Sprintf("Backup %s could not be restored: it is damaged or its data did not verify. %s Try another backup; if it persists, give your operator request id %s.", stamp, kept, rid)}
+	case errors.Is(err, agentapi.ErrConflict), errors.Is(err, nodeapi.ErrConflict):
+		return &userError{status: http.StatusConflict, cause: err,
+			msg: fmt.Sprintf("Backup %s could not be restored now: a backup or restore of the instance is running. %s Try again in a few minutes.", stamp, kept)}
+	case errors.Is(err, agentapi.ErrFull):
+		return &userError{status: http.StatusUnprocessableEntity, cause: err,
+			msg: fmt.Sprintf("Backup %s could not be restored: the VM has no disk space left for it. %s Give your operator request id %s.", stamp, kept, rid)}
+	case errors.Is(err, agentapi.ErrNotFound), errors.Is(err, nodeapi.ErrNotFound):
+		return &userError{status: http.StatusNotFound, cause: err, msg: "The instance no longer exists."}
+	default:
+		return &userError{status: http.StatusServiceUnavailable, cause: err,
+			msg: fmt.Sprintf("Backup %s could not be restored. %s Try again in a few minutes; if it persists, give your operator request id %s.", stamp, kept, rid)}
+	}
+}
+
+// interruptedRestore is the last operation of a restore that a restart of
+// the broker cut short: the agent finished or undid its part on its own, so
+// the instance holds its previous data or the whole backup, never a mix.
+func (b *Broker) interruptedRestore(inst *instance) (domain.LastOperation, bool) {
+	if inst.LastOp.Type != restoreOperation || inst.LastOp.State != domain.InProgress {
+		return domain.LastOperation{}, false
+	}
+	if _, running := b.restoring.Load(inst.ID); running {
+		return domain.LastOperation{}, false
+	}
+	return domain.LastOperation{State: domain.Failed,
+		Description: "The restore was interrupted by a restart of the service broker. The instance holds either its previous data or the whole backup; run the restore again."}, true
+}

@@ -1,0 +1,380 @@
+package localbosh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// pkg is a built package: its files under Dir (a folder named for its
+// fingerprint), as /var/vcap/packages/NAME holds them.
+type pkg struct {
+	Name        string
+	Fingerprint string
+	Dir         string
+	// Source says where it came from, for the user.
+	Source string
+}
+
+// buildPackages builds what the VMs run: redis-for-cf (every command under
+// src/cmd, as its packaging script builds them: -trimpath, no cgo; but
+// from this checkout's module cache rather than a vendor tree), redis (the
+// compiled package, or Debian's binaries), and bpm (localvm, the VMs' own
+// tools).
+//
+// A command of src/cmd that does not build (work in progress of another
+// change) is left out, and said so, when no job of the deployment runs it:
+// needed reports whether one does.
+func (d *Director) buildPackages(ctx context.Context, needed func(cmd string) bool) (map[string]pkg, error) {
+	out := map[string]pkg{}
+	tmp, err := os.MkdirTemp(d.opts.StateDir, "build-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	bin := filepath.Join(tmp, "redis-for-cf", "bin")
+	source, err := d.buildCommands(ctx, bin, needed)
+	if err != nil {
+		return nil, err
+	}
+	if out["redis-for-cf"], err = d.storePackage("redis-for-cf", filepath.Join(tmp, "redis-for-cf"), source); err != nil {
+		return nil, err
+	}
+
+	vmBin := filepath.Join(tmp, "bpm", "bin")
+	if err := d.goBuild(ctx, []string{"build", "-o", filepath.Join(vmBin, "localvm"), "./src/internal/cmd/localvm"}, "CGO_ENABLED=0"); err != nil {
+		return nil, err
+	}
+	if out["bpm"], err = d.storePackage("bpm", filepath.Join(tmp, "bpm"), "localvm (init, monit and bpm stand-ins)"); err != nil {
+		return nil, err
+	}
+
+	redisDir, source, err := d.redisSource(filepath.Join(tmp, "redis"))
+	if err != nil {
+		return nil, err
+	}
+	if out["redis"], err = d.storePackage("redis", redisDir, source); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// buildCommands builds every command of src/cmd into bin, as the
+// redis-for-cf package's packaging script does, and says what it built.
+func (d *Director) buildCommands(ctx context.Context, bin string, needed func(cmd string) bool) (string, error) {
+	build := func(pkgs ...string) error {
+		args := []string{"build", "-trimpath", "-o", bin + "/"}
+		if d.opts.LDFlags != "" {
+			args = append(args, "-ldflags", d.opts.LDFlags)
+		}
+		return d.goBuild(ctx, append(args, pkgs...), "CGO_ENABLED=0")
+	}
+	source := "go build -trimpath ./src/cmd/..."
+	if d.opts.LDFlags != "" {
+		source = fmt.Sprintf("go build -trimpath -ldflags %q ./src/cmd/...", d.opts.LDFlags)
+	}
+	err := build("./src/cmd/...")
+	if err == nil {
+		return source, nil
+	}
+	entries, rerr := os.ReadDir(filepath.Join(d.opts.ReleaseDir, "src", "cmd"))
+	if rerr != nil {
+		return "", errors.Join(err, rerr)
+	}
+	var skipped []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if err := build("./src/cmd/" + e.Name()); err != nil {
+			if needed(e.Name()) {
+				return "", err
+			}
+			skipped = append(skipped, e.Name())
+			d.printf("  warning: src/cmd/%s does not build, and no job of the deployment runs it: left out\n%s", e.Name(), indentText(err.Error(), "      | "))
+		}
+	}
+	if len(skipped) == 0 {
+		return source, nil
+	}
+	return fmt.Sprintf("%s (without %s)", source, strings.Join(skipped, ", ")), nil
+}
+
+func indentText(s, prefix string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString(prefix + line + "\n")
+	}
+	return b.String()
+}
+
+func (d *Director) goBuild(ctx context.Context, args []string, env ...string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = d.opts.ReleaseDir
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// redisSource lays out the redis package in dir: the compiled package if
+// there is one, else Debian's binaries (the upstream 7.0.15 that the
+// release's blob holds, built by Debian). It says which.
+func (d *Director) redisSource(dir string) (string, string, error) {
+	compiled := d.opts.RedisPackage
+	if compiled == "" {
+		if c := filepath.Join(d.opts.ReleaseDir, ".local", "redis-package"); fileExists(filepath.Join(c, "bin", "redis-server")) {
+			compiled = c
+		}
+	}
+	if compiled != "" {
+		if !fileExists(filepath.Join(compiled, "bin", "redis-server")) {
+			return "", "", fmt.Errorf("redis package %s has no bin/redis-server", compiled)
+		}
+		if err := copyTree(compiled, dir); err != nil {
+			return "", "", err
+		}
+		return dir, "compiled from the release's blob (" + compiled + ")", nil
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return "", "", err
+	}
+	server, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", "", errors.New("no redis package: install Debian's redis-server (scripts/setup) or compile the release's (--compile-redis)")
+	}
+	if err := copyFile(server, filepath.Join(bin, "redis-server")); err != nil {
+		return "", "", err
+	}
+	for _, tool := range []string{"redis-cli", "redis-benchmark"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			if err := copyFile(p, filepath.Join(bin, tool)); err != nil {
+				return "", "", err
+			}
+		}
+	}
+	// As `make install` lays them out.
+	for _, link := range []string{"redis-check-aof", "redis-check-rdb", "redis-sentinel"} {
+		if err := os.Symlink("redis-server", filepath.Join(bin, link)); err != nil {
+			return "", "", err
+		}
+	}
+	out, _ := exec.Command(server, "--version").Output()
+	return dir, "Debian's " + strings.TrimSpace(string(out)) + " (" + server + ")", nil
+}
+
+// storePackage moves the package laid out in src to
+// StateDir/packages/NAME/FINGERPRINT, unless that exists, and returns it.
+//
+// The fingerprint covers the files and how they were made (source): as a
+// BOSH package's version follows its inputs, a build with other flags is
+// another package even where its files come out the same.
+func (d *Director) storePackage(name, src, source string) (pkg, error) {
+	fp, err := fingerprint(src, source)
+	if err != nil {
+		return pkg{}, err
+	}
+	dst := filepath.Join(d.opts.StateDir, "packages", name, fp)
+	if !fileExists(dst) {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return pkg{}, err
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return pkg{}, err
+		}
+	}
+	return pkg{Name: name, Fingerprint: fp, Dir: dst, Source: source}, nil
+}
+
+// fingerprint hashes a folder's paths, modes, link targets and contents,
+// and source.
+func fingerprint(dir, source string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00", source)
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%o\x00", rel, info.Mode())
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%s\x00", target)
+		case info.Mode().IsRegular():
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))[:16], err
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// copyFile copies src (following links) to dst with src's mode.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// copyTree copies a folder, keeping symbolic links as links.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		switch {
+		case e.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case e.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		default:
+			return copyFile(path, target)
+		}
+	})
+}
+
+// linkTree makes dst a copy of src whose files are hard links to src's
+// (packages are never changed in place: a new build is a new folder), or
+// copies where a link cannot be made.
+func linkTree(src, dst string) error {
+	tmp := dst + ".tmp"
+	_ = os.RemoveAll(tmp)
+	err := filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(tmp, rel)
+		switch {
+		case e.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case e.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		default:
+			if err := os.Link(path, target); err == nil {
+				return nil
+			}
+			return copyFile(path, target)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// CompileRedis compiles the release's redis package from its blob with the
+// package's own packaging script, as a BOSH compilation VM would (no
+// network), into ReleaseDir/.local/redis-package, which later deploys then
+// install. It fetches the blob first if it is missing (scripts/add-blobs).
+func (d *Director) CompileRedis(ctx context.Context) (string, error) {
+	blobs, _ := filepath.Glob(filepath.Join(d.opts.ReleaseDir, "blobs", "redis", "redis-*.tar.gz"))
+	if len(blobs) == 0 {
+		cmd := exec.CommandContext(ctx, filepath.Join(d.opts.ReleaseDir, "scripts", "add-blobs"))
+		cmd.Dir = d.opts.ReleaseDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("scripts/add-blobs: %w\n%s", err, out)
+		}
+		blobs, _ = filepath.Glob(filepath.Join(d.opts.ReleaseDir, "blobs", "redis", "redis-*.tar.gz"))
+	}
+	if len(blobs) != 1 {
+		return "", fmt.Errorf("expected one redis blob, found %v", blobs)
+	}
+	work, err := os.MkdirTemp("", "compile-redis-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	compile := filepath.Join(work, "compile")
+	install := filepath.Join(work, "install")
+	if err := copyFile(blobs[0], filepath.Join(compile, "redis", filepath.Base(blobs[0]))); err != nil {
+		return "", err
+	}
+	if err := copyFile(filepath.Join(d.opts.ReleaseDir, "packages", "redis", "packaging"), filepath.Join(compile, "packaging")); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(install, 0o755); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "unshare", "--net", "bash", "-e", "packaging")
+	cmd.Dir = compile
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"BOSH_COMPILE_TARGET=" + compile, "BOSH_INSTALL_TARGET=" + install,
+		"BOSH_PACKAGE_NAME=redis", "BOSH_PACKAGE_VERSION=local",
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tail := string(out)
+		if len(tail) > 3000 {
+			tail = "..." + tail[len(tail)-3000:]
+		}
+		return "", fmt.Errorf("packages/redis/packaging: %w\n%s", err, tail)
+	}
+	dst := filepath.Join(d.opts.ReleaseDir, ".local", "redis-package")
+	if err := os.RemoveAll(dst); err != nil {
+		return "", err
+	}
+	if err := copyTree(install, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}

@@ -1,0 +1,262 @@
+package localbosh
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Broker is a client of the deployment's service broker that plays Cloud
+// Controller from the apps' namespace: OSB 2.14 requests with basic auth,
+// asynchronous operations polled to their end.
+type Broker struct {
+	URL, Username, Password string
+	HTTP                    *http.Client
+}
+
+// Broker returns a client of the broker of the deployment's first
+// instance group that runs redis-broker, with the credentials its manifest
+// gives it.
+func (d *Director) Broker() (*Broker, error) {
+	if err := d.loadDeployed(); err != nil {
+		return nil, err
+	}
+	if d.st == nil {
+		if err := d.loadState(); err != nil {
+			return nil, err
+		}
+	}
+	for _, g := range d.manifest.InstanceGroups {
+		for _, mj := range g.Jobs {
+			if mj.Name != "redis-broker" || g.Instances == 0 {
+				continue
+			}
+			in := d.find(g.Name, 0)
+			if in == nil {
+				return nil, fmt.Errorf("instance %s/0 is not deployed", g.Name)
+			}
+			prop := func(name string) any { v, _ := d.Property(g.Name, mj.Name, name); return v }
+			scheme := "http"
+			if tlsOn, _ := prop("broker.tls.enabled").(bool); tlsOn {
+				scheme = "https"
+			}
+			return &Broker{
+				URL:      fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(in.IP, fmt.Sprint(prop("broker.port")))),
+				Username: fmt.Sprint(prop("broker.username")),
+				Password: fmt.Sprint(prop("broker.password")),
+				HTTP: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+					DialContext:       d.Dial,
+					DisableKeepAlives: true,
+					// The apps' namespace trusts the broker this deployment
+					// made; its certificate names a BOSH DNS name.
+					TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // local deployment only
+				}},
+			}, nil
+		}
+	}
+	return nil, fmt.Errorf("no instance group of the deployment runs redis-broker")
+}
+
+// Do sends one OSB request and returns the status and the body.
+func (b *Broker) Do(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	var r io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, b.URL+path, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.SetBasicAuth(b.Username, b.Password)
+	req.Header.Set("X-Broker-API-Version", "2.14")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+// call is Do for a request that must answer one of the ok statuses; it
+// decodes the body into out (when not nil).
+func (b *Broker) call(ctx context.Context, method, path string, body, out any, ok ...int) (int, error) {
+	code, data, err := b.Do(ctx, method, path, body)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	for _, c := range ok {
+		if code == c {
+			if out != nil && len(data) > 0 {
+				if err := json.Unmarshal(data, out); err != nil {
+					return code, fmt.Errorf("%s %s: %w", method, path, err)
+				}
+			}
+			return code, nil
+		}
+	}
+	return code, fmt.Errorf("%s %s: %d %s", method, path, code, bytes.TrimSpace(data))
+}
+
+// Plan is a plan of the catalog.
+type Plan struct {
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	MaintenanceInfo *struct {
+		Version string `json:"version"`
+	} `json:"maintenance_info,omitempty"`
+}
+
+// Service is the catalog's offering.
+type Service struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Plans []Plan `json:"plans"`
+}
+
+// Catalog returns the broker's one service offering.
+func (b *Broker) Catalog(ctx context.Context) (Service, error) {
+	var c struct {
+		Services []Service `json:"services"`
+	}
+	if _, err := b.call(ctx, "GET", "/v2/catalog", nil, &c, http.StatusOK); err != nil {
+		return Service{}, err
+	}
+	if len(c.Services) != 1 {
+		return Service{}, fmt.Errorf("the catalog has %d services, not 1", len(c.Services))
+	}
+	return c.Services[0], nil
+}
+
+// Provision creates an instance and waits until it is ready.
+func (b *Broker) Provision(ctx context.Context, id, serviceID, planID string, params map[string]any) error {
+	body := map[string]any{"service_id": serviceID, "plan_id": planID, "organization_guid": "local-org", "space_guid": "local-space"}
+	if params != nil {
+		body["parameters"] = params
+	}
+	code, err := b.call(ctx, "PUT", "/v2/service_instances/"+id+"?accepts_incomplete=true", body, nil, http.StatusCreated, http.StatusOK, http.StatusAccepted)
+	if err != nil || code != http.StatusAccepted {
+		return err
+	}
+	return b.await(ctx, id, "create")
+}
+
+// Update changes an instance's parameters (nil: none) and, when
+// maintenanceVersion is set, records that it runs that version.
+func (b *Broker) Update(ctx context.Context, id, serviceID, planID string, params map[string]any, maintenanceVersion string) error {
+	body := map[string]any{"service_id": serviceID, "plan_id": planID}
+	if params != nil {
+		body["parameters"] = params
+	}
+	if maintenanceVersion != "" {
+		body["maintenance_info"] = map[string]any{"version": maintenanceVersion}
+	}
+	code, err := b.call(ctx, "PATCH", "/v2/service_instances/"+id+"?accepts_incomplete=true", body, nil, http.StatusOK, http.StatusAccepted)
+	if err != nil || code != http.StatusAccepted {
+		return err
+	}
+	return b.await(ctx, id, "update")
+}
+
+// Instance returns GET /v2/service_instances/ID.
+func (b *Broker) Instance(ctx context.Context, id string) (map[string]any, error) {
+	var out map[string]any
+	_, err := b.call(ctx, "GET", "/v2/service_instances/"+id, nil, &out, http.StatusOK)
+	return out, err
+}
+
+// Credentials are a binding's credentials.
+type Credentials struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	URI      string `json:"uri"`
+}
+
+// Addr is host:port.
+func (c Credentials) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// Bind creates a binding for an app and returns its credentials.
+func (b *Broker) Bind(ctx context.Context, id, bindingID, serviceID, planID string) (Credentials, error) {
+	var out struct {
+		Credentials Credentials `json:"credentials"`
+	}
+	body := map[string]any{"service_id": serviceID, "plan_id": planID, "app_guid": "local-app", "bind_resource": map[string]any{"app_guid": "local-app"}}
+	_, err := b.call(ctx, "PUT", "/v2/service_instances/"+id+"/service_bindings/"+bindingID, body, &out, http.StatusCreated, http.StatusOK)
+	return out.Credentials, err
+}
+
+// Unbind deletes a binding.
+func (b *Broker) Unbind(ctx context.Context, id, bindingID, serviceID, planID string) error {
+	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}}
+	_, err := b.call(ctx, "DELETE", "/v2/service_instances/"+id+"/service_bindings/"+bindingID+"?"+q.Encode(), nil, nil, http.StatusOK, http.StatusGone)
+	return err
+}
+
+// Deprovision deletes an instance and waits until it is gone.
+func (b *Broker) Deprovision(ctx context.Context, id, serviceID, planID string) error {
+	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}, "accepts_incomplete": {"true"}}
+	code, err := b.call(ctx, "DELETE", "/v2/service_instances/"+id+"?"+q.Encode(), nil, nil, http.StatusOK, http.StatusGone, http.StatusAccepted)
+	if err != nil || code != http.StatusAccepted {
+		return err
+	}
+	return b.await(ctx, id, "delete")
+}
+
+// await polls last_operation until the operation ends; for a delete, 410
+// is its success.
+func (b *Broker) await(ctx context.Context, id, op string) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		var lo struct {
+			State       string `json:"state"`
+			Description string `json:"description"`
+		}
+		code, err := b.call(ctx, "GET", "/v2/service_instances/"+id+"/last_operation", nil, &lo, http.StatusOK, http.StatusGone)
+		switch {
+		case err != nil:
+			return err
+		case code == http.StatusGone && op == "delete":
+			return nil
+		case code == http.StatusGone:
+			return fmt.Errorf("%s of %s: the instance is gone", op, id)
+		case lo.State == "succeeded":
+			return nil
+		case lo.State == "failed":
+			return fmt.Errorf("%s of %s failed: %s", op, id, lo.Description)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s of %s did not end in 5 minutes", op, id)
+}
+
+// Redis returns a client with a binding's credentials that connects from
+// the apps' namespace.
+func (d *Director) Redis(c Credentials) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: c.Addr(), Username: c.Username, Password: c.Password,
+		Dialer:     d.Dial,
+		MaxRetries: -1, DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		Protocol: 2, DisableIdentity: true,
+	})
+}
