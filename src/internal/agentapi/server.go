@@ -68,7 +68,7 @@ func RequireBasicAuth(creds Credentials, next http.Handler) http.Handler {
 		passOK := subtle.ConstantTimeCompare([]byte(p), []byte(creds.Password)) == 1
 		if !ok || !userOK || !passOK {
 			w.Header().Set("WWW-Authenticate", `Basic realm="redis-agent"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong credentials")
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong credentials")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -141,43 +141,64 @@ func (h *handler) replication(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, http.StatusOK, i, err)
 }
 
-func statusFor(created bool) int {
+func statusFor(created bool) int { return CreatedStatus(created) }
+
+// CreatedStatus is 201 for something new, 200 for what existed: the answer of
+// every idempotent PUT of both agents' APIs.
+func CreatedStatus(created bool) int {
 	if created {
 		return http.StatusCreated
 	}
 	return http.StatusOK
 }
 
-// decode reads a JSON body strictly (unknown fields rejected) and answers the
-// error itself when it cannot.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return DecodeJSON(w, r, v, maxBody)
+}
+
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	Reply(w, r, h.logger, classify, status, v, err)
+}
+
+// DecodeJSON reads a request body of at most limit bytes into v strictly
+// (unknown fields and trailing data rejected) and, when it cannot, answers
+// the error itself (415, 413 or 400) and returns false.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeError(w, http.StatusUnsupportedMediaType, "invalid", "request body must be application/json")
+			WriteError(w, http.StatusUnsupportedMediaType, "invalid", "request body must be application/json")
 			return false
 		}
 	}
-	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
+	err := d.Decode(v)
+	if err == nil {
+		if _, terr := d.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("extra data after the JSON object")
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid", fmt.Sprintf("request body exceeds %d bytes", maxBody))
+			WriteError(w, http.StatusRequestEntityTooLarge, "invalid", fmt.Sprintf("request body exceeds %d bytes", limit))
 			return false
 		}
-		writeError(w, http.StatusBadRequest, "invalid", "request body is not valid JSON: "+err.Error())
+		WriteError(w, http.StatusBadRequest, "invalid", "request body is not valid JSON: "+err.Error())
 		return false
 	}
 	return true
 }
 
-func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+// Reply answers v as JSON with status, or err as an ErrorBody whose code and
+// status classify gives; a 5xx is logged with the request.
+func Reply(w http.ResponseWriter, r *http.Request, logger *slog.Logger, classify func(error) (string, int), status int, v any, err error) {
 	if err != nil {
 		code, status := classify(err)
 		if status >= 500 {
-			h.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		}
-		writeError(w, status, code, err.Error())
+		WriteError(w, status, code, err.Error())
 		return
 	}
 	if v == nil {
@@ -206,7 +227,8 @@ func classify(err error) (string, int) {
 	}
 }
 
-func writeError(w http.ResponseWriter, status int, code, description string) {
+// WriteError answers an ErrorBody with status.
+func WriteError(w http.ResponseWriter, status int, code, description string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(ErrorBody{Error: code, Description: description})

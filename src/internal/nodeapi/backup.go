@@ -41,7 +41,7 @@ type RestoreResult = agentapi.RestoreResult
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
 	req, err := agentapi.ParseSnapshotQuery(r.URL.Query())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		agentapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	agentapi.ServeArchive(w, r, h.logger,

@@ -2,12 +2,9 @@ package nodeapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
@@ -109,58 +106,14 @@ func (h *handler) replication(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, http.StatusOK, s, err)
 }
 
-func statusFor(created bool) int {
-	if created {
-		return http.StatusCreated
-	}
-	return http.StatusOK
-}
+func statusFor(created bool) int { return agentapi.CreatedStatus(created) }
 
-// decode reads a JSON body strictly (unknown fields and trailing data
-// rejected) and answers the error itself when it cannot.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeError(w, http.StatusUnsupportedMediaType, "invalid", "request body must be application/json")
-			return false
-		}
-	}
-	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	d.DisallowUnknownFields()
-	err := d.Decode(v)
-	if err == nil {
-		if _, terr := d.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("extra data after the JSON object")
-		}
-	}
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid", fmt.Sprintf("request body exceeds %d bytes", maxBody))
-			return false
-		}
-		writeError(w, http.StatusBadRequest, "invalid", "request body is not valid JSON: "+err.Error())
-		return false
-	}
-	return true
+	return agentapi.DecodeJSON(w, r, v, maxBody)
 }
 
 func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
-	if err != nil {
-		code, status := classify(err)
-		if status >= 500 {
-			h.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		}
-		writeError(w, status, code, err.Error())
-		return
-	}
-	if v == nil {
-		w.WriteHeader(status)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	agentapi.Reply(w, r, h.logger, classify, status, v, err)
 }
 
 func classify(err error) (string, int) {
@@ -180,10 +133,4 @@ func classify(err error) (string, int) {
 	default:
 		return "internal", http.StatusInternalServerError
 	}
-}
-
-func writeError(w http.ResponseWriter, status int, code, description string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(ErrorBody{Error: code, Description: description})
 }
