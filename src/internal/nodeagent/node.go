@@ -162,6 +162,9 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		Owns: func(ctx context.Context, pid int) bool {
 			return n.ownsWithin(ctx, pid, 2*time.Second)
 		},
+		Find: func(ctx context.Context) (int, bool) {
+			return n.runningPid(ctx, 2*time.Second)
+		},
 		Logger: n.logger,
 	})
 	return n, nil

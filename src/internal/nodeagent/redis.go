@@ -13,6 +13,19 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
+// runningPid asks the server answering on the node's port with the admin
+// password for its pid.
+func (n *Node) runningPid(ctx context.Context, timeout time.Duration) (int, bool) {
+	c := newClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
+	defer c.Close()
+	info, err := c.InfoMap(ctx, "server").Result()
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(info["Server"]["process_id"])
+	return pid, err == nil
+}
+
 // ownsWithin reports whether the redis-server answering on the node's port with
 // the admin password is process pid reading the node's config.
 func (n *Node) ownsWithin(ctx context.Context, pid int, timeout time.Duration) bool {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -131,7 +132,8 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 // snapshot would only slow the reset down.
 func (n *Node) stopForReset(ctx context.Context, s state) error {
 	if !n.sup.Status().Supervising {
-		if _, err := os.Stat(n.paths.pid); err != nil {
+		_, recorded := os.Stat(n.paths.pid)
+		if _, running := n.runningPid(ctx, time.Second); recorded != nil && !running {
 			return nil // no server was left running
 		}
 		if err := n.sup.Start(ctx); err != nil {

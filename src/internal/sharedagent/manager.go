@@ -813,6 +813,16 @@ func (m *Manager) newSupervisor(r record) *supervisor.Supervisor {
 		Owns: func(ctx context.Context, pid int) bool {
 			return m.ownsWithin(ctx, r, pid, adoptProbeTimeout)
 		},
+		Find: func(ctx context.Context) (int, bool) {
+			c := m.client(r, adoptProbeTimeout)
+			defer c.Close()
+			info, err := c.InfoMap(ctx, "server").Result()
+			if err != nil {
+				return 0, false
+			}
+			pid, err := strconv.Atoi(info["Server"]["process_id"])
+			return pid, err == nil
+		},
 		Logger: m.logger,
 	})
 }

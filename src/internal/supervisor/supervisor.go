@@ -79,6 +79,12 @@ type Config struct {
 	// INFO server's process_id and config_file). It is only used for
 	// adoption; nil means never adopt.
 	Owns func(ctx context.Context, pid int) bool
+	// Find names the pid of a running process to consider for adoption when
+	// PidFile names none: an agent killed between starting a process and
+	// recording its pid leaves one running that only the process itself can
+	// name (redis-server's INFO process_id). The result still has to pass
+	// the executable check and Owns. Nil means rely on PidFile alone.
+	Find func(ctx context.Context) (pid int, ok bool)
 	// ReadyTimeout bounds the wait for Ready after each start, and each
 	// call of Owns; zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
@@ -326,6 +332,14 @@ func (s *Supervisor) adopt(ctx context.Context) *proc {
 		return nil
 	}
 	pid, err := readPidFile(s.cfg.PidFile)
+	if err != nil && s.cfg.Find != nil {
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+		found, ok := s.cfg.Find(fctx)
+		cancel()
+		if ok {
+			pid, err = found, nil
+		}
+	}
 	if err != nil {
 		s.log.Debug("nothing to adopt", "error", err)
 		return nil

@@ -506,6 +506,26 @@ func supervisorSpecs(fallback bool) {
 			Expect(pidInFile(in.pidFile)).To(Equal(pid))
 		})
 
+		It("finds it through Find when its pid was never recorded, and adopts it", func(ctx SpecContext) {
+			// An agent killed between starting the server and writing the
+			// pid file leaves exactly this behind.
+			Expect(os.Remove(in.pidFile)).To(Succeed())
+			cfg := in.config()
+			cfg.Find = func(ctx context.Context) (int, bool) {
+				got, _, err := in.serverInfo(ctx)
+				return got, err == nil
+			}
+			b := start(ctx, cfg)
+			Expect(b.Status()).To(And(HaveField("Pid", pid), HaveField("Adopted", BeTrue())))
+		})
+
+		It("without Find, cannot adopt a server whose pid was never recorded", func(ctx SpecContext) {
+			Expect(os.Remove(in.pidFile)).To(Succeed())
+			b := supervisor.New(in.config())
+			DeferCleanup(stop, b)
+			Expect(b.Start(ctx)).To(MatchError(ContainSubstring("Address already in use")))
+		})
+
 		It("adopts it, and restarts it as its own child once it dies", func(ctx SpecContext) {
 			var ex exits
 			cfg := in.config()
