@@ -27,6 +27,7 @@ var errandProgram = map[string]string{
 	"smoke-tests":        "smoke-tests",
 	"broker-registrar":   "broker-registrar",
 	"broker-deregistrar": "broker-deregistrar",
+	"redis-backup":       "redis-backup",
 }
 
 // expectRun checks a rendered errand: a bash bin/run that runs its program
@@ -260,4 +261,125 @@ var _ = Describe("broker-registrar and broker-deregistrar templates", func() {
 		Entry("orgs access without orgs", client("service_access", "orgs"), `orgs must name at least one org with service_access "orgs"`),
 		Entry("orgs without orgs access", client("orgs", []any{"dev"}), "orgs is set: set service_access to orgs as well (it is public)"),
 	)
+})
+
+// s3Backups are an agent's or node's backups.* properties for backups to
+// S3, with the given overrides.
+func s3Backups(kv ...any) []any {
+	return append([]any{"backups.enabled", true, "backups.s3.endpoint", "https://s3.example.com", "backups.s3.region", "eu-west-1",
+		"backups.s3.bucket", "redis-backups", "backups.s3.access_key_id", "AKID", "backups.s3.secret_access_key", "s3-secret",
+		"backups.path_prefix", "prod"}, kv...)
+}
+
+var _ = Describe("redis-backup templates", func() {
+	var (
+		j, agentJob, nodeJob *Job
+		agents, nodes        []Instance
+		nodeTLS              pki
+	)
+	BeforeEach(func() {
+		j = mustLoadJob("redis-backup")
+		agentJob = mustLoadJob("redis-shared-agent")
+		nodeJob = mustLoadJob("redis-node")
+		agents = group("redis-shared", 2, 10)
+		nodes = group("redis-node", 3, 20)
+		nodeTLS = newPKI("*.redis-node.default.redis.bosh")
+	})
+	agentLink := func(kv ...any) LinkData {
+		return mustLink(agentJob, "redis-shared-agent", props(append([]any{"api.password", "agent-secret"}, kv...)...), agents)
+	}
+	nodeLink := func(kv ...any) LinkData {
+		return mustLink(nodeJob, "redis-node", props(append([]any{"api.password", "node-secret", "api.tls.certificate", nodeTLS.cert,
+			"api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca}, kv...)...), nodes)
+	}
+
+	It("render, colocated with a shared agent, a config redis-backup accepts: that VM's agent only, the destination from its link", func() {
+		links := map[string]LinkData{"redis-shared-agent": agentLink(s3Backups()...)}
+		out := mustRenderAll(j, nil, agents[1], links)
+		expectRun(j, out)
+		c := mustCheckConfig("redis-backup", out["config/config.json"])
+		Expect(field(c, "agents")).To(Equal([]any{map[string]any{
+			"id": agents[1].ID, "url": "http://" + agents[1].Address + ":9001", "username": "broker", "password": "agent-secret",
+		}}))
+		Expect(field(c, "nodes")).To(BeNil())
+		Expect(field(c, "destination")).To(Equal(map[string]any{
+			"s3": map[string]any{
+				"endpoint": "https://s3.example.com", "region": "eu-west-1", "bucket": "redis-backups",
+				"access_key_id": "AKID", "secret_access_key": "s3-secret", "part_size_mb": 16.0, "concurrency": 3.0,
+			},
+			"path_prefix": "prod",
+		}))
+		Expect(field(c, "retention")).To(Equal(map[string]any{"keep_newest": 7.0}))
+		Expect(field(c, "snapshot_timeout_seconds")).To(BeEquivalentTo(3600))
+	})
+
+	It("render, colocated with a node, that node only, over HTTPS verified against the node CA; a local folder and the operator's retention", func() {
+		links := map[string]LinkData{
+			"redis-shared-agent": agentLink(s3Backups()...),
+			"redis-node": nodeLink("backups.enabled", true, "backups.local_path", "/var/vcap/store/backups",
+				"backups.retention.keep_newest", 3, "backups.retention.keep_days", 14, "backups.snapshot_timeout_seconds", 600),
+		}
+		c := mustCheckConfig("redis-backup", mustRenderAll(j, nil, nodes[2], links)["config/config.json"])
+		Expect(field(c, "agents")).To(BeNil())
+		Expect(field(c, "nodes")).To(Equal([]any{map[string]any{
+			"id": nodes[2].ID, "url": "https://" + nodes[2].Address + ":9002", "username": "broker", "password": "node-secret",
+			"ca_cert": nodeTLS.ca,
+		}}))
+		Expect(field(c, "destination")).To(Equal(map[string]any{"local": map[string]any{"path": "/var/vcap/store/backups"}}))
+		Expect(field(c, "retention")).To(Equal(map[string]any{"keep_newest": 3.0, "keep_days": 14.0}))
+		Expect(field(c, "snapshot_timeout_seconds")).To(BeEquivalentTo(600))
+	})
+
+	It("render, on an errand VM of its own (only_this_vm false), every linked agent and node, TLS agents verified against their CA", func() {
+		agentTLS := newPKI("*.redis-shared.default.redis.bosh")
+		links := map[string]LinkData{
+			"redis-shared-agent": agentLink(s3Backups("api.tls.enabled", true, "api.tls.certificate", agentTLS.cert,
+				"api.tls.private_key", agentTLS.key, "api.tls.ca", agentTLS.ca)...),
+			"redis-node": nodeLink(s3Backups()...),
+		}
+		in := group("backup", 1, 80)[0]
+		c := mustCheckConfig("redis-backup", mustRenderAll(j, props("only_this_vm", false), in, links)["config/config.json"])
+		Expect(field(c, "agents")).To(HaveLen(2))
+		Expect(field(c, "agents.1.url")).To(Equal("https://" + agents[1].Address + ":9001"))
+		Expect(field(c, "agents.1.ca_cert")).To(Equal(agentTLS.ca))
+		Expect(field(c, "nodes")).To(HaveLen(3))
+		Expect(field(c, "destination.s3.bucket")).To(Equal("redis-backups"))
+	})
+
+	DescribeTable("refuse to render without what they need, naming it",
+		func(p map[string]any, onNode bool, links func() map[string]LinkData, message string) {
+			in := agents[0]
+			if onNode {
+				in = nodes[0]
+			}
+			_, err := j.render("config.json.erb", p, in, links())
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("backups off on this VM's agent", nil, false, func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": agentLink()}
+		}, "the redis-shared-agent on this VM has backups.enabled false"),
+		Entry("no agent or node on this VM", nil, false, func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": nodeLink(s3Backups()...)}
+		}, "no redis-shared-agent or redis-node runs on this VM"),
+		Entry("no link at all, on an errand VM", props("only_this_vm", false), false, func() map[string]LinkData { return nil },
+			"redis-backup is linked to no agent or node"),
+		Entry("agents and nodes with different buckets, on an errand VM", props("only_this_vm", false), false, func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": agentLink(s3Backups()...), "redis-node": nodeLink(s3Backups("backups.s3.bucket", "other")...)}
+		}, "the linked agents and nodes back up to different destinations"),
+		Entry("backups on without a destination", nil, true, func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": nodeLink("backups.enabled", true)}
+		}, "set one of backups.s3.bucket (S3) and backups.local_path (a folder)"),
+		Entry("both destinations", nil, true, func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": nodeLink(s3Backups("backups.local_path", "/backups")...)}
+		}, "set one of backups.s3.bucket (S3) and backups.local_path (a folder)"),
+		Entry("S3 without a secret", nil, true, func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": nodeLink(s3Backups("backups.s3.secret_access_key", "")...)}
+		}, "backups.s3.secret_access_key is required for backups to S3"),
+	)
+
+	It("render a config redis-backup refuses, naming the field, for an endpoint that is not a URL", func() {
+		links := map[string]LinkData{"redis-shared-agent": agentLink(s3Backups("backups.s3.endpoint", "s3.example.com")...)}
+		_, err := checkConfig("redis-backup", mustRenderAll(j, nil, agents[0], links)["config/config.json"])
+		Expect(err).To(MatchError(ContainSubstring("destination.s3.endpoint must be an http or https URL")))
+	})
 })

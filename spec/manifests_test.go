@@ -130,6 +130,18 @@ func (d *deployment) providerOf(rawURL string) (manifestJob, error) {
 	return manifestJob{}, fmt.Errorf("no agent or node at %s", rawURL)
 }
 
+// job returns the manifest job named name (of the first group that runs it).
+func (d *deployment) job(name string) manifestJob {
+	for _, g := range d.m.InstanceGroups {
+		for _, mj := range g.Jobs {
+			if mj.Name == name {
+				return mj
+			}
+		}
+	}
+	return manifestJob{}
+}
+
 // verifyServer checks that a PEM certificate chains to the PEM CA and names
 // the host.
 func verifyServer(certPEM, caPEM, host string) error {
@@ -155,7 +167,9 @@ var _ = Describe("manifests/redis.yml", func() {
 		panic(err)
 	}
 	operatorVars := map[string]string{"redis_node_instances": "3", "redis_shared_vm_instances": "2",
-		"cf_api_url": "https://api.sys.example.com", "cf_ca_cert": cf.ca, "cf_client_id": "redis-registrar", "cf_client_secret": "registrar-secret"}
+		"cf_api_url": "https://api.sys.example.com", "cf_ca_cert": cf.ca, "cf_client_id": "redis-registrar", "cf_client_secret": "registrar-secret",
+		"backup_s3_endpoint": "https://s3.example.com", "backup_s3_region": "eu-west-1", "backup_s3_bucket": "redis-backups",
+		"backup_s3_access_key_id": "AKID", "backup_s3_secret_access_key": "s3-secret"}
 	combinations := [][]string{
 		nil,
 		{"scale-dedicated-nodes.yml"},
@@ -163,7 +177,10 @@ var _ = Describe("manifests/redis.yml", func() {
 		{"shared-agent-tls.yml"},
 		{"extra-shared-vms.yml", "extra-shared-vms-tls.yml"},
 		{"register-broker.yml"},
-		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml"},
+		{"backups-s3.yml"},
+		{"broker-tls.yml"},
+		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml",
+			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml"},
 	}
 
 	It("has every ops file tried below", func() {
@@ -265,6 +282,13 @@ var _ = Describe("manifests/redis.yml", func() {
 							out, err := j.renderAll(mj.Properties, in, links)
 							Expect(err).NotTo(HaveOccurred(), "%s/%d %s", g.Name, in.Index, mj.Name)
 							c := mustCheckConfig(programs[mj.Name], out["config/config.json"])
+							if u, _ := field(c, "broker.url").(string); mj.Name == "smoke-tests" && strings.HasPrefix(u, "https://") {
+								// The smoke tests verify the broker's certificate
+								// against the CA they are given.
+								host := strings.Split(strings.TrimPrefix(u, "https://"), ":")[0]
+								cert, _ := field(d.job("redis-broker").Properties, "broker.tls.certificate").(string)
+								Expect(verifyServer(cert, field(c, "broker.ca_cert").(string), host)).To(Succeed(), u)
+							}
 							if mj.Name != "redis-broker" {
 								continue
 							}
@@ -320,19 +344,19 @@ var _ = Describe("manifests/redis.yml", func() {
 			var leaves []string
 			collectSecrets("", doc, &leaves)
 			for _, l := range leaves {
-				Expect(l).To(MatchRegexp(`=\(\([a-z_.]+\)\)$`), "%s: %s must be a ((variable))", filepath.Base(f), l)
+				Expect(l).To(MatchRegexp(`=\(\([a-z0-9_.]+\)\)$`), "%s: %s must be a ((variable))", filepath.Base(f), l)
 			}
 		}
 	})
 })
 
 // collectSecrets lists "path=value" for every value under a key that names
-// a secret (password, private_key).
+// a secret (password, private_key, S3 keys).
 func collectSecrets(path string, v any, out *[]string) {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, sub := range t {
-			if (k == "password" || k == "private_key") && !isMap(sub) {
+			if (k == "password" || k == "private_key" || k == "secret_access_key" || k == "access_key_id") && !isMap(sub) {
 				*out = append(*out, fmt.Sprintf("%s.%s=%v", path, k, sub))
 				continue
 			}

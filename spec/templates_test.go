@@ -212,6 +212,36 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(strings.TrimSpace(out["config/tls.key"])).To(Equal(strings.TrimSpace(tls.key)))
 	})
 
+	It("render backups on a schedule into a config the agent accepts, and leave them to the errand without one", func() {
+		out := mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.s3.path_style", true,
+			"backups.s3.part_size_mb", 64, "backups.s3.concurrency", 8)...)...), in, nil)
+		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "backups.schedule")).To(Equal("0 2 * * *"))
+		Expect(field(c, "backups.destination")).To(Equal(map[string]any{
+			"s3": map[string]any{
+				"endpoint": "https://s3.example.com", "region": "eu-west-1", "bucket": "redis-backups", "access_key_id": "AKID",
+				"secret_access_key": "s3-secret", "path_style": true, "part_size_mb": 64.0, "concurrency": 8.0,
+			},
+			"path_prefix": "prod",
+		}))
+		Expect(field(c, "backups.retention")).To(Equal(map[string]any{"keep_newest": 7.0}))
+		Expect(field(c, "backups.snapshot_timeout_seconds")).To(BeEquivalentTo(3600))
+
+		out = mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "@every 6h")...)...), in, nil)
+		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups.schedule")).To(Equal("@every 6h"))
+
+		out = mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "")...)...), in, nil)
+		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups")).To(BeNil())
+		out = mustRenderAll(j, props("api.password", "s", "backups.s3.bucket", "ignored while backups are off"), in, nil)
+		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups")).To(BeNil())
+	})
+
+	It("render a config the agent refuses, naming the field, for a schedule that is not one", func() {
+		out := mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "at night")...)...), in, nil)
+		_, err := checkConfig("redis-shared-agent", out["config/config.json"])
+		Expect(err).To(MatchError(ContainSubstring("backups.schedule")))
+	})
+
 	DescribeTable("refuse to render without what they need, naming it",
 		func(p map[string]any, in Instance, message string) {
 			_, err := j.render("config.json.erb", p, in, nil)
@@ -221,6 +251,12 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Entry("TLS without a certificate", props("api.password", "s", "api.tls.enabled", true, "api.tls.private_key", "k"), group("g", 1, 5)[0], "api.tls.certificate is required"),
 		Entry("TLS without a key", props("api.password", "s", "api.tls.enabled", true, "api.tls.certificate", "c"), group("g", 1, 5)[0], "api.tls.private_key is required"),
 		Entry("no address", props("api.password", "s"), Instance{Group: "g", ID: "x"}, "redis.host is required"),
+		Entry("backups without a destination", props("api.password", "s", "backups.enabled", true), group("g", 1, 5)[0],
+			"backups.enabled is true: set one of backups.s3.bucket (S3) and backups.local_path (a folder)"),
+		Entry("backups to S3 without an endpoint", props(append([]any{"api.password", "s"}, s3Backups("backups.s3.endpoint", "")...)...),
+			group("g", 1, 5)[0], "backups.s3.endpoint is required for backups to S3"),
+		Entry("backups to S3 without an access key", props(append([]any{"api.password", "s"}, s3Backups("backups.s3.access_key_id", " ")...)...),
+			group("g", 1, 5)[0], "backups.s3.access_key_id is required for backups to S3"),
 	)
 
 	DescribeTable("refuse a pre-start that would hand out the instances' ports",
@@ -298,6 +334,20 @@ var _ = Describe("redis-node templates", func() {
 		Entry("no CA", "api.tls.ca", "Can't find property 'api.tls.ca'"),
 	)
 
+	It("render backups to a folder on a schedule into a config the node agent accepts", func() {
+		out := mustRenderAll(j, required("backups.enabled", true, "backups.local_path", "/var/vcap/store/backups",
+			"backups.schedule", "@daily", "backups.retention.keep_days", 30), in, nil)
+		c := mustCheckConfig("redis-node-agent", out["config/config.json"])
+		Expect(field(c, "backups")).To(Equal(map[string]any{
+			"schedule":                 "@daily",
+			"destination":              map[string]any{"local": map[string]any{"path": "/var/vcap/store/backups"}},
+			"retention":                map[string]any{"keep_newest": 7.0, "keep_days": 30.0},
+			"snapshot_timeout_seconds": 3600.0,
+		}))
+		_, err := j.render("config.json.erb", required("backups.enabled", true, "backups.local_path", "/b", "backups.s3.bucket", "b"), in, nil)
+		Expect(err).To(MatchError(ContainSubstring("set one of backups.s3.bucket (S3) and backups.local_path (a folder)")))
+	})
+
 	It("refuse an empty certificate", func() {
 		_, err := j.render("config.json.erb", required("api.tls.certificate", " "), in, nil)
 		Expect(err).To(MatchError(ContainSubstring("api.tls.certificate is required: the node API is served over HTTPS only")))
@@ -312,6 +362,7 @@ var _ = Describe("redis-broker templates", func() {
 		nodes                []Instance
 		agentTLS, nodeTLS    pki
 		nodeProps            map[string]any
+		nodeKV               []any
 	)
 	BeforeEach(func() {
 		j = mustLoadJob("redis-broker")
@@ -323,8 +374,9 @@ var _ = Describe("redis-broker templates", func() {
 		nodes = group("redis-node", 3, 20)
 		agentTLS = newPKI("*.redis-broker.default.redis.bosh", "*.redis-shared.default.redis.bosh")
 		nodeTLS = newPKI("*.redis-node.default.redis.bosh")
-		nodeProps = props("api.password", "node-secret", "api.tls.certificate", nodeTLS.cert,
-			"api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca)
+		nodeKV = []any{"api.password", "node-secret", "api.tls.certificate", nodeTLS.cert,
+			"api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca}
+		nodeProps = props(nodeKV...)
 	})
 	agentProps := func(tls bool) map[string]any {
 		if !tls {
@@ -397,6 +449,32 @@ var _ = Describe("redis-broker templates", func() {
 				"ca_cert":  nodeTLS.ca,
 			}))
 		}
+	})
+
+	It("give the broker the agents' and nodes' S3 destination for restores, and no folder of another VM", func() {
+		links := map[string]LinkData{
+			"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", props(append([]any{"api.password", "agent-secret"}, s3Backups()...)...), agents),
+			"redis-node":         mustLink(nodeJob, "redis-node", props(append(nodeKV, s3Backups("backups.schedule", "")...)...), nodes),
+		}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, links)["config/config.json"])
+		Expect(field(c, "backups")).To(Equal(map[string]any{
+			"s3": map[string]any{
+				"endpoint": "https://s3.example.com", "region": "eu-west-1", "bucket": "redis-backups",
+				"access_key_id": "AKID", "secret_access_key": "s3-secret", "part_size_mb": 16.0, "concurrency": 3.0,
+			},
+			"path_prefix": "prod",
+		}))
+
+		links["redis-shared-agent"] = mustLink(agentJob, "redis-shared-agent", props("api.password", "agent-secret",
+			"backups.enabled", true, "backups.local_path", "/var/vcap/store/backups"), agents)
+		links["redis-node"] = mustLink(nodeJob, "redis-node", nodeProps, nodes)
+		c = mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, links)["config/config.json"])
+		Expect(field(c, "backups")).To(BeNil())
+
+		links["redis-node"] = mustLink(nodeJob, "redis-node", props(append(nodeKV, s3Backups()...)...), nodes)
+		links["redis-shared-agent"] = mustLink(agentJob, "redis-shared-agent", props(append([]any{"api.password", "agent-secret"}, s3Backups("backups.path_prefix", "other")...)...), agents)
+		_, err := j.render("config.json.erb", brokerProps(), in, links)
+		Expect(err).To(MatchError(ContainSubstring("the linked agents and nodes back up to different S3 destinations")))
 	})
 
 	It("render the dedicated-vm plan alone", func() {

@@ -3,7 +3,7 @@
 // fills in defaults; for the broker, also the agent and node clients its
 // main builds) and prints the config as the program then sees it, as JSON.
 //
-//	configcheck redis-broker|redis-shared-agent|redis-node-agent|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE
+//	configcheck redis-broker|redis-shared-agent|redis-node-agent|redis-backup|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE
 //
 // The release tests in spec/ run it on the configs the job templates render:
 // Go's internal rule keeps spec/, outside src/, from importing the config
@@ -19,6 +19,7 @@ import (
 	"os"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
@@ -33,7 +34,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE")
+		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent|redis-backup|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE")
 		return 2
 	}
 	cfg, err := load(os.Args[1], os.Args[2])
@@ -57,13 +58,32 @@ func load(program, path string) (any, error) {
 		if err := configfile.Load(path, &c); err != nil {
 			return nil, err
 		}
-		return &c, brokerClients(&c)
+		if err := brokerClients(&c); err != nil {
+			return &c, err
+		}
+		if c.Backups != nil {
+			_, err := c.Backups.Open()
+			return &c, err
+		}
+		return &c, nil
 	case "redis-shared-agent":
 		var c sharedagent.Config
-		return &c, configfile.Load(path, &c)
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		return &c, openSchedule(c.Backups)
 	case "redis-node-agent":
 		var c nodeagent.Config
-		return &c, configfile.Load(path, &c)
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		return &c, openSchedule(c.Backups)
+	case "redis-backup":
+		var c backup.ErrandConfig
+		if err := configfile.Load(path, &c); err != nil {
+			return nil, err
+		}
+		return &c, backupClients(&c)
 	case "smoke-tests":
 		var c smoke.Config
 		return &c, configfile.Load(path, &c)
@@ -83,6 +103,28 @@ func load(program, path string) (any, error) {
 		return &c, err
 	}
 	return nil, fmt.Errorf("unknown program %q", program)
+}
+
+// openSchedule opens an agent's backup destination, if it has a schedule,
+// as the agent does at start (no request is sent).
+func openSchedule(s *backup.Schedule) error {
+	if s == nil {
+		return nil
+	}
+	_, err := s.Destination.Open()
+	return err
+}
+
+// backupClients builds the errand's agent and node clients and opens its
+// destination (no request is sent), as redis-backup does before it backs
+// up.
+func backupClients(c *backup.ErrandConfig) error {
+	_, err := c.Sources()
+	if err != nil {
+		return err
+	}
+	_, err = c.Destination.Open()
+	return err
 }
 
 // brokerClients builds the broker's agent and node clients, which check
