@@ -346,6 +346,46 @@ var _ = Describe("redis-backup templates", func() {
 		Expect(field(c, "destination.s3.bucket")).To(Equal("redis-backups"))
 	})
 
+	// runUntilExec runs a rendered bin/run up to its exec (which it must not
+	// reach) and returns its exit code and output.
+	runUntilExec := func(run string) (int, string) {
+		GinkgoHelper()
+		Expect(run).To(ContainSubstring("\nexec /var/vcap/packages/"))
+		cmd := exec.Command("bash", "-c", strings.Replace(run, "\nexec /var/vcap/packages/", "\necho reached exec; exit 0\n#", 1))
+		out, _ := cmd.CombinedOutput()
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+
+	It("deploy with backups off on this VM (BOSH renders errands at every deploy), and fail when run, saying why", func() {
+		out := mustRenderAll(j, nil, agents[0], map[string]LinkData{"redis-shared-agent": agentLink()})
+		expectRun(j, out)
+		code, msg := runUntilExec(out["bin/run"])
+		Expect(code).To(Equal(1))
+		Expect(msg).To(ContainSubstring("redis-backup: backups are off: set backups.enabled (and a destination) on the redis-shared-agent and redis-node jobs of this VM, then deploy"))
+		Expect(msg).NotTo(ContainSubstring("reached exec"))
+
+		out = mustRenderAll(j, props("only_this_vm", false), group("backup", 1, 80)[0],
+			map[string]LinkData{"redis-shared-agent": agentLink(), "redis-node": nodeLink()})
+		code, msg = runUntilExec(out["bin/run"])
+		Expect(code).To(Equal(1))
+		Expect(msg).To(ContainSubstring("backups are off"))
+	})
+
+	It("back up, from an errand VM, the agents and nodes that have backups on, and say which are left out", func() {
+		links := map[string]LinkData{"redis-shared-agent": agentLink(s3Backups()...), "redis-node": nodeLink()}
+		out := mustRenderAll(j, props("only_this_vm", false), group("backup", 1, 80)[0], links)
+		c := mustCheckConfig("redis-backup", out["config/config.json"])
+		Expect(field(c, "agents")).To(HaveLen(2))
+		Expect(field(c, "nodes")).To(BeNil())
+		code, msg := runUntilExec(out["bin/run"])
+		Expect(code).To(Equal(0))
+		Expect(msg).To(Equal("redis-backup: backups are off on the linked redis-node: their instances are not backed up\nreached exec\n"))
+
+		code, msg = runUntilExec(mustRenderAll(j, nil, agents[0], links)["bin/run"])
+		Expect(code).To(Equal(0))
+		Expect(msg).To(Equal("reached exec\n"), "on a shared VM, the nodes are not its business")
+	})
+
 	DescribeTable("refuse to render without what they need, naming it",
 		func(p map[string]any, onNode bool, links func() map[string]LinkData, message string) {
 			in := agents[0]
@@ -355,9 +395,6 @@ var _ = Describe("redis-backup templates", func() {
 			_, err := j.render("config.json.erb", p, in, links())
 			Expect(err).To(MatchError(ContainSubstring(message)))
 		},
-		Entry("backups off on this VM's agent", nil, false, func() map[string]LinkData {
-			return map[string]LinkData{"redis-shared-agent": agentLink()}
-		}, "the redis-shared-agent on this VM has backups.enabled false"),
 		Entry("no agent or node on this VM", nil, false, func() map[string]LinkData {
 			return map[string]LinkData{"redis-node": nodeLink(s3Backups()...)}
 		}, "no redis-shared-agent or redis-node runs on this VM"),

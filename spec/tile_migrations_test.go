@@ -3,6 +3,7 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,14 +60,21 @@ func migrate(properties map[string]any) map[string]any {
 }
 
 // tileProperties lists the properties tile/tile.yml defines: on forms,
-// pending or not, and generated.
+// pending or not, a selector's options' own (.properties.SELECTOR.OPTION.NAME),
+// and generated.
 func tileProperties() []string {
 	GinkgoHelper()
 	data, err := os.ReadFile(filepath.Join(root, "tile/tile.yml"))
 	Expect(err).NotTo(HaveOccurred())
 	var desc struct {
 		Forms []struct {
-			Properties []struct{ Name string }
+			Properties []struct {
+				Name    string
+				Options []struct {
+					Name       any
+					Properties []struct{ Name string }
+				}
+			}
 		}
 		Generated []struct{ Name string }
 	}
@@ -75,6 +83,11 @@ func tileProperties() []string {
 	for _, f := range desc.Forms {
 		for _, p := range f.Properties {
 			out = append(out, ".properties."+p.Name)
+			for _, o := range p.Options {
+				for _, q := range o.Properties {
+					out = append(out, fmt.Sprintf(".properties.%s.%v.%s", p.Name, o.Name, q.Name))
+				}
+			}
 		}
 	}
 	for _, p := range desc.Generated {

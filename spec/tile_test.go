@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,14 +31,8 @@ type tileMetadata struct {
 	PostDeployErrands  []struct{ Name string } `yaml:"post_deploy_errands"`
 	PreDeleteErrands   []struct{ Name string } `yaml:"pre_delete_errands"`
 	FormTypes          []tileForm              `yaml:"form_types"`
-	PropertyBlueprints []struct {
-		Name         string `yaml:"name"`
-		Type         string `yaml:"type"`
-		Configurable bool   `yaml:"configurable"`
-		Optional     bool   `yaml:"optional"`
-		Default      any    `yaml:"default"`
-	} `yaml:"property_blueprints"`
-	JobTypes []struct {
+	PropertyBlueprints []tileBlueprint         `yaml:"property_blueprints"`
+	JobTypes           []struct {
 		Name      string `yaml:"name"`
 		Errand    bool   `yaml:"errand"`
 		Templates []struct {
@@ -57,8 +52,135 @@ type tileMetadata struct {
 type tileForm struct {
 	Name           string `yaml:"name"`
 	PropertyInputs []struct {
-		Reference string `yaml:"reference"`
+		Reference              string `yaml:"reference"`
+		SelectorPropertyInputs []struct {
+			Reference      string `yaml:"reference"`
+			PropertyInputs []struct {
+				Reference string `yaml:"reference"`
+			} `yaml:"property_inputs"`
+		} `yaml:"selector_property_inputs"`
 	} `yaml:"property_inputs"`
+}
+
+type tileBlueprint struct {
+	Name            string `yaml:"name"`
+	Type            string `yaml:"type"`
+	Configurable    bool   `yaml:"configurable"`
+	Optional        bool   `yaml:"optional"`
+	Default         any    `yaml:"default"`
+	OptionTemplates []struct {
+		Name           string `yaml:"name"`
+		SelectValue    string `yaml:"select_value"`
+		NamedManifests []struct {
+			Name     string `yaml:"name"`
+			Manifest string `yaml:"manifest"`
+		} `yaml:"named_manifests"`
+		PropertyBlueprints []tileBlueprint `yaml:"property_blueprints"`
+	} `yaml:"option_templates"`
+}
+
+// tileAllBlueprints lists the blueprints and, after a selector, its
+// options' properties under the names Ops Manager gives them
+// (SELECTOR.OPTION.NAME).
+func tileAllBlueprints(bps []tileBlueprint) []tileBlueprint {
+	var out []tileBlueprint
+	for _, b := range bps {
+		out = append(out, b)
+		for _, ot := range b.OptionTemplates {
+			for _, nb := range ot.PropertyBlueprints {
+				nb.Name = b.Name + "." + ot.Name + "." + nb.Name
+				out = append(out, nb)
+			}
+		}
+	}
+	return out
+}
+
+// tileFormInputs lists the properties a form shows, a selector's options'
+// own included.
+func tileFormInputs(f tileForm) []string {
+	var out []string
+	for _, in := range f.PropertyInputs {
+		out = append(out, in.Reference)
+		for _, sel := range in.SelectorPropertyInputs {
+			for _, pin := range sel.PropertyInputs {
+				out = append(out, pin.Reference)
+			}
+		}
+	}
+	return out
+}
+
+// tileParsedManifest matches a job property that takes a selector's chosen
+// option's named manifest whole.
+var tileParsedManifest = regexp.MustCompile(`^\(\( \.properties\.([a-z0-9_]+)\.selected_option\.parsed_manifest\(([a-z0-9_]+)\) \)\)$`)
+
+// tilePropertyRef finds the tile properties an expression reads.
+var tilePropertyRef = regexp.MustCompile(`\.properties\.([a-z0-9_]+(?:\.[a-z0-9_]+\.[a-z0-9_]+)?)\.(?:value|identity|password|cert_pem|private_key_pem|selected_option)\b`)
+
+// tileOptionManifests returns, for each option of a selector, the named
+// manifest a job property takes from it, parsed.
+func tileOptionManifests(meta tileMetadata, selector, manifest string) map[string]any {
+	GinkgoHelper()
+	i := slices.IndexFunc(meta.PropertyBlueprints, func(b tileBlueprint) bool { return b.Name == selector })
+	Expect(i).To(BeNumerically(">=", 0), "selector %s", selector)
+	out := map[string]any{}
+	for _, ot := range meta.PropertyBlueprints[i].OptionTemplates {
+		j := slices.IndexFunc(ot.NamedManifests, func(n struct {
+			Name     string `yaml:"name"`
+			Manifest string `yaml:"manifest"`
+		}) bool {
+			return n.Name == manifest
+		})
+		Expect(j).To(BeNumerically(">=", 0), "option %s of %s has the manifest %s", ot.Name, selector, manifest)
+		var v any
+		Expect(yaml.Unmarshal([]byte(ot.NamedManifests[j].Manifest), &v)).To(Succeed())
+		out[ot.Name] = v
+	}
+	return out
+}
+
+// tileResolve does what Ops Manager does to a manifest value at Apply
+// Changes: a selector's named manifest is the chosen option's, and each
+// (( .properties.NAME.value )) and (( A ? B : C )) becomes its value, from
+// values (an unset optional property is null).
+func tileResolve(meta tileMetadata, v any, chosen map[string]string, values map[string]any) any {
+	GinkgoHelper()
+	switch t := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, sub := range t {
+			out[k] = tileResolve(meta, sub, chosen, values)
+		}
+		return out
+	case string:
+		if m := tileParsedManifest.FindStringSubmatch(t); m != nil {
+			option, ok := chosen[m[1]]
+			Expect(ok).To(BeTrue(), "no option chosen for selector %s", m[1])
+			return tileResolve(meta, tileOptionManifests(meta, m[1], m[2])[option], chosen, values)
+		}
+		operand := func(s string) any {
+			if l, ok := strings.CutPrefix(s, "'"); ok {
+				return strings.TrimSuffix(l, "'")
+			}
+			m := regexp.MustCompile(`^\.properties\.([a-z0-9_.]+)\.value$`).FindStringSubmatch(s)
+			Expect(m).NotTo(BeNil(), "an expression the test resolves: %s", s)
+			return values[m[1]]
+		}
+		if m := regexp.MustCompile(`^\(\( (\S+) \? (\S+|'[^']*') : (\S+|'[^']*') \)\)$`).FindStringSubmatch(t); m != nil {
+			if cond, _ := operand(m[1]).(bool); cond {
+				return operand(m[2])
+			}
+			return operand(m[3])
+		}
+		// Credentials and CredHub's variables are left as written: the
+		// caller sets what the templates need of them.
+		if m := regexp.MustCompile(`^\(\( (\.properties\.[a-z0-9_.]+\.value) \)\)$`).FindStringSubmatch(t); m != nil {
+			return operand(m[1])
+		}
+		return t
+	}
+	return v
 }
 
 // tileJobProperties lists the properties jobs/NAME/spec defines.
@@ -263,7 +385,7 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		for k := range product.ProductProperties {
 			templated[k] = true
 		}
-		opsPath := regexp.MustCompile(`^/product-properties/(\.properties\.[a-z0-9_]+)\?$`)
+		opsPath := regexp.MustCompile(`^/product-properties/(\.properties\.[a-z0-9_.]+)\?$`)
 		for _, sub := range []string{"optional", "features"} {
 			ops, err := filepath.Glob(filepath.Join(base, sub, "*.yml"))
 			Expect(err).NotTo(HaveOccurred())
@@ -280,7 +402,7 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 			}
 		}
 		var configurable, generated []string
-		for _, b := range meta.PropertyBlueprints {
+		for _, b := range tileAllBlueprints(meta.PropertyBlueprints) {
 			if b.Configurable {
 				configurable = append(configurable, ".properties."+b.Name)
 			} else {
@@ -338,10 +460,28 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 				Expect(yaml.Unmarshal([]byte(t.Manifest), &manifest)).To(Succeed())
 				leaves := map[string]any{}
 				tileLeaves("", manifest, leaves)
+				// A selector's named manifest is set whole: what it sets,
+				// under every option, is what the job gets.
+				for p, v := range maps.Clone(leaves) {
+					m := tileParsedManifest.FindStringSubmatch(fmt.Sprint(v))
+					if m == nil {
+						continue
+					}
+					takenBy[m[1]] = append(takenBy[m[1]], t.Name+": "+p)
+					delete(leaves, p)
+					for option, manifest := range tileOptionManifests(meta, m[1], m[2]) {
+						expanded := map[string]any{}
+						tileLeaves(p, manifest, expanded)
+						for q, w := range expanded {
+							leaves[q+" (option "+option+")"] = w
+						}
+					}
+				}
 				for p, v := range leaves {
+					p, _, _ = strings.Cut(p, " (option ")
 					Expect(slices.ContainsFunc(defined, func(d string) bool { return p == d || strings.HasPrefix(p, d+".") })).
 						To(BeTrue(), "%s/%s sets %s, which jobs/%s/spec does not define", jt.Name, t.Name, p, t.Name)
-					for _, m := range regexp.MustCompile(`\(\( \.properties\.([a-z0-9_]+)\.`).FindAllStringSubmatch(fmt.Sprint(v), -1) {
+					for _, m := range tilePropertyRef.FindAllStringSubmatch(fmt.Sprint(v), -1) {
 						takenBy[m[1]] = append(takenBy[m[1]], t.Name+": "+p)
 					}
 				}
@@ -349,13 +489,13 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		}
 		for _, f := range meta.FormTypes {
 			Expect(f.PropertyInputs).NotTo(BeEmpty())
-			for _, in := range f.PropertyInputs {
-				name := strings.TrimPrefix(in.Reference, ".properties.")
+			for _, ref := range tileFormInputs(f) {
+				name := strings.TrimPrefix(ref, ".properties.")
 				Expect(takenBy[name]).NotTo(BeEmpty(), "form %s: %s reaches no job property", f.Name, name)
 				GinkgoWriter.Printf("%s -> %v\n", name, takenBy[name])
 			}
 		}
-		for _, b := range meta.PropertyBlueprints {
+		for _, b := range tileAllBlueprints(meta.PropertyBlueprints) {
 			Expect(takenBy[b.Name]).NotTo(BeEmpty(), "property %s reaches no job property", b.Name)
 		}
 	})
@@ -436,19 +576,170 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 				Expect(yaml.Unmarshal([]byte(t.Manifest), &manifest)).To(Succeed())
 				leaves := map[string]any{}
 				tileLeaves("", manifest, leaves)
+				for p, v := range maps.Clone(leaves) {
+					if m := tileParsedManifest.FindStringSubmatch(fmt.Sprint(v)); m != nil {
+						for option, manifest := range tileOptionManifests(meta, m[1], m[2]) {
+							tileLeaves(p+"("+option+")", manifest, leaves)
+						}
+					}
+				}
 				for p, v := range leaves {
 					last := p[strings.LastIndex(p, ".")+1:]
-					if last == "password" || last == "private_key" || last == "certificate" || last == "ca" {
+					if slices.Contains([]string{"password", "private_key", "certificate", "ca", "access_key_id", "secret_access_key"}, last) {
 						Expect(fmt.Sprint(v)).To(MatchRegexp(expr.String()), "%s/%s %s", jt.Name, t.Name, p)
 					}
 				}
 			}
 		}
-		for _, b := range meta.PropertyBlueprints {
+		for _, b := range tileAllBlueprints(meta.PropertyBlueprints) {
 			if slices.Contains([]string{"secret", "simple_credentials", "rsa_cert_credentials", "rsa_pkey_credentials", "salted_credentials"}, b.Type) {
 				Expect(b.Default).To(BeNil(), "%s has no default", b.Name)
 			}
 		}
+	})
+
+	Describe("backups", func() {
+		// templates finds the job types' templates by JOBTYPE/JOB.
+		templates := func() map[string]struct{ Name, Release, Manifest, Consumes, Provides string } {
+			out := map[string]struct{ Name, Release, Manifest, Consumes, Provides string }{}
+			for _, jt := range meta.JobTypes {
+				for _, t := range jt.Templates {
+					out[jt.Name+"/"+t.Name] = t
+				}
+			}
+			return out
+		}
+		manifestOf := func(text string) map[string]any {
+			GinkgoHelper()
+			m := map[string]any{}
+			Expect(yaml.Unmarshal([]byte(text), &m)).To(Succeed())
+			return m
+		}
+		// s3 are the S3 option's settings, as an operator types them.
+		s3 := func(kv ...any) map[string]any {
+			v := map[string]any{
+				"backups.s3.endpoint": "https://s3.example.com", "backups.s3.region": nil, "backups.s3.bucket": "redis-backups",
+				"backups.s3.path_prefix": "prod/redis", "backups.s3.access_key_id": "AKID", "backups.s3.secret_access_key": "s3-secret",
+				"backups.s3.path_style": true, "backups.s3.ca_cert": nil, "backups.s3.scheduled": true,
+				"backups.s3.schedule": "0 3 * * *", "backups.s3.keep_newest": 5, "backups.s3.keep_days": 14,
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				v[kv[i].(string)] = kv[i+1]
+			}
+			return v
+		}
+		// deploy resolves the agents', nodes' and the backup errand's
+		// manifests as Ops Manager would with the Backups option chosen
+		// and the settings given, and renders their real templates.
+		type rendered struct {
+			agent, node map[string]any
+			errand      string
+			errandErr   error
+		}
+		deploy := func(option string, values map[string]any) rendered {
+			GinkgoHelper()
+			ts := templates()
+			resolve := func(key string, base ...any) map[string]any {
+				GinkgoHelper()
+				p := tileResolve(meta, manifestOf(ts[key].Manifest), map[string]string{"backups": option}, values).(map[string]any)
+				leaves := map[string]any{}
+				tileLeaves("", p, leaves)
+				defined := tileJobProperties(ts[key].Name)
+				for name := range leaves {
+					Expect(slices.ContainsFunc(defined, func(d string) bool { return name == d || strings.HasPrefix(name, d+".") })).
+						To(BeTrue(), "%s sets %s (option %s), which its spec does not define", key, name, option)
+				}
+				// What the tile leaves to CredHub and generated credentials.
+				for k, v := range props(base...) {
+					if sub, ok := p[k].(map[string]any); ok {
+						maps.Copy(sub, v.(map[string]any))
+					} else {
+						p[k] = v
+					}
+				}
+				return p
+			}
+			agentJob, nodeJob, backupJob := mustLoadJob("redis-shared-agent"), mustLoadJob("redis-node"), mustLoadJob("redis-backup")
+			agents, nodes := group("redis-shared", 2, 10), group("redis-node", 2, 20)
+			agentTLS, nodeTLS := newPKI("*.redis-shared.default.redis.bosh"), newPKI("*.redis-node.default.redis.bosh")
+			agentProps := resolve("redis-shared/redis-shared-agent", "api.username", "broker", "api.password", "agent-secret",
+				"api.tls.certificate", agentTLS.cert, "api.tls.private_key", agentTLS.key, "api.tls.ca", agentTLS.ca)
+			nodeProps := resolve("redis-node/redis-node", "api.username", "broker", "api.password", "node-secret",
+				"api.tls.certificate", nodeTLS.cert, "api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca)
+			errandProps := resolve("backup/redis-backup")
+			var r rendered
+			r.agent = mustCheckConfig("redis-shared-agent", mustRenderAll(agentJob, agentProps, agents[0], nil)["config/config.json"])
+			r.node = mustCheckConfig("redis-node-agent", mustRenderAll(nodeJob, nodeProps, nodes[0], nil)["config/config.json"])
+			links := map[string]LinkData{
+				"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps, agents),
+				"redis-node":         mustLink(nodeJob, "redis-node", nodeProps, nodes),
+			}
+			r.errand, r.errandErr = backupJob.render("config.json.erb", errandProps, group("backup", 1, 80)[0], links)
+			return r
+		}
+
+		It("are one setting for the shared VMs and the dedicated nodes, which the backup errand on a VM of its own reaches through both links", func() {
+			ts := templates()
+			agent, node := manifestOf(ts["redis-shared/redis-shared-agent"].Manifest), manifestOf(ts["redis-node/redis-node"].Manifest)
+			Expect(agent["backups"]).To(Equal("(( .properties.backups.selected_option.parsed_manifest(backups) ))"))
+			Expect(node["backups"]).To(Equal(agent["backups"]), "the errand needs the same destination and retention on both")
+			Expect(ts["redis-shared/redis-shared-agent"].Provides).To(MatchYAML("redis-shared-agent: {as: shared-agents}"))
+			Expect(ts["redis-node/redis-node"].Provides).To(MatchYAML("redis-node: {as: redis-nodes}"))
+
+			errand := ts["backup/redis-backup"]
+			Expect(errand.Release).To(Equal("redis-for-cf"))
+			Expect(errand.Manifest).To(MatchYAML("only_this_vm: false"))
+			Expect(errand.Consumes).To(MatchYAML("redis-shared-agent: {from: shared-agents}\nredis-node: {from: redis-nodes}"))
+			Expect(meta.PostDeployErrands).To(ContainElement(HaveField("Name", "backup")))
+			for _, jt := range meta.JobTypes {
+				if jt.Name == "backup" {
+					Expect(jt.Errand).To(BeTrue())
+					Expect(jt.Templates).To(HaveLen(1), "the errand VM runs redis-backup alone")
+				}
+			}
+			i := slices.IndexFunc(meta.PropertyBlueprints, func(b tileBlueprint) bool { return b.Name == "backups" })
+			Expect(meta.PropertyBlueprints[i].Type).To(Equal("selector"))
+			Expect(meta.PropertyBlueprints[i].Default).To(Equal("disabled"), "backups stay off until an operator sets a bucket")
+		})
+
+		It("to S3 render, on the agents, the nodes and the errand, configs their programs accept, with the form's settings", func() {
+			r := deploy("s3", s3())
+			for _, c := range []map[string]any{r.agent, r.node} {
+				Expect(field(c, "backups.schedule")).To(Equal("0 3 * * *"))
+				Expect(field(c, "backups.destination.path_prefix")).To(Equal("prod/redis"))
+				Expect(field(c, "backups.destination.s3.bucket")).To(Equal("redis-backups"))
+				Expect(field(c, "backups.destination.s3.path_style")).To(BeTrue())
+				Expect(field(c, "backups.retention")).To(Equal(map[string]any{"keep_newest": 5.0, "keep_days": 14.0}))
+			}
+			Expect(r.errandErr).NotTo(HaveOccurred())
+			c := mustCheckConfig("redis-backup", r.errand)
+			Expect(field(c, "agents")).To(HaveLen(2))
+			Expect(field(c, "nodes")).To(HaveLen(2))
+			Expect(field(c, "destination.s3.endpoint")).To(Equal("https://s3.example.com"))
+			Expect(field(c, "retention.keep_days")).To(BeEquivalentTo(14))
+		})
+
+		It("to S3 without a schedule leave the agents and nodes to the errand", func() {
+			r := deploy("s3", s3("backups.s3.scheduled", false))
+			Expect(field(r.agent, "backups")).To(BeNil())
+			Expect(field(r.node, "backups")).To(BeNil())
+			Expect(r.errandErr).NotTo(HaveOccurred())
+			Expect(field(mustCheckConfig("redis-backup", r.errand), "destination.s3.bucket")).To(Equal("redis-backups"))
+		})
+
+		It("off leave the agents and nodes without backups", func() {
+			r := deploy("disabled", nil)
+			Expect(field(r.agent, "backups")).To(BeNil())
+			Expect(field(r.node, "backups")).To(BeNil())
+		})
+
+		// BOSH renders an errand's templates at every deploy, run or not:
+		// with "No backups" (the default) the errand must still render; it
+		// fails only when run (spec/errands_test.go).
+		It("off still deploy the backup errand", func() {
+			r := deploy("disabled", nil)
+			Expect(r.errandErr).NotTo(HaveOccurred())
+		})
 	})
 
 	It("passes the project's own checks when read back from the file", func() {

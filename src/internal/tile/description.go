@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -103,10 +104,20 @@ type Property struct {
 	Options     []Option `yaml:"options"`
 }
 
-// Option is one choice of a dropdown_select property.
+// Option is one choice of a dropdown_select or selector property. In the
+// metadata only a dropdown_select's options appear as Options (name and
+// label); a selector's become option templates.
 type Option struct {
 	Name  any    `yaml:"name"`
 	Label string `yaml:"label"`
+	// Properties are the settings a selector shows when this option is
+	// chosen; Ops Manager names them .properties.SELECTOR.OPTION.NAME.
+	Properties []Property `yaml:"properties,omitempty"`
+	// Manifests are a selector option's named manifests: a job property
+	// set to (( .properties.SELECTOR.selected_option.parsed_manifest(NAME) ))
+	// takes the chosen option's manifest NAME, which may itself use
+	// expressions. Every option of a selector defines the same names.
+	Manifests map[string]any `yaml:"manifests,omitempty"`
 }
 
 // InstanceGroup is a group of VMs (an Ops Manager job type) and the jobs
@@ -175,7 +186,7 @@ var ErrandRuns = []string{"post-deploy", "pre-delete"}
 // (the ones om's config-template also knows how to template).
 var ConfigurableTypes = []string{
 	"boolean", "integer", "port", "string", "text", "string_list", "http_url", "email",
-	"network_address", "ca_certificate", "dropdown_select", "secret", "simple_credentials",
+	"network_address", "ca_certificate", "dropdown_select", "selector", "secret", "simple_credentials",
 	"rsa_cert_credentials",
 }
 
@@ -301,6 +312,9 @@ func (d *Description) Validate() error {
 			if err := p.validate(true); err != nil {
 				bad("form %s: property %s: %w", f.Name, p.Name, err)
 			}
+			if err := p.validateSelector(); err != nil {
+				bad("form %s: selector %s: %w", f.Name, p.Name, err)
+			}
 		}
 	}
 	for _, p := range d.Generated {
@@ -373,8 +387,15 @@ func (p Property) validate(configurable bool) error {
 		if contains(SecretTypes, p.Type) && p.Default != nil {
 			errs = append(errs, errors.New("a secret with a default: every tile would share it"))
 		}
-		if (p.Type == "dropdown_select") != (len(p.Options) > 0) {
-			errs = append(errs, errors.New("options are for (and required by) dropdown_select"))
+		if (p.Type == "dropdown_select" || p.Type == "selector") != (len(p.Options) > 0) {
+			errs = append(errs, errors.New("options are for (and required by) dropdown_select and selector"))
+		}
+		if p.Type != "selector" {
+			for _, o := range p.Options {
+				if len(o.Properties) > 0 || len(o.Manifests) > 0 {
+					errs = append(errs, fmt.Errorf("option %v: properties and manifests are for a selector's options", o.Name))
+				}
+			}
 		}
 	} else {
 		if !contains(GeneratedTypes, p.Type) {
@@ -383,6 +404,58 @@ func (p Property) validate(configurable bool) error {
 		if p.Default != nil || p.Optional || p.Label != "" || len(p.Options) > 0 {
 			errs = append(errs, errors.New("a generated property takes no default, optional, label or options: nobody types it"))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateSelector checks a selector's options: each a name and a label,
+// properties of their own (no selector within a selector: Ops Manager has
+// none), the same named manifests, and a default that names one of them.
+func (p Property) validateSelector() error {
+	if p.Type != "selector" {
+		return nil
+	}
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	var names []string
+	var manifests []string
+	for i, o := range p.Options {
+		name, _ := o.Name.(string)
+		if !nameRe.MatchString(name) {
+			bad("options[%d]: %v is not an option name (lower case letters, digits and _)", i, o.Name)
+		}
+		names = append(names, name)
+		if o.Label == "" {
+			bad("option %s: label is required", name)
+		}
+		var props []string
+		for _, q := range o.Properties {
+			props = append(props, q.Name)
+			if q.Type == "selector" {
+				bad("option %s: property %s: a selector within a selector", name, q.Name)
+			} else if err := q.validate(true); err != nil {
+				bad("option %s: property %s: %w", name, q.Name, err)
+			}
+		}
+		unique("option "+name+": properties", props, bad)
+		these := sortedKeys(o.Manifests)
+		for _, m := range these {
+			if !nameRe.MatchString(m) {
+				bad("option %s: %q is not a manifest name (lower case letters, digits and _)", name, m)
+			}
+		}
+		if i == 0 {
+			manifests = these
+		} else if !slices.Equal(manifests, these) {
+			bad("option %s: manifests %v, but option %v has %v: every option needs the same ones", name, these, p.Options[0].Name, manifests)
+		}
+	}
+	unique("options", names, bad)
+	if len(manifests) == 0 {
+		bad("no option has a manifest: the choice would reach no job")
+	}
+	if d, ok := p.Default.(string); p.Default != nil && (!ok || !slices.Contains(names, d)) {
+		bad("default %v is not one of the options (%s)", p.Default, strings.Join(names, ", "))
 	}
 	return errors.Join(errs...)
 }

@@ -65,6 +65,17 @@ type PropertyInput struct {
 	Label       string `yaml:"label"`
 	Description string `yaml:"description,omitempty"`
 	Placeholder string `yaml:"placeholder,omitempty"`
+	// SelectorPropertyInputs are a selector's options, each with the
+	// inputs of its own properties.
+	SelectorPropertyInputs []SelectorPropertyInput `yaml:"selector_property_inputs,omitempty"`
+}
+
+// SelectorPropertyInput is one option of a selector on a form
+// (.properties.SELECTOR.OPTION) and the inputs it shows when chosen.
+type SelectorPropertyInput struct {
+	Reference      string          `yaml:"reference"`
+	Label          string          `yaml:"label"`
+	PropertyInputs []PropertyInput `yaml:"property_inputs,omitempty"`
 }
 
 // Blueprint is a property: its type, default, and whether the operator sets
@@ -77,6 +88,25 @@ type Blueprint struct {
 	Default      any      `yaml:"default,omitempty"`
 	Constraints  any      `yaml:"constraints,omitempty"`
 	Options      []Option `yaml:"options,omitempty"`
+	// OptionTemplates are a selector's options; its Default and the value
+	// Ops Manager gives are an option's SelectValue.
+	OptionTemplates []OptionTemplate `yaml:"option_templates,omitempty"`
+}
+
+// OptionTemplate is one option of a selector: its own properties and the
+// named manifests that jobs take through parsed_manifest when it is chosen.
+type OptionTemplate struct {
+	Name               string          `yaml:"name"`
+	SelectValue        string          `yaml:"select_value"`
+	NamedManifests     []NamedManifest `yaml:"named_manifests,omitempty"`
+	PropertyBlueprints []Blueprint     `yaml:"property_blueprints,omitempty"`
+}
+
+// NamedManifest is YAML text, with expressions, that a job property takes
+// whole through (( .properties.SELECTOR.selected_option.parsed_manifest(NAME) )).
+type NamedManifest struct {
+	Name     string `yaml:"name"`
+	Manifest string `yaml:"manifest"`
 }
 
 // JobType is an instance group (or errand) of the deployment.
@@ -216,24 +246,27 @@ func Build(d *Description, o Options) (*Built, error) {
 	}
 
 	b := &Built{Metadata: m, Releases: releases, Migrations: o.Migrations}
+	var errs []error
 	pending := map[string]string{}
 	for _, f := range d.Forms {
 		if f.Pending != "" {
 			b.Left = append(b.Left, fmt.Sprintf("form %s (pending: %s)", f.Name, f.Pending))
 			for _, p := range f.Properties {
 				pending[p.Name] = f.Name
+				for _, o := range p.Options {
+					for _, q := range o.Properties {
+						pending[fmt.Sprintf("%s.%v.%s", p.Name, o.Name, q.Name)] = f.Name
+					}
+				}
 			}
 			continue
 		}
 		ft := FormType{Name: f.Name, Label: f.Label, Description: f.Description, Markdown: f.Markdown}
 		for _, p := range f.Properties {
-			ft.PropertyInputs = append(ft.PropertyInputs, PropertyInput{
-				Reference: ".properties." + p.Name, Label: p.Label, Description: p.Description, Placeholder: p.Placeholder,
-			})
-			m.PropertyBlueprints = append(m.PropertyBlueprints, Blueprint{
-				Name: p.Name, Type: p.Type, Configurable: true, Optional: p.Optional, Default: p.Default,
-				Constraints: p.Constraints, Options: p.Options,
-			})
+			in, bp, err := formProperty(p)
+			errs = append(errs, err)
+			ft.PropertyInputs = append(ft.PropertyInputs, in)
+			m.PropertyBlueprints = append(m.PropertyBlueprints, bp)
 		}
 		m.FormTypes = append(m.FormTypes, ft)
 	}
@@ -241,7 +274,6 @@ func Build(d *Description, o Options) (*Built, error) {
 		m.PropertyBlueprints = append(m.PropertyBlueprints, Blueprint{Name: p.Name, Type: p.Type})
 	}
 
-	var errs []error
 	for _, g := range d.InstanceGroups {
 		jt := JobType{
 			Name: g.Name, ResourceLabel: g.Label, ResourceDefinitions: resourceDefinitions(g.Resources, false),
@@ -301,6 +333,44 @@ func Build(d *Description, o Options) (*Built, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// formProperty turns a form's property into its input and blueprint; a
+// selector's options become option templates, each option's properties
+// nested blueprints and inputs, its manifests named manifests (YAML text).
+func formProperty(p Property) (PropertyInput, Blueprint, error) {
+	in := PropertyInput{Reference: ".properties." + p.Name, Label: p.Label, Description: p.Description, Placeholder: p.Placeholder}
+	bp := Blueprint{
+		Name: p.Name, Type: p.Type, Configurable: true, Optional: p.Optional, Default: p.Default, Constraints: p.Constraints,
+	}
+	if p.Type != "selector" {
+		for _, o := range p.Options {
+			bp.Options = append(bp.Options, Option{Name: o.Name, Label: o.Label})
+		}
+		return in, bp, nil
+	}
+	var errs []error
+	for _, o := range p.Options {
+		name := fmt.Sprint(o.Name)
+		ot := OptionTemplate{Name: name, SelectValue: name}
+		sel := SelectorPropertyInput{Reference: in.Reference + "." + name, Label: o.Label}
+		for _, q := range o.Properties {
+			qin, qbp, _ := formProperty(q)
+			qin.Reference = sel.Reference + "." + q.Name
+			sel.PropertyInputs = append(sel.PropertyInputs, qin)
+			ot.PropertyBlueprints = append(ot.PropertyBlueprints, qbp)
+		}
+		for _, mn := range sortedKeys(o.Manifests) {
+			text, err := marshal(o.Manifests[mn])
+			if err != nil {
+				errs = append(errs, fmt.Errorf("selector %s: option %s: manifest %s: %w", p.Name, name, mn, err))
+			}
+			ot.NamedManifests = append(ot.NamedManifests, NamedManifest{Name: mn, Manifest: string(text)})
+		}
+		in.SelectorPropertyInputs = append(in.SelectorPropertyInputs, sel)
+		bp.OptionTemplates = append(bp.OptionTemplates, ot)
+	}
+	return in, bp, errors.Join(errs...)
 }
 
 // ready reports whether every job of a pending errand is in a release.

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -218,6 +219,148 @@ var _ = Describe("Build", func() {
 		Expect(b.Left).To(ContainElement(ContainSubstring("errand cleanup: every job it runs is now in the releases: wire it in")))
 	})
 
+	Describe("a selector", func() {
+		// withSelector puts a backups selector on the plan form: off, or S3
+		// with settings of its own, which the server job takes whole
+		// through a named manifest.
+		withSelector := func() {
+			d.Forms[0].Properties = append(d.Forms[0].Properties, tile.Property{
+				Name: "backups", Type: "selector", Label: "Backups", Default: "off",
+				Options: []tile.Option{
+					{Name: "off", Label: "None", Manifests: map[string]any{"backups": map[string]any{"enabled": false}}},
+					{Name: "s3", Label: "S3", Properties: []tile.Property{
+						{Name: "bucket", Type: "string", Label: "Bucket"},
+						{Name: "secret_key", Type: "secret", Label: "Secret key"},
+						{Name: "scheduled", Type: "boolean", Label: "Scheduled", Default: true},
+						{Name: "schedule", Type: "string", Label: "Schedule", Default: "@daily"},
+					}, Manifests: map[string]any{"backups": map[string]any{
+						"enabled":  true,
+						"schedule": "(( .properties.backups.s3.scheduled.value ? .properties.backups.s3.schedule.value : '' ))",
+						"s3": map[string]any{
+							"bucket": "(( .properties.backups.s3.bucket.value ))",
+							"secret": "(( .properties.backups.s3.secret_key.value ))",
+						},
+					}}},
+				},
+			})
+			d.InstanceGroups[0].Jobs[1].Properties["backups"] = "(( .properties.backups.selected_option.parsed_manifest(backups) ))"
+			Expect(d.Validate()).To(Succeed())
+			j := maps.Clone(appJobs)
+			j["server"] = fakeJob{
+				Properties: append(slices.Clone(appJobs["server"].Properties), "backups.enabled", "backups.schedule", "backups.s3.bucket", "backups.s3.secret"),
+				Provides:   appJobs["server"].Provides,
+			}
+			app, err := tile.ReadRelease(writeRelease(GinkgoT().TempDir(), "app", "0+dev.3", j))
+			Expect(err).NotTo(HaveOccurred())
+			releases[0] = app
+		}
+
+		It("becomes option templates with named manifests, and inputs for each option's properties", func() {
+			withSelector()
+			b, err := build()
+			Expect(err).NotTo(HaveOccurred())
+			m := b.Metadata
+			i := slices.IndexFunc(m.PropertyBlueprints, func(b tile.Blueprint) bool { return b.Name == "backups" })
+			Expect(i).NotTo(BeNumerically("<", 0))
+			sel := m.PropertyBlueprints[i]
+			Expect(sel.Type).To(Equal("selector"))
+			Expect(sel.Default).To(Equal("off"))
+			Expect(sel.Options).To(BeEmpty(), "a selector's options are option templates")
+			Expect(sel.OptionTemplates).To(HaveLen(2))
+			Expect(sel.OptionTemplates[0]).To(Equal(tile.OptionTemplate{Name: "off", SelectValue: "off",
+				NamedManifests: []tile.NamedManifest{{Name: "backups", Manifest: "enabled: false\n"}}}))
+			s3 := sel.OptionTemplates[1]
+			Expect(s3.PropertyBlueprints).To(ContainElements(
+				tile.Blueprint{Name: "bucket", Type: "string", Configurable: true},
+				tile.Blueprint{Name: "secret_key", Type: "secret", Configurable: true},
+			))
+			Expect(s3.NamedManifests[0].Manifest).To(MatchYAML(`
+enabled: true
+schedule: "(( .properties.backups.s3.scheduled.value ? .properties.backups.s3.schedule.value : '' ))"
+s3: {bucket: (( .properties.backups.s3.bucket.value )), secret: (( .properties.backups.s3.secret_key.value ))}
+`))
+			in := m.FormTypes[0].PropertyInputs[2]
+			Expect(in.Reference).To(Equal(".properties.backups"))
+			Expect(in.SelectorPropertyInputs).To(HaveLen(2))
+			Expect(in.SelectorPropertyInputs[0]).To(Equal(tile.SelectorPropertyInput{Reference: ".properties.backups.off", Label: "None"}))
+			Expect(in.SelectorPropertyInputs[1].PropertyInputs).To(ContainElement(
+				tile.PropertyInput{Reference: ".properties.backups.s3.bucket", Label: "Bucket"}))
+			var manifest map[string]any
+			Expect(yaml.Unmarshal([]byte(m.JobTypes[0].Templates[1].Manifest), &manifest)).To(Succeed())
+			Expect(manifest["backups"]).To(Equal("(( .properties.backups.selected_option.parsed_manifest(backups) ))"))
+			Expect(tile.Check(m, releases)).To(Succeed())
+		})
+
+		It("maps one setting to several jobs", func() {
+			withSelector()
+			d.Errands[0].Jobs[0].Properties["auth.password"] = "(( .properties.creds.password ))"
+			j := maps.Clone(appJobs)
+			j["server"] = fakeJob{
+				Properties: append(slices.Clone(appJobs["server"].Properties), "backups.enabled", "backups.schedule", "backups.s3.bucket", "backups.s3.secret"),
+				Provides:   appJobs["server"].Provides,
+			}
+			j["smoke"] = fakeJob{Properties: []string{"auth.password", "backups.enabled", "backups.schedule", "backups.s3.bucket", "backups.s3.secret"}}
+			app, err := tile.ReadRelease(writeRelease(GinkgoT().TempDir(), "app", "0+dev.3", j))
+			Expect(err).NotTo(HaveOccurred())
+			releases[0] = app
+			d.Errands[0].Jobs[0].Properties["backups"] = "(( .properties.backups.selected_option.parsed_manifest(backups) ))"
+			_, err = build()
+			Expect(err).NotTo(HaveOccurred())
+		})
+
+		DescribeTable("is refused when it would not work, naming the problem",
+			func(change func(), problem string) {
+				withSelector()
+				change()
+				_, err := build()
+				Expect(err).To(MatchError(ContainSubstring(problem)))
+			},
+			Entry("an option's manifest setting a property the job's spec lacks", func() {
+				d.Forms[0].Properties[2].Options[1].Manifests["backups"].(map[string]any)["s3"].(map[string]any)["region"] = "x"
+			}, "job type server: job server: property backups.s3.region (option s3 of backups): not in the job's spec"),
+			Entry("an option's property no manifest takes", func() {
+				delete(d.Forms[0].Properties[2].Options[1].Manifests["backups"].(map[string]any)["s3"].(map[string]any), "secret")
+			}, "form plan: property backups.s3.secret_key is taken by no job property"),
+			Entry("a selector no job takes", func() {
+				delete(d.InstanceGroups[0].Jobs[1].Properties, "backups")
+			}, "form plan: property backups is taken by no job property"),
+			Entry("a manifest the options lack", func() {
+				d.InstanceGroups[0].Jobs[1].Properties["backups"] = "(( .properties.backups.selected_option.parsed_manifest(backup) ))"
+			}, "option off of selector backups has no manifest backup"),
+			Entry("a parsed_manifest that is not the whole value", func() {
+				d.InstanceGroups[0].Jobs[1].Properties["backups"] = "x(( .properties.backups.selected_option.parsed_manifest(backups) ))"
+			}, "a parsed_manifest must be a job property's whole value"),
+			Entry("a parsed_manifest of a property that is no selector", func() {
+				d.InstanceGroups[0].Jobs[1].Properties["limit"] = "(( .properties.limit.selected_option.parsed_manifest(backups) ))"
+			}, "limit is not a selector"),
+			Entry("a manifest using another option's property", func() {
+				d.Forms[0].Properties[2].Options[0].Manifests["backups"] = map[string]any{"enabled": "(( .properties.backups.s3.scheduled.value ))"}
+			}, "(option off of backups): (( .properties.backups.s3.scheduled.value )) is a property of another option of selector backups"),
+		)
+
+		DescribeTable("is refused in the description when Ops Manager would reject it",
+			func(change func(p *tile.Property), problem string) {
+				withSelector()
+				change(&d.Forms[0].Properties[2])
+				Expect(d.Validate()).To(MatchError(ContainSubstring(problem)))
+			},
+			Entry("a default that is no option", func(p *tile.Property) { p.Default = "on" }, "default on is not one of the options (off, s3)"),
+			Entry("options with different manifests", func(p *tile.Property) {
+				p.Options[0].Manifests = map[string]any{"other": map[string]any{}}
+			}, "every option needs the same ones"),
+			Entry("a secret with a default in an option", func(p *tile.Property) {
+				p.Options[1].Properties[1].Default = "hunter2"
+			}, "option s3: property secret_key: a secret with a default"),
+			Entry("a selector in a selector", func(p *tile.Property) {
+				p.Options[1].Properties[0] = *p
+			}, "a selector within a selector"),
+			Entry("manifests on a dropdown's option", func(p *tile.Property) {
+				p.Type = "dropdown_select"
+				p.Default = nil
+			}, "properties and manifests are for a selector's options"),
+		)
+	})
+
 	DescribeTable("refuses a tile that would not work, naming every problem",
 		func(change func(), problems ...string) {
 			change()
@@ -255,6 +398,9 @@ var _ = Describe("Build", func() {
 		Entry("an accessor the property's type lacks", func() {
 			d.InstanceGroups[0].Jobs[1].Properties["limit"] = "(( .properties.limit.password ))"
 		}, "a integer gives value, not password"),
+		Entry("a conditional's operand that names no property", func() {
+			d.InstanceGroups[0].Jobs[1].Properties["limit"] = "(( .properties.limt.value ? 1 : 2 ))"
+		}, "property limit: .properties.limt.value names no property"),
 		Entry("a reference to a pending form's property", func() {
 			d.InstanceGroups[0].Jobs[1].Properties["key"] = "(( .properties.bucket.value ))"
 		}, "takes (( .properties.bucket.value )), which is on pending form later"),
@@ -361,7 +507,25 @@ var _ = Describe("ParseRefs", func() {
 		Entry("a property without accessor", "(( .properties.x ))", "a property reference is .properties.NAME.ACCESSOR"),
 		Entry("unbalanced parentheses", "(( .properties.x.value )", "unbalanced"),
 		Entry("a variable path", "((( a.b.c )))", "is not a CredHub variable reference"),
+		Entry("a parsed_manifest of a selector option", "(( .properties.x.y.selected_option.parsed_manifest(m) ))", "is not an expression the tile supports"),
+		Entry("a property path of three parts", "(( .properties.x.y.value ))", "a property reference is .properties.NAME.ACCESSOR"),
 	)
+
+	It("finds a selector's manifest, its options' properties and a conditional's operands", func() {
+		refs, err := tile.ParseRefs("(( .properties.backups.selected_option.parsed_manifest(backups) ))")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(refs).To(Equal([]tile.Ref{{Kind: tile.PropertyRef, Raw: "(( .properties.backups.selected_option.parsed_manifest(backups) ))",
+			Name: "backups", Accessor: "selected_option.parsed_manifest", Manifest: "backups"}}))
+		refs, err = tile.ParseRefs("(( .properties.b.s3.on.value ? .properties.b.s3.cron.value : '' ))")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(refs).To(Equal([]tile.Ref{
+			{Kind: tile.PropertyRef, Raw: ".properties.b.s3.on.value", Name: "b.s3.on", Accessor: "value"},
+			{Kind: tile.PropertyRef, Raw: ".properties.b.s3.cron.value", Name: "b.s3.cron", Accessor: "value"},
+		}))
+		refs, err = tile.ParseRefs("(( ..cf.x.value ? false : 'a b' ))")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(refs).To(ConsistOf(HaveField("Name", "cf")))
+	})
 })
 
 var _ = Describe("DeriveVersion", func() {
