@@ -10,45 +10,12 @@
 package main
 
 import (
-	"context"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/registrar"
 )
 
-func main() { os.Exit(run()) }
-
-func run() int {
-	configPath := flag.String("config", "", "path of the errand's JSON config file")
-	flag.Parse()
-	if *configPath == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: broker-deregistrar -config FILE")
-		return 2
-	}
+func main() {
 	var cfg registrar.DeregisterConfig
-	if err := configfile.Load(*configPath, &cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "broker-deregistrar:", err)
-		return 2
-	}
-	cc, err := ccapi.New(cfg.CloudController)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "broker-deregistrar:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout())
-	defer cancel()
-	if err := registrar.Deregister(ctx, cc, &cfg, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "broker-deregistrar: FAILED:", err)
-		return 1
-	}
-	fmt.Println("broker-deregistrar: done")
-	return 0
+	os.Exit(registrar.Main("broker-deregistrar", &cfg, registrar.Deregister))
 }

@@ -9,7 +9,9 @@ package agentapi
 
 import (
 	"errors"
+	"net/http"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
@@ -100,16 +102,16 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
-var codes = map[string]error{
-	"not_found":   ErrNotFound,
-	"conflict":    ErrConflict,
-	"full":        ErrFull,
-	"invalid":     ErrInvalid,
-	"unavailable": ErrUnavailable,
+// errorCodes are the codes and statuses of the errors.
+var errorCodes = jsonhttp.Codes{
+	{Err: ErrNotFound, Code: "not_found", Status: http.StatusNotFound},
+	{Err: ErrConflict, Code: "conflict", Status: http.StatusConflict},
+	{Err: ErrFull, Code: "full", Status: http.StatusInsufficientStorage},
+	{Err: ErrInvalid, Code: "invalid", Status: http.StatusBadRequest},
+	{Err: ErrUnavailable, Code: "unavailable", Status: http.StatusServiceUnavailable},
 }
 
+var codes = errorCodes.Map()
+
 // ErrorBody is the JSON body of every error response.
-type ErrorBody struct {
-	Error       string `json:"error"`
-	Description string `json:"description"`
-}
+type ErrorBody = jsonhttp.ErrorBody

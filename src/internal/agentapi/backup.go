@@ -2,7 +2,6 @@ package agentapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 )
 
 // The backup endpoints stream archives (package archive) in both directions:
@@ -150,12 +149,12 @@ func (b *checkedBody) Close() error { return b.resp.Body.Close() }
 // Snapshot asks the agent for a consistent snapshot of an instance and
 // returns the archive as it streams. Close it when done.
 func (c *Client) Snapshot(ctx context.Context, id string, req SnapshotRequest) (io.ReadCloser, error) {
-	u := c.base.String() + "/v1/instances/" + url.PathEscape(id) + "/snapshot?" + SnapshotQuery(req).Encode()
-	resp, err := c.stream(ctx, http.MethodPost, u, nil)
+	path := "/v1/instances/" + url.PathEscape(id) + "/snapshot?" + SnapshotQuery(req).Encode()
+	resp, err := c.c.Stream(ctx, http.MethodPost, path, nil)
 	if err != nil {
 		return nil, err
 	}
-	return CheckedArchive(resp, c.base.Host), nil
+	return CheckedArchive(resp, c.c.Host()), nil
 }
 
 // Restore sends an archive to replace an instance's data and returns once
@@ -165,56 +164,15 @@ func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest, arc
 	if req.FromInstance != "" {
 		q.Set("from_instance", req.FromInstance)
 	}
-	u := c.base.String() + "/v1/instances/" + url.PathEscape(id) + "/restore?" + q.Encode()
-	resp, err := c.stream(ctx, http.MethodPost, u, archive)
-	if err != nil {
-		return RestoreResult{}, err
-	}
-	defer resp.Body.Close()
+	path := "/v1/instances/" + url.PathEscape(id) + "/restore?" + q.Encode()
 	var out RestoreResult
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out); err != nil {
-		return out, fmt.Errorf("agent %s sent an unreadable restore result: %w", c.base.Host, err)
-	}
-	return out, nil
-}
-
-// stream sends a request without the client's overall timeout (ctx bounds
-// it) and returns a 200 response, or the agent's error.
-func (c *Client) stream(ctx context.Context, method, u string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/gzip")
-	}
-	req.SetBasicAuth(c.creds.Username, c.creds.Password)
-	resp, err := (&http.Client{Transport: c.http.Transport}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: agent %s: %v", ErrUnavailable, c.base.Host, unwrapURLError(err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, ResponseError(resp, "agent "+c.base.Host, codes, ErrUnavailable)
-	}
-	return resp, nil
+	return out, c.c.StreamJSON(ctx, http.MethodPost, path, archive, &out, "restore result")
 }
 
 // ResponseError turns an error response into the sentinel of its code in
 // codes, or unavailable for a code it does not know.
 func ResponseError(resp *http.Response, who string, codes map[string]error, unavailable error) error {
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb ErrorBody
-	_ = json.Unmarshal(data, &eb)
-	sentinel, ok := codes[eb.Error]
-	if !ok {
-		if resp.StatusCode == http.StatusUnauthorized {
-			return fmt.Errorf("%s rejected the credentials (HTTP 401)", who)
-		}
-		sentinel = unavailable
-	}
-	// The description starts with the code's own words; once is enough.
-	return fmt.Errorf("%w: %s: %s", sentinel, who, strings.TrimPrefix(eb.Description, sentinel.Error()+": "))
+	return jsonhttp.ResponseError(resp, who, codes, unavailable)
 }
 
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {

@@ -210,22 +210,7 @@ func Reply(w http.ResponseWriter, r *http.Request, logger *slog.Logger, classify
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func classify(err error) (string, int) {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return "not_found", http.StatusNotFound
-	case errors.Is(err, ErrConflict):
-		return "conflict", http.StatusConflict
-	case errors.Is(err, ErrFull):
-		return "full", http.StatusInsufficientStorage
-	case errors.Is(err, ErrInvalid):
-		return "invalid", http.StatusBadRequest
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable", http.StatusServiceUnavailable
-	default:
-		return "internal", http.StatusInternalServerError
-	}
-}
+func classify(err error) (string, int) { return errorCodes.Classify(err) }
 
 // WriteError answers an ErrorBody with status.
 func WriteError(w http.ResponseWriter, status int, code, description string) {

@@ -65,6 +65,21 @@ func ccError(w http.ResponseWriter, status, code int, title, detail string) {
 	writeJSON(w, status, map[string]any{"errors": []apiError{{Code: code, Title: title, Detail: detail}}})
 }
 
+// unprocessable answers Cloud Controller's 422 with detail.
+func unprocessable(w http.ResponseWriter, detail string) {
+	ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", detail)
+}
+
+// lookup returns the value of m named by the request's {guid}, or answers
+// Cloud Controller's 404 for what and returns nil.
+func lookup[T any](w http.ResponseWriter, r *http.Request, m map[string]*T, what string) *T {
+	v := m[r.PathValue("guid")]
+	if v == nil {
+		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", what+" not found")
+	}
+	return v
+}
+
 // paginate writes one page of items, with Cloud Controller's pagination
 // links.
 func (s *Server) paginate(w http.ResponseWriter, r *http.Request, items []any) {
@@ -97,13 +112,19 @@ func (s *Server) paginate(w http.ResponseWriter, r *http.Request, items []any) {
 	writeJSON(w, http.StatusOK, map[string]any{"pagination": pagination, "resources": append([]any{}, items[from:to]...)})
 }
 
-// filter returns the comma-separated values of a query parameter, or nil
-// when it is absent.
-func filter(r *http.Request, name string) []string {
-	if !r.URL.Query().Has(name) {
-		return nil
+// list answers a page of the items collect returns with s.mu held; keep
+// tells collect whether a value passes the filter of query parameter param
+// (comma-separated values; every value passes when it is absent).
+func (s *Server) list(w http.ResponseWriter, r *http.Request, param string, collect func(keep func(string) bool) []any) {
+	var values []string
+	if r.URL.Query().Has(param) {
+		values = strings.Split(r.URL.Query().Get(param), ",")
 	}
-	return strings.Split(r.URL.Query().Get(name), ",")
+	keep := func(v string) bool { return values == nil || slices.Contains(values, v) }
+	s.mu.Lock()
+	items := collect(keep)
+	s.mu.Unlock()
+	s.paginate(w, r, items)
 }
 
 func (s *Server) brokerJSON(b *Broker) map[string]any {
@@ -115,16 +136,14 @@ func (s *Server) brokerJSON(b *Broker) map[string]any {
 }
 
 func (s *Server) listBrokers(w http.ResponseWriter, r *http.Request) {
-	names := filter(r, "names")
-	s.mu.Lock()
-	var items []any
-	for _, b := range sortedValues(s.brokers, func(b *Broker) string { return b.Name }) {
-		if names == nil || slices.Contains(names, b.Name) {
-			items = append(items, s.brokerJSON(b))
+	s.list(w, r, "names", func(keep func(string) bool) (items []any) {
+		for _, b := range sortedValues(s.brokers, func(b *Broker) string { return b.Name }) {
+			if keep(b.Name) {
+				items = append(items, s.brokerJSON(b))
+			}
 		}
-	}
-	s.mu.Unlock()
-	s.paginate(w, r, items)
+		return items
+	})
 }
 
 // brokerRequest is the body of POST and PATCH /v3/service_brokers.
@@ -144,7 +163,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	d := json.NewDecoder(r.Body)
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "The request body is invalid: "+err.Error())
+		unprocessable(w, "The request body is invalid: "+err.Error())
 		return false
 	}
 	return true
@@ -157,18 +176,18 @@ func (s *Server) createBroker(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Name == nil || *req.Name == "" || req.URL == nil || req.Authentication == nil ||
 		req.Authentication.Type != "basic" || req.Authentication.Credentials.Username == "" || req.Authentication.Credentials.Password == "" {
-		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Name must be a string, Url must be a string, Authentication must be basic with a username and password")
+		unprocessable(w, "Name must be a string, Url must be a string, Authentication must be basic with a username and password")
 		return
 	}
 	if u, err := url.Parse(*req.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Url must be a valid url")
+		unprocessable(w, "Url must be a valid url")
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range s.brokers {
 		if b.Name == *req.Name {
-			ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", fmt.Sprintf("Name must be unique: %s", b.Name))
+			unprocessable(w, fmt.Sprintf("Name must be unique: %s", b.Name))
 			return
 		}
 	}
@@ -185,19 +204,18 @@ func (s *Server) updateBroker(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.brokers[r.PathValue("guid")]
+	b := lookup(w, r, s.brokers, "Service broker")
 	if b == nil {
-		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Service broker not found")
 		return
 	}
 	if b.State == "synchronizing" || b.State == "delete in progress" {
-		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Cannot update a broker when other operation is already in progress")
+		unprocessable(w, "Cannot update a broker when other operation is already in progress")
 		return
 	}
 	if req.Name != nil {
 		for _, o := range s.brokers {
 			if o.GUID != b.GUID && o.Name == *req.Name {
-				ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Name must be unique")
+				unprocessable(w, "Name must be unique")
 				return
 			}
 		}
@@ -221,9 +239,8 @@ func (s *Server) updateBroker(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteBroker(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.brokers[r.PathValue("guid")]
+	b := lookup(w, r, s.brokers, "Service broker")
 	if b == nil {
-		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Service broker not found")
 		return
 	}
 	b.State = "delete in progress"
@@ -274,9 +291,8 @@ func (s *Server) startJob(w http.ResponseWriter, operation string, work func() [
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := s.jobState[r.PathValue("guid")]
+	j := lookup(w, r, s.jobState, "Job")
 	if j == nil {
-		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Job not found")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -409,16 +425,14 @@ func (s *Server) planJSON(p *Plan) map[string]any {
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
-	brokers := filter(r, "service_broker_guids")
-	s.mu.Lock()
-	var items []any
-	for _, p := range sortedValues(s.plans, func(p *Plan) string { return p.Name + p.GUID }) {
-		if brokers == nil || slices.Contains(brokers, p.BrokerGUID) {
-			items = append(items, s.planJSON(p))
+	s.list(w, r, "service_broker_guids", func(keep func(string) bool) (items []any) {
+		for _, p := range sortedValues(s.plans, func(p *Plan) string { return p.Name + p.GUID }) {
+			if keep(p.BrokerGUID) {
+				items = append(items, s.planJSON(p))
+			}
 		}
-	}
-	s.mu.Unlock()
-	s.paginate(w, r, items)
+		return items
+	})
 }
 
 func (s *Server) visibilityJSON(p *Plan) map[string]any {
@@ -440,9 +454,8 @@ func (s *Server) visibilityJSON(p *Plan) map[string]any {
 func (s *Server) getVisibility(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.plans[r.PathValue("guid")]
+	p := lookup(w, r, s.plans, "Service plan")
 	if p == nil {
-		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Service plan not found")
 		return
 	}
 	writeJSON(w, http.StatusOK, s.visibilityJSON(p))
@@ -462,28 +475,27 @@ func (s *Server) setVisibility(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.plans[r.PathValue("guid")]
+	p := lookup(w, r, s.plans, "Service plan")
 	if p == nil {
-		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Service plan not found")
 		return
 	}
 	switch req.Type {
 	case "public", "admin":
 		if len(req.Organizations) > 0 {
-			ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Organizations can only be given with type organization")
+			unprocessable(w, "Organizations can only be given with type organization")
 			return
 		}
 		p.Visibility, p.Orgs = req.Type, nil
 	case "organization":
 		if len(req.Organizations) == 0 {
-			ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", "Organizations can't be blank")
+			unprocessable(w, "Organizations can't be blank")
 			return
 		}
 		var names []string
 		for _, o := range req.Organizations {
 			name, ok := s.orgs[o.GUID]
 			if !ok {
-				ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", fmt.Sprintf("Could not find organization with guid %s", o.GUID))
+				unprocessable(w, fmt.Sprintf("Could not find organization with guid %s", o.GUID))
 				return
 			}
 			names = append(names, name)
@@ -494,39 +506,35 @@ func (s *Server) setVisibility(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(names)
 		p.Visibility, p.Orgs = "organization", slices.Compact(names)
 	default:
-		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity", fmt.Sprintf("Type must be one of 'public', 'admin', 'organization', got %q", req.Type))
+		unprocessable(w, fmt.Sprintf("Type must be one of 'public', 'admin', 'organization', got %q", req.Type))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.visibilityJSON(p))
 }
 
 func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request) {
-	names := filter(r, "names")
-	s.mu.Lock()
-	var items []any
-	for _, guid := range slices.Sorted(maps.Keys(s.orgs)) {
-		if names == nil || slices.Contains(names, s.orgs[guid]) {
-			items = append(items, map[string]any{"guid": guid, "name": s.orgs[guid]})
+	s.list(w, r, "names", func(keep func(string) bool) (items []any) {
+		for _, guid := range slices.Sorted(maps.Keys(s.orgs)) {
+			if keep(s.orgs[guid]) {
+				items = append(items, map[string]any{"guid": guid, "name": s.orgs[guid]})
+			}
 		}
-	}
-	s.mu.Unlock()
-	s.paginate(w, r, items)
+		return items
+	})
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) {
-	plans := filter(r, "service_plan_guids")
-	s.mu.Lock()
-	var items []any
-	for _, i := range sortedValues(s.instance, func(i *ServiceInstance) string { return i.Name + i.GUID }) {
-		if plans == nil || slices.Contains(plans, i.PlanGUID) {
-			items = append(items, map[string]any{
-				"guid": i.GUID, "name": i.Name, "type": "managed",
-				"relationships": map[string]any{"service_plan": map[string]any{"data": map[string]string{"guid": i.PlanGUID}}},
-			})
+	s.list(w, r, "service_plan_guids", func(keep func(string) bool) (items []any) {
+		for _, i := range sortedValues(s.instance, func(i *ServiceInstance) string { return i.Name + i.GUID }) {
+			if keep(i.PlanGUID) {
+				items = append(items, map[string]any{
+					"guid": i.GUID, "name": i.Name, "type": "managed",
+					"relationships": map[string]any{"service_plan": map[string]any{"data": map[string]string{"guid": i.PlanGUID}}},
+				})
+			}
 		}
-	}
-	s.mu.Unlock()
-	s.paginate(w, r, items)
+		return items
+	})
 }
 
 // deleteInstance supports the purge only: a real delete would ask the

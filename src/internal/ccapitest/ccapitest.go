@@ -208,11 +208,7 @@ func (s *Server) AddServiceInstance(name, planGUID string) string {
 func (s *Server) Brokers() []Broker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Broker
-	for _, b := range s.brokers {
-		out = append(out, *b)
-	}
-	return out
+	return copies(s.brokers)
 }
 
 // Plans returns every broker's plans, sorted by name.
@@ -233,11 +229,7 @@ func (s *Server) Plans() []Plan {
 func (s *Server) ServiceInstances() []ServiceInstance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []ServiceInstance
-	for _, i := range s.instance {
-		out = append(out, *i)
-	}
-	return out
+	return copies(s.instance)
 }
 
 // RevokeTokens makes every token issued so far invalid, as if it had
@@ -246,6 +238,15 @@ func (s *Server) RevokeTokens() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.tokens)
+}
+
+// copies returns a copy of each value of m; nil when m is empty.
+func copies[T any](m map[string]*T) []T {
+	var out []T
+	for _, v := range m {
+		out = append(out, *v)
+	}
+	return out
 }
 
 func newGUID() string {

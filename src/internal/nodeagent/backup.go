@@ -12,9 +12,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/cron"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/snapshot"
 )
@@ -96,7 +96,7 @@ func (n *Node) Snapshot(ctx context.Context, req nodeapi.SnapshotRequest) (nodea
 		return nil, fmt.Errorf("%w: snapshot of instance %s: %v", nodeapi.ErrUnavailable, req.InstanceID, err)
 	}
 	n.logger.Info("snapshot taken", "instance", req.InstanceID, "keys", snap.Manifest().Keys)
-	return &heldArchive{Snapshot: snap, release: release, alive: func() error {
+	return &agentbase.HeldArchive{Snapshot: snap, Release: release, Alive: func() error {
 		if !stillHeld() {
 			return fmt.Errorf("%w: instance %s was deleted during its backup", nodeapi.ErrNotFound, req.InstanceID)
 		}
@@ -105,23 +105,6 @@ func (n *Node) Snapshot(ctx context.Context, req nodeapi.SnapshotRequest) (nodea
 }
 
 var errReleased = errors.New("released")
-
-// heldArchive keeps the node busy until the archive is closed, and fails
-// the stream when the instance let go of the node while it streamed.
-type heldArchive struct {
-	*snapshot.Snapshot
-	release func()
-	alive   func() error
-}
-
-func (a *heldArchive) WriteTo(w io.Writer) (int64, error) {
-	return a.Snapshot.WriteChecked(w, a.alive)
-}
-
-func (a *heldArchive) Close() error {
-	defer a.release()
-	return a.Snapshot.Close()
-}
 
 // Restore replaces the data of the instance holding the node with a
 // backup's, as the shared agent does (see sharedagent.Manager.Restore): the
@@ -225,12 +208,7 @@ func (n *Node) RunBackups(ctx context.Context) error {
 	if cfg == nil {
 		return nil
 	}
-	st, err := cfg.Destination.Open()
-	if err != nil {
-		return fmt.Errorf("backups.destination: %w", err)
-	}
-	runner := backup.Runner{Store: st, Prefix: cfg.Destination.PathPrefix, Retention: cfg.Retention, Out: backup.LogWriter(n.logger)}
-	src := backup.Source{
+	return agentbase.RunBackups(ctx, cfg, n.logger, backup.Source{
 		Name: "node " + n.cfg.NodeID,
 		Instances: func(ctx context.Context) ([]string, error) {
 			if s := n.current(); s.State == nodeapi.StateClaimed {
@@ -245,8 +223,5 @@ func (n *Node) RunBackups(ctx context.Context) error {
 			}
 			return backup.Pipe(a), nil
 		},
-	}
-	n.logger.Info("scheduled backups on", "schedule", cfg.Schedule)
-	cron.Run(ctx, cfg.Cron(), func(ctx context.Context) { runner.Run(ctx, []backup.Source{src}) })
-	return nil
+	})
 }

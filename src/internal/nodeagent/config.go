@@ -3,10 +3,8 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
@@ -56,48 +54,26 @@ type Config struct {
 }
 
 // TLS names a certificate and key in PEM files.
-type TLS struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
-}
+type TLS = agentbase.TLS
 
 // Validate checks the config and fills in defaults, naming the fields at
 // fault.
 func (c *Config) Validate() error {
-	var errs []error
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
-	}
-	if c.Credentials.Username == "" || c.Credentials.Password == "" {
-		errs = append(errs, errors.New("credentials.username and credentials.password are required"))
-	}
+	errs := agentbase.CheckAPI(c.Listen, c.Credentials)
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		errs = append(errs, errors.New("tls.cert_file and tls.key_file are required: the node API is served over HTTPS only"))
 	}
-	if !idPattern.MatchString(c.NodeID) {
+	if !agentbase.ValidID(c.NodeID) {
 		errs = append(errs, errors.New("node_id is required: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
 	}
-	if c.Host == "" {
-		errs = append(errs, errors.New("host is required"))
-	}
-	if c.Bind == "" {
-		c.Bind = c.Host
-	}
+	errs = append(errs, agentbase.CheckHost(c.Host, &c.Bind)...)
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port: %d is outside 1-65535", c.Port))
 	}
-	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
-		errs = append(errs, errors.New("data_dir must be an absolute path"))
-	}
-	if c.LogDir == "" {
-		c.LogDir = filepath.Join(c.DataDir, "logs")
-	}
-	if c.RedisServer == "" {
-		c.RedisServer = "redis-server"
-	}
+	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
 	if c.MaxMemoryPercent == 0 {
 		c.MaxMemoryPercent = DefaultMaxMemoryPercent
 	}
@@ -118,21 +94,9 @@ func (c *Config) maxMemory() (int64, error) {
 	if c.MaxMemoryMB > 0 {
 		return c.MaxMemoryMB << 20, nil
 	}
-	total, err := machineMemory()
+	total, err := agentbase.MachineMemory()
 	if err != nil {
 		return 0, fmt.Errorf("maxmemory_mb is unset and %w", err)
 	}
 	return total / 100 * int64(c.MaxMemoryPercent), nil
-}
-
-func machineMemory() (int64, error) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
-	}
-	var kb int64
-	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
-	}
-	return kb << 10, nil
 }

@@ -14,12 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
@@ -35,10 +34,6 @@ const AdminUser = "platform-admin"
 
 // minPasswordLength is the shortest binding password the agent accepts.
 const minPasswordLength = 32
-
-// idPattern is what node, instance and binding ids may look like: binding ids
-// become ACL usernames, so no spaces, no ':' and no leading '.'.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // opKey is the one key of the operations lock: a node runs one operation at
 // a time.
@@ -106,13 +101,8 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	// An absolute path: adoption compares it with /proc/PID/exe.
-	server, err := exec.LookPath(cfg.RedisServer)
-	if err == nil {
-		cfg.RedisServer, err = filepath.Abs(server)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redis_server: %w", err)
+	if cfg.RedisServer, err = agentbase.RedisServerPath(cfg.RedisServer); err != nil {
+		return nil, err
 	}
 	for _, dir := range []string{cfg.DataDir, cfg.LogDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

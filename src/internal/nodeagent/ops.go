@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
@@ -312,12 +313,7 @@ func (n *Node) held(s state, instanceID string) error {
 	}
 }
 
-func checkID(what, id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w: %s must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", nodeapi.ErrInvalid, what)
-	}
-	return nil
-}
+func checkID(what, id string) error { return agentbase.CheckID(what, id, nodeapi.ErrInvalid) }
 
 func checkBindingID(id string) error {
 	if err := checkID("binding id", id); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
@@ -16,7 +17,7 @@ import (
 // runningPid asks the server answering on the node's port with the admin
 // password for its pid.
 func (n *Node) runningPid(ctx context.Context, timeout time.Duration) (int, bool) {
-	c := newClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
+	c := agentbase.RedisClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
 	defer c.Close()
 	info, err := c.InfoMap(ctx, "server").Result()
 	if err != nil {
@@ -29,7 +30,7 @@ func (n *Node) runningPid(ctx context.Context, timeout time.Duration) (int, bool
 // ownsWithin reports whether the redis-server answering on the node's port with
 // the admin password is process pid reading the node's config.
 func (n *Node) ownsWithin(ctx context.Context, pid int, timeout time.Duration) bool {
-	c := newClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
+	c := agentbase.RedisClient(n.addr(), AdminUser, n.current().AdminPassword, timeout)
 	defer c.Close()
 	info, err := c.InfoMap(ctx, "server").Result()
 	if err != nil {
@@ -44,25 +45,7 @@ func (n *Node) addr() string {
 }
 
 func (n *Node) adminClient(s state) *redis.Client {
-	return newClient(n.addr(), AdminUser, s.AdminPassword, 10*time.Second)
-}
-
-func newClient(addr, user, password string, timeout time.Duration) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr:            addr,
-		Username:        user,
-		Password:        password,
-		Protocol:        2,
-		DisableIdentity: true,
-		MaxRetries:      -1,
-		// One dial attempt: readiness is polled every few milliseconds, and
-		// go-redis would otherwise retry a refused dial 5 times, 100ms apart.
-		DialerRetries: 1,
-		PoolSize:      1,
-		DialTimeout:   min(2*time.Second, timeout),
-		ReadTimeout:   timeout,
-		WriteTimeout:  timeout,
-	})
+	return agentbase.RedisClient(n.addr(), AdminUser, s.AdminPassword, 10*time.Second)
 }
 
 // adminDo runs one command as the admin user on a fresh connection, as the

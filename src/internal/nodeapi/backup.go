@@ -2,8 +2,6 @@ package nodeapi
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -63,11 +61,11 @@ func (h *handler) restore(w http.ResponseWriter, r *http.Request) {
 func (c *Client) Snapshot(ctx context.Context, req SnapshotRequest) (io.ReadCloser, error) {
 	q := agentapi.SnapshotQuery(agentapi.SnapshotRequest{Timeout: req.Timeout})
 	q.Set("instance_id", req.InstanceID)
-	resp, err := c.stream(ctx, "/v1/snapshot?"+q.Encode(), nil)
+	resp, err := c.c.Stream(ctx, http.MethodPost, "/v1/snapshot?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	return agentapi.CheckedArchive(resp, c.base.Host), nil
+	return agentapi.CheckedArchive(resp, c.c.Host()), nil
 }
 
 // Restore sends an archive to replace the data of the instance holding the
@@ -78,36 +76,6 @@ func (c *Client) Restore(ctx context.Context, req RestoreRequest, archive io.Rea
 	if req.FromInstance != "" {
 		q.Set("from_instance", req.FromInstance)
 	}
-	resp, err := c.stream(ctx, "/v1/restore?"+q.Encode(), archive)
-	if err != nil {
-		return RestoreResult{}, err
-	}
-	defer resp.Body.Close()
 	var out RestoreResult
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out); err != nil {
-		return out, fmt.Errorf("node %s sent an unreadable restore result: %w", c.base.Host, err)
-	}
-	return out, nil
-}
-
-// stream sends a POST without the client's overall timeout (ctx bounds it)
-// and returns a 200 response, or the node's error.
-func (c *Client) stream(ctx context.Context, path string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/gzip")
-	}
-	req.SetBasicAuth(c.creds.Username, c.creds.Password)
-	resp, err := (&http.Client{Transport: c.http.Transport}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: node %s: %v", ErrUnavailable, c.base.Host, unwrapURLError(err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, agentapi.ResponseError(resp, "node "+c.base.Host, codes, ErrUnavailable)
-	}
-	return resp, nil
+	return out, c.c.StreamJSON(ctx, http.MethodPost, "/v1/restore?"+q.Encode(), archive, &out, "restore result")
 }

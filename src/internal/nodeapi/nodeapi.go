@@ -13,8 +13,10 @@ package nodeapi
 
 import (
 	"errors"
+	"net/http"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
@@ -154,14 +156,17 @@ var (
 	ErrDirty = errors.New("node dirty")
 )
 
-var codes = map[string]error{
-	"not_found":   ErrNotFound,
-	"conflict":    ErrConflict,
-	"invalid":     ErrInvalid,
-	"unavailable": ErrUnavailable,
-	"busy":        ErrBusy,
-	"dirty":       ErrDirty,
+// errorCodes are the codes and statuses of the errors.
+var errorCodes = jsonhttp.Codes{
+	{Err: ErrNotFound, Code: "not_found", Status: http.StatusNotFound},
+	{Err: ErrConflict, Code: "conflict", Status: http.StatusConflict},
+	{Err: ErrBusy, Code: "busy", Status: http.StatusConflict},
+	{Err: ErrDirty, Code: "dirty", Status: http.StatusLocked},
+	{Err: ErrInvalid, Code: "invalid", Status: http.StatusBadRequest},
+	{Err: ErrUnavailable, Code: "unavailable", Status: http.StatusServiceUnavailable},
 }
+
+var codes = errorCodes.Map()
 
 // ErrorBody is the JSON body of every error response.
 type ErrorBody = agentapi.ErrorBody

@@ -2,7 +2,6 @@ package nodeapi
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -116,21 +115,4 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v an
 	agentapi.Reply(w, r, h.logger, classify, status, v, err)
 }
 
-func classify(err error) (string, int) {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return "not_found", http.StatusNotFound
-	case errors.Is(err, ErrConflict):
-		return "conflict", http.StatusConflict
-	case errors.Is(err, ErrBusy):
-		return "busy", http.StatusConflict
-	case errors.Is(err, ErrDirty):
-		return "dirty", http.StatusLocked
-	case errors.Is(err, ErrInvalid):
-		return "invalid", http.StatusBadRequest
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable", http.StatusServiceUnavailable
-	default:
-		return "internal", http.StatusInternalServerError
-	}
-}
+func classify(err error) (string, int) { return errorCodes.Classify(err) }

@@ -14,9 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/cron"
 	"github.com/cf-redis/redis-for-cf/src/internal/snapshot"
 )
 
@@ -94,7 +94,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string, req agentapi.Snapshot
 		return nil, m.snapshotError(r, err)
 	}
 	m.logger.Info("snapshot taken", "instance", id, "keys", snap.Manifest().Keys)
-	return &heldArchive{Snapshot: snap, release: release, alive: func() error {
+	return &agentbase.HeldArchive{Snapshot: snap, Release: release, Alive: func() error {
 		if !m.same(r) {
 			return fmt.Errorf("%w: instance %s was deleted during its backup", agentapi.ErrNotFound, id)
 		}
@@ -123,24 +123,6 @@ func (m *Manager) snapshotError(r record, err error) error {
 	default:
 		return fmt.Errorf("snapshot of instance %s: %w", r.ID, err)
 	}
-}
-
-// heldArchive keeps the instance busy until the archive is closed, and
-// fails the stream when the instance went away while it streamed: the last
-// bytes never reach the client, so its upload is aborted.
-type heldArchive struct {
-	*snapshot.Snapshot
-	release func()
-	alive   func() error
-}
-
-func (a *heldArchive) WriteTo(w io.Writer) (int64, error) {
-	return a.Snapshot.WriteChecked(w, a.alive)
-}
-
-func (a *heldArchive) Close() error {
-	defer a.release()
-	return a.Snapshot.Close()
 }
 
 func (m *Manager) liveRecord(id string) (record, error) {
@@ -277,12 +259,7 @@ func (m *Manager) RunBackups(ctx context.Context) error {
 	if cfg == nil {
 		return nil
 	}
-	st, err := cfg.Destination.Open()
-	if err != nil {
-		return fmt.Errorf("backups.destination: %w", err)
-	}
-	runner := backup.Runner{Store: st, Prefix: cfg.Destination.PathPrefix, Retention: cfg.Retention, Out: backup.LogWriter(m.logger)}
-	src := backup.Source{
+	return agentbase.RunBackups(ctx, cfg, m.logger, backup.Source{
 		Name: "agent",
 		Instances: func(ctx context.Context) ([]string, error) {
 			list, err := m.List(ctx)
@@ -301,8 +278,5 @@ func (m *Manager) RunBackups(ctx context.Context) error {
 			}
 			return backup.Pipe(a), nil
 		},
-	}
-	m.logger.Info("scheduled backups on", "schedule", cfg.Schedule)
-	cron.Run(ctx, cfg.Cron(), func(ctx context.Context) { runner.Run(ctx, []backup.Source{src}) })
-	return nil
+	})
 }

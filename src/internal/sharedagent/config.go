@@ -3,11 +3,9 @@ package sharedagent
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
@@ -44,38 +42,16 @@ type Config struct {
 }
 
 // TLS names a certificate and key in PEM files.
-type TLS struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
-}
+type TLS = agentbase.TLS
 
 // Validate checks the config and fills in defaults, naming the field at fault.
 func (c *Config) Validate() error {
-	var errs []error
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
-	}
-	if c.Credentials.Username == "" || c.Credentials.Password == "" {
-		errs = append(errs, errors.New("credentials.username and credentials.password are required"))
-	}
+	errs := agentbase.CheckAPI(c.Listen, c.Credentials)
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls.cert_file and tls.key_file are both required when tls is set"))
 	}
-	if c.Host == "" {
-		errs = append(errs, errors.New("host is required"))
-	}
-	if c.Bind == "" {
-		c.Bind = c.Host
-	}
-	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
-		errs = append(errs, errors.New("data_dir must be an absolute path"))
-	}
-	if c.LogDir == "" {
-		c.LogDir = filepath.Join(c.DataDir, "logs")
-	}
-	if c.RedisServer == "" {
-		c.RedisServer = "redis-server"
-	}
+	errs = append(errs, agentbase.CheckHost(c.Host, &c.Bind)...)
+	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
 	if c.Ports == (portalloc.Range{}) {
 		c.Ports = portalloc.Default
 	}
@@ -100,21 +76,9 @@ func (c *Config) memoryBudget() (int64, error) {
 	if c.MemoryBudgetMB > 0 {
 		return c.MemoryBudgetMB << 20, nil
 	}
-	total, err := machineMemory()
+	total, err := agentbase.MachineMemory()
 	if err != nil {
 		return 0, fmt.Errorf("memory_budget_mb is unset and %w", err)
 	}
 	return total / 4 * 3, nil
-}
-
-func machineMemory() (int64, error) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
-	}
-	var kb int64
-	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
-	}
-	return kb << 10, nil
 }

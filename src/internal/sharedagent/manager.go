@@ -12,9 +12,7 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
@@ -40,10 +39,6 @@ const AdminUser = "platform-admin"
 
 // minPasswordLength is the shortest binding password the agent accepts.
 const minPasswordLength = 32
-
-// idPattern is what instance and binding ids may look like: they become
-// directory names and ACL usernames, so no '/', no leading '.', no spaces.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 type state struct {
 	// LastPort is the port most recently handed out; the next search starts
@@ -99,13 +94,8 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	// An absolute path: adoption compares it with /proc/PID/exe.
-	server, err := exec.LookPath(cfg.RedisServer)
-	if err == nil {
-		cfg.RedisServer, err = filepath.Abs(server)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redis_server: %w", err)
+	if cfg.RedisServer, err = agentbase.RedisServerPath(cfg.RedisServer); err != nil {
+		return nil, err
 	}
 	for _, dir := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "instances"), cfg.LogDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -859,21 +849,7 @@ func (m *Manager) adminClient(r record) *redis.Client {
 }
 
 func (m *Manager) client(r record, timeout time.Duration) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr:            m.addr(r),
-		Username:        AdminUser,
-		Password:        r.AdminPassword,
-		Protocol:        2,
-		DisableIdentity: true,
-		MaxRetries:      -1,
-		// One dial attempt: readiness is polled every few milliseconds, and
-		// go-redis would otherwise retry a refused dial 5 times, 100ms apart.
-		DialerRetries: 1,
-		PoolSize:      1,
-		DialTimeout:   min(2*time.Second, timeout),
-		ReadTimeout:   timeout,
-		WriteTimeout:  timeout,
-	})
+	return agentbase.RedisClient(m.addr(r), AdminUser, r.AdminPassword, timeout)
 }
 
 // adminDo runs one command as the admin user on a fresh connection: with
@@ -893,9 +869,4 @@ func aclSetUser(u redisconf.User) []any {
 	return args
 }
 
-func checkID(what, id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w: %s must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", agentapi.ErrInvalid, what)
-	}
-	return nil
-}
+func checkID(what, id string) error { return agentbase.CheckID(what, id, agentapi.ErrInvalid) }

@@ -1,0 +1,96 @@
+package agentbase
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/serve"
+)
+
+// Agent is what a command runs: *sharedagent.Manager or *nodeagent.Node.
+type Agent interface {
+	// Start recovers the agent's instances from its records.
+	Start(ctx context.Context)
+	// RunBackups runs the scheduled backups of the config until ctx ends.
+	RunBackups(ctx context.Context) error
+	// Shutdown stops the agent's redis-servers.
+	Shutdown(ctx context.Context)
+}
+
+// Command is the main of an agent's command.
+type Command struct {
+	// Name is the command's name, for its usage line.
+	Name string
+	// Config points at the config the -config file is loaded into.
+	Config configfile.Validator
+	// New makes the agent of the loaded config, the server of its API, and
+	// the attributes logged with the address the API is served on.
+	New func(logger *slog.Logger) (Agent, serve.Server, []any, error)
+	// ServeDuringStart serves the API while the agent's Start recovers it;
+	// otherwise recovery comes first, so no client sees an agent halfway
+	// through it.
+	ServeDuringStart bool
+}
+
+// Main loads the config, runs the agent and its scheduled backups, serves
+// the API until SIGTERM or SIGINT, and shuts the agent down. It returns the
+// exit status: 0 stopped, 1 the agent or its server failed, 2 bad usage or
+// config.
+func (c Command) Main() int {
+	configPath := flag.String("config", "", "path of the agent's JSON config file")
+	flag.Parse()
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if *configPath == "" {
+		fmt.Fprintf(os.Stderr, "usage: %s -config FILE\n", c.Name)
+		return 2
+	}
+	if err := configfile.Load(*configPath, c.Config); err != nil {
+		logger.Error("cannot start", "error", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	agent, srv, attrs, err := c.New(logger)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	errc := make(chan error, 1)
+	run := func() {
+		errc <- srv.Run(ctx, func(a net.Addr) { logger.Info("serving", append([]any{"address", a.String()}, attrs...)...) })
+	}
+	if c.ServeDuringStart {
+		go run()
+	}
+	agent.Start(ctx)
+	// Scheduled backups, when the config has them; the errand is the
+	// on-demand path.
+	go func() {
+		if err := agent.RunBackups(ctx); err != nil {
+			logger.Error("scheduled backups are off", "error", err)
+		}
+	}()
+	if !c.ServeDuringStart {
+		run()
+	}
+
+	err = <-errc
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	agent.Shutdown(shutdownCtx)
+	if err != nil {
+		logger.Error("server failed", "error", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
