@@ -2,7 +2,9 @@ package deploylocal_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -11,10 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
 )
 
@@ -88,6 +93,9 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		d, err = localbosh.New(localbosh.Options{
 			Name: name, StateDir: state, OpsFiles: []string{r.opsFile(opsDir)},
 			LDFlags: r.ldflags(), Out: GinkgoWriter,
+			// Backups to the S3 stand-in (MinIO), as scripts/deploy-local
+			// deploys by default.
+			S3: true,
 		})
 		Expect(err).NotTo(HaveOccurred())
 		start := time.Now()
@@ -317,6 +325,113 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 			inst, err = b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v2.maintenanceVersion))), t.id)
+		}
+	})
+
+	It("backs up every instance of both plans to the S3 stand-in with the redis-backup errand", func() {
+		s3, err := d.S3()
+		Expect(err).NotTo(HaveOccurred())
+		before, err := s3.Objects(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		start := time.Now()
+		results, err := d.RunErrand(ctx, "redis-backup")
+		Expect(err).NotTo(HaveOccurred())
+		AddReportEntry("redis-backup errand", time.Since(start).Round(100*time.Millisecond).String())
+		// Colocated: each VM backs up its own instances.
+		Expect(results).To(HaveLen(3))
+		var out strings.Builder
+		for _, r := range results {
+			Expect(r.ExitCode).To(Equal(0), r.Instance)
+			out.WriteString(r.Stdout)
+		}
+		after, err := s3.Objects(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		newObjects := map[string][]localbosh.S3Object{}
+		for _, o := range after {
+			if !slices.ContainsFunc(before, func(b localbosh.S3Object) bool { return b.Name == o.Name }) {
+				id, _, _ := strings.Cut(o.Name, "/")
+				newObjects[id] = append(newObjects[id], o)
+			}
+		}
+		Expect(sortedKeys(newObjects)).To(ConsistOf("shared-1", "shared-2", "shared-3", "dedicated-1"), "one archive per instance, named for it")
+		s3c, err := s3.Client()
+		Expect(err).NotTo(HaveOccurred())
+		for _, t := range tenants {
+			Expect(newObjects[t.id]).To(HaveLen(1), t.id)
+			o := newObjects[t.id][0]
+			Expect(o.Name).To(MatchRegexp(`^%s/\d{8}T\d{6}\.\d{3}Z\.tar\.gz$`, t.id))
+			Expect(o.Size).To(BeNumerically(">", 0))
+			Expect(out.String()).To(ContainSubstring("backup of instance %s (", t.id))
+			// The archive holds the instance's data as it was: every
+			// checksum verified, the keys counted.
+			obj, err := s3c.GetObject(ctx, s3.Bucket, o.Name, minio.GetObjectOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			m, err := archive.Extract(obj, GinkgoT().TempDir())
+			obj.Close()
+			Expect(err).NotTo(HaveOccurred(), o.Name)
+			Expect(m.InstanceID).To(Equal(t.id))
+			Expect(m.Plan).To(Equal(t.plan.Name))
+			if t.keys > 0 {
+				Expect(m.Keys).To(BeEquivalentTo(t.keys), t.id)
+			}
+		}
+	})
+
+	It("restores an instance of each plan from its latest backup through the broker", func() {
+		for _, t := range []*tenant{tenants[0], tenants[2]} {
+			c := firstBinding(t)
+			Expect(client(c).Del(ctx, "last-write").Err()).To(Succeed())
+			Expect(client(c).Set(ctx, "after-the-backup", "x", 0).Err()).To(Succeed())
+			start := time.Now()
+			// cf update-service -c '{"restore":"latest"}'
+			Expect(b.Update(ctx, t.id, serviceID, t.plan.ID, map[string]any{"restore": "latest"}, "")).To(Succeed(), t.id)
+			AddReportEntry("restore "+t.id, time.Since(start).Round(100*time.Millisecond).String())
+			for bid, c := range t.bindings {
+				r := d.Redis(c)
+				Expect(r.Get(ctx, "last-write").Val()).To(Equal(t.id), "%s binding %s", t.id, bid)
+				Expect(r.Exists(ctx, "after-the-backup").Val()).To(BeZero(), t.id)
+				Expect(r.DBSize(ctx).Val()).To(BeEquivalentTo(t.keys), t.id)
+				Expect(r.Close()).To(Succeed())
+			}
+		}
+	})
+
+	It("never writes the S3 secret or a generated password into a log", func() {
+		secrets := map[string]string{}
+		var creds struct {
+			Secret string `json:"secret_access_key"`
+		}
+		data, err := os.ReadFile(d.S3CredentialsFile())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &creds)).To(Succeed())
+		Expect(creds.Secret).NotTo(BeEmpty())
+		secrets["backup_s3_secret_access_key"] = creds.Secret
+		var vars map[string]any
+		data, err = os.ReadFile(filepath.Join(state, "vars.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(yaml.Unmarshal(data, &vars)).To(Succeed())
+		for _, v := range []string{"redis_broker_password", "redis_shared_agent_password", "redis_node_password"} {
+			Expect(vars).To(HaveKeyWithValue(v, BeAssignableToTypeOf("")))
+			secrets[v] = vars[v].(string)
+		}
+		logs, err := filepath.Glob(filepath.Join(state, "vms", "*", "vcap", "sys", "log"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(logs).NotTo(BeEmpty())
+		logs = append(logs, filepath.Join(state, "s3", "minio.log"))
+		for _, dir := range logs {
+			Expect(filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+				if err != nil || e.IsDir() {
+					return err
+				}
+				content, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				for name, secret := range secrets {
+					Expect(string(content)).NotTo(ContainSubstring(secret), "%s holds %s", path, name)
+				}
+				return nil
+			})).To(Succeed())
 		}
 	})
 

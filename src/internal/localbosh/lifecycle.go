@@ -307,11 +307,20 @@ func (d *Director) Deploy(ctx context.Context) error {
 	}
 	d.touched = false
 	start := time.Now()
+	if err := d.prepareS3(); err != nil {
+		return err
+	}
 	if err := d.loadManifest(ctx); err != nil {
 		return err
 	}
 	d.printf("Deploying %q locally: namespaces %s-*, state in %s\n", d.manifest.Name, d.opts.Name, d.opts.StateDir)
 	d.printf("  manifest %s interpolated (variables in %s)\n", relTo(d.opts.ReleaseDir, d.opts.Manifest), filepath.Join(d.opts.StateDir, "vars.yml"))
+	switch {
+	case d.s3.minio:
+		d.printf("  backups to S3 (%s): deploy-local's MinIO at %s, bucket %s\n", BackupsOpsFile, S3Endpoint, S3Bucket)
+	case d.opts.S3:
+		d.printf("  backups to S3 (%s): the backup_s3_* variables given\n", BackupsOpsFile)
+	}
 	gone, err := d.planInstances()
 	if err != nil {
 		return err
@@ -371,6 +380,15 @@ func (d *Director) Deploy(ctx context.Context) error {
 	d.printf("  packages ready (%.1fs)\n", time.Since(t).Seconds())
 	for i := range todo {
 		todo[i].dg = digest(todo[i].jobs, pkgs)
+	}
+	// The S3 stand-in runs before the VMs that back up to it start; a
+	// deploy that does not use it stops it (its data stays).
+	if d.s3.minio {
+		if err := d.startS3(ctx); err != nil {
+			return err
+		}
+	} else if err := d.stopS3(ctx); err != nil {
+		return err
 	}
 	d.touched = true
 	if err := d.writeHosts(); err != nil {
@@ -523,6 +541,10 @@ func (d *Director) stopAll(ctx context.Context, deleting bool) error {
 		if err := d.saveState(); err != nil && !deleting {
 			errs = append(errs, err)
 		}
+	}
+	// The S3 stand-in, after the VMs that back up to it.
+	if err := d.stopS3(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	// Whatever is left of this deployment's namespaces, state or not: VMs
 	// of a state folder removed by hand, the apps' namespace, the LAN.

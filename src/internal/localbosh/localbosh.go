@@ -26,6 +26,17 @@
 //     run as root in a session of their own; limits.open_files is applied,
 //     memory and process limits are not).
 //   - releases other than this one: the bpm job only (localvm's bpm).
+//   - S3, where backups go (Options.S3, on in scripts/deploy-local unless
+//     --no-s3): a MinIO server in a network namespace of its own, NAME-s3,
+//     at S3IP (10.244.0.3, below every VM address) port 9000 on the
+//     deployment's bridge, with its data and generated credentials (0600)
+//     under StateDir/s3, bucket S3Bucket. Deploy starts it (or leaves it
+//     running) before the VMs, applies manifests/operations/backups-s3.yml
+//     unless the ops files include it, and gives its backup_s3_* variables
+//     from a vars file, so the secret is on no command line; the user's own
+//     backup_s3_endpoint variable means their own S3 instead (then they
+//     give every backup_s3_* variable) and no MinIO. Stop and the failure
+//     paths stop it, keeping its data; Down deletes the data too.
 //
 // Everything runs as root: namespaces need it.
 package localbosh
@@ -75,6 +86,17 @@ type Options struct {
 	// LDFlags are passed to go build for the project's binaries (a new
 	// "version" of them); empty means none.
 	LDFlags string
+	// S3 turns backups to S3 on: Deploy applies the release's
+	// manifests/operations/backups-s3.yml (unless OpsFiles has it: the
+	// same file or one of the same name) and, unless Vars or VarsFiles give
+	// backup_s3_endpoint (then they must give every backup_s3_* variable,
+	// for an S3 that the VMs reach on Subnet), runs the S3 stand-in: a
+	// MinIO server in namespace NAME-s3 at S3IP, with generated
+	// credentials and data under StateDir/s3, and bucket S3Bucket, and
+	// gives the backup_s3_* variables pointing at it. Stop and Down stop
+	// it; Down deletes its data. False deploys the manifest as given (and
+	// stops a stand-in that an earlier deploy ran).
+	S3 bool
 	// Watch is how long every process must stay running after it starts;
 	// zero means 2 s.
 	Watch time.Duration
@@ -94,6 +116,13 @@ type Director struct {
 	st       *state
 	// touched is set once Deploy starts changing VMs.
 	touched bool
+
+	// s3 is what Options.S3 means for the deploy; extraOps and
+	// extraVarsFiles are what it adds to bosh interpolate's arguments;
+	// minioBin is the MinIO binary the stand-in runs.
+	s3                       s3Plan
+	extraOps, extraVarsFiles []string
+	minioBin                 string
 }
 
 // Touched reports whether the last Deploy got as far as changing a VM:

@@ -24,13 +24,13 @@ import (
 func (d *Director) interpolate(ctx context.Context) ([]byte, error) {
 	args := []string{"tool", "bosh-cli", "interpolate", d.opts.Manifest, "--var-errs",
 		"--vars-store", filepath.Join(d.opts.StateDir, "vars.yml")}
-	for _, o := range d.opts.OpsFiles {
+	for _, o := range append(slices.Clone(d.opts.OpsFiles), d.extraOps...) {
 		args = append(args, "-o", o)
 	}
 	for _, v := range d.opts.Vars {
 		args = append(args, "-v", v)
 	}
-	for _, f := range d.opts.VarsFiles {
+	for _, f := range append(slices.Clone(d.opts.VarsFiles), d.extraVarsFiles...) {
 		args = append(args, "-l", f)
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)

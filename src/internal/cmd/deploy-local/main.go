@@ -7,6 +7,13 @@
 //	deploy-local [-o OPS_FILE]... [-v NAME=VALUE]... [-l VARS_FILE]... [flags]
 //	deploy-local --stop    stop every VM, keep disks, credentials and logs
 //	deploy-local --down    delete the deployment and everything it made
+//
+// Backups go to S3 unless --no-s3: it applies
+// manifests/operations/backups-s3.yml (unless an -o names it already) and,
+// unless a backup_s3_endpoint variable is given, runs MinIO as the
+// deployment's S3 (namespace NAME-s3, 10.244.0.3:9000, bucket
+// redis-backups) and gives the backup_s3_* variables itself. After the
+// backup errand it lists what the bucket holds.
 package main
 
 import (
@@ -18,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +58,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.LDFlags, "ldflags", "", "go build -ldflags for the project's binaries")
 	compileRedis := fs.Bool("compile-redis", false, "first compile the redis package from the release's blob into .local/redis-package (a few minutes)")
 	skipErrands := fs.Bool("skip-errands", false, "deploy only: run neither the smoke tests nor the backup errand")
+	fs.BoolVar(&opts.S3, "s3", true, "back up to S3: apply manifests/operations/backups-s3.yml (unless an -o names it) and, unless -v/-l give backup_s3_endpoint "+
+		"(then give every backup_s3_* variable, for an S3 the VMs reach on 10.244.0.0/24), run MinIO as the deployment's S3 in namespace NAME-s3 at "+
+		localbosh.S3Endpoint+" (bucket "+localbosh.S3Bucket+"; stopped with the VMs; data and generated credentials in the state folder until --down) and give the backup_s3_* variables")
+	noS3 := fs.Bool("no-s3", false, "same as --s3=false: deploy the manifest as given, no MinIO")
 	keep := fs.Bool("keep-on-failure", false, "leave the VMs running when the deploy or an errand fails (default: stop them, keeping disks and logs)")
 	down := fs.Bool("down", false, "delete the deployment: stop every VM (drain first), remove its namespaces and its state folder")
 	stop := fs.Bool("stop", false, "stop every VM (drain first) and remove its namespaces, keeping disks, credentials and logs")
@@ -59,6 +71,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 || (*down && *stop) {
 		fmt.Fprintln(stderr, "usage: deploy-local [-o OPS_FILE]... [-v NAME=VALUE]... [-l VARS_FILE]... [--name NAME] [--state DIR] | --stop | --down")
 		return 2
+	}
+	if *noS3 {
+		opts.S3 = false
 	}
 	opts.OpsFiles, opts.Vars, opts.VarsFiles = absAll(ops), vars, absAll(varsFiles)
 	opts.Out = stdout
@@ -131,6 +146,10 @@ The deployment runs. Its network is reachable only from the namespaces it made; 
   ip netns exec %[1]s curl -s -u %[2]s:"$(go tool bosh-cli int %[3]s --path /redis_broker_password)" -H 'X-Broker-API-Version: 2.14' %[4]s/v2/catalog
 Logs: %[5]s/vms/*/vcap/sys/log.  Stop: scripts/deploy-local --stop.  Delete: scripts/deploy-local --down.
 `, d.AppsNamespace(), b.Username, filepath.Join(d.StateDir(), "vars.yml"), b.URL, d.StateDir())
+		if s3, err := d.S3(); err == nil {
+			fmt.Fprintf(stdout, "Backups: MinIO at %s (netns %s), bucket %s; access key id and secret in %s.\n",
+				s3.Endpoint, s3.Namespace, s3.Bucket, s3.CredentialsFile)
+		}
 	}
 	return 0
 }
@@ -154,6 +173,14 @@ func errands(ctx context.Context, d *localbosh.Director, out io.Writer) error {
 	fmt.Fprintln(out, "\nBackup errand")
 	if d.HasErrand("redis-backup") {
 		errs = append(errs, runErrand(ctx, d, "redis-backup", out))
+		if s3, err := d.S3(); err == nil {
+			objs, err := s3.Objects(ctx)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("listing the backups in %s: %w", s3.Endpoint, err))
+			} else {
+				printBackups(out, s3, objs)
+			}
+		}
 	} else {
 		fmt.Fprintln(out, "  skipped: the deployment has no redis-backup errand")
 	}
@@ -174,6 +201,49 @@ func runErrand(ctx context.Context, d *localbosh.Director, name string, out io.W
 		return fmt.Errorf("errand %s: %w", name, err)
 	}
 	return nil
+}
+
+// maxListed bounds how many objects printBackups names.
+const maxListed = 50
+
+// printBackups shows what the S3 stand-in's bucket holds: every backup
+// (the newest maxListed), with its size.
+func printBackups(out io.Writer, s3 *localbosh.S3, objs []localbosh.S3Object) {
+	var total int64
+	for _, o := range objs {
+		total += o.Size
+	}
+	fmt.Fprintf(out, "  s3://%s at %s holds %d objects, %s:\n", s3.Bucket, s3.Endpoint, len(objs), size(total))
+	if len(objs) == 0 {
+		fmt.Fprintln(out, "    none: no service instance exists yet")
+		return
+	}
+	shown := objs
+	if len(shown) > maxListed {
+		// Names end in their time: the newest of each instance sort last.
+		shown = slices.Clone(objs)
+		slices.SortStableFunc(shown, func(a, b localbosh.S3Object) int { return b.LastModified.Compare(a.LastModified) })
+		shown = shown[:maxListed]
+		slices.SortFunc(shown, func(a, b localbosh.S3Object) int { return strings.Compare(a.Name, b.Name) })
+	}
+	for _, o := range shown {
+		fmt.Fprintf(out, "    %10s  %s  %s\n", size(o.Size), o.LastModified.UTC().Format(time.RFC3339), o.Name)
+	}
+	if n := len(objs) - len(shown); n > 0 {
+		fmt.Fprintf(out, "    ... and %d older ones\n", n)
+	}
+}
+
+// size says n bytes for people.
+func size(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
 }
 
 func absAll(paths []string) []string {
