@@ -49,14 +49,21 @@ func Write(w io.Writer, m Manifest, entries []Entry) (Manifest, error) {
 // WriteChecked is Write that calls check (when not nil) after the files and
 // before the manifest; its error stops the archive short of complete.
 func WriteChecked(w io.Writer, m Manifest, entries []Entry, check func() error) (Manifest, error) {
+	return writeArchive(w, m, entries, check, compressionWorkers())
+}
+
+func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, workers int) (Manifest, error) {
 	m.Format = Format
 	m.Files = map[string]File{}
 	folder := Folder(m)
 	bw := bufio.NewWriterSize(w, 256<<10)
-	gz, err := gzip.NewWriterLevel(bw, compressionLevel)
+	gz, err := newCompressor(bw, workers)
 	if err != nil {
 		return m, err
 	}
+	// An archive that stops short stops its compressor too (a second
+	// Close, after the one below, does nothing).
+	defer gz.Close()
 	tw := tar.NewWriter(gz)
 	// Whole seconds, so plain ustar headers do (no PAX records); the tar
 	// writer switches to PAX or GNU by itself for what ustar cannot hold,
