@@ -147,7 +147,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		sentinel, ok := c.cfg.Codes[eb.Error]
 		if !ok {
 			if resp.StatusCode == http.StatusUnauthorized {
-				return fmt.Errorf("%s rejected the broker's credentials (HTTP 401)", c.who())
+				return fmt.Errorf("%s rejected the credentials it was given (HTTP 401)", c.who())
 			}
 			sentinel = c.cfg.Unavailable
 		}
@@ -226,7 +226,7 @@ func ResponseError(resp *http.Response, who string, codes map[string]error, unav
 	sentinel, ok := codes[eb.Error]
 	if !ok {
 		if resp.StatusCode == http.StatusUnauthorized {
-			return fmt.Errorf("%s rejected the credentials (HTTP 401)", who)
+			return fmt.Errorf("%s rejected the credentials it was given (HTTP 401)", who)
 		}
 		sentinel = unavailable
 	}
