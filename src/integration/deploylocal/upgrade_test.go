@@ -291,14 +291,13 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		}
 	})
 
-	It("keeps existing shared instances at their plan's maxmemory from when they were made, and gives new ones the new", func() {
-		// By design of the shared agent: an instance's maxmemory is part of
-		// its record (its share of the VM's memory budget), set when it is
-		// made; shared_vm.maxmemory_mb applies to new instances only. An
-		// operator has no way to resize existing shared instances.
+	It("gives running shared instances the plan's new maxmemory, live, and new ones too", func() {
+		// The broker resizes them when it starts with the changed plan (and
+		// every ten minutes after); the agents apply it with CONFIG SET.
 		for _, t := range tenants {
 			if t.plan.Name == "shared-vm" {
-				Expect(info(firstBinding(t), "memory", "maxmemory")).To(Equal(strconv.Itoa(v1.sharedMaxMemoryMB*mb)), t.id)
+				Eventually(func() string { return info(firstBinding(t), "memory", "maxmemory") }, 30*time.Second, 200*time.Millisecond).
+					Should(Equal(strconv.Itoa(v2.sharedMaxMemoryMB*mb)), t.id)
 			}
 		}
 		fresh := &tenant{id: "shared-3", plan: plans["shared-vm"], bindings: map[string]localbosh.Credentials{}}

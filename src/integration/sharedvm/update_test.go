@@ -2,8 +2,11 @@ package sharedvm_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -130,5 +133,76 @@ var _ = Describe("Updating an instance", Ordered, ContinueOnFailure, func() {
 	It("answers an update of an instance that does not exist with 404", func() {
 		_, err := sys.osb.UpdateInstance(updateRequest(newID("inst"), newParams))
 		Expect(httpStatus(err)).To(Equal(http.StatusNotFound), fmt.Sprint(err))
+	})
+})
+
+var _ = Describe("Changing the plan's memory limit", func() {
+	// restartBroker restarts the broker with the plan's maxmemory_mb set to
+	// mb, as a redeploy with a changed shared_vm.maxmemory_mb does.
+	restartBroker := func(sys *system, mb int) {
+		GinkgoHelper()
+		Expect(sys.Broker.Stop()).To(Succeed())
+		data, err := os.ReadFile(sys.Broker.Config)
+		Expect(err).NotTo(HaveOccurred())
+		var cfg map[string]any
+		Expect(json.Unmarshal(data, &cfg)).To(Succeed())
+		cfg["shared_vm"].(map[string]any)["maxmemory_mb"] = mb
+		data, err = json.Marshal(cfg)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(sys.Broker.Config, data, 0o600)).To(Succeed())
+		Expect(sys.Broker.Start()).To(Succeed())
+	}
+
+	It("reaches running instances live, keeping their data and credentials, and never shrinks one below what it holds", func(ctx SpecContext) {
+		sys := startSystem(systemtest.Options{MaxMemoryMB: 16, AgentMemoryMB: 128})
+		small, full := newID("small"), newID("full")
+		sys.provision(small, nil)
+		sys.provision(full, nil)
+		rcSmall, rcFull := connect(sys.bind(small, newID("bind"))), connect(sys.bind(full, newID("bind")))
+		writeKeys(ctx, rcSmall, "kept", 100)
+		pid, err := serverPid(ctx, rcSmall)
+		Expect(err).NotTo(HaveOccurred())
+		maxmemory := func(rc *redis.Client) func() (string, error) {
+			return func() (string, error) { return infoField(ctx, rc, "memory", "maxmemory") }
+		}
+
+		restartBroker(sys, 48)
+		Eventually(maxmemory(rcSmall), 10*time.Second).Should(Equal(strconv.Itoa(48 << 20)))
+		Eventually(maxmemory(rcFull), 10*time.Second).Should(Equal(strconv.Itoa(48 << 20)))
+		Expect(serverPid(ctx, rcSmall)).To(Equal(pid), "applied live")
+		Expect(rcSmall.DBSize(ctx).Val()).To(BeEquivalentTo(100))
+
+		// Fill one past 8 MB; a plan shrunk to 8 MB shrinks only the other.
+		value := strings.Repeat("x", 64<<10)
+		for i := range 200 {
+			Expect(rcFull.Set(ctx, fmt.Sprintf("big-%d", i), value, 0).Err()).To(Succeed())
+		}
+		restartBroker(sys, 8)
+		Eventually(maxmemory(rcSmall), 10*time.Second).Should(Equal(strconv.Itoa(8 << 20)))
+		Consistently(maxmemory(rcFull), 2*time.Second).Should(Equal(strconv.Itoa(48 << 20)))
+		Expect(rcFull.DBSize(ctx).Val()).To(BeEquivalentTo(200), "nothing evicted")
+		Expect(sys.Broker.Log()).To(ContainSubstring("an instance keeps its memory limit for now"))
+
+		// A limit beyond the VM's budget (2 x 100 MB > 128 MB) reaches what fits.
+		restartBroker(sys, 100)
+		Eventually(func() int {
+			n := 0
+			for _, rc := range []*redis.Client{rcSmall, rcFull} {
+				if v, _ := infoField(ctx, rc, "memory", "maxmemory"); v == strconv.Itoa(100<<20) {
+					n++
+				}
+			}
+			return n
+		}, 10*time.Second).Should(Equal(1))
+		Consistently(func() int {
+			n := 0
+			for _, rc := range []*redis.Client{rcSmall, rcFull} {
+				if v, _ := infoField(ctx, rc, "memory", "maxmemory"); v == strconv.Itoa(100<<20) {
+					n++
+				}
+			}
+			return n
+		}, time.Second).Should(Equal(1))
+		Expect(rcSmall.Get(ctx, "kept:1").Err()).To(Succeed(), "credentials and data kept")
 	})
 })

@@ -27,6 +27,11 @@ type UpdateRequest struct {
 	Parameters params.Parameters `json:"parameters"`
 }
 
+// ResizeRequest gives an instance a new memory limit (the plan's changed).
+type ResizeRequest struct {
+	MaxMemoryBytes int64 `json:"maxmemory_bytes"`
+}
+
 // Instance describes one redis-server on the agent's VM.
 type Instance struct {
 	ID             string            `json:"id"`

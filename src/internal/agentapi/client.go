@@ -78,6 +78,14 @@ func (c *Client) Update(ctx context.Context, id string, req UpdateRequest) (Inst
 	return out, c.c.Do(ctx, http.MethodPatch, "/v1/instances/"+url.PathEscape(id), req, &out)
 }
 
+// Resize gives an instance a new memory limit. A limit the VM's memory
+// budget cannot hold is ErrFull; one below what the instance holds now,
+// ErrConflict.
+func (c *Client) Resize(ctx context.Context, id string, req ResizeRequest) (Instance, error) {
+	var out Instance
+	return out, c.c.Do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/maxmemory", req, &out)
+}
+
 // Delete removes an instance and its data; ErrNotFound when there is none.
 func (c *Client) Delete(ctx context.Context, id string) error {
 	return c.c.Do(ctx, http.MethodDelete, "/v1/instances/"+url.PathEscape(id), nil, nil)

@@ -20,6 +20,8 @@ type Service interface {
 	// Create makes the instance and reports whether it was new.
 	Create(ctx context.Context, id string, req InstanceRequest) (Instance, bool, error)
 	Update(ctx context.Context, id string, req UpdateRequest) (Instance, error)
+	// Resize gives the instance a new memory limit, live.
+	Resize(ctx context.Context, id string, req ResizeRequest) (Instance, error)
 	Delete(ctx context.Context, id string) error
 	// Bind adds a binding user and reports whether it was new.
 	Bind(ctx context.Context, id, bindingID string, req BindingRequest) (Binding, bool, error)
@@ -51,6 +53,7 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 	mux.HandleFunc("PUT /v1/instances/{id}", h.create)
 	mux.HandleFunc("PATCH /v1/instances/{id}", h.update)
 	mux.HandleFunc("DELETE /v1/instances/{id}", h.delete)
+	mux.HandleFunc("PUT /v1/instances/{id}/maxmemory", h.resize)
 	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", h.bind)
 	mux.HandleFunc("DELETE /v1/instances/{id}/bindings/{binding}", h.unbind)
 	mux.HandleFunc("PUT /v1/instances/{id}/replication", h.replication)
@@ -110,6 +113,15 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	i, err := h.svc.Update(r.Context(), r.PathValue("id"), req)
+	h.reply(w, r, http.StatusOK, i, err)
+}
+
+func (h *handler) resize(w http.ResponseWriter, r *http.Request) {
+	var req ResizeRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	i, err := h.svc.Resize(r.Context(), r.PathValue("id"), req)
 	h.reply(w, r, http.StatusOK, i, err)
 }
 

@@ -37,7 +37,9 @@ const Version = "1.0.0"
 // the real one.
 type Agent interface {
 	Capacity(ctx context.Context) (agentapi.Capacity, error)
+	List(ctx context.Context) ([]agentapi.Instance, error)
 	Get(ctx context.Context, id string) (agentapi.Instance, error)
+	Resize(ctx context.Context, id string, req agentapi.ResizeRequest) (agentapi.Instance, error)
 	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
 	Create(ctx context.Context, id string, req agentapi.InstanceRequest) (agentapi.Instance, error)
 	Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error)

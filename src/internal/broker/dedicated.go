@@ -305,25 +305,32 @@ func (b *Broker) failDelete(id string) {
 // quarantineRetry is how often quarantined nodes are reset again.
 const quarantineRetry = 10 * time.Minute
 
-// Run finishes, in the background, what a broker stopped in the middle of
-// (resets of nodes whose instance was being deleted) and retries quarantined
-// nodes now and every ten minutes, until ctx ends.
+// Run does, in the background, now and every ten minutes until ctx ends,
+// what needs no request: it finishes what a broker stopped in the middle of
+// (resets of nodes whose instance was being deleted), retries quarantined
+// nodes, and gives shared instances the plan's memory limit when the
+// operator changed it (resize.go).
 func (b *Broker) Run(ctx context.Context) {
-	if b.cfg.DedicatedVM == nil {
-		return
-	}
-	b.resets.Go(func() {
-		t := time.NewTicker(quarantineRetry)
-		defer t.Stop()
-		for {
-			b.resume(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+	every := func(do func(context.Context)) {
+		b.resets.Go(func() {
+			t := time.NewTicker(quarantineRetry)
+			defer t.Stop()
+			for {
+				do(ctx)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
 			}
-		}
-	})
+		})
+	}
+	if b.cfg.DedicatedVM != nil {
+		every(b.resume)
+	}
+	if b.cfg.SharedVM != nil {
+		every(b.resizeShared)
+	}
 }
 
 func (b *Broker) resume(ctx context.Context) {

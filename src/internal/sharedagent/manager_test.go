@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -170,6 +171,66 @@ var _ = Describe("Manager", func() {
 		Expect(info).To(ContainSubstring("maxmemory_policy:volatile-ttl"))
 
 		_, err = a.client.Update(ctx, "i1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+	})
+
+	It("resizes an instance live within the VM's budget, never below what it holds, and keeps the limit in redis.conf", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		_, err = a.client.Create(ctx, "i2", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		pid := pidOf(dir, "i1")
+		pw := secret.New()
+		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+		c := tenant(inst, "b1", pw)
+		maxmemory := func() string {
+			info, err := c.Info(ctx, "memory").Result()
+			Expect(err).NotTo(HaveOccurred())
+			for _, l := range strings.Split(info, "\r\n") {
+				if v, ok := strings.CutPrefix(l, "maxmemory:"); ok {
+					return v
+				}
+			}
+			return ""
+		}
+
+		got, err := a.client.Resize(ctx, "i1", agentapi.ResizeRequest{MaxMemoryBytes: 64 * mb})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.MaxMemoryBytes).To(BeEquivalentTo(64 * mb))
+		Expect(maxmemory()).To(Equal(strconv.FormatInt(64*mb, 10)), "live, without a restart")
+		Expect(pidOf(dir, "i1")).To(Equal(pid))
+		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(conf)).To(ContainSubstring(fmt.Sprintf("maxmemory %d\n", 64*mb)))
+		capacity, err := a.client.Capacity(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(capacity.AllocatedBytes).To(BeEquivalentTo(80 * mb))
+
+		// The budget is 256 MB, 80 of them taken: 64 -> 241 needs 177 more.
+		_, err = a.client.Resize(ctx, "i1", agentapi.ResizeRequest{MaxMemoryBytes: 241 * mb})
+		Expect(err).To(MatchError(agentapi.ErrFull))
+		Expect(err.Error()).To(ContainSubstring("it keeps 64 MB"))
+
+		// Fill it past 8 MB, then ask for 8: refused, nothing evicted.
+		value := strings.Repeat("x", 64<<10)
+		for i := range 200 {
+			Expect(c.Set(ctx, fmt.Sprintf("k%d", i), value, 0).Err()).To(Succeed())
+		}
+		_, err = a.client.Resize(ctx, "i1", agentapi.ResizeRequest{MaxMemoryBytes: 8 * mb})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
+		Expect(err.Error()).To(ContainSubstring("more than the new limit of 8 MB: it keeps 64 MB"))
+		Expect(c.DBSize(ctx).Val()).To(BeEquivalentTo(200))
+		Expect(maxmemory()).To(Equal(strconv.FormatInt(64*mb, 10)))
+		// Down to a limit that holds it.
+		_, err = a.client.Resize(ctx, "i1", agentapi.ResizeRequest{MaxMemoryBytes: 32 * mb})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(maxmemory()).To(Equal(strconv.FormatInt(32*mb, 10)))
+		Expect(c.DBSize(ctx).Val()).To(BeEquivalentTo(200))
+
+		_, err = a.client.Resize(ctx, "nope", agentapi.ResizeRequest{MaxMemoryBytes: 32 * mb})
+		Expect(err).To(MatchError(agentapi.ErrNotFound))
+		_, err = a.client.Resize(ctx, "i1", agentapi.ResizeRequest{MaxMemoryBytes: 0})
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
 	})
 
