@@ -329,7 +329,24 @@ func (b *Broker) Run(ctx context.Context) {
 		every(b.resume)
 	}
 	if b.cfg.SharedVM != nil {
-		every(b.resizeShared)
+		// Agents start beside the broker, or after it: a round that could
+		// not reach one is tried again soon, backing off up to the period.
+		b.resets.Go(func() {
+			retry := time.Second
+			for {
+				wait := quarantineRetry
+				if !b.resizeShared(ctx) {
+					wait, retry = retry, min(2*retry, quarantineRetry)
+				} else {
+					retry = time.Second
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		})
 	}
 }
 
