@@ -179,8 +179,9 @@ var _ = Describe("manifests/redis.yml", func() {
 		{"register-broker.yml"},
 		{"backups-s3.yml"},
 		{"broker-tls.yml"},
+		{"redis-tls.yml"},
 		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml",
-			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml"},
+			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml", "redis-tls.yml", "extra-shared-vms-redis-tls.yml"},
 	}
 
 	It("has every ops file tried below", func() {
@@ -282,6 +283,14 @@ var _ = Describe("manifests/redis.yml", func() {
 							out, err := j.renderAll(mj.Properties, in, links)
 							Expect(err).NotTo(HaveOccurred(), "%s/%d %s", g.Name, in.Index, mj.Name)
 							c := mustCheckConfig(programs[mj.Name], out["config/config.json"])
+							if field(c, "redis_tls") != nil {
+								// Apps verify the instances' TLS port against the CA
+								// their credentials carry, for the host they name.
+								cert, _ := field(mj.Properties, "redis.tls.certificate").(string)
+								ca, _ := field(mj.Properties, "redis.tls.ca").(string)
+								Expect(verifyServer(cert, ca, field(c, "host").(string))).To(Succeed(), "%s/%s", g.Name, mj.Name)
+								Expect(field(c, "bind")).To(Equal(in.IP), "redis-server listens on the IP")
+							}
 							if u, _ := field(c, "broker.url").(string); mj.Name == "smoke-tests" && strings.HasPrefix(u, "https://") {
 								// The smoke tests verify the broker's certificate
 								// against the CA they are given.

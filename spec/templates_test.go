@@ -212,6 +212,33 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(strings.TrimSpace(out["config/tls.key"])).To(Equal(strings.TrimSpace(tls.key)))
 	})
 
+	It("render TLS on the Redis ports into a config the agent accepts: apps reach the BOSH address, redis-server listens on the IP", func() {
+		tls := newPKI(in.Address)
+		out := mustRenderAll(j, props("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
+			"redis.tls.private_key", tls.key, "redis.tls.ca", tls.ca), in, nil)
+		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "redis_tls")).To(Equal(map[string]any{
+			"cert_file": "/var/vcap/jobs/redis-shared-agent/config/redis-tls.crt",
+			"key_file":  "/var/vcap/jobs/redis-shared-agent/config/redis-tls.key",
+			"ca_file":   "/var/vcap/jobs/redis-shared-agent/config/redis-tls-ca.crt",
+		}))
+		Expect(strings.TrimSpace(out["config/redis-tls.crt"])).To(Equal(strings.TrimSpace(tls.cert)))
+		Expect(strings.TrimSpace(out["config/redis-tls.key"])).To(Equal(strings.TrimSpace(tls.key)))
+		Expect(strings.TrimSpace(out["config/redis-tls-ca.crt"])).To(Equal(strings.TrimSpace(tls.ca)))
+		Expect(field(c, "host")).To(Equal(in.Address))
+		Expect(field(c, "bind")).To(Equal(in.IP))
+
+		out = mustRenderAll(j, props("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
+			"redis.tls.private_key", tls.key, "redis.tls.ca", tls.ca, "redis.host", "redis.example.com"), in, nil)
+		c = mustCheckConfig("redis-shared-agent", out["config/config.json"])
+		Expect(field(c, "host")).To(Equal("redis.example.com"))
+		Expect(field(c, "bind")).To(Equal("redis.example.com"), "the operator's host, as without TLS")
+
+		out = mustRenderAll(j, props("api.password", "s"), in, nil)
+		Expect(strings.TrimSpace(out["config/redis-tls.key"])).To(BeEmpty())
+		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "redis_tls")).To(BeNil())
+	})
+
 	It("render backups on a schedule into a config the agent accepts, and leave them to the errand without one", func() {
 		out := mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.s3.path_style", true,
 			"backups.s3.part_size_mb", 64, "backups.s3.concurrency", 8)...)...), in, nil)
@@ -251,6 +278,8 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Entry("TLS without a certificate", props("api.password", "s", "api.tls.enabled", true, "api.tls.private_key", "k"), group("g", 1, 5)[0], "api.tls.certificate is required"),
 		Entry("TLS without a key", props("api.password", "s", "api.tls.enabled", true, "api.tls.certificate", "c"), group("g", 1, 5)[0], "api.tls.private_key is required"),
 		Entry("no address", props("api.password", "s"), Instance{Group: "g", ID: "x"}, "redis.host is required"),
+		Entry("Redis TLS without a CA", props("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", "c",
+			"redis.tls.private_key", "k"), group("g", 1, 5)[0], "redis.tls.ca is required when redis.tls.enabled is true"),
 		Entry("backups without a destination", props("api.password", "s", "backups.enabled", true), group("g", 1, 5)[0],
 			"backups.enabled is true: set one of backups.s3.bucket (S3) and backups.local_path (a folder)"),
 		Entry("backups to S3 without an endpoint", props(append([]any{"api.password", "s"}, s3Backups("backups.s3.endpoint", "")...)...),
@@ -333,6 +362,24 @@ var _ = Describe("redis-node templates", func() {
 		Entry("no key", "api.tls.private_key", "Can't find property 'api.tls.private_key'"),
 		Entry("no CA", "api.tls.ca", "Can't find property 'api.tls.ca'"),
 	)
+
+	It("render TLS on the Redis port into a config the node agent accepts, on 16379 unless told", func() {
+		redisTLS := newPKI(in.Address)
+		out := mustRenderAll(j, required("redis.tls.enabled", true, "redis.tls.certificate", redisTLS.cert,
+			"redis.tls.private_key", redisTLS.key, "redis.tls.ca", redisTLS.ca), in, nil)
+		c := mustCheckConfig("redis-node-agent", out["config/config.json"])
+		Expect(field(c, "redis_tls.ca_file")).To(Equal("/var/vcap/jobs/redis-node/config/redis-tls-ca.crt"))
+		Expect(field(c, "tls_port")).To(BeEquivalentTo(16379))
+		Expect(field(c, "host")).To(Equal(in.Address))
+		Expect(field(c, "bind")).To(Equal(in.IP))
+		Expect(strings.TrimSpace(out["config/redis-tls.crt"])).To(Equal(strings.TrimSpace(redisTLS.cert)))
+
+		out = mustRenderAll(j, required("redis.tls.enabled", true, "redis.tls.certificate", redisTLS.cert,
+			"redis.tls.private_key", redisTLS.key, "redis.tls.ca", redisTLS.ca, "redis.tls_port", 6380), in, nil)
+		Expect(field(mustCheckConfig("redis-node-agent", out["config/config.json"]), "tls_port")).To(BeEquivalentTo(6380))
+		_, err := j.render("config.json.erb", required("redis.tls.enabled", true), in, nil)
+		Expect(err).To(MatchError(ContainSubstring("redis.tls.certificate is required when redis.tls.enabled is true")))
+	})
 
 	It("render backups to a folder on a schedule into a config the node agent accepts", func() {
 		out := mustRenderAll(j, required("backups.enabled", true, "backups.local_path", "/var/vcap/store/backups",

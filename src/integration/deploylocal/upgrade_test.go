@@ -34,6 +34,8 @@ type release struct {
 	sharedMaxMemoryMB, nodeMaxMemoryMB int
 	maintenanceVersion                 string
 	version                            string // goes into the programs' -ldflags
+	// redisTLS turns TLS on the instances' ports on (manifests/operations/redis-tls.yml).
+	redisTLS bool
 }
 
 // opsFile writes an ops file setting r's properties.
@@ -84,14 +86,20 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		tenants   []*tenant
 		v1Package string
 		v1        = release{sharedMaxMemoryMB: 64, nodeMaxMemoryMB: 100, version: "deploylocal-v1"}
-		v2        = release{sharedMaxMemoryMB: 96, nodeMaxMemoryMB: 160, maintenanceVersion: "1.1.0", version: "deploylocal-v2"}
+		v2        = release{sharedMaxMemoryMB: 96, nodeMaxMemoryMB: 160, maintenanceVersion: "1.1.0", version: "deploylocal-v2", redisTLS: true}
 	)
 
 	deploy := func(r release) {
 		GinkgoHelper()
 		var err error
+		ops := []string{r.opsFile(opsDir)}
+		if r.redisTLS {
+			tlsOps, err := filepath.Abs("../../../manifests/operations/redis-tls.yml")
+			Expect(err).NotTo(HaveOccurred())
+			ops = append(ops, tlsOps)
+		}
 		d, err = localbosh.New(localbosh.Options{
-			Name: name, StateDir: state, OpsFiles: []string{r.opsFile(opsDir)},
+			Name: name, StateDir: state, OpsFiles: ops,
 			LDFlags: r.ldflags(), Out: GinkgoWriter,
 			// Backups to the S3 stand-in (MinIO), as scripts/deploy-local
 			// deploys by default.
@@ -324,6 +332,24 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 			inst, err = b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v2.maintenanceVersion))), t.id)
+		}
+	})
+
+	It("serves the instances of both plans over TLS too once the redeploy turned it on, with their data", func() {
+		for _, t := range tenants[:3] {
+			bindingID := t.id + "-app-tls"
+			creds, err := b.Bind(ctx, t.id, bindingID, serviceID, t.plan.ID)
+			Expect(err).NotTo(HaveOccurred())
+			t.bindings[bindingID] = creds
+			Expect(creds.TLSPort).NotTo(BeZero(), t.id)
+			Expect(creds.TLSURI).To(HavePrefix("rediss://"), t.id)
+			Expect(creds.Host).To(HaveSuffix(".bosh"), "%s: the BOSH DNS name the certificate holds", t.id)
+			rc, err := d.RedisTLS(creds)
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(rc.Close)
+			Expect(rc.Ping(ctx).Err()).To(Succeed(), "%s over TLS, verified against tls_ca", t.id)
+			Expect(rc.DBSize(ctx).Val()).To(BeNumerically(">=", t.keys), t.id)
+			Expect(client(creds).Ping(ctx).Err()).To(Succeed(), "%s still in plain text", t.id)
 		}
 	})
 

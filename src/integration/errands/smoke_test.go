@@ -272,3 +272,19 @@ var _ = Describe("smoke-tests", Ordered, func() {
 		expectNothingLeft(sys)
 	})
 })
+
+var _ = Describe("smoke-tests against a system serving Redis over TLS", Ordered, func() {
+	It("also writes and reads over TLS on both plans, verifying the servers with the binding's tls_ca", func() {
+		sys := startSystem(systemtest.Options{Nodes: 1, RedisTLS: true})
+		proxy := newBrokerProxy(sys.BrokerURL)
+		r := runErrand(errands.SmokeTests, smokeConfig(sys, proxy.URL))
+		Expect(r.Code).To(Equal(0), r.Output())
+		for _, plan := range []string{"shared-vm", "dedicated-vm"} {
+			Expect(r.Stdout).To(MatchRegexp(`(?m)^%s: write and read: ok \(`, plan))
+			Expect(r.Stdout).To(MatchRegexp(`(?m)^%s: write and read over TLS: ok \(`, plan))
+		}
+		Expect(r.Stdout).To(HaveSuffix("smoke-tests: all plans passed\n"))
+		expectNoSecrets(r.Output(), sys, proxy)
+		expectNothingLeft(sys)
+	})
+})

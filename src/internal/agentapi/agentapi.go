@@ -34,9 +34,11 @@ type ResizeRequest struct {
 
 // Instance describes one redis-server on the agent's VM.
 type Instance struct {
-	ID             string            `json:"id"`
-	Host           string            `json:"host"`
-	Port           int               `json:"port"`
+	ID   string `json:"id"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// TLSPort is the instance's TLS port; zero when the agent serves no TLS.
+	TLSPort        int               `json:"tls_port,omitempty"`
 	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
 	Parameters     params.Parameters `json:"parameters"`
 	// State is "running", "starting", "restarting" or "failed".
@@ -72,6 +74,10 @@ type Binding struct {
 	Username string `json:"username"`
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
+	// TLSPort is the instance's TLS port and TLSCA the PEM CA that signed
+	// its certificate; both empty when the agent serves no TLS.
+	TLSPort int    `json:"tls_port,omitempty"`
+	TLSCA   string `json:"tls_ca,omitempty"`
 }
 
 // Capacity is what an agent holds and can still take.
@@ -86,12 +92,15 @@ type Capacity struct {
 	MaxInstances int `json:"max_instances"`
 	// FreePorts is the number of ports of the range not reserved.
 	FreePorts int `json:"free_ports"`
+	// PortsPerInstance is how many ports of the range an instance takes: 2
+	// when the agent serves TLS (a plaintext and a TLS port); zero means 1.
+	PortsPerInstance int `json:"ports_per_instance,omitempty"`
 }
 
 // Fits reports whether one more instance of maxmemory bytes fits.
 func (c Capacity) Fits(maxmemory int64) bool {
 	return c.MemoryBytes-c.AllocatedBytes >= maxmemory &&
-		c.FreePorts > 0 &&
+		c.FreePorts >= max(1, c.PortsPerInstance) &&
 		(c.MaxInstances == 0 || c.Instances < c.MaxInstances)
 }
 

@@ -5,6 +5,8 @@
 package agentbase
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -73,4 +75,75 @@ func MachineMemory() (int64, error) {
 type TLS struct {
 	CertFile string `json:"cert_file"`
 	KeyFile  string `json:"key_file"`
+}
+
+// RedisTLS turns TLS on for the Redis ports: every redis-server serves a TLS
+// port beside its plaintext one, with this certificate.
+type RedisTLS struct {
+	// CertFile and KeyFile are the servers' certificate and key, PEM.
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// CAFile is the PEM CA that signed the certificate: apps get it in their
+	// credentials to verify the servers, and redis-server's
+	// tls-ca-cert-file is set to it.
+	CAFile string `json:"ca_file"`
+
+	// caPEM is CAFile's content, read by Check.
+	caPEM string
+}
+
+// Validate checks that the three files are named, naming the fields under
+// the config's key name. Whether they exist and parse is Check's, at the
+// agent's start (a config is checked where the files may not be yet, as
+// when a BOSH template renders it).
+func (t *RedisTLS) Validate(name string) error {
+	var errs []error
+	for _, f := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+		if f.path == "" {
+			errs = append(errs, fmt.Errorf("%s.%s is required when %s is set", name, f.field, name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Check checks that the three files exist and parse (the certificate
+// matches its key, the CA file holds a certificate), naming the fields
+// under the config's key name, and keeps the CA for CA.
+func (t *RedisTLS) Check(name string) error {
+	if err := t.Validate(name); err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", name, f.field, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+		// The error names neither the key's bytes nor the file's content.
+		errs = append(errs, fmt.Errorf("%s.cert_file and %s.key_file do not make a certificate and its key: %v", name, name, err))
+	}
+	ca, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s.ca_file: %w", name, err))
+	} else if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		errs = append(errs, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", name, t.CAFile))
+	} else {
+		t.caPEM = string(ca)
+	}
+	return errors.Join(errs...)
+}
+
+// CA returns the CA certificate (PEM) apps verify the servers with: the
+// content of CAFile as Check read it, or as it reads now.
+func (t *RedisTLS) CA() string {
+	if t.caPEM == "" {
+		if data, err := os.ReadFile(t.CAFile); err == nil {
+			return string(data)
+		}
+	}
+	return t.caPEM
 }

@@ -17,7 +17,7 @@ import (
 // (bind, unbind, update) see it: a shared agent or a dedicated node.
 type backend interface {
 	update(ctx context.Context, id string, p params.Parameters) error
-	bind(ctx context.Context, id, bindingID, password string) error
+	bind(ctx context.Context, id, bindingID, password string) (endpoint, error)
 	// unbind removes a binding user; one already gone is not an error.
 	unbind(ctx context.Context, id, bindingID string) error
 	// bindReplicator adds a user that may only replicate from the instance.
@@ -28,6 +28,15 @@ type backend interface {
 	replication(ctx context.Context, id string) (replication.Status, error)
 	// where names the agent or node, for errors and logs.
 	where() string
+}
+
+// endpoint is where a binding user connects, as its agent or node answered
+// the bind: TLSPort and TLSCA are empty when it serves no TLS.
+type endpoint struct {
+	Host    string
+	Port    int
+	TLSPort int
+	TLSCA   string
 }
 
 func (b *Broker) backend(inst *instance) (backend, error) {
@@ -57,9 +66,9 @@ func (s sharedBackend) update(ctx context.Context, id string, p params.Parameter
 	return err
 }
 
-func (s sharedBackend) bind(ctx context.Context, id, bindingID, password string) error {
-	_, err := s.agent.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: password})
-	return err
+func (s sharedBackend) bind(ctx context.Context, id, bindingID, password string) (endpoint, error) {
+	b, err := s.agent.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: password})
+	return endpoint{Host: b.Host, Port: b.Port, TLSPort: b.TLSPort, TLSCA: b.TLSCA}, err
 }
 
 func (s sharedBackend) unbind(ctx context.Context, id, bindingID string) error {
@@ -110,11 +119,11 @@ func (n nodeBackend) update(ctx context.Context, id string, p params.Parameters)
 	return err
 }
 
-func (n nodeBackend) bind(ctx context.Context, id, bindingID, password string) error {
+func (n nodeBackend) bind(ctx context.Context, id, bindingID, password string) (endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	_, err := n.node.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: id, Password: password})
-	return err
+	b, err := n.node.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: id, Password: password})
+	return endpoint{Host: b.Host, Port: b.Port, TLSPort: b.TLSPort, TLSCA: b.TLSCA}, err
 }
 
 func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {

@@ -74,17 +74,25 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	if err != nil {
 		return domain.Binding{}, err
 	}
+	// A binding ready before this request is 200; one this request (or a
+	// retry of an earlier one that did not finish) made ready is 201.
+	alreadyExists := !created && bnd.State == stateReady
 	if bnd.State != stateReady {
 		be, err := b.backend(inst)
 		if err != nil {
 			return domain.Binding{}, err
 		}
-		if err := be.bind(ctx, id, bindingID, bnd.Password); err != nil {
+		ep, err := be.bind(ctx, id, bindingID, bnd.Password)
+		if err != nil {
 			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, be.where(), err)
 		}
 		err = b.state.Update(func(s *state) error {
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
-				r.Bindings[bindingID].State = stateReady
+				rb := r.Bindings[bindingID]
+				rb.State = stateReady
+				rb.Host, rb.Port, rb.TLSPort, rb.TLSCA = ep.Host, ep.Port, ep.TLSPort, ep.TLSCA
+				cp := *rb
+				bnd = &cp
 			}
 			return nil
 		})
@@ -93,15 +101,18 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 		}
 	}
 	return domain.Binding{
-		AlreadyExists: !created && bnd.State == stateReady,
+		AlreadyExists: alreadyExists,
 		Credentials:   credentials(inst, bnd),
-		Endpoints:     endpoints(inst),
+		Endpoints:     endpoints(inst, bnd),
 	}, nil
 }
 
 // Credentials are what an app finds in VCAP_SERVICES: the fields every Redis
 // client library looks for (host, port, password, and username for ACLs) and
 // a URI that go-redis ParseURL and redis-cli -u read.
+//
+// When the instance serves TLS, TLSPort is its TLS port, TLSURI the
+// rediss:// URI of it, and TLSCA the PEM CA to verify the server with.
 type Credentials struct {
 	Host     string `json:"host"`
 	Hostname string `json:"hostname"`
@@ -109,26 +120,50 @@ type Credentials struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	URI      string `json:"uri"`
+	TLSPort  int    `json:"tls_port,omitempty"`
+	TLSURI   string `json:"tls_uri,omitempty"`
+	TLSCA    string `json:"tls_ca,omitempty"`
+}
+
+// where returns the host and port a binding connects to: those its agent or
+// node answered, or, for a record from before they were kept, the
+// instance's.
+func where(inst *instance, bnd *binding) (string, int) {
+	if bnd.Host != "" && bnd.Port != 0 {
+		return bnd.Host, bnd.Port
+	}
+	return inst.Host, inst.Port
 }
 
 func credentials(inst *instance, bnd *binding) Credentials {
+	host, port := where(inst, bnd)
 	u := url.URL{
 		Scheme: "redis",
 		User:   url.UserPassword(bnd.Username, bnd.Password),
-		Host:   net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)),
+		Host:   net.JoinHostPort(host, strconv.Itoa(port)),
 	}
-	return Credentials{
-		Host:     inst.Host,
-		Hostname: inst.Host,
-		Port:     inst.Port,
+	c := Credentials{
+		Host:     host,
+		Hostname: host,
+		Port:     port,
 		Username: bnd.Username,
 		Password: bnd.Password,
 		URI:      u.String(),
 	}
+	if bnd.TLSPort != 0 {
+		u.Scheme, u.Host = "rediss", net.JoinHostPort(host, strconv.Itoa(bnd.TLSPort))
+		c.TLSPort, c.TLSURI, c.TLSCA = bnd.TLSPort, u.String(), bnd.TLSCA
+	}
+	return c
 }
 
-func endpoints(inst *instance) []domain.Endpoint {
-	return []domain.Endpoint{{Host: inst.Host, Ports: []string{strconv.Itoa(inst.Port)}, Protocol: "tcp"}}
+func endpoints(inst *instance, bnd *binding) []domain.Endpoint {
+	host, port := where(inst, bnd)
+	ports := []string{strconv.Itoa(port)}
+	if bnd.TLSPort != 0 {
+		ports = append(ports, strconv.Itoa(bnd.TLSPort))
+	}
+	return []domain.Endpoint{{Host: host, Ports: ports, Protocol: "tcp"}}
 }
 
 func firstKey[V any](m map[string]V) string {
@@ -185,7 +220,7 @@ func (b *Broker) GetBinding(ctx context.Context, id, bindingID string, d domain.
 	p, _ := params.Object(bnd.Requested)
 	return domain.GetBindingSpec{
 		Credentials: credentials(inst, bnd),
-		Endpoints:   endpoints(inst),
+		Endpoints:   endpoints(inst, bnd),
 		Parameters:  p,
 	}, nil
 }

@@ -126,6 +126,14 @@ type binding struct {
 	Password  string          `json:"password"`
 	State     string          `json:"state"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Host and Port are where the user connects, and TLSPort and TLSCA (a
+	// PEM CA) its TLS port, as the agent or node answered the bind. Records
+	// from before they were kept have none: the instance's host and port
+	// stand in, and no TLS.
+	Host    string `json:"host,omitempty"`
+	Port    int    `json:"port,omitempty"`
+	TLSPort int    `json:"tls_port,omitempty"`
+	TLSCA   string `json:"tls_ca,omitempty"`
 }
 
 // Broker serves the OSB API. The zero value is not usable; call New.

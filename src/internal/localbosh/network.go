@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,7 +183,26 @@ func processAlive(pid int) bool {
 // network) from the apps' namespace, as an app would. It never resolves
 // names: give it IP addresses.
 func (d *Director) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	// A BOSH DNS name of the deployment's own (credentials name VMs so when
+	// their certificates do) resolves as the VMs' /etc/hosts has it.
+	if host, port, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) == nil && d.st != nil {
+		if ip := d.resolve(host); ip != "" {
+			addr = net.JoinHostPort(ip, port)
+		}
+	}
 	return dialIn(ctx, filepath.Join(netnsDir, d.appsNS()), network, addr)
+}
+
+// resolve returns the address the deployment's hosts table gives name, or
+// "".
+func (d *Director) resolve(name string) string {
+	for _, line := range strings.Split(string(d.hostsFile()), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 1 && !strings.HasPrefix(fields[0], "#") && slices.Contains(fields[1:], name) {
+			return fields[0]
+		}
+	}
+	return ""
 }
 
 // dialIn dials from network namespace nsPath: the socket is made by a

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -187,6 +189,10 @@ type Credentials struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	URI      string `json:"uri"`
+	// TLSPort, TLSURI and TLSCA are set when the instance serves TLS too.
+	TLSPort int    `json:"tls_port,omitempty"`
+	TLSURI  string `json:"tls_uri,omitempty"`
+	TLSCA   string `json:"tls_ca,omitempty"`
 }
 
 // Addr is host:port.
@@ -252,6 +258,38 @@ func (b *Broker) await(ctx context.Context, id, op string) error {
 
 // Redis returns a client with a binding's credentials that connects from
 // the apps' namespace.
+// RedisTLS returns a client for the binding's TLS port, from the apps'
+// namespace, verifying the server against the credentials' tls_ca for the
+// host they name.
+func (d *Director) RedisTLS(c Credentials) (*redis.Client, error) {
+	if c.TLSPort == 0 {
+		return nil, errors.New("the credentials have no tls_port")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(c.TLSCA)) {
+		return nil, errors.New("the credentials' tls_ca holds no PEM certificate")
+	}
+	cfg := &tls.Config{RootCAs: roots, ServerName: c.Host, MinVersion: tls.VersionTLS12}
+	return redis.NewClient(&redis.Options{
+		Addr: net.JoinHostPort(c.Host, strconv.Itoa(c.TLSPort)), Username: c.Username, Password: c.Password,
+		// go-redis adds TLS only to its own dialer: this one does it itself.
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.Dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(conn, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return tc, nil
+		},
+		MaxRetries: -1, DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		Protocol: 2, DisableIdentity: true,
+	}), nil
+}
+
 func (d *Director) Redis(c Credentials) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: c.Addr(), Username: c.Username, Password: c.Password,

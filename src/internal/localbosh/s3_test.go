@@ -254,6 +254,12 @@ func TestMinIOServer(t *testing.T) {
 	if data, err := os.ReadFile(m.pidFile); err != nil || strings.TrimSpace(string(data)) != strconv.Itoa(pid) {
 		t.Fatalf("pid file: %q, %v", data, err)
 	}
+	// The child may not have exec'd minio yet (its command line is still
+	// this test's until then).
+	deadline := time.Now().Add(5 * time.Second)
+	for d.s3Pid() != pid && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got := d.s3Pid(); got != pid {
 		t.Errorf("s3Pid() = %d, want %d", got, pid)
 	}

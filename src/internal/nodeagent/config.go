@@ -18,6 +18,10 @@ const DefaultPort = 6379
 // the copy-on-write pages of a snapshot.
 const DefaultMaxMemoryPercent = 75
 
+// DefaultTLSPort is the TLS port of a node's redis-server when TLS is on
+// and Config.TLSPort says nothing.
+const DefaultTLSPort = 16379
+
 // Config is the node agent's config file.
 type Config struct {
 	// Listen is the address of the agent's HTTPS API, for example "10.0.0.7:9002".
@@ -35,6 +39,12 @@ type Config struct {
 	Bind string `json:"bind,omitempty"`
 	// Port is redis-server's port; zero means DefaultPort.
 	Port int `json:"port,omitempty"`
+	// RedisTLS, when set, makes redis-server serve TLSPort beside Port, with
+	// this certificate.
+	RedisTLS *agentbase.RedisTLS `json:"redis_tls,omitempty"`
+	// TLSPort is redis-server's TLS port when RedisTLS is set; zero means
+	// DefaultTLSPort. Ignored (and zeroed) without RedisTLS.
+	TLSPort int `json:"tls_port,omitempty"`
 	// DataDir holds the agent's state file, redis.conf, the ACL file and
 	// redis-server's data (DataDir/data, wiped by every reset).
 	DataDir string `json:"data_dir"`
@@ -72,6 +82,19 @@ func (c *Config) Validate() error {
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port: %d is outside 1-65535", c.Port))
+	}
+	if c.RedisTLS != nil {
+		errs = append(errs, c.RedisTLS.Validate("redis_tls"))
+		if c.TLSPort == 0 {
+			c.TLSPort = DefaultTLSPort
+		}
+		if c.TLSPort < 1 || c.TLSPort > 65535 {
+			errs = append(errs, fmt.Errorf("tls_port: %d is outside 1-65535", c.TLSPort))
+		} else if c.TLSPort == c.Port {
+			errs = append(errs, fmt.Errorf("tls_port: %d must differ from port", c.TLSPort))
+		}
+	} else {
+		c.TLSPort = 0
 	}
 	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
 	if c.MaxMemoryPercent == 0 {

@@ -97,6 +97,11 @@ var _ nodeapi.Service = (*Node)(nil)
 // New opens the node's state in cfg.DataDir; cfg must have passed Validate.
 // It starts nothing.
 func New(cfg Config, logger *slog.Logger) (*Node, error) {
+	if cfg.RedisTLS != nil {
+		if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
+			return nil, err
+		}
+	}
 	maxmemory, err := cfg.maxMemory()
 	if err != nil {
 		return nil, err
@@ -187,7 +192,8 @@ func (n *Node) Start(ctx context.Context) {
 		n.retry()
 	} else if n.sup.Status().Adopted {
 		// The crashed agent may have written a file and died before telling
-		// the running server: make the server match the files.
+		// the running server, and this agent's config may turn TLS on or
+		// off: make the server match the files.
 		if err := n.converge(ctx, s); err != nil {
 			n.logger.Error("the adopted redis-server did not take its config", "error", err)
 		}
@@ -204,7 +210,20 @@ func (n *Node) converge(ctx context.Context, s state) error {
 	if err := n.applyParameters(ctx, s); err != nil {
 		return err
 	}
+	if err := n.adminDo(ctx, s, redisconf.TLSConfigSet(n.tls())...); err != nil {
+		return fmt.Errorf("TLS settings: %w", err)
+	}
 	return n.applyReplication(ctx, s)
+}
+
+// tls is the TLS port and certificate of redis.conf; nil when the node
+// serves no TLS.
+func (n *Node) tls() *redisconf.TLS {
+	t := n.cfg.RedisTLS
+	if t == nil {
+		return nil
+	}
+	return &redisconf.TLS{Port: n.cfg.TLSPort, CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
 }
 
 // Shutdown waits (until ctx ends) for the operation in progress, then stops
@@ -309,6 +328,7 @@ func (n *Node) writeFiles(s state) error {
 		ACLFile:        n.paths.acl,
 		MaxMemoryBytes: n.maxmemory,
 		Params:         s.Parameters,
+		TLS:            n.tls(),
 	}
 	if l := s.Leader; l != nil {
 		c.ReplicaOf = l.Conf()

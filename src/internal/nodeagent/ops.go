@@ -196,7 +196,11 @@ func (n *Node) Bind(ctx context.Context, bindingID string, req nodeapi.BindingRe
 	if err := n.adminDo(ctx, s, aclSetUser(user)...); err != nil {
 		return nodeapi.Binding{}, false, fmt.Errorf("%w: binding user saved but not yet active: %v", nodeapi.ErrUnavailable, err)
 	}
-	return nodeapi.Binding{Username: bindingID, Host: n.cfg.Host, Port: n.cfg.Port, Role: req.Role}, created, nil
+	b := nodeapi.Binding{Username: bindingID, Host: n.cfg.Host, Port: n.cfg.Port, Role: req.Role}
+	if t := n.cfg.RedisTLS; t != nil {
+		b.TLSPort, b.TLSCA = n.cfg.TLSPort, t.CA()
+	}
+	return b, created, nil
 }
 
 // Unbind deletes a binding user from the ACL file and from the running

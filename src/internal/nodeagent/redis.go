@@ -67,6 +67,7 @@ func (n *Node) status(ctx context.Context, s state) nodeapi.Status {
 		MaxMemoryBytes: n.maxmemory,
 		Host:           n.cfg.Host,
 		Port:           n.cfg.Port,
+		TLSPort:        n.cfg.TLSPort,
 		Parameters:     s.Parameters,
 		Bindings:       sortedKeys(s.Bindings),
 	}

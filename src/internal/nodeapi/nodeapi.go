@@ -83,8 +83,10 @@ type Status struct {
 	// Keys counts the keys of every database.
 	Keys int64 `json:"keys"`
 	// Host and Port are where apps connect.
-	Host       string            `json:"host"`
-	Port       int               `json:"port"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// TLSPort is redis-server's TLS port; zero when the node serves no TLS.
+	TLSPort    int               `json:"tls_port,omitempty"`
 	Parameters params.Parameters `json:"parameters"`
 	// Bindings are the usernames of the binding users, sorted.
 	Bindings    []string    `json:"bindings"`
@@ -121,6 +123,10 @@ type Binding struct {
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
 	Role     string `json:"role,omitempty"`
+	// TLSPort is redis-server's TLS port and TLSCA the PEM CA that signed
+	// its certificate; both empty when the node serves no TLS.
+	TLSPort int    `json:"tls_port,omitempty"`
+	TLSCA   string `json:"tls_ca,omitempty"`
 }
 
 // ResetRequest wipes a node that instance InstanceID held.

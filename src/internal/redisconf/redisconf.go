@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -39,6 +40,36 @@ type Config struct {
 	// ReplicaOf, when not nil, makes the server a read-only follower of this
 	// leader; nil renders no replication directive, so the server leads.
 	ReplicaOf *Leader
+	// TLS, when not nil, adds a TLS port beside Port.
+	TLS *TLS
+}
+
+// TLS is the TLS port of a redis-server and its certificate. Clients
+// authenticate with ACL users, not certificates, and replication stays on
+// the plaintext port.
+type TLS struct {
+	// Port is the TLS port; it must be in 1-65535 and differ from Port.
+	Port int
+	// CertFile, KeyFile and CAFile are PEM files: the server's certificate,
+	// its key, and the CA that signed it.
+	CertFile, KeyFile, CAFile string
+}
+
+// TLSProtocols are the TLS versions redis-server accepts.
+const TLSProtocols = "TLSv1.2 TLSv1.3"
+
+// Directives returns the redis.conf settings of t, in the order CONFIG SET
+// must apply them live: the certificate before the port.
+func (t *TLS) Directives() []params.Directive {
+	return []params.Directive{
+		{Name: "tls-cert-file", Value: t.CertFile},
+		{Name: "tls-key-file", Value: t.KeyFile},
+		{Name: "tls-ca-cert-file", Value: t.CAFile},
+		{Name: "tls-auth-clients", Value: "no"},
+		{Name: "tls-protocols", Value: TLSProtocols},
+		{Name: "tls-replication", Value: "no"},
+		{Name: "tls-port", Value: strconv.Itoa(t.Port)},
+	}
 }
 
 // Leader is the server a follower replicates from.
@@ -70,7 +101,11 @@ replicaof {{quote .Host}} {{.Port}}
 {{if .User}}masteruser {{quote .User}}
 {{end}}{{if .Password}}masterauth {{quote .Password}}
 {{end}}replica-read-only yes
-{{end}}
+{{end}}{{with .TLS}}
+# TLS beside the plaintext port; apps authenticate as ACL users, not with
+# certificates, and replication stays on the plaintext port.
+{{range .Directives}}{{.Name}} {{quote .Value}}
+{{end}}{{end}}
 # Persistence: the append-only file, fsynced every second, plus RDB snapshots.
 appendonly yes
 appendfsync everysec
@@ -126,7 +161,29 @@ func (c Config) validate() error {
 	if l := c.ReplicaOf; l != nil && (l.Host == "" || l.Port < 1 || l.Port > 65535) {
 		errs = append(errs, fmt.Errorf("replicaof needs a host and a port in 1-65535, not %q %d", l.Host, l.Port))
 	}
+	if t := c.TLS; t != nil {
+		if t.Port < 1 || t.Port > 65535 || t.Port == c.Port {
+			errs = append(errs, fmt.Errorf("tls-port %d must be in 1-65535 and differ from port %d", t.Port, c.Port))
+		}
+		if t.CertFile == "" || t.KeyFile == "" || t.CAFile == "" {
+			errs = append(errs, errors.New("tls-cert-file, tls-key-file and tls-ca-cert-file must be set"))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// TLSConfigSet returns the CONFIG SET command that gives a running server
+// the TLS settings of t: its certificate and TLS port, or, when t is nil,
+// no TLS port.
+func TLSConfigSet(t *TLS) []any {
+	if t == nil {
+		return []any{"CONFIG", "SET", "tls-port", "0"}
+	}
+	args := []any{"CONFIG", "SET"}
+	for _, d := range t.Directives() {
+		args = append(args, d.Name, d.Value)
+	}
+	return args
 }
 
 // quote makes a redis.conf argument of s: Redis reads double-quoted strings

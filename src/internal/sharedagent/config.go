@@ -18,6 +18,9 @@ type Config struct {
 	Credentials agentapi.Credentials `json:"credentials"`
 	// TLS, when set, serves the API over HTTPS with this certificate.
 	TLS *TLS `json:"tls,omitempty"`
+	// RedisTLS, when set, gives every instance a TLS port beside its
+	// plaintext one, from the same port range, with this certificate.
+	RedisTLS *agentbase.RedisTLS `json:"redis_tls,omitempty"`
 	// Host is the address apps connect to; it goes into credentials.
 	Host string `json:"host"`
 	// Bind is the address redis-servers listen on; empty means Host.
@@ -49,6 +52,9 @@ func (c *Config) Validate() error {
 	errs := agentbase.CheckAPI(c.Listen, c.Credentials)
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls.cert_file and tls.key_file are both required when tls is set"))
+	}
+	if c.RedisTLS != nil {
+		errs = append(errs, c.RedisTLS.Validate("redis_tls"))
 	}
 	errs = append(errs, agentbase.CheckHost(c.Host, &c.Bind)...)
 	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)

@@ -48,8 +48,11 @@ type state struct {
 }
 
 type record struct {
-	ID             string            `json:"id"`
-	Port           int               `json:"port"`
+	ID   string `json:"id"`
+	Port int    `json:"port"`
+	// TLSPort is the instance's TLS port, from the same range; zero while
+	// the agent serves no TLS.
+	TLSPort        int               `json:"tls_port,omitempty"`
 	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
 	Parameters     params.Parameters `json:"parameters"`
 	AdminPassword  string            `json:"admin_password"`
@@ -90,6 +93,11 @@ var _ agentapi.Service = (*Manager)(nil)
 
 // New opens the agent's state in cfg.DataDir; cfg must have passed Validate.
 func New(cfg Config, logger *slog.Logger) (*Manager, error) {
+	if cfg.RedisTLS != nil {
+		if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
+			return nil, err
+		}
+	}
 	budget, err := cfg.memoryBudget()
 	if err != nil {
 		return nil, err
@@ -122,6 +130,9 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 // deletes a crash interrupted. An instance that fails to start is retried in
 // the background; Start returns once every instance was tried.
 func (m *Manager) Start(ctx context.Context) {
+	if err := m.assignTLSPorts(); err != nil {
+		m.logger.Error("assigning TLS ports failed", "error", err)
+	}
 	var recs []record
 	_ = m.state.View(func(s state) {
 		for _, r := range s.Instances {
@@ -148,6 +159,12 @@ func (m *Manager) Start(ctx context.Context) {
 			if err := m.run(ctx, r); err != nil {
 				m.logger.Error("instance did not start; retrying in the background", "instance", r.ID, "error", err)
 				m.retry(r.ID)
+			} else if m.adopted(r.ID) {
+				// A server from before the restart runs with the TLS
+				// settings of then: give it those of now, live.
+				if err := m.applyTLS(ctx, r); err != nil {
+					m.logger.Error("the running redis-server did not take its TLS settings; they apply at its next restart", "instance", r.ID, "error", err)
+				}
 			}
 		}()
 	}
@@ -178,7 +195,10 @@ func (m *Manager) Shutdown(ctx context.Context) {
 
 // Capacity reports the memory, ports and instance slots in use and in all.
 func (m *Manager) Capacity(ctx context.Context) (agentapi.Capacity, error) {
-	c := agentapi.Capacity{MemoryBytes: m.budget, MaxInstances: m.cfg.MaxInstances}
+	c := agentapi.Capacity{MemoryBytes: m.budget, MaxInstances: m.cfg.MaxInstances, PortsPerInstance: 1}
+	if m.cfg.RedisTLS != nil {
+		c.PortsPerInstance = 2
+	}
 	err := m.state.View(func(s state) {
 		for _, r := range s.Instances {
 			c.Instances++
@@ -191,12 +211,78 @@ func (m *Manager) Capacity(ctx context.Context) (agentapi.Capacity, error) {
 
 func portsInRange(s state, r portalloc.Range) int {
 	n := 0
-	for _, rec := range s.Instances {
-		if rec.Port >= r.Min && rec.Port <= r.Max {
+	for port := range usedPorts(&s) {
+		if port >= r.Min && port <= r.Max {
 			n++
 		}
 	}
 	return n
+}
+
+// usedPorts are the ports every instance's record holds, plaintext and TLS.
+func usedPorts(s *state) map[int]bool {
+	used := map[int]bool{}
+	for _, r := range s.Instances {
+		used[r.Port] = true
+		if r.TLSPort != 0 {
+			used[r.TLSPort] = true
+		}
+	}
+	return used
+}
+
+// allocatePorts gives r a plaintext port and, when the agent serves TLS, a
+// TLS port, the next free ones after from, and records them as the last
+// handed out. The caller stores r in the same transaction.
+func (m *Manager) allocatePorts(s *state, r *record, from int) error {
+	used := usedPorts(s)
+	port, err := portalloc.Next(m.cfg.Ports, used, from, m.available)
+	if err != nil {
+		return fmt.Errorf("%w: %v", agentapi.ErrFull, err)
+	}
+	used[port] = true
+	tlsPort := 0
+	if m.cfg.RedisTLS != nil {
+		if tlsPort, err = portalloc.Next(m.cfg.Ports, used, port, m.available); err != nil {
+			return fmt.Errorf("%w: no TLS port: %v", agentapi.ErrFull, err)
+		}
+	}
+	r.Port, r.TLSPort, s.LastPort = port, tlsPort, port
+	if tlsPort != 0 {
+		s.LastPort = tlsPort
+	}
+	return nil
+}
+
+// assignTLSPorts makes the records match the config, in one transaction: an
+// instance from before TLS was turned on gets a TLS port, and one from
+// before it was turned off loses it. Start then writes redis.conf from the
+// records and applies them to servers it adopts.
+func (m *Manager) assignTLSPorts() error {
+	return m.state.Update(func(s *state) error {
+		ids := slices.Sorted(maps.Keys(s.Instances))
+		for _, id := range ids {
+			r := s.Instances[id]
+			switch {
+			case r.Deleting:
+			case m.cfg.RedisTLS == nil && r.TLSPort != 0:
+				m.logger.Info("TLS is off: the instance's TLS port goes", "instance", id, "tls_port", r.TLSPort)
+				r.TLSPort = 0
+			case m.cfg.RedisTLS != nil && r.TLSPort == 0:
+				used := usedPorts(s)
+				port, err := portalloc.Next(m.cfg.Ports, used, s.LastPort, m.available)
+				if err != nil {
+					// The others' ports are still stored; this one serves
+					// plaintext only until a start finds a port free.
+					m.logger.Error("no TLS port for the instance; it serves plaintext only", "instance", id, "error", err)
+					continue
+				}
+				r.TLSPort, s.LastPort = port, port
+				m.logger.Info("TLS is on: the instance gets a TLS port", "instance", id, "tls_port", port)
+			}
+		}
+		return nil
+	})
 }
 
 // List describes every instance.
@@ -308,25 +394,18 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		if err := m.fits(s, req.MaxMemoryBytes); err != nil {
 			return err
 		}
-		used := map[int]bool{}
-		for _, r := range s.Instances {
-			used[r.Port] = true
-		}
-		port, err := portalloc.Next(m.cfg.Ports, used, s.LastPort, m.available)
-		if err != nil {
-			return fmt.Errorf("%w: %v", agentapi.ErrFull, err)
-		}
 		rec = record{
 			ID:             id,
-			Port:           port,
 			MaxMemoryBytes: req.MaxMemoryBytes,
 			Parameters:     req.Parameters,
 			AdminPassword:  secret.New(),
 			Bindings:       map[string]string{},
 			CreatedAt:      time.Now().UTC(),
 		}
+		if err := m.allocatePorts(s, &rec, s.LastPort); err != nil {
+			return err
+		}
 		s.Instances[id] = &rec
-		s.LastPort = port
 		created = true
 		return nil
 	})
@@ -339,7 +418,7 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		// check and redis-server's bind: with the product's port range inside
 		// Linux's default ephemeral range, usually an outgoing connection.
 		// A new instance can still move; its port is not published yet.
-		m.logger.Info("port taken by another process; moving the new instance", "instance", id, "port", rec.Port)
+		m.logger.Info("port taken by another process; moving the new instance", "instance", id, "port", rec.Port, "tls_port", rec.TLSPort)
 		if rec, err = m.movePort(id); err == nil {
 			err = m.run(ctx, rec)
 		}
@@ -354,7 +433,7 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		}
 		return agentapi.Instance{}, false, fmt.Errorf("%w: redis-server of instance %s did not start: %v", agentapi.ErrUnavailable, id, err)
 	}
-	m.logger.Info("instance ready", "instance", id, "port", rec.Port, "created", created)
+	m.logger.Info("instance ready", "instance", id, "port", rec.Port, "tls_port", rec.TLSPort, "created", created)
 	return m.describe(rec), created, nil
 }
 
@@ -366,7 +445,8 @@ func portTaken(err error) bool {
 	return strings.Contains(err.Error(), "Address already in use")
 }
 
-// movePort gives a new instance the next free port.
+// movePort gives a new instance the next free ports, plaintext and TLS:
+// either may be the one taken.
 func (m *Manager) movePort(id string) (record, error) {
 	var rec record
 	err := m.state.Update(func(s *state) error {
@@ -374,15 +454,11 @@ func (m *Manager) movePort(id string) (record, error) {
 		if err != nil {
 			return err
 		}
-		used := map[int]bool{}
-		for _, other := range s.Instances {
-			used[other.Port] = true
+		// The ports it had stay in use while the next ones are chosen, so
+		// it moves past them.
+		if err := m.allocatePorts(s, r, max(r.Port, r.TLSPort)); err != nil {
+			return err
 		}
-		port, err := portalloc.Next(m.cfg.Ports, used, r.Port, m.available)
-		if err != nil {
-			return fmt.Errorf("%w: %v", agentapi.ErrFull, err)
-		}
-		r.Port, s.LastPort = port, port
 		rec = *r
 		return nil
 	})
@@ -518,7 +594,11 @@ func (m *Manager) Bind(ctx context.Context, id, bindingID string, req agentapi.B
 	if err := m.adminDo(ctx, rec, aclSetUser(user)...); err != nil {
 		return agentapi.Binding{}, false, fmt.Errorf("%w: binding user saved but not yet active: %v", agentapi.ErrUnavailable, err)
 	}
-	return agentapi.Binding{Username: bindingID, Host: m.cfg.Host, Port: rec.Port}, created, nil
+	b := agentapi.Binding{Username: bindingID, Host: m.cfg.Host, Port: rec.Port}
+	if rec.TLSPort != 0 && m.cfg.RedisTLS != nil {
+		b.TLSPort, b.TLSCA = rec.TLSPort, m.cfg.RedisTLS.CA()
+	}
+	return b, created, nil
 }
 
 // Unbind deletes a binding user from the ACL file and from the running server,
@@ -594,6 +674,7 @@ func (m *Manager) describe(r record) agentapi.Instance {
 		ID:             r.ID,
 		Host:           m.cfg.Host,
 		Port:           r.Port,
+		TLSPort:        r.TLSPort,
 		MaxMemoryBytes: r.MaxMemoryBytes,
 		Parameters:     r.Parameters,
 		State:          "starting",
@@ -662,7 +743,34 @@ func (m *Manager) writeFiles(r record) error {
 		MaxMemoryBytes: r.MaxMemoryBytes,
 		Params:         r.Parameters,
 		ReplicaOf:      r.Leader.Conf(),
+		TLS:            m.tls(r),
 	})
+}
+
+// tls is the TLS port and certificate of r's redis.conf; nil when the agent
+// serves no TLS.
+func (m *Manager) tls(r record) *redisconf.TLS {
+	t := m.cfg.RedisTLS
+	if t == nil || r.TLSPort == 0 {
+		return nil
+	}
+	return &redisconf.TLS{Port: r.TLSPort, CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
+}
+
+// applyTLS gives r's running server the TLS settings its redis.conf has,
+// with CONFIG SET, without a restart: the certificate and the TLS port, or
+// no TLS port at all.
+func (m *Manager) applyTLS(ctx context.Context, r record) error {
+	return m.adminDo(ctx, r, redisconf.TLSConfigSet(m.tls(r))...)
+}
+
+// adopted reports whether the instance's running server was found running
+// rather than started by this agent.
+func (m *Manager) adopted(id string) bool {
+	m.mu.Lock()
+	sup := m.sups[id]
+	m.mu.Unlock()
+	return sup != nil && sup.Status().Adopted
 }
 
 // run renders the instance's files and makes sure its redis-server runs under

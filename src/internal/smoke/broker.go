@@ -282,16 +282,24 @@ func (c *brokerClient) wait(ctx context.Context, path string, q url.Values, dele
 }
 
 // bindingAnswer is the part of a binding the smoke tests read: the
-// credentials' uri (the port may be a number or a string, so the rest is
-// not decoded).
+// credentials' uri, and tls_uri and tls_ca when the instance serves TLS (the
+// port may be a number or a string, so the rest is not decoded).
 type bindingAnswer struct {
-	Credentials struct {
-		URI string `json:"uri"`
-	} `json:"credentials"`
+	Credentials bindingCredentials `json:"credentials"`
 }
 
-// bind creates a binding and returns its credentials' uri.
-func (c *brokerClient) bind(ctx context.Context, id, bindingID, serviceID, planID, appGUID string) (string, error) {
+// bindingCredentials are the credentials the smoke tests connect with.
+type bindingCredentials struct {
+	URI string `json:"uri"`
+	// TLSURI (rediss://) and TLSCA (PEM) are empty when the instance serves
+	// no TLS.
+	TLSURI string `json:"tls_uri"`
+	TLSCA  string `json:"tls_ca"`
+}
+
+// bind creates a binding and returns its credentials.
+func (c *brokerClient) bind(ctx context.Context, id, bindingID, serviceID, planID, appGUID string) (bindingCredentials, error) {
+	var none bindingCredentials
 	path := bindingPath(id, bindingID)
 	req := map[string]any{
 		"service_id": serviceID, "plan_id": planID, "app_guid": appGUID,
@@ -301,29 +309,32 @@ func (c *brokerClient) bind(ctx context.Context, id, bindingID, serviceID, planI
 	status, body, _, err := c.call(ctx, http.MethodPut, path, url.Values{"accepts_incomplete": {"true"}}, req)
 	switch {
 	case err != nil:
-		return "", err
+		return none, err
 	case status == http.StatusAccepted:
 		if err := c.waitBinding(ctx, id, bindingID, serviceID, planID, asyncOperation(body), false); err != nil {
-			return "", err
+			return none, err
 		}
 		status, body, _, err = c.call(ctx, http.MethodGet, path, url.Values{"service_id": {serviceID}, "plan_id": {planID}}, nil)
 		if err != nil {
-			return "", err
+			return none, err
 		}
 		if status != http.StatusOK {
-			return "", fail(http.MethodGet, path, status, body)
+			return none, fail(http.MethodGet, path, status, body)
 		}
 	case status != http.StatusOK && status != http.StatusCreated:
-		return "", fail(http.MethodPut, path, status, body)
+		return none, fail(http.MethodPut, path, status, body)
 	}
 	var b bindingAnswer
 	if err := json.Unmarshal(body, &b); err != nil {
-		return "", errors.New("the binding's answer is not valid JSON")
+		return none, errors.New("the binding's answer is not valid JSON")
 	}
 	if b.Credentials.URI == "" {
-		return "", errors.New("the binding's credentials have no uri")
+		return none, errors.New("the binding's credentials have no uri")
 	}
-	return b.Credentials.URI, nil
+	if (b.Credentials.TLSURI == "") != (b.Credentials.TLSCA == "") {
+		return none, errors.New("the binding's credentials have one of tls_uri and tls_ca without the other")
+	}
+	return b.Credentials, nil
 }
 
 // unbind deletes a binding, waiting when the broker works on it

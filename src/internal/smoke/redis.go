@@ -3,6 +3,8 @@ package smoke
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,6 +28,25 @@ func redisOptions(uri string, red *redactor) (*redis.Options, error) {
 	opts.PoolSize = 1
 	// The steps say themselves what they expect of a failure.
 	opts.MaxRetries = -1
+	return opts, nil
+}
+
+// redisTLSOptions reads a binding's tls_uri (rediss://) as an app's Redis
+// library would, trusting only the binding's tls_ca to verify the server.
+func redisTLSOptions(uri, caPEM string, red *redactor) (*redis.Options, error) {
+	opts, err := redisOptions(uri, red)
+	if err != nil {
+		return nil, fmt.Errorf("tls_uri: %w", err)
+	}
+	if opts.TLSConfig == nil {
+		return nil, errors.New("the binding's tls_uri does not ask for TLS (it is not rediss://)")
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return nil, errors.New("the binding's tls_ca holds no PEM certificate")
+	}
+	opts.TLSConfig.RootCAs = pool
+	opts.TLSConfig.MinVersion = tls.VersionTLS12
 	return opts, nil
 }
 

@@ -256,15 +256,21 @@ func (r *runner) plan(ctx context.Context, svc catalogService, p catalogPlan) er
 
 	bnd := inst
 	bnd.bindingID = newID(p.Name)
-	var opts *redis.Options
+	var opts, tlsOpts *redis.Options
 	err = r.step(p.Name, "bind", func() error {
 		r.created = append(r.created, bnd)
-		uri, err := r.broker.bind(ctx, inst.instanceID, bnd.bindingID, svc.ID, p.ID, appGUID)
+		creds, err := r.broker.bind(ctx, inst.instanceID, bnd.bindingID, svc.ID, p.ID, appGUID)
 		if err != nil {
 			return err
 		}
-		r.out.add(uri)
-		opts, err = redisOptions(uri, r.out)
+		r.out.add(creds.URI)
+		r.out.add(creds.TLSURI)
+		if opts, err = redisOptions(creds.URI, r.out); err != nil {
+			return err
+		}
+		if creds.TLSURI != "" {
+			tlsOpts, err = redisTLSOptions(creds.TLSURI, creds.TLSCA, r.out)
+		}
 		return err
 	})
 	if err != nil {
@@ -273,6 +279,13 @@ func (r *runner) plan(ctx context.Context, svc catalogService, p catalogPlan) er
 
 	if err := r.step(p.Name, "write and read", func() error { return writeRead(ctx, opts, inst.instanceID) }); err != nil {
 		return err
+	}
+	if tlsOpts != nil {
+		// The binding has a TLS port: apps that use it must get through,
+		// verifying the server with the binding's CA.
+		if err := r.step(p.Name, "write and read over TLS", func() error { return writeRead(ctx, tlsOpts, inst.instanceID) }); err != nil {
+			return err
+		}
 	}
 	if err := r.step(p.Name, "CONFIG GET is refused with NOPERM", func() error { return forbidden(ctx, opts) }); err != nil {
 		return err

@@ -186,3 +186,27 @@ var _ = Describe("a broker served over HTTPS", func() {
 		Expect(err).To(MatchError(ContainSubstring(`step "catalog": cannot reach the broker at ` + brokerURL + ": tls: failed to verify certificate: x509: certificate signed by unknown authority")))
 	})
 })
+
+var _ = Describe("a binding's TLS credentials", func() {
+	It("are read as an app would: rediss:// verified against tls_ca only", func() {
+		ca, err := tlstest.NewCA("redis-ca")
+		Expect(err).NotTo(HaveOccurred())
+		red := &redactor{out: io.Discard}
+		uri := "rediss://app:s3cret-password@10.0.0.5:33001"
+		red.add(uri)
+		opts, err := redisTLSOptions(uri, ca.PEM, red)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(opts.Addr).To(Equal("10.0.0.5:33001"))
+		Expect(opts.TLSConfig.ServerName).To(Equal("10.0.0.5"))
+		Expect(opts.TLSConfig.RootCAs).NotTo(BeNil())
+		Expect(opts.TLSConfig.InsecureSkipVerify).To(BeFalse())
+
+		_, err = redisTLSOptions("redis://app:s3cret-password@10.0.0.5:33001", ca.PEM, red)
+		Expect(err).To(MatchError(ContainSubstring("not rediss://")))
+		_, err = redisTLSOptions(uri, "not a certificate", red)
+		Expect(err).To(MatchError(ContainSubstring("tls_ca holds no PEM certificate")))
+		_, err = redisTLSOptions("rediss://app:s3cret-password@[bad", ca.PEM, red)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).NotTo(ContainSubstring("s3cret-password"))
+	})
+})

@@ -26,6 +26,7 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
@@ -115,6 +116,10 @@ type Options struct {
 	// AgentBackups, when set, makes every agent and node back up its
 	// instances on this schedule.
 	AgentBackups *backup.Schedule
+	// RedisTLS turns TLS on for the Redis ports of every agent and node
+	// (redis_tls), with certificates a CA of its own (System.RedisCA)
+	// signed.
+	RedisTLS bool
 }
 
 // System is a running broker and its agents.
@@ -130,6 +135,24 @@ type System struct {
 	NodeDirs []string
 	// CA signed the nodes' certificates.
 	CA *tlstest.CA
+	// RedisCA signed the redis-servers' certificates when Options.RedisTLS
+	// is set; RedisCAFile holds it.
+	RedisCA     *tlstest.CA
+	RedisCAFile string
+}
+
+// redisTLS issues a redis-server certificate for host into dir/name and
+// returns the redis_tls config naming it.
+func (s *System) redisTLS(name, host string) (*agentbase.RedisTLS, error) {
+	dir := filepath.Join(s.Dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	certFile, keyFile, err := s.RedisCA.Issue(dir, host)
+	if err != nil {
+		return nil, err
+	}
+	return &agentbase.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: s.RedisCAFile}, nil
 }
 
 // Start starts the agents, then the broker, each with a fresh config in dir,
@@ -148,6 +171,16 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		opts.AgentMemoryMB = 8192
 	}
 	s := &System{Dir: dir, Username: "osb-user", Password: "osb-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	if opts.RedisTLS {
+		ca, err := tlstest.NewCA("systemtest-redis")
+		if err != nil {
+			return nil, err
+		}
+		s.RedisCA, s.RedisCAFile = ca, filepath.Join(dir, "redis-ca.pem")
+		if err := os.WriteFile(s.RedisCAFile, []byte(ca.PEM), 0o600); err != nil {
+			return nil, err
+		}
+	}
 	var agents []broker.AgentConfig
 	for i := range opts.Agents {
 		port, err := redistest.FreePort()
@@ -163,6 +196,11 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			Ports:          opts.PortRange,
 			MemoryBudgetMB: opts.AgentMemoryMB,
 			Backups:        opts.AgentBackups,
+		}
+		if opts.RedisTLS {
+			if cfg.RedisTLS, err = s.redisTLS(fmt.Sprintf("agent-%d-redis-tls", i), cfg.Host); err != nil {
+				return nil, err
+			}
 		}
 		p := &Process{Name: fmt.Sprintf("agent-%d", i), Path: bins.SharedAgent, Addr: cfg.Listen, Config: filepath.Join(dir, fmt.Sprintf("agent-%d.json", i))}
 		if err := writeJSON(p.Config, cfg); err != nil {
@@ -212,6 +250,14 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			RedisServer: redisServer(),
 			MaxMemoryMB: opts.NodeMemoryMB,
 			Backups:     opts.AgentBackups,
+		}
+		if opts.RedisTLS {
+			if cfg.RedisTLS, err = s.redisTLS(id+"-redis-tls", host); err != nil {
+				return nil, err
+			}
+			if cfg.TLSPort, err = freePortOn(host); err != nil {
+				return nil, err
+			}
 		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
 		if err := writeJSON(p.Config, cfg); err != nil {
