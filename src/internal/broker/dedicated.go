@@ -311,43 +311,35 @@ const quarantineRetry = 10 * time.Minute
 // nodes, and gives shared instances the plan's memory limit when the
 // operator changed it (resize.go).
 func (b *Broker) Run(ctx context.Context) {
-	every := func(do func(context.Context)) {
-		b.resets.Go(func() {
-			t := time.NewTicker(quarantineRetry)
-			defer t.Stop()
-			for {
-				do(ctx)
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		})
-	}
 	if b.cfg.DedicatedVM != nil {
-		every(b.resume)
+		b.repeat(ctx, func(ctx context.Context) bool { b.resume(ctx); return true })
 	}
 	if b.cfg.SharedVM != nil {
-		// Agents start beside the broker, or after it: a round that could
-		// not reach one is tried again soon, backing off up to the period.
-		b.resets.Go(func() {
-			retry := time.Second
-			for {
-				wait := quarantineRetry
-				if !b.resizeShared(ctx) {
-					wait, retry = retry, min(2*retry, quarantineRetry)
-				} else {
-					retry = time.Second
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-			}
-		})
+		b.repeat(ctx, b.resizeShared)
 	}
+}
+
+// repeat runs round in the background now and every ten minutes until ctx
+// ends. A round that reports it could not reach everything (agents start
+// beside the broker, or after it) comes again after a second, backing off
+// up to the period.
+func (b *Broker) repeat(ctx context.Context, round func(context.Context) bool) {
+	b.resets.Go(func() {
+		retry := time.Second
+		for {
+			wait := quarantineRetry
+			if round(ctx) {
+				retry = time.Second
+			} else {
+				wait, retry = retry, min(2*retry, quarantineRetry)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	})
 }
 
 func (b *Broker) resume(ctx context.Context) {

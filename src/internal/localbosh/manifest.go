@@ -295,16 +295,25 @@ func (d *Director) hostsFile() []byte {
 	var b strings.Builder
 	b.WriteString("# A local deployment's stand-in for BOSH DNS (src/internal/localbosh).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
 	for _, in := range d.st.Instances {
-		spec := d.instance(in)
-		names := []string{spec.Address}
-		if g, ok := d.group(in.Group); ok && d.manifest.Features.UseDNSAddresses {
-			names = append(names, fmt.Sprintf("%d.%s.%s.%s.bosh", in.Index, g.Name, g.Network(), d.manifest.Name))
-		}
-		if spec.Address != in.IP {
+		if names := d.hostNames(in); len(names) > 0 {
 			fmt.Fprintf(&b, "%s %s\n", in.IP, strings.Join(names, " "))
 		}
 	}
 	return []byte(b.String())
+}
+
+// hostNames are the BOSH DNS names of an instance: its address and its
+// index name, or none when the manifest gives IP addresses.
+func (d *Director) hostNames(in *instanceState) []string {
+	spec := d.instance(in)
+	if spec.Address == in.IP {
+		return nil
+	}
+	names := []string{spec.Address}
+	if g, ok := d.group(in.Group); ok && d.manifest.Features.UseDNSAddresses {
+		names = append(names, fmt.Sprintf("%d.%s.%s.%s.bosh", in.Index, g.Name, g.Network(), d.manifest.Name))
+	}
+	return names
 }
 
 // writeHosts writes every VM's /etc/hosts in place: the file is bind

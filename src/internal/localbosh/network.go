@@ -193,13 +193,12 @@ func (d *Director) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	return dialIn(ctx, filepath.Join(netnsDir, d.appsNS()), network, addr)
 }
 
-// resolve returns the address the deployment's hosts table gives name, or
-// "".
+// resolve returns the address the deployment's hosts table
+// (hostsFile) gives name, or "".
 func (d *Director) resolve(name string) string {
-	for _, line := range strings.Split(string(d.hostsFile()), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) > 1 && !strings.HasPrefix(fields[0], "#") && slices.Contains(fields[1:], name) {
-			return fields[0]
+	for _, in := range d.st.Instances {
+		if slices.Contains(d.hostNames(in), name) {
+			return in.IP
 		}
 	}
 	return ""

@@ -97,10 +97,8 @@ var _ nodeapi.Service = (*Node)(nil)
 // New opens the node's state in cfg.DataDir; cfg must have passed Validate.
 // It starts nothing.
 func New(cfg Config, logger *slog.Logger) (*Node, error) {
-	if cfg.RedisTLS != nil {
-		if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
-			return nil, err
-		}
+	if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
+		return nil, err
 	}
 	maxmemory, err := cfg.maxMemory()
 	if err != nil {

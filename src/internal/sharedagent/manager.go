@@ -93,10 +93,8 @@ var _ agentapi.Service = (*Manager)(nil)
 
 // New opens the agent's state in cfg.DataDir; cfg must have passed Validate.
 func New(cfg Config, logger *slog.Logger) (*Manager, error) {
-	if cfg.RedisTLS != nil {
-		if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
-			return nil, err
-		}
+	if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
+		return nil, err
 	}
 	budget, err := cfg.memoryBudget()
 	if err != nil {
@@ -200,10 +198,7 @@ func (m *Manager) Capacity(ctx context.Context) (agentapi.Capacity, error) {
 		c.PortsPerInstance = 2
 	}
 	err := m.state.View(func(s state) {
-		for _, r := range s.Instances {
-			c.Instances++
-			c.AllocatedBytes += r.MaxMemoryBytes
-		}
+		c.Instances, c.AllocatedBytes = len(s.Instances), allocated(&s)
 		c.FreePorts = m.cfg.Ports.Size() - portsInRange(s, m.cfg.Ports)
 	})
 	return c, err
@@ -465,11 +460,17 @@ func (m *Manager) movePort(id string) (record, error) {
 	return rec, err
 }
 
-func (m *Manager) fits(s *state, maxmemory int64) error {
-	var allocated int64
+// allocated is the sum of the instances' memory limits.
+func allocated(s *state) int64 {
+	var sum int64
 	for _, r := range s.Instances {
-		allocated += r.MaxMemoryBytes
+		sum += r.MaxMemoryBytes
 	}
+	return sum
+}
+
+func (m *Manager) fits(s *state, maxmemory int64) error {
+	allocated := allocated(s)
 	if m.cfg.MaxInstances > 0 && len(s.Instances) >= m.cfg.MaxInstances {
 		return fmt.Errorf("%w: the VM holds its maximum of %d instances", agentapi.ErrFull, m.cfg.MaxInstances)
 	}

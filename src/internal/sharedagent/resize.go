@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 )
@@ -45,11 +44,7 @@ func (m *Manager) Resize(ctx context.Context, id string, req agentapi.ResizeRequ
 			return err
 		}
 		if grow := req.MaxMemoryBytes - r.MaxMemoryBytes; grow > 0 {
-			var allocated int64
-			for _, other := range s.Instances {
-				allocated += other.MaxMemoryBytes
-			}
-			if allocated+grow > m.budget {
+			if allocated := allocated(s); allocated+grow > m.budget {
 				return fmt.Errorf("%w: instance %s needs %d MB more, and %d MB of the VM's %d MB budget are free: it keeps %d MB",
 					agentapi.ErrFull, id, grow>>20, (m.budget-allocated)>>20, m.budget>>20, r.MaxMemoryBytes>>20)
 			}
@@ -75,14 +70,9 @@ func (m *Manager) Resize(ctx context.Context, id string, req agentapi.ResizeRequ
 func (m *Manager) usedMemory(ctx context.Context, r record) (int64, error) {
 	c := m.adminClient(r)
 	defer c.Close()
-	info, err := c.Info(ctx, "memory").Result()
+	info, err := c.InfoMap(ctx, "memory").Result()
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("INFO memory has no used_memory")
+	return strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
 }
