@@ -266,7 +266,29 @@ func copyFile(src, dst string) error {
 }
 
 // copyTree copies a folder, keeping symbolic links as links.
-func copyTree(src, dst string) error {
+func copyTree(src, dst string) error { return walkTree(src, dst, copyFile) }
+
+// linkTree makes dst a copy of src whose files are hard links to src's
+// (packages are never changed in place: a new build is a new folder), or
+// copies where a link cannot be made.
+func linkTree(src, dst string) error {
+	tmp := dst + ".tmp"
+	_ = os.RemoveAll(tmp)
+	err := walkTree(src, tmp, func(from, to string) error {
+		if err := os.Link(from, to); err == nil {
+			return nil
+		}
+		return copyFile(from, to)
+	})
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// walkTree makes dst a tree of src's folders and symbolic links, with each
+// regular file put in place by file.
+func walkTree(src, dst string, file func(from, to string) error) error {
 	return filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -283,43 +305,9 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		default:
-			return copyFile(path, target)
+			return file(path, target)
 		}
 	})
-}
-
-// linkTree makes dst a copy of src whose files are hard links to src's
-// (packages are never changed in place: a new build is a new folder), or
-// copies where a link cannot be made.
-func linkTree(src, dst string) error {
-	tmp := dst + ".tmp"
-	_ = os.RemoveAll(tmp)
-	err := filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(tmp, rel)
-		switch {
-		case e.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case e.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		default:
-			if err := os.Link(path, target); err == nil {
-				return nil
-			}
-			return copyFile(path, target)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 // CompileRedis compiles the release's redis package from its blob with the

@@ -193,20 +193,29 @@ func (d *Director) vmCommand(ctx context.Context, pid int, env []string, name st
 // Exec runs a command inside the VM of instance GROUP/INDEX and returns its
 // combined output.
 func (d *Director) Exec(ctx context.Context, group string, index int, name string, args ...string) ([]byte, error) {
-	if d.st == nil {
-		if err := d.loadState(); err != nil {
-			return nil, err
-		}
-	}
-	in := d.find(group, index)
-	if in == nil {
-		return nil, fmt.Errorf("no instance %s/%d", group, index)
+	in, err := d.recorded(group, index)
+	if err != nil {
+		return nil, err
 	}
 	pid := d.initPid(in)
 	if pid == 0 {
 		return nil, fmt.Errorf("VM %s is not running", d.vmName(in))
 	}
 	return d.vmCommand(ctx, pid, nil, name, args...).CombinedOutput()
+}
+
+// recorded returns the recorded instance GROUP/INDEX, loading the state
+// when it is not loaded yet.
+func (d *Director) recorded(group string, index int) (*instanceState, error) {
+	if d.st == nil {
+		if err := d.loadState(); err != nil {
+			return nil, err
+		}
+	}
+	if in := d.find(group, index); in != nil {
+		return in, nil
+	}
+	return nil, fmt.Errorf("no instance %s/%d", group, index)
 }
 
 func (d *Director) find(group string, index int) *instanceState {
@@ -254,14 +263,9 @@ type Process struct {
 
 // Processes lists the processes of the VM of instance GROUP/INDEX.
 func (d *Director) Processes(group string, index int) ([]Process, error) {
-	if d.st == nil {
-		if err := d.loadState(); err != nil {
-			return nil, err
-		}
-	}
-	in := d.find(group, index)
-	if in == nil {
-		return nil, fmt.Errorf("no instance %s/%d", group, index)
+	in, err := d.recorded(group, index)
+	if err != nil {
+		return nil, err
 	}
 	pids, err := netnsPids(d.vmName(in))
 	if err != nil {
@@ -281,14 +285,9 @@ func (d *Director) Processes(group string, index int) ([]Process, error) {
 // VMDir is the folder of the VM of instance GROUP/INDEX in this machine's
 // file system: vcap/ is its /var/vcap.
 func (d *Director) VMDir(group string, index int) (string, error) {
-	if d.st == nil {
-		if err := d.loadState(); err != nil {
-			return "", err
-		}
-	}
-	in := d.find(group, index)
-	if in == nil {
-		return "", fmt.Errorf("no instance %s/%d", group, index)
+	in, err := d.recorded(group, index)
+	if err != nil {
+		return "", err
 	}
 	return d.vmDir(in), nil
 }
