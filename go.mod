@@ -8,7 +8,6 @@ require (
 	github.com/cloudfoundry/bosh-utils v0.0.555
 	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.19.2
-	github.com/klauspost/pgzip v1.2.6
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/onsi/ginkgo/v2 v2.34.0
 	github.com/onsi/gomega v1.44.0
