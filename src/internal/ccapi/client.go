@@ -11,8 +11,6 @@ package ccapi
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Client calls one Cloud Controller. The zero value is not usable; call New.
@@ -45,13 +45,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, errors.New("cloud controller ca_cert holds no PEM certificate")
-		}
-		transport.TLSClientConfig.RootCAs = pool
+	if transport.TLSClientConfig, err = tlsca.ClientConfig(cfg.CACert); err != nil {
+		return nil, fmt.Errorf("cloud controller ca_cert %w", err)
 	}
 	return &Client{cfg: cfg, base: u, http: &http.Client{
 		Transport: transport,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Broker is a client of the deployment's service broker that plays Cloud
@@ -265,9 +266,9 @@ func (d *Director) RedisTLS(c Credentials) (*redis.Client, error) {
 	if c.TLSPort == 0 {
 		return nil, errors.New("the credentials have no tls_port")
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(c.TLSCA)) {
-		return nil, errors.New("the credentials' tls_ca holds no PEM certificate")
+	roots, err := tlsca.Pool(c.TLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("the credentials' tls_ca %w", err)
 	}
 	cfg := &tls.Config{RootCAs: roots, ServerName: c.Host, MinVersion: tls.VersionTLS12}
 	return redis.NewClient(&redis.Options{

@@ -3,8 +3,6 @@ package smoke
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // apiVersion is the OSB API version the smoke tests speak, as Cloud
@@ -39,13 +39,8 @@ func newBrokerClient(cfg Broker) (*brokerClient, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, errors.New("broker ca_cert holds no PEM certificate")
-		}
-		transport.TLSClientConfig.RootCAs = pool
+	if transport.TLSClientConfig, err = tlsca.ClientConfig(cfg.CACert); err != nil {
+		return nil, fmt.Errorf("broker ca_cert %w", err)
 	}
 	return &brokerClient{
 		base: u, username: cfg.Username, password: cfg.Password, poll: 200 * time.Millisecond,
