@@ -6,6 +6,17 @@
 // a broker) in asynchronous jobs; the calls here that start one wait for it
 // and return its outcome, so a caller sees Cloud Controller's own error text
 // when a job fails.
+//
+// Why not github.com/cloudfoundry/go-cfclient/v3 (v3.0.0-alpha.20, tried
+// against ccapitest in 2026-12): it lists brokers, creates them and polls
+// their jobs, with both UAA grants, but it cannot purge a service instance
+// (ServiceInstances.Delete sends no purge=true, and neither does
+// ServiceOfferings.Delete), which the deregistrar's purge needs; its
+// PollComplete drops the warnings of a job that completed, which the
+// errands print; config.New calls Cloud Controller and UAA when it is
+// built, with context.Background(), so a cancelled errand cannot stop it;
+// UAA's refusal comes back as oauth2's text, without our ErrBadCredentials
+// or ErrUnreachable; and it brings five more modules (martini among them).
 package ccapi
 
 import (
