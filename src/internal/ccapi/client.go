@@ -6,13 +6,22 @@
 // a broker) in asynchronous jobs; the calls here that start one wait for it
 // and return its outcome, so a caller sees Cloud Controller's own error text
 // when a job fails.
+//
+// Why not github.com/cloudfoundry/go-cfclient/v3 (v3.0.0-alpha.20, tried
+// against ccapitest in 2026-12): it lists brokers, creates them and polls
+// their jobs, with both UAA grants, but it cannot purge a service instance
+// (ServiceInstances.Delete sends no purge=true, and neither does
+// ServiceOfferings.Delete), which the deregistrar's purge needs; its
+// PollComplete drops the warnings of a job that completed, which the
+// errands print; config.New calls Cloud Controller and UAA when it is
+// built, with context.Background(), so a cancelled errand cannot stop it;
+// UAA's refusal comes back as oauth2's text, without our ErrBadCredentials
+// or ErrUnreachable; and it brings five more modules (martini among them).
 package ccapi
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Client calls one Cloud Controller. The zero value is not usable; call New.
@@ -45,13 +56,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, errors.New("cloud controller ca_cert holds no PEM certificate")
-		}
-		transport.TLSClientConfig.RootCAs = pool
+	if transport.TLSClientConfig, err = tlsca.ClientConfig(cfg.CACert); err != nil {
+		return nil, fmt.Errorf("cloud controller ca_cert %w", err)
 	}
 	return &Client{cfg: cfg, base: u, http: &http.Client{
 		Transport: transport,

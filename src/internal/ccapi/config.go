@@ -1,10 +1,11 @@
 package ccapi
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Config says where Cloud Controller is and who calls it. The UAA that
@@ -39,8 +40,10 @@ func (c *Config) Validate(prefix string) error {
 		// Tokens and the broker's credentials travel on it: https only.
 		errs = append(errs, fmt.Errorf("%s.url %q must be an absolute https URL", prefix, c.URL))
 	}
-	if c.CACert != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(c.CACert)) {
-		errs = append(errs, fmt.Errorf("%s.ca_cert holds no PEM certificate", prefix))
+	if c.CACert != "" {
+		if _, err := tlsca.Pool(c.CACert); err != nil {
+			errs = append(errs, fmt.Errorf("%s.ca_cert %w", prefix, err))
+		}
 	}
 	switch {
 	case c.Username != "":

@@ -1,9 +1,9 @@
 package ccapitest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/osbhttp"
 )
 
 func (s *Server) ccRoutes() http.Handler {
@@ -376,26 +378,19 @@ func (s *Server) synchronize(guid string) []apiError {
 // credentials, and words failures as Cloud Controller does.
 func fetchCatalog(b Broker) (*catalog, *apiError) {
 	catalogURL := strings.TrimSuffix(b.URL, "/") + "/v2/catalog"
-	req, err := http.NewRequest(http.MethodGet, catalogURL, nil)
+	c := osbhttp.Client{URL: b.URL, Username: b.Username, Password: b.Password, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	resp, err := c.Do(context.Background(), http.MethodGet, "/v2/catalog", nil, nil)
 	if err != nil {
 		return nil, &apiError{Code: 10001, Title: "CF-ServiceBrokerApiUnreachable", Detail: "The service broker could not be reached: " + catalogURL}
 	}
-	req.SetBasicAuth(b.Username, b.Password)
-	req.Header.Set("X-Broker-API-Version", "2.14")
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, &apiError{Code: 10001, Title: "CF-ServiceBrokerApiUnreachable", Detail: "The service broker could not be reached: " + catalogURL}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body := resp.Body
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
+	case resp.Status == http.StatusUnauthorized:
 		return nil, &apiError{Code: 10001, Title: "CF-ServiceBrokerApiAuthenticationFailed",
 			Detail: "Authentication failed for the service broker API. Double-check that the username and password are correct: " + catalogURL}
-	case resp.StatusCode != http.StatusOK:
+	case resp.Status != http.StatusOK:
 		return nil, &apiError{Code: 10001, Title: "CF-ServiceBrokerBadResponse",
-			Detail: fmt.Sprintf("The service broker returned an invalid response: expected 200, got %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))}
+			Detail: fmt.Sprintf("The service broker returned an invalid response: expected 200, got %d: %s", resp.Status, strings.TrimSpace(string(body)))}
 	}
 	var cat catalog
 	if err := json.Unmarshal(body, &cat); err != nil {

@@ -4,18 +4,20 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/osbhttp"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Broker is a client of the deployment's service broker that plays Cloud
@@ -71,28 +73,14 @@ func (d *Director) Broker() (*Broker, error) {
 
 // Do sends one OSB request and returns the status and the body.
 func (b *Broker) Do(ctx context.Context, method, path string, body any) (int, []byte, error) {
-	var r io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		r = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, b.URL+path, r)
+	c := osbhttp.Client{URL: b.URL, Username: b.Username, Password: b.Password, HTTP: b.HTTP}
+	p, q, _ := strings.Cut(path, "?")
+	query, err := url.ParseQuery(q)
 	if err != nil {
 		return 0, nil, err
 	}
-	req.SetBasicAuth(b.Username, b.Password)
-	req.Header.Set("X-Broker-API-Version", "2.14")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.HTTP.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, data, err
+	r, err := c.Do(ctx, method, p, query, body)
+	return r.Status, r.Body, err
 }
 
 // call is Do for a request that must answer one of the ok statuses; it
@@ -200,12 +188,16 @@ func (c Credentials) Addr() string { return net.JoinHostPort(c.Host, strconv.Ito
 
 // Bind creates a binding for an app and returns its credentials.
 func (b *Broker) Bind(ctx context.Context, id, bindingID, serviceID, planID string) (Credentials, error) {
-	var out struct {
-		Credentials Credentials `json:"credentials"`
+	c := osbhttp.Client{URL: b.URL, Username: b.Username, Password: b.Password, HTTP: b.HTTP}
+	raw, err := c.Bind(ctx, osbhttp.BindRequest{InstanceID: id, BindingID: bindingID, ServiceID: serviceID, PlanID: planID, AppGUID: "local-app"})
+	if err != nil {
+		return Credentials{}, fmt.Errorf("binding %s to %s: %w", bindingID, id, err)
 	}
-	body := map[string]any{"service_id": serviceID, "plan_id": planID, "app_guid": "local-app", "bind_resource": map[string]any{"app_guid": "local-app"}}
-	_, err := b.call(ctx, "PUT", "/v2/service_instances/"+id+"/service_bindings/"+bindingID, body, &out, http.StatusCreated, http.StatusOK)
-	return out.Credentials, err
+	var creds Credentials
+	if err := json.Unmarshal(raw, &creds); err != nil {
+		return Credentials{}, fmt.Errorf("binding %s to %s: credentials: %w", bindingID, id, err)
+	}
+	return creds, nil
 }
 
 // Unbind deletes a binding.
@@ -265,9 +257,9 @@ func (d *Director) RedisTLS(c Credentials) (*redis.Client, error) {
 	if c.TLSPort == 0 {
 		return nil, errors.New("the credentials have no tls_port")
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(c.TLSCA)) {
-		return nil, errors.New("the credentials' tls_ca holds no PEM certificate")
+	roots, err := tlsca.Pool(c.TLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("the credentials' tls_ca %w", err)
 	}
 	cfg := &tls.Config{RootCAs: roots, ServerName: c.Host, MinVersion: tls.VersionTLS12}
 	return redis.NewClient(&redis.Options{

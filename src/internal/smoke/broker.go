@@ -1,36 +1,38 @@
 package smoke
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
-)
 
-// apiVersion is the OSB API version the smoke tests speak, as Cloud
-// Controller does.
-const apiVersion = "2.14"
+	osb "sigs.k8s.io/go-open-service-broker-client/v2"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/osbhttp"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
+)
 
 // brokerClient calls a broker's OSB API as Cloud Controller would: basic
 // auth, the version header, accepts_incomplete, and last_operation polling
-// when the broker answers 202.
+// when the broker answers 202. The catalog, last_operation and unbind go
+// through sigs.k8s.io/go-open-service-broker-client; provision, bind and
+// deprovision through osbhttp, for what that client cannot do (see there).
 type brokerClient struct {
-	base               *url.URL
-	username, password string
-	http               *http.Client
+	base *url.URL
+	osb  osb.Client
+	raw  *osbhttp.Client
 	// poll is the first pause between last_operation polls; it doubles up
 	// to 5s.
 	poll time.Duration
 }
+
+// requestTimeout is longer than the broker's own bound on a request (120s):
+// the broker, not this client, says when an operation took too long.
+const requestTimeout = 150 * time.Second
 
 func newBrokerClient(cfg Broker) (*brokerClient, error) {
 	u, err := url.Parse(cfg.URL)
@@ -38,144 +40,120 @@ func newBrokerClient(cfg Broker) (*brokerClient, error) {
 		return nil, fmt.Errorf("broker url %q is not an absolute URL", cfg.URL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, errors.New("broker ca_cert holds no PEM certificate")
-		}
-		transport.TLSClientConfig.RootCAs = pool
+	tlsConfig, err := tlsca.ClientConfig(cfg.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("broker ca_cert %w", err)
 	}
+	client, err := osb.NewClient(&osb.ClientConfiguration{
+		Name: "smoke-tests", URL: u.String(), APIVersion: osb.Version2_14(),
+		AuthConfig: &osb.AuthConfig{BasicAuthConfig: &osb.BasicAuthConfig{Username: cfg.Username, Password: cfg.Password}},
+		TLSConfig:  tlsConfig.Clone(),
+		// Alpha: plans' maintenance_info, binding last_operation and
+		// Retry-After, all OSB 2.14.
+		EnableAlphaFeatures: true,
+		TimeoutSeconds:      int(requestTimeout / time.Second),
+	})
+	if err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	poll := 200 * time.Millisecond
 	return &brokerClient{
-		base: u, username: cfg.Username, password: cfg.Password, poll: 200 * time.Millisecond,
-		// Longer than the broker's own bound on a request (120s): the
-		// broker, not this client, says when an operation took too long.
-		http: &http.Client{Transport: transport, Timeout: 150 * time.Second},
+		base: u, osb: client, poll: poll,
+		raw: &osbhttp.Client{
+			URL: u.String(), Username: cfg.Username, Password: cfg.Password, Poll: poll,
+			HTTP: &http.Client{Transport: transport, Timeout: requestTimeout},
+		},
 	}, nil
 }
 
-// brokerError is a broker's answer with an unexpected status.
-type brokerError struct {
-	Method, Path string
-	Status       int
-	Code         string // OSB "error" field
-	Description  string
+// call runs f, a call of the OSB client, which takes no context, and
+// returns when f does or ctx ends; the request then runs on in the
+// background, bounded by requestTimeout.
+func call[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, context.Cause(ctx)
+	}
 }
 
-func (e *brokerError) Error() string {
-	msg := fmt.Sprintf("the broker answered %s %s with %d %s", e.Method, e.Path, e.Status, http.StatusText(e.Status))
-	if e.Code != "" {
-		msg += " (" + e.Code + ")"
-	}
-	if e.Description != "" {
-		msg += ": " + e.Description
-	}
-	return msg
-}
-
-// call sends one request and returns the status and body of the answer.
-func (c *brokerClient) call(ctx context.Context, method, path string, q url.Values, body any) (int, []byte, http.Header, error) {
-	u := *c.base
-	u.Path += path
-	u.RawQuery = q.Encode()
-	var reader io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, nil, err
+// clientError words an error of the OSB client as osbhttp words its own: a
+// broker's answer as an *osbhttp.Error, a transport error as unreachable.
+func (c *brokerClient) clientError(method, path string, err error) error {
+	if he, ok := osb.IsHTTPError(err); ok {
+		e := &osbhttp.Error{Method: method, Path: path, Status: he.StatusCode}
+		if he.ErrorMessage != nil {
+			e.Code = *he.ErrorMessage
 		}
-		reader = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), reader)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	req.SetBasicAuth(c.username, c.password)
-	req.Header.Set("X-Broker-API-Version", apiVersion)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
+		if he.Description != nil {
+			e.Description = *he.Description
 		}
-		return 0, nil, nil, fmt.Errorf("cannot reach the broker at %s: %w", c.base, err)
+		return e
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reading the broker's answer to %s %s: %w", method, path, err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("cannot reach the broker at %s: %w", c.base, ue.Err)
 	}
-	return resp.StatusCode, data, resp.Header, nil
-}
-
-// fail builds the error for an unexpected answer. The body is not quoted
-// whole: a binding's answer holds credentials.
-func fail(method, path string, status int, body []byte) error {
-	var doc struct {
-		Error       string `json:"error"`
-		Description string `json:"description"`
-	}
-	_ = json.Unmarshal(body, &doc)
-	return &brokerError{Method: method, Path: path, Status: status, Code: doc.Error, Description: doc.Description}
+	return err
 }
 
 // catalogService is a service offering of the broker's catalog.
 type catalogService struct {
-	ID       string        `json:"id"`
-	Name     string        `json:"name"`
-	Bindable bool          `json:"bindable"`
-	Plans    []catalogPlan `json:"plans"`
+	ID       string
+	Name     string
+	Bindable bool
+	Plans    []catalogPlan
 }
 
 // catalogPlan is a plan of the catalog.
 type catalogPlan struct {
-	ID              string           `json:"id"`
-	Name            string           `json:"name"`
-	Bindable        *bool            `json:"bindable"`
-	MaintenanceInfo *json.RawMessage `json:"maintenance_info,omitempty"`
+	ID              string
+	Name            string
+	Bindable        *bool
+	MaintenanceInfo *json.RawMessage
 }
 
 func (c *brokerClient) catalog(ctx context.Context) ([]catalogService, error) {
-	status, body, _, err := c.call(ctx, http.MethodGet, "/v2/catalog", nil, nil)
+	resp, err := call(ctx, c.osb.GetCatalog)
 	if err != nil {
-		return nil, err
+		return nil, c.clientError(http.MethodGet, "/v2/catalog", err)
 	}
-	if status != http.StatusOK {
-		return nil, fail(http.MethodGet, "/v2/catalog", status, body)
+	var services []catalogService
+	for _, s := range resp.Services {
+		svc := catalogService{ID: s.ID, Name: s.Name, Bindable: s.Bindable}
+		for _, p := range s.Plans {
+			plan := catalogPlan{ID: p.ID, Name: p.Name, Bindable: p.Bindable}
+			if p.MaintenanceInfo != nil {
+				data, err := json.Marshal(p.MaintenanceInfo)
+				if err != nil {
+					return nil, err
+				}
+				raw := json.RawMessage(data)
+				plan.MaintenanceInfo = &raw
+			}
+			svc.Plans = append(svc.Plans, plan)
+		}
+		services = append(services, svc)
 	}
-	var doc struct {
-		Services []catalogService `json:"services"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("the broker's catalog is not valid JSON: %w", err)
-	}
-	return doc.Services, nil
-}
-
-func instancePath(id string) string { return "/v2/service_instances/" + url.PathEscape(id) }
-
-func bindingPath(id, bindingID string) string {
-	return instancePath(id) + "/service_bindings/" + url.PathEscape(bindingID)
-}
-
-// operation is the body of a 202 answer.
-type operation struct {
-	Operation string `json:"operation"`
-}
-
-func asyncOperation(body []byte) string {
-	var op operation
-	_ = json.Unmarshal(body, &op)
-	return op.Operation
+	return services, nil
 }
 
 // provision creates an instance, polling last_operation when the broker
-// works on it asynchronously.
+// works on it asynchronously. It sends the plan's maintenance_info, as
+// Cloud Controller does.
 func (c *brokerClient) provision(ctx context.Context, id string, svc catalogService, plan catalogPlan, org, space string) error {
 	req := map[string]any{
 		"service_id": svc.ID, "plan_id": plan.ID,
@@ -185,110 +163,102 @@ func (c *brokerClient) provision(ctx context.Context, id string, svc catalogServ
 	if plan.MaintenanceInfo != nil {
 		req["maintenance_info"] = plan.MaintenanceInfo
 	}
-	path := instancePath(id)
-	status, body, _, err := c.call(ctx, http.MethodPut, path, url.Values{"accepts_incomplete": {"true"}}, req)
+	path := osbhttp.InstancePath(id)
+	r, err := c.raw.Do(ctx, http.MethodPut, path, url.Values{"accepts_incomplete": {"true"}}, req)
 	switch {
 	case err != nil:
 		return err
-	case status == http.StatusOK || status == http.StatusCreated:
+	case r.Status == http.StatusOK || r.Status == http.StatusCreated:
 		return nil
-	case status == http.StatusAccepted:
-		return c.waitInstance(ctx, id, svc.ID, plan.ID, asyncOperation(body), false)
+	case r.Status == http.StatusAccepted:
+		return c.waitInstance(ctx, id, svc.ID, plan.ID, osbhttp.Operation(r), false)
 	}
-	return fail(http.MethodPut, path, status, body)
+	return osbhttp.Unexpected(http.MethodPut, path, r)
 }
 
 // deprovision deletes an instance and waits until it is gone. An instance
 // the broker does not know (410) is not an error: gone reports it.
 func (c *brokerClient) deprovision(ctx context.Context, id, serviceID, planID string) (gone bool, err error) {
-	path := instancePath(id)
+	path := osbhttp.InstancePath(id)
 	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}, "accepts_incomplete": {"true"}}
-	status, body, _, err := c.call(ctx, http.MethodDelete, path, q, nil)
+	r, err := c.raw.Do(ctx, http.MethodDelete, path, q, nil)
 	switch {
 	case err != nil:
 		return false, err
-	case status == http.StatusGone:
+	case r.Status == http.StatusGone:
 		return true, nil
-	case status == http.StatusOK:
+	case r.Status == http.StatusOK:
 		return false, nil
-	case status == http.StatusAccepted:
-		return false, c.waitInstance(ctx, id, serviceID, planID, asyncOperation(body), true)
+	case r.Status == http.StatusAccepted:
+		return false, c.waitInstance(ctx, id, serviceID, planID, osbhttp.Operation(r), true)
 	}
-	return false, fail(http.MethodDelete, path, status, body)
-}
-
-// lastOperation is the body of a last_operation answer.
-type lastOperation struct {
-	State       string `json:"state"`
-	Description string `json:"description"`
+	return false, osbhttp.Unexpected(http.MethodDelete, path, r)
 }
 
 // waitInstance polls an instance's last_operation until the operation
 // succeeded (for a delete, until the instance is gone: 410) or failed.
 func (c *brokerClient) waitInstance(ctx context.Context, id, serviceID, planID, op string, deleting bool) error {
-	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}}
+	req := &osb.LastOperationRequest{InstanceID: id, ServiceID: &serviceID, PlanID: &planID}
 	if op != "" {
-		q.Set("operation", op)
+		key := osb.OperationKey(op)
+		req.OperationKey = &key
 	}
-	return c.wait(ctx, instancePath(id)+"/last_operation", q, deleting)
+	return c.wait(ctx, osbhttp.InstancePath(id)+"/last_operation", deleting, func() (*osb.LastOperationResponse, error) {
+		return c.osb.PollLastOperation(req)
+	})
 }
 
 // waitBinding polls a binding's last_operation the same way.
 func (c *brokerClient) waitBinding(ctx context.Context, id, bindingID, serviceID, planID, op string, deleting bool) error {
-	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}}
+	req := &osb.BindingLastOperationRequest{InstanceID: id, BindingID: bindingID, ServiceID: &serviceID, PlanID: &planID}
 	if op != "" {
-		q.Set("operation", op)
+		key := osb.OperationKey(op)
+		req.OperationKey = &key
 	}
-	return c.wait(ctx, bindingPath(id, bindingID)+"/last_operation", q, deleting)
+	return c.wait(ctx, osbhttp.BindingPath(id, bindingID)+"/last_operation", deleting, func() (*osb.LastOperationResponse, error) {
+		return c.osb.PollBindingLastOperation(req)
+	})
 }
 
-func (c *brokerClient) wait(ctx context.Context, path string, q url.Values, deleting bool) error {
+func (c *brokerClient) wait(ctx context.Context, path string, deleting bool, poll func() (*osb.LastOperationResponse, error)) error {
 	delay := c.poll
 	for {
-		status, body, header, err := c.call(ctx, http.MethodGet, path, q, nil)
-		if err != nil {
-			return err
-		}
+		lo, err := call(ctx, poll)
 		switch {
-		case status == http.StatusGone && deleting:
+		case err != nil && deleting && osb.IsGoneError(err):
 			return nil
-		case status != http.StatusOK:
-			return fail(http.MethodGet, path, status, body)
+		case err != nil:
+			return c.clientError(http.MethodGet, path, err)
 		}
-		var lo lastOperation
-		if err := json.Unmarshal(body, &lo); err != nil {
-			return fmt.Errorf("the broker's last_operation is not valid JSON: %w", err)
+		description := ""
+		if lo.Description != nil {
+			description = *lo.Description
 		}
 		switch lo.State {
-		case "succeeded":
+		case osb.StateSucceeded:
 			return nil
-		case "failed":
-			return fmt.Errorf("the broker reports the operation failed: %s", lo.Description)
-		case "in progress":
+		case osb.StateFailed:
+			return fmt.Errorf("the broker reports the operation failed: %s", description)
+		case osb.StateInProgress:
 		default:
 			return fmt.Errorf("the broker's last_operation has an unknown state %q", lo.State)
 		}
 		pause := delay
-		if s, err := strconv.Atoi(header.Get("Retry-After")); err == nil && s > 0 {
-			pause = min(time.Duration(s)*time.Second, 30*time.Second)
+		if lo.PollDelay != nil && *lo.PollDelay > 0 {
+			pause = min(*lo.PollDelay, 30*time.Second)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("still in progress (%s): %w", lo.Description, context.Cause(ctx))
+			return fmt.Errorf("still in progress (%s): %w", description, context.Cause(ctx))
 		case <-time.After(pause):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
 }
 
-// bindingAnswer is the part of a binding the smoke tests read: the
-// credentials' uri, and tls_uri and tls_ca when the instance serves TLS (the
-// port may be a number or a string, so the rest is not decoded).
-type bindingAnswer struct {
-	Credentials bindingCredentials `json:"credentials"`
-}
-
-// bindingCredentials are the credentials the smoke tests connect with.
+// bindingCredentials are the credentials the smoke tests connect with: the
+// uri, and tls_uri and tls_ca when the instance serves TLS (the port may be
+// a number or a string, so the rest is not decoded).
 type bindingCredentials struct {
 	URI string `json:"uri"`
 	// TLSURI (rediss://) and TLSCA (PEM) are empty when the instance serves
@@ -300,56 +270,41 @@ type bindingCredentials struct {
 // bind creates a binding and returns its credentials.
 func (c *brokerClient) bind(ctx context.Context, id, bindingID, serviceID, planID, appGUID string) (bindingCredentials, error) {
 	var none bindingCredentials
-	path := bindingPath(id, bindingID)
-	req := map[string]any{
-		"service_id": serviceID, "plan_id": planID, "app_guid": appGUID,
-		"bind_resource": map[string]any{"app_guid": appGUID},
-		"context":       map[string]any{"platform": "cloudfoundry"},
-	}
-	status, body, _, err := c.call(ctx, http.MethodPut, path, url.Values{"accepts_incomplete": {"true"}}, req)
-	switch {
-	case err != nil:
+	raw, err := c.raw.Bind(ctx, osbhttp.BindRequest{
+		InstanceID: id, BindingID: bindingID, ServiceID: serviceID, PlanID: planID, AppGUID: appGUID,
+		Context: map[string]any{"platform": "cloudfoundry"},
+	})
+	if err != nil {
 		return none, err
-	case status == http.StatusAccepted:
-		if err := c.waitBinding(ctx, id, bindingID, serviceID, planID, asyncOperation(body), false); err != nil {
-			return none, err
-		}
-		status, body, _, err = c.call(ctx, http.MethodGet, path, url.Values{"service_id": {serviceID}, "plan_id": {planID}}, nil)
-		if err != nil {
-			return none, err
-		}
-		if status != http.StatusOK {
-			return none, fail(http.MethodGet, path, status, body)
-		}
-	case status != http.StatusOK && status != http.StatusCreated:
-		return none, fail(http.MethodPut, path, status, body)
 	}
-	var b bindingAnswer
-	if err := json.Unmarshal(body, &b); err != nil {
-		return none, errors.New("the binding's answer is not valid JSON")
+	var creds bindingCredentials
+	if err := json.Unmarshal(raw, &creds); err != nil {
+		return none, errors.New("the binding's credentials are not a JSON object")
 	}
-	if b.Credentials.URI == "" {
+	if creds.URI == "" {
 		return none, errors.New("the binding's credentials have no uri")
 	}
-	if (b.Credentials.TLSURI == "") != (b.Credentials.TLSCA == "") {
+	if (creds.TLSURI == "") != (creds.TLSCA == "") {
 		return none, errors.New("the binding's credentials have one of tls_uri and tls_ca without the other")
 	}
-	return b.Credentials, nil
+	return creds, nil
 }
 
 // unbind deletes a binding, waiting when the broker works on it
 // asynchronously. A binding that is gone already (410) is not an error.
 func (c *brokerClient) unbind(ctx context.Context, id, bindingID, serviceID, planID string) error {
-	path := bindingPath(id, bindingID)
-	q := url.Values{"service_id": {serviceID}, "plan_id": {planID}, "accepts_incomplete": {"true"}}
-	status, body, _, err := c.call(ctx, http.MethodDelete, path, q, nil)
-	switch {
-	case err != nil:
-		return err
-	case status == http.StatusOK || status == http.StatusGone:
-		return nil
-	case status == http.StatusAccepted:
-		return c.waitBinding(ctx, id, bindingID, serviceID, planID, asyncOperation(body), true)
+	resp, err := call(ctx, func() (*osb.UnbindResponse, error) {
+		return c.osb.Unbind(&osb.UnbindRequest{InstanceID: id, BindingID: bindingID, ServiceID: serviceID, PlanID: planID, AcceptsIncomplete: true})
+	})
+	if err != nil {
+		return c.clientError(http.MethodDelete, osbhttp.BindingPath(id, bindingID), err)
 	}
-	return fail(http.MethodDelete, path, status, body)
+	if !resp.Async {
+		return nil
+	}
+	op := ""
+	if resp.OperationKey != nil {
+		op = string(*resp.OperationKey)
+	}
+	return c.waitBinding(ctx, id, bindingID, serviceID, planID, op, true)
 }

@@ -1,11 +1,12 @@
 package smoke
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Config is the config file of smoke-tests.
@@ -47,8 +48,10 @@ func (c *Config) Validate() error {
 	if c.Broker.Username == "" || c.Broker.Password == "" {
 		errs = append(errs, errors.New("broker.username and broker.password are required"))
 	}
-	if c.Broker.CACert != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(c.Broker.CACert)) {
-		errs = append(errs, errors.New("broker.ca_cert holds no PEM certificate"))
+	if c.Broker.CACert != "" {
+		if _, err := tlsca.Pool(c.Broker.CACert); err != nil {
+			errs = append(errs, fmt.Errorf("broker.ca_cert %w", err))
+		}
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Plans {

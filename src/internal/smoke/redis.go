@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // redisOptions reads a binding's uri as an app's Redis library would.
@@ -41,9 +42,9 @@ func redisTLSOptions(uri, caPEM string, red *redactor) (*redis.Options, error) {
 	if opts.TLSConfig == nil {
 		return nil, errors.New("the binding's tls_uri does not ask for TLS (it is not rediss://)")
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-		return nil, errors.New("the binding's tls_ca holds no PEM certificate")
+	pool, err := tlsca.Pool(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the binding's tls_ca %w", err)
 	}
 	opts.TLSConfig.RootCAs = pool
 	opts.TLSConfig.MinVersion = tls.VersionTLS12

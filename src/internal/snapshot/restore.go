@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
 // Folder names beside a data directory. A restore stages the backup in
@@ -137,7 +138,7 @@ func writeSynced(path string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = statefile.SyncDir(filepath.Dir(path))
 	}
 	return err
 }
@@ -203,7 +204,7 @@ func (s *Staged) Install(ctx context.Context, dataDir string, srv Server, o Inst
 	if err := os.Rename(s.dir, dataDir); err != nil {
 		return fail(fmt.Errorf("moving the backup into place: %w", err))
 	}
-	if err := syncDir(parent); err != nil {
+	if err := statefile.SyncDir(parent); err != nil {
 		return fail(err)
 	}
 	// The restored files must be on disk before the old data is deleted,
@@ -232,7 +233,7 @@ func (s *Staged) Install(ctx context.Context, dataDir string, srv Server, o Inst
 		logger.Error("the replaced data could not be moved away", "error", err)
 		return Result{Keys: keys}, nil
 	}
-	_ = syncDir(parent)
+	_ = statefile.SyncDir(parent)
 	if err := os.RemoveAll(discard); err != nil {
 		logger.Error("the replaced data could not be deleted", "error", err)
 	}
@@ -249,7 +250,7 @@ func rollback(ctx context.Context, dataDir, prev string, srv Server) error {
 	if err := os.Rename(prev, dataDir); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(dataDir)); err != nil {
+	if err := statefile.SyncDir(filepath.Dir(dataDir)); err != nil {
 		return err
 	}
 	return srv.Start(ctx)
@@ -303,7 +304,7 @@ func Recover(dataDir string) (rolledBack bool, err error) {
 		if err := os.Rename(prev, dataDir); err != nil {
 			return false, err
 		}
-		if err := syncDir(parent); err != nil {
+		if err := statefile.SyncDir(parent); err != nil {
 			return true, err
 		}
 		rolledBack = true
@@ -320,13 +321,4 @@ func Recover(dataDir string) (rolledBack bool, err error) {
 		}
 	}
 	return rolledBack, errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -168,3 +168,13 @@ var _ = Describe("File", func() {
 		}
 	})
 })
+
+var _ = Describe("SyncDir", func() {
+	It("fsyncs a directory, and names one it cannot open", func() {
+		dir := GinkgoT().TempDir()
+		Expect(os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600)).To(Succeed())
+		Expect(statefile.SyncDir(dir)).To(Succeed())
+		missing := filepath.Join(dir, "missing")
+		Expect(statefile.SyncDir(missing)).To(MatchError(And(ContainSubstring("syncing directory"), ContainSubstring("missing"))))
+	})
+})

@@ -392,18 +392,6 @@ func writePidFile(path string, pid int) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // readPidFile returns the pid recorded in path.
 func readPidFile(path string) (int, error) {
 	b, err := os.ReadFile(path)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
 // Migration is one JavaScript file of the tile's migrations/v1: Ops Manager
@@ -122,10 +124,8 @@ func (b *Built) Write(dir string) (string, error) {
 		return "", err
 	}
 	ok = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	// The tile is complete whether or not its name survives a power cut.
+	_ = statefile.SyncDir(dir)
 	return final, nil
 }
 

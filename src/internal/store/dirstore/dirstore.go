@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 )
 
@@ -86,7 +87,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader) (int64, error
 		_ = os.Remove(tmp)
 		return n, fmt.Errorf("writing %s: %w", final, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := statefile.SyncDir(dir); err != nil {
 		return n, err
 	}
 	return n, nil
@@ -162,15 +163,6 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ctxReader stops a copy when its context ends.

@@ -11,8 +11,6 @@ package s3store
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +27,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Defaults for the zero values of Config.
@@ -104,11 +103,9 @@ func New(cfg Config) (*Store, error) {
 	transport.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	transport.ResponseHeaderTimeout = 5 * time.Minute
 	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, errors.New("s3 ca_cert holds no PEM certificate")
+		if transport.TLSClientConfig, err = tlsca.ClientConfig(cfg.CACert); err != nil {
+			return nil, fmt.Errorf("s3 ca_cert %w", err)
 		}
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	lookup := minio.BucketLookupDNS
 	if cfg.PathStyle {
