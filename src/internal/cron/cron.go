@@ -7,12 +7,14 @@
 // syntax, a second or more, e.g. "@every 6h").
 //
 // As in Vixie cron, when both day fields are restricted a day matches if
-// either does. Unlike Vixie cron, Sunday is 0 only (7 is refused).
+// either does, and Sunday is 0 or 7 (robfig/cron knows only 0: a 7 in the
+// day-of-week field is rewritten before it parses).
 package cron
 
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,11 +49,57 @@ func Parse(spec string) (Schedule, error) {
 			return nil, fmt.Errorf("schedule %q: @every needs a duration of a second or more, such as 6h", spec)
 		}
 	}
-	s, err := robfig.ParseStandard(spec)
+	s, err := robfig.ParseStandard(sundayAsZero(spec))
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q: %w", spec, err)
 	}
 	return schedule{s: s, spec: spec}, nil
+}
+
+// sundayAsZero rewrites a 7 (Sunday, as Vixie cron and our earlier parser
+// read it) in the day-of-week field of a five-field line as 0, which is all
+// robfig/cron accepts: "7" becomes "0", a range "5-7" becomes "5-6,0", and a
+// stepped range "1-7/2" keeps 0 when the step reaches 7.
+func sundayAsZero(spec string) string {
+	fields := strings.Fields(spec)
+	if len(fields) == 0 || strings.HasPrefix(fields[0], "@") {
+		return spec
+	}
+	if strings.Contains(fields[0], "=") { // CRON_TZ=ZONE or TZ=ZONE
+		if len(fields) != 6 || strings.HasPrefix(fields[1], "@") {
+			return spec
+		}
+	} else if len(fields) != 5 {
+		return spec
+	}
+	dow := &fields[len(fields)-1]
+	var items []string
+	for _, item := range strings.Split(*dow, ",") {
+		rng, step, stepped := strings.Cut(item, "/")
+		lo, hi, isRange := strings.Cut(rng, "-")
+		switch {
+		case rng == "7":
+			items = append(items, "0"+suffix(step, stepped))
+		case isRange && hi == "7":
+			items = append(items, lo+"-6"+suffix(step, stepped))
+			a, errA := strconv.Atoi(lo)
+			n, errN := strconv.Atoi(step)
+			if !stepped || (errA == nil && errN == nil && n > 0 && (7-a)%n == 0) {
+				items = append(items, "0")
+			}
+		default:
+			items = append(items, item)
+		}
+	}
+	*dow = strings.Join(items, ",")
+	return strings.Join(fields, " ")
+}
+
+func suffix(step string, stepped bool) string {
+	if stepped {
+		return "/" + step
+	}
+	return ""
 }
 
 type schedule struct {
