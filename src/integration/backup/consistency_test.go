@@ -17,6 +17,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -93,7 +94,7 @@ var _ = Describe("a backup taken while clients write", func() {
 	It("restores, on both plans, to a consistent dataset: a prefix of the writes with every transaction whole, the same in dump.rdb and appendonlydir", func() {
 		prefix := uniquePrefix()
 		dest := s3Destination(prefix)
-		sys := startSystem(systemtest.Options{Nodes: 1, Backups: &dest})
+		sys := systemspec.Start(bins, systemtest.Options{Nodes: 1, Backups: &dest})
 		cfg := errandConfig(sys, dest)
 		ids := []string{"cw-shared", "cw-dedicated"}
 		clients := map[string]*redis.Client{}
@@ -170,7 +171,7 @@ var _ = Describe("scheduled backups", func() {
 		dir := filepath.Join(GinkgoT().TempDir(), "backups")
 		prefix := uniquePrefix()
 		sched := backup.Schedule{Schedule: "@every 2s", Destination: localDestination(dir, prefix), Retention: backup.Retention{KeepNewest: 2}}
-		sys := startSystem(systemtest.Options{Nodes: 1, AgentBackups: &sched})
+		sys := systemspec.Start(bins, systemtest.Options{Nodes: 1, AgentBackups: &sched})
 		for _, id := range []string{"sched-shared", "sched-dedicated"} {
 			dedicated := id == "sched-dedicated"
 			provision(sys, id, dedicated)

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -34,7 +35,7 @@ var _ = Describe("a backup that fails", Ordered, func() {
 	BeforeAll(func() {
 		prefix = uniquePrefix()
 		dest := s3Destination(prefix)
-		sys = startSystem(systemtest.Options{Nodes: 1, Backups: &dest})
+		sys = systemspec.Start(bins, systemtest.Options{Nodes: 1, Backups: &dest})
 		for _, id := range ids {
 			provision(sys, id, dedicated(id))
 			clients[id], _ = bind(sys, id, "b-"+id, dedicated(id))
@@ -229,7 +230,7 @@ var _ = Describe("a full disk", Ordered, func() {
 		dir := GinkgoT().TempDir()
 		// Agent 0 keeps all its instances on an 8 MB disk.
 		mountTmpfs(filepath.Join(dir, "agent-0"), "8m")
-		sys = startSystemIn(dir, systemtest.Options{Agents: 2})
+		sys = systemspec.StartIn(dir, bins, systemtest.Options{Agents: 2})
 		for _, id := range []string{"disk-a", "disk-b"} {
 			provision(sys, id, false)
 			inst, err := sys.FindInstance(id)

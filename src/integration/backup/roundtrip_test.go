@@ -21,6 +21,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -47,7 +48,7 @@ var _ = Describe("a round trip through a backup", Ordered, func() {
 		prefix = uniquePrefix()
 		localDir = filepath.Join(GinkgoT().TempDir(), "backups")
 		dest := s3Destination(prefix)
-		sys = startSystem(systemtest.Options{Nodes: 1, Backups: &dest})
+		sys = systemspec.Start(bins, systemtest.Options{Nodes: 1, Backups: &dest})
 		s3cfg = errandConfig(sys, dest)
 		localcfg = errandConfig(sys, localDestination(localDir, prefix))
 		for i, id := range all {

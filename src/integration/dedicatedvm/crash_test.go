@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -39,7 +40,7 @@ func moveIn(sys *systemtest.System, id string) *tenant {
 	t.rc = client(t.creds)
 	Expect(t.rc.DBSize(ctx).Val()).To(BeZero(), "instance %s was handed a node holding keys", id)
 	Expect(t.rc.Set(ctx, "owner", id, 0).Err()).To(Succeed())
-	writeKeys(ctx, t.rc, id, tenantKeys)
+	systemspec.WriteKeys(ctx, t.rc, id, tenantKeys)
 	return t
 }
 
@@ -209,7 +210,7 @@ var _ = Describe("kill -9 of a node agent during the reset of a node holding 100
 				return nil
 			})
 			Expect(err).NotTo(HaveOccurred())
-			waitForAOF()
+			systemspec.WaitForAOF()
 			data := filepath.Join(sys.NodeDirs[0], "data")
 			Expect(dirSize(data)).To(BeNumerically(">", 100<<20))
 
@@ -250,8 +251,8 @@ var _ = Describe("kill -9 of the redis-server of a claimed node", func() {
 		i := nodeOf(sys, "r1")
 		_, b := bind(sys, "r1", "b")
 		rc := client(credentials(b))
-		writeKeys(ctx, rc, "before-kill", 1000)
-		waitForAOF()
+		systemspec.WriteKeys(ctx, rc, "before-kill", 1000)
+		systemspec.WaitForAOF()
 		before := pool(sys)
 
 		pid := redisPid(sys, i)
@@ -259,7 +260,7 @@ var _ = Describe("kill -9 of the redis-server of a claimed node", func() {
 		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
 		Eventually(func() (int, error) { return serverPid(ctx, rc) }).WithTimeout(10 * time.Second).
 			Should(SatisfyAll(BeNumerically(">", 0), Not(Equal(pid))))
-		expectKeys(ctx, rc, "before-kill", 1000)
+		systemspec.ExpectKeys(ctx, rc, "before-kill", 1000)
 		Expect(redisPid(sys, i)).NotTo(Equal(pid))
 
 		code, body := osbCall(sys, "GET", "/v2/service_instances/r1", nil)

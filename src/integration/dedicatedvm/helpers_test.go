@@ -19,6 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -27,65 +28,17 @@ func startSystem(n int) *systemtest.System {
 	return startSystemWith(systemtest.Options{Nodes: n})
 }
 
-// startSystemWith starts a system and registers, in this order of running
-// when the spec ends: the pool invariants (unless the spec failed already),
-// then a graceful stop of every program that checks it left no process behind and that no
-// log reports a data race; the logs of a failed spec are kept.
+// startSystemWith starts a system (systemspec.Start) and checks the pool
+// invariants when the spec ends, unless it failed already, before the
+// system stops.
 func startSystemWith(opts systemtest.Options) *systemtest.System {
-	dir := GinkgoT().TempDir()
-	DeferCleanup(systemtest.KillStrays, dir)
-	sys, err := systemtest.Start(bins, dir, opts)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() {
-		if CurrentSpecReport().Failed() {
-			keepLogs(sys)
-		}
-		for _, p := range processes(sys) {
-			_ = p.Stop()
-		}
-		var left []string
-		for _, pid := range systemtest.Strays(dir) {
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-			left = append(left, fmt.Sprintf("%d %q in %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), cwd))
-		}
-		sys.Stop()
-		Expect(left).To(BeEmpty(), "processes still running in %s after the broker and agents stopped", dir)
-		for _, p := range processes(sys) {
-			Expect(p.Log()).NotTo(ContainSubstring("DATA RACE"), "%s log", p.Name)
-		}
-	})
+	sys := systemspec.Start(bins, opts)
 	DeferCleanup(func() {
 		if !CurrentSpecReport().Failed() {
 			expectPoolConsistent(sys)
 		}
 	})
 	return sys
-}
-
-// processes are the system's programs, the broker first.
-func processes(sys *systemtest.System) []*systemtest.Process {
-	return append(append([]*systemtest.Process{sys.Broker}, sys.Nodes...), sys.Agents...)
-}
-
-// keepLogs copies the logs of a failed spec's system out of its directory,
-// which is removed, and says where they are.
-func keepLogs(sys *systemtest.System) {
-	dir, err := os.MkdirTemp("", "dedicatedvm-logs-")
-	if err != nil {
-		return
-	}
-	for _, p := range processes(sys) {
-		_ = os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.Log()), 0o600)
-	}
-	for i, d := range sys.NodeDirs {
-		for _, f := range []string{"logs/redis-server.log", "state.json"} {
-			if data, err := os.ReadFile(filepath.Join(d, f)); err == nil {
-				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("node-%d-%s", i, filepath.Base(f))), data, 0o600)
-			}
-		}
-	}
-	fmt.Fprintf(os.Stderr, "\nlogs of the system in %s kept in %s\n", sys.Dir, dir)
 }
 
 // httpClient opens a connection per request: the broker is killed and
@@ -402,38 +355,6 @@ func serverPid(ctx context.Context, rc *redis.Client) (int, error) {
 	}
 	return strconv.Atoi(info["Server"]["process_id"])
 }
-
-// writeKeys sets n keys named prefix:i to i.
-func writeKeys(ctx context.Context, rc *redis.Client, prefix string, n int) {
-	GinkgoHelper()
-	_, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range n {
-			p.Set(ctx, fmt.Sprintf("%s:%d", prefix, i), i, 0)
-		}
-		return nil
-	})
-	Expect(err).NotTo(HaveOccurred())
-}
-
-// expectKeys checks the keys writeKeys set.
-func expectKeys(ctx context.Context, rc *redis.Client, prefix string, n int) {
-	GinkgoHelper()
-	keys := make([]string, n)
-	for i := range n {
-		keys[i] = fmt.Sprintf("%s:%d", prefix, i)
-	}
-	vals, err := rc.MGet(ctx, keys...).Result()
-	Expect(err).NotTo(HaveOccurred())
-	for i, v := range vals {
-		Expect(v).To(Equal(strconv.Itoa(i)), keys[i])
-	}
-}
-
-// waitForAOF lets redis-server fsync what it was sent: with appendfsync
-// everysec a write reaches the disk within a second, and no command a tenant
-// may run tells when. A kill -9 must not lose what an app wrote more than a
-// second ago.
-func waitForAOF() { time.Sleep(1500 * time.Millisecond) }
 
 // makeUnwipeable puts into dir a directory that cannot be deleted, the way a
 // failing disk or an operator's stray immutable file would stop a wipe, and

@@ -7,6 +7,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 )
 
 var _ = Describe("a node whose reset fails", func() {
@@ -20,7 +22,7 @@ var _ = Describe("a node whose reset fails", func() {
 		node := sys.Nodes[i].Name
 		_, b := bind(sys, "q0", "b0")
 		old := credentials(b)
-		writeKeys(ctx, client(old), "tenant", 1000)
+		systemspec.WriteKeys(ctx, client(old), "tenant", 1000)
 
 		// The node agent wipes DataDir/data, redis-server's directory.
 		how, undo := makeUnwipeable(filepath.Join(sys.NodeDirs[i], "data"))

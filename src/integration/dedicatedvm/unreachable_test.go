@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
@@ -49,8 +50,8 @@ var _ = Describe("an unreachable node", func() {
 		Expect(nodeOf(sys, "on-dead")).To(Equal(0), "free nodes are taken in the config's order")
 		_, b := bind(sys, "on-dead", "b")
 		deadCreds := credentials(b)
-		writeKeys(ctx, client(deadCreds), "before", 100)
-		waitForAOF()
+		systemspec.WriteKeys(ctx, client(deadCreds), "before", 100)
+		systemspec.WaitForAOF()
 
 		By("killing node-0 (claimed) and node-1 (free) with -9, agent and redis-server, and freezing node-2's agent (free)")
 		for _, i := range []int{0, 1} {
@@ -72,7 +73,7 @@ var _ = Describe("an unreachable node", func() {
 		Expect(took).To(BeNumerically("<", 20*time.Second), "the broker gives up on a node after its 5 s status check")
 		_, b = bind(sys, "alive", "b")
 		alive := client(credentials(b))
-		writeKeys(ctx, alive, "alive", 100)
+		systemspec.WriteKeys(ctx, alive, "alive", 100)
 
 		By("provisioning when every free node is unreachable: a 503, not a full plan, while the broker keeps serving")
 		done := make(chan struct{})
@@ -99,14 +100,14 @@ var _ = Describe("an unreachable node", func() {
 		code, body = osbCall(sys, "GET", "/v2/service_instances/on-dead", nil)
 		Expect(code).To(Equal(http.StatusOK), "%v", body)
 		Expect(attributes(body)["status_error"]).To(ContainSubstring("did not answer"))
-		expectKeys(ctx, alive, "alive", 100)
+		systemspec.ExpectKeys(ctx, alive, "alive", 100)
 
 		By("bringing the nodes back")
 		thaw()
 		for _, i := range []int{0, 1} {
 			Expect(sys.Nodes[i].Start()).To(Succeed())
 		}
-		expectKeys(ctx, client(deadCreds), "before", 100)
+		systemspec.ExpectKeys(ctx, client(deadCreds), "before", 100)
 		code, body = bind(sys, "on-dead", "b2")
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
 		code, body = provision(sys, "nowhere", nil)

@@ -27,6 +27,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -118,32 +119,10 @@ func runErrand(bin string, config any) result {
 	return r
 }
 
-// startSystem starts a system and stops it when the current container
-// ends, checking that its programs left no process behind and reported no
-// data race. A failed spec's logs are written to the Ginkgo report.
+// startSystem starts a system (systemspec.Start) whose agents put
+// redis-servers in redisPorts.
 func startSystem(opts systemtest.Options) *systemtest.System {
 	GinkgoHelper()
 	opts.PortRange = redisPorts
-	dir := GinkgoT().TempDir()
-	DeferCleanup(systemtest.KillStrays, dir)
-	sys, err := systemtest.Start(bins, dir, opts)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() {
-		procs := append(append([]*systemtest.Process{sys.Broker}, sys.Agents...), sys.Nodes...)
-		if CurrentSpecReport().Failed() {
-			for _, p := range procs {
-				GinkgoWriter.Printf("--- log of %s\n%s\n", p.Name, p.Log())
-			}
-		}
-		for _, p := range procs {
-			_ = p.Stop()
-		}
-		left := systemtest.Strays(dir)
-		sys.Stop()
-		Expect(left).To(BeEmpty(), "processes still running in %s after the broker and agents stopped", dir)
-		for _, p := range procs {
-			Expect(p.Log()).NotTo(ContainSubstring("DATA RACE"), "%s log", p.Name)
-		}
-	})
-	return sys
+	return systemspec.Start(bins, opts)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -15,39 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
-
-// writeKeys sets n keys named prefix:i to i.
-func writeKeys(ctx context.Context, rc *redis.Client, prefix string, n int) {
-	GinkgoHelper()
-	_, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range n {
-			p.Set(ctx, fmt.Sprintf("%s:%d", prefix, i), i, 0)
-		}
-		return nil
-	})
-	Expect(err).NotTo(HaveOccurred())
-}
-
-// expectKeys checks the keys writeKeys set.
-func expectKeys(ctx context.Context, rc *redis.Client, prefix string, n int) {
-	GinkgoHelper()
-	keys := make([]string, n)
-	for i := range n {
-		keys[i] = fmt.Sprintf("%s:%d", prefix, i)
-	}
-	vals, err := rc.MGet(ctx, keys...).Result()
-	Expect(err).NotTo(HaveOccurred())
-	for i, v := range vals {
-		Expect(v).To(Equal(strconv.Itoa(i)), keys[i])
-	}
-}
-
-// waitForAOF lets redis-server fsync what it was sent: with appendfsync
-// everysec a write reaches the disk within a second, and no command tells
-// when. A kill -9 must not lose what an app wrote more than a second ago.
-func waitForAOF() { time.Sleep(1500 * time.Millisecond) }
 
 // serving keeps writing and reading an instance until stopped, and returns
 // the failures it saw.
@@ -95,8 +64,8 @@ var _ = Describe("A redis-server killed with -9", Ordered, func() {
 		id := newID("inst")
 		sys.provision(id, nil)
 		rc := connect(sys.bind(id, newID("bind")))
-		writeKeys(ctx, rc, "before-kill", 1000)
-		waitForAOF()
+		systemspec.WriteKeys(ctx, rc, "before-kill", 1000)
+		systemspec.WaitForAOF()
 
 		pid := sys.redisPid(id)
 		Expect(serverPid(ctx, rc)).To(Equal(pid))
@@ -104,7 +73,7 @@ var _ = Describe("A redis-server killed with -9", Ordered, func() {
 
 		Eventually(func() (int, error) { return serverPid(ctx, rc) }, 10*time.Second, 20*time.Millisecond).
 			Should(SatisfyAll(BeNumerically(">", 0), Not(Equal(pid))))
-		expectKeys(ctx, rc, "before-kill", 1000)
+		systemspec.ExpectKeys(ctx, rc, "before-kill", 1000)
 		Expect(sys.redisPid(id)).NotTo(Equal(pid))
 		Expect(alive(pid)).To(BeFalse())
 	})
@@ -122,7 +91,7 @@ var _ = Describe("The agent killed with -9", Ordered, ContinueOnFailure, func() 
 		sys.provision(id, nil)
 		c = sys.bind(id, newID("bind"))
 		rc = connect(c)
-		writeKeys(ctx, rc, "before-agent-kill", 100)
+		systemspec.WriteKeys(ctx, rc, "before-agent-kill", 100)
 	})
 
 	It("leaves its instances serving, and once restarted adopts them: same pid, bindings work", func(ctx SpecContext) {
@@ -142,7 +111,7 @@ var _ = Describe("The agent killed with -9", Ordered, ContinueOnFailure, func() 
 		Expect(stop()).To(BeEmpty())
 		Expect(sys.redisPid(id)).To(Equal(pid))
 		Expect(serverPid(ctx, rc)).To(Equal(pid))
-		expectKeys(ctx, rc, "before-agent-kill", 100)
+		systemspec.ExpectKeys(ctx, rc, "before-agent-kill", 100)
 
 		bid := newID("bind")
 		c2 := sys.bind(id, bid)
@@ -156,7 +125,7 @@ var _ = Describe("The agent killed with -9", Ordered, ContinueOnFailure, func() 
 		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
 		Eventually(func() (int, error) { return serverPid(ctx, rc) }, 10*time.Second, 20*time.Millisecond).
 			Should(SatisfyAll(BeNumerically(">", 0), Not(Equal(pid))))
-		expectKeys(ctx, rc, "before-agent-kill", 100)
+		systemspec.ExpectKeys(ctx, rc, "before-agent-kill", 100)
 	})
 
 	It("gives a new instance a port of its own after the restart", func(ctx SpecContext) {
@@ -169,8 +138,8 @@ var _ = Describe("The agent killed with -9", Ordered, ContinueOnFailure, func() 
 	})
 
 	It("brings its instances back with their data after a crash of the whole VM: agent and redis-servers killed with -9", func(ctx SpecContext) {
-		writeKeys(ctx, rc, "before-reboot", 500)
-		waitForAOF()
+		systemspec.WriteKeys(ctx, rc, "before-reboot", 500)
+		systemspec.WaitForAOF()
 
 		sys.Agents[0].Kill9()
 		pidFiles, err := filepath.Glob(filepath.Join(sys.agentDir(0), "instances", "*", "redis.pid"))
@@ -190,8 +159,8 @@ var _ = Describe("The agent killed with -9", Ordered, ContinueOnFailure, func() 
 		Expect(sys.Agents[0].Start()).To(Succeed())
 		Eventually(func() error { return rc.Ping(ctx).Err() }, 15*time.Second, 20*time.Millisecond).Should(Succeed())
 		Expect(serverPid(ctx, rc)).NotTo(BeElementOf(pids))
-		expectKeys(ctx, rc, "before-reboot", 500)
-		expectKeys(ctx, rc, "before-agent-kill", 100)
+		systemspec.ExpectKeys(ctx, rc, "before-reboot", 500)
+		systemspec.ExpectKeys(ctx, rc, "before-agent-kill", 100)
 		Expect(connect(sys.bind(id, newID("bind"))).Get(ctx, "before-reboot:42").Val()).To(Equal("42"))
 	})
 })
@@ -219,7 +188,7 @@ var _ = Describe("The broker killed with -9", Ordered, ContinueOnFailure, func()
 		Expect(again.creds()).To(Equal(c))
 
 		rc := connect(c)
-		expectKeys(ctx, rc, "before-broker-kill", 100)
+		systemspec.ExpectKeys(ctx, rc, "before-broker-kill", 100)
 		Expect(connect(sys.bind(id, newID("bind"))).Get(ctx, "before-broker-kill:3").Val()).To(Equal("3"))
 
 		sys.deprovision(id)
@@ -232,7 +201,7 @@ var _ = Describe("The broker killed with -9", Ordered, ContinueOnFailure, func()
 		id, bindingID := newID("inst"), newID("bind")
 		sys.provision(id, map[string]any{"maxmemory-policy": "allkeys-lru"})
 		c := sys.bind(id, bindingID)
-		writeKeys(ctx, connect(c), "before-broker-kill", 100)
+		systemspec.WriteKeys(ctx, connect(c), "before-broker-kill", 100)
 		return id, bindingID, c
 	}
 

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +24,7 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -44,35 +44,15 @@ type system struct {
 	issued []string
 }
 
-// startSystem starts a system in a fresh directory and stops it when the
-// current container ends, killing whatever it left (redis-servers of a
-// kill -9 agent included). A system that had to be cleaned up that way, or
-// whose processes reported a data race, fails the spec.
+// startSystem starts a system (systemspec.Start) whose agents put
+// redis-servers in redisPorts unless opts says otherwise.
 func startSystem(opts systemtest.Options) *system {
 	if opts.PortRange == (portalloc.Range{}) {
 		opts.PortRange = redisPorts
 	}
-	dir := GinkgoT().TempDir()
-	sys, err := systemtest.Start(bins, dir, opts)
-	Expect(err).NotTo(HaveOccurred())
-	s := &system{System: sys}
-	failedBefore := failures.Load()
-	DeferCleanup(func() {
-		if failures.Load() > failedBefore || CurrentSpecReport().Failed() {
-			keepLogs(sys)
-		}
-		_ = sys.Broker.Stop()
-		for _, a := range sys.Agents {
-			_ = a.Stop()
-		}
-		left := systemtest.Strays(dir)
-		sys.Stop()
-		Expect(left).To(BeEmpty(), "processes still running in %s after the broker and agents stopped", dir)
-		for _, p := range append([]*systemtest.Process{sys.Broker}, sys.Agents...) {
-			Expect(p.Log()).NotTo(ContainSubstring("DATA RACE"), "%s log", p.Name)
-		}
-	})
-	s.osb, err = sys.Client()
+	s := &system{System: systemspec.Start(bins, opts)}
+	var err error
+	s.osb, err = s.Client()
 	Expect(err).NotTo(HaveOccurred())
 	return s
 }
@@ -83,34 +63,6 @@ func startSystem(opts systemtest.Options) *system {
 // another test process, free but not yet bound, is never handed to a
 // redis-server meanwhile.
 var redisPorts = portalloc.Range{Min: 24000, Max: 24999}
-
-// failures counts the specs that failed so far.
-var failures atomic.Int32
-
-var _ = ReportAfterEach(func(r SpecReport) {
-	if r.Failed() {
-		failures.Add(1)
-	}
-})
-
-// keepLogs copies the logs of a system whose specs failed out of its
-// directory, which is removed, and says where they are.
-func keepLogs(sys *systemtest.System) {
-	dir, err := os.MkdirTemp("", "sharedvm-logs-")
-	if err != nil {
-		return
-	}
-	for _, p := range append([]*systemtest.Process{sys.Broker}, sys.Agents...) {
-		_ = os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.Log()), 0o600)
-	}
-	logs, _ := filepath.Glob(filepath.Join(sys.Dir, "agent-*", "logs", "*.log"))
-	for _, l := range logs {
-		if data, err := os.ReadFile(l); err == nil {
-			_ = os.WriteFile(filepath.Join(dir, filepath.Base(filepath.Dir(filepath.Dir(l)))+"-"+filepath.Base(l)), data, 0o600)
-		}
-	}
-	fmt.Fprintf(os.Stderr, "\nlogs of the system in %s kept in %s\n", sys.Dir, dir)
-}
 
 // agentDir is the data directory of agent i.
 func (s *system) agentDir(i int) string {

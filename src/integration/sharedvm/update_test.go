@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
 )
 
@@ -159,7 +160,7 @@ var _ = Describe("Changing the plan's memory limit", func() {
 		sys.provision(small, nil)
 		sys.provision(full, nil)
 		rcSmall, rcFull := connect(sys.bind(small, newID("bind"))), connect(sys.bind(full, newID("bind")))
-		writeKeys(ctx, rcSmall, "kept", 100)
+		systemspec.WriteKeys(ctx, rcSmall, "kept", 100)
 		pid, err := serverPid(ctx, rcSmall)
 		Expect(err).NotTo(HaveOccurred())
 		maxmemory := func(rc *redis.Client) func() (string, error) {
