@@ -78,7 +78,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	// retry of an earlier one that did not finish) made ready is 201.
 	alreadyExists := !created && bnd.State == stateReady
 	if bnd.State != stateReady {
-		be, err := b.backend(inst)
+		be, err := b.vmOf(inst)
 		if err != nil {
 			return domain.Binding{}, err
 		}
@@ -192,7 +192,7 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	if inst == nil || inst.Bindings[bindingID] == nil {
 		return apiresponses.ErrBindingDoesNotExist
 	}
-	be, err := b.backend(inst)
+	be, err := b.vmOf(inst)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
 
 // Config is the broker's config file.
@@ -99,10 +99,11 @@ type DedicatedVMPlan struct {
 	Nodes []NodeConfig `json:"nodes"`
 }
 
-// NodeConfig is how the broker reaches one dedicated node's agent.
+// NodeConfig is how the broker reaches one dedicated node's agent: always
+// over https, verifying the node's certificate with CACert.
 type NodeConfig struct {
 	ID string `json:"id"`
-	nodeapi.ClientConfig
+	agentapi.ClientConfig
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -150,6 +151,18 @@ func (c *Config) Validate() error {
 		errs = append(errs, c.DedicatedVM.validate(c.Catalog.ServiceID)...)
 		if c.SharedVM != nil && c.SharedVM.PlanID == c.DedicatedVM.PlanID {
 			errs = append(errs, errors.New("dedicated_vm.plan_id must differ from shared_vm.plan_id"))
+		}
+		if c.SharedVM != nil {
+			// Instance records name their VM by id alone.
+			agents := map[string]bool{}
+			for _, a := range c.SharedVM.Agents {
+				agents[a.ID] = true
+			}
+			for i, n := range c.DedicatedVM.Nodes {
+				if agents[n.ID] {
+					errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id %q is also the id of an agent in shared_vm.agents", i, n.ID))
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -234,4 +247,45 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 		}
 	}
 	return errs
+}
+
+// agentTimeout bounds each request to a shared VM's agent but the
+// streaming ones; nodes keep the client's default (agentapi.DefaultTimeout),
+// long enough for a claim or a reset.
+const agentTimeout = 30 * time.Second
+
+// NewClients makes the client of every VM of the config, keyed by VM id, for
+// New.
+func NewClients(c Config) (map[string]Agent, error) {
+	out := map[string]Agent{}
+	if c.SharedVM != nil {
+		for _, a := range c.SharedVM.Agents {
+			cc := a.ClientConfig
+			cc.Noun, cc.Timeout = "agent", agentTimeout
+			cl, err := agentapi.NewClient(cc)
+			if err != nil {
+				return nil, fmt.Errorf("shared_vm.agents %s: %w", a.ID, err)
+			}
+			out[a.ID] = cl
+		}
+	}
+	if c.DedicatedVM != nil {
+		for _, n := range c.DedicatedVM.Nodes {
+			cc := n.ClientConfig
+			// Validate checked these too; a client is never made without.
+			if !strings.HasPrefix(cc.URL, "https://") {
+				return nil, fmt.Errorf("dedicated_vm.nodes %s: node url %q must be an absolute https URL", n.ID, cc.URL)
+			}
+			if cc.CACert == "" {
+				return nil, fmt.Errorf("dedicated_vm.nodes %s: node ca_cert is required: the node's certificate is always verified", n.ID)
+			}
+			cc.Noun, cc.Timeout = "node", 0
+			cl, err := agentapi.NewClient(cc)
+			if err != nil {
+				return nil, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err)
+			}
+			out[n.ID] = cl
+		}
+	}
+	return out, nil
 }

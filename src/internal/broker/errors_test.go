@@ -15,7 +15,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -54,12 +53,12 @@ var _ = Describe("respond", func() {
 			Expect(out.Error()).To(ContainSubstring(says))
 		},
 		Entry("bad parameters", fmt.Errorf("%w: parameter \"timeout\" must be…", params.ErrInvalid), http.StatusBadRequest, `"timeout"`),
-		Entry("a full plan", (&Broker{cfg: Config{SharedVM: &SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}}}).planFull(), http.StatusUnprocessableEntity, "plan is full"),
+		Entry("a full plan", (&sharedPlan{cfg: &SharedVMPlan{Name: "shared-vm", MaxInstances: 5, MaxMemoryMB: 64}}).full(), http.StatusUnprocessableEntity, "plan is full"),
 		Entry("a conflict", &userError{status: http.StatusConflict, msg: "exists"}, http.StatusConflict, "exists"),
 		Entry("an unreachable agent", fmt.Errorf("x: %w", agentapi.ErrUnavailable), http.StatusServiceUnavailable, "req-42"),
 		Entry("no agent at all", errNoAgent, http.StatusServiceUnavailable, "Try again"),
-		Entry("no reachable node for a claim", fmt.Errorf("%w: %w", errNoAgent, fmt.Errorf("x: %w", nodeapi.ErrUnavailable)), http.StatusServiceUnavailable, "any VM that could hold a new instance"),
-		Entry("an unreachable node", fmt.Errorf("x: %w", nodeapi.ErrUnavailable), http.StatusServiceUnavailable, "could not reach the VM holding the instance"),
+		Entry("no reachable node for a claim", fmt.Errorf("%w: %w", errNoAgent, fmt.Errorf("x: %w", agentapi.ErrUnavailable)), http.StatusServiceUnavailable, "any VM that could hold a new instance"),
+		Entry("an unreachable node", fmt.Errorf("x: %w", agentapi.ErrUnavailable), http.StatusServiceUnavailable, "could not reach the VM holding the instance"),
 		Entry("anything else", errors.New("disk on fire at /var/vcap/store"), http.StatusInternalServerError, "req-42"),
 		Entry("a brokerapi response", apiresponses.ErrInstanceDoesNotExist, http.StatusGone, ""),
 	)
@@ -72,8 +71,9 @@ var _ = Describe("respond", func() {
 	})
 
 	It("answers the plan-full error as a 4xx, never a 500", func() {
-		Expect(status(b.respond(ctx, "provision", b.planFull()))).To(BeNumerically("<", 500))
-		Expect(errors.Is(b.planFull(), ErrPlanFull)).To(BeTrue())
+		full := (&sharedPlan{cfg: b.cfg.SharedVM}).full
+		Expect(status(b.respond(ctx, "provision", full()))).To(BeNumerically("<", 500))
+		Expect(errors.Is(full(), ErrPlanFull)).To(BeTrue())
 	})
 })
 

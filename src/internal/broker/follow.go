@@ -110,7 +110,7 @@ func splitReplicaOf(raw json.RawMessage) (json.RawMessage, replicaChange, error)
 // caller holds). The follower's record stores the replication user's
 // credentials before any agent is asked, so a retry reuses them.
 func (b *Broker) changeReplication(ctx context.Context, inst *instance, change replicaChange) error {
-	be, err := b.backend(inst)
+	be, err := b.vmOf(inst)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (b *Broker) changeReplication(ctx context.Context, inst *instance, change r
 		if err != nil {
 			return err
 		}
-		lbe, err := b.backend(leader)
+		lbe, err := b.vmOf(leader)
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ func (b *Broker) dropReplicator(ctx context.Context, f *follow) {
 	if err != nil || leader == nil {
 		return
 	}
-	lbe, err := b.backend(leader)
+	lbe, err := b.vmOf(leader)
 	if err == nil {
 		err = lbe.unbind(ctx, leader.ID, f.Username)
 	}

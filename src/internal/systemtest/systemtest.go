@@ -30,7 +30,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
@@ -265,8 +264,9 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 		s.Nodes = append(s.Nodes, p)
 		s.NodeDirs = append(s.NodeDirs, cfg.DataDir)
-		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: nodeapi.ClientConfig{
-			URL: "https://" + cfg.Listen, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password, CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
+		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: agentapi.ClientConfig{
+			URL: "https://" + cfg.Listen, Credentials: agentapi.Credentials{Username: cfg.Credentials.Username, Password: cfg.Credentials.Password},
+			CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
 		}})
 	}
 	port, err := redistest.FreePort()
