@@ -386,7 +386,8 @@ var _ = Describe("the OSB verbs against in-memory agents", func() {
 			Expect(body).To(HaveKeyWithValue("operation", "delete"))
 			Eventually(func() int { c, _ := f.lastOperation("d1"); return c }).Should(Equal(http.StatusGone))
 			Expect(f.pool("n0").State).To(Equal(poolFree))
-			Expect(f.agents["n0"].state()).To(Equal(agentapi.NodeFree))
+			st, _ := f.agents["n0"].state()
+			Expect(st).To(Equal(agentapi.NodeFree))
 		})
 
 		It("resets a dedicated node synchronously when Cloud Controller wants an answer now", func() {
