@@ -58,15 +58,13 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		case existing.State == stateDeleting:
 			return domain.ProvisionedServiceSpec{}, unprocessable("ConcurrencyError", "instance %s is being deleted; retry the delete before creating it again", id)
 		}
+	}
+	// knownPlan checked it is configured (and an existing record has it).
+	pl := b.plans[d.PlanID]
+	if existing != nil {
 		// A provision cut short (crash, timeout): finish it where it got to.
-		pl := b.planOf(existing)
-		if pl == nil {
-			return domain.ProvisionedServiceSpec{}, fmt.Errorf("instance %s has plan %q, which is no longer in the broker's config", id, existing.PlanID)
-		}
 		return domain.ProvisionedServiceSpec{}, pl.provision(ctx, existing)
 	}
-
-	pl := b.plans[d.PlanID]
 	inst := &instance{
 		ID:                 id,
 		ServiceID:          d.ServiceID,
