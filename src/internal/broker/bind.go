@@ -78,13 +78,13 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	// retry of an earlier one that did not finish) made ready is 201.
 	alreadyExists := !created && bnd.State == stateReady
 	if bnd.State != stateReady {
-		be, err := b.vmOf(inst)
+		v, err := b.vmOf(inst)
 		if err != nil {
 			return domain.Binding{}, err
 		}
-		ep, err := be.bind(ctx, id, bindingID, bnd.Password)
+		ep, err := v.bind(ctx, id, bindingID, bnd.Password)
 		if err != nil {
-			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, be.where(), err)
+			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, v.where(), err)
 		}
 		err = b.state.Update(func(s *state) error {
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
@@ -192,12 +192,12 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	if inst == nil || inst.Bindings[bindingID] == nil {
 		return apiresponses.ErrBindingDoesNotExist
 	}
-	be, err := b.vmOf(inst)
+	v, err := b.vmOf(inst)
 	if err != nil {
 		return err
 	}
-	if err := be.unbind(ctx, id, bindingID); err != nil {
-		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, be.where(), err)
+	if err := v.unbind(ctx, id, bindingID); err != nil {
+		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
 	}
 	return b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil {

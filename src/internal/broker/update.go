@@ -64,12 +64,12 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		return err
 	}
 	if p != inst.Parameters {
-		be, err := b.vmOf(inst)
+		v, err := b.vmOf(inst)
 		if err != nil {
 			return err
 		}
-		if err := be.update(ctx, id, p); err != nil {
-			return fmt.Errorf("updating instance %s on %s: %w", id, be.where(), err)
+		if err := v.update(ctx, id, p); err != nil {
+			return fmt.Errorf("updating instance %s on %s: %w", id, v.where(), err)
 		}
 	}
 	if change.set {
