@@ -24,7 +24,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/registrar"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/smoke"
@@ -140,7 +139,7 @@ func brokerClients(c *broker.Config) error {
 	}
 	if c.DedicatedVM != nil {
 		for _, n := range c.DedicatedVM.Nodes {
-			if _, err := nodeapi.NewClient(n.ClientConfig); err != nil {
+			if _, err := agentapi.NewNodeClient(n.ClientConfig); err != nil {
 				errs = append(errs, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
 			}
 		}
