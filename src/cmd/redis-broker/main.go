@@ -16,7 +16,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
@@ -49,7 +48,7 @@ func run() int {
 	nodes := map[string]broker.Node{}
 	if cfg.DedicatedVM != nil {
 		for _, n := range cfg.DedicatedVM.Nodes {
-			c, err := nodeapi.NewClient(n.ClientConfig)
+			c, err := agentapi.NewNodeClient(n.ClientConfig)
 			if err != nil {
 				logger.Error("cannot start", "error", fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
 				return 2

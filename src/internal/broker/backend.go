@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
@@ -93,10 +92,10 @@ func (s sharedBackend) replication(ctx context.Context, id string) (replication.
 	if err != nil {
 		return replication.Status{}, err
 	}
-	if inst.Replication == nil {
+	if inst.Live == nil {
 		return replication.Status{}, fmt.Errorf("%w: the instance's server did not answer", agentapi.ErrUnavailable)
 	}
-	return *inst.Replication, nil
+	return inst.Live.Replication, nil
 }
 
 type nodeBackend struct {
@@ -115,21 +114,21 @@ func (n nodeBackend) where() string { return "node " + n.id }
 func (n nodeBackend) update(ctx context.Context, id string, p params.Parameters) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	_, err := n.node.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: id, Parameters: p})
+	_, err := n.node.Update(ctx, id, agentapi.UpdateRequest{Parameters: p})
 	return err
 }
 
 func (n nodeBackend) bind(ctx context.Context, id, bindingID, password string) (endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	b, err := n.node.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: id, Password: password})
+	b, err := n.node.Bind(ctx, id, bindingID, agentapi.BindingRequest{Password: password})
 	return endpoint{Host: b.Host, Port: b.Port, TLSPort: b.TLSPort, TLSCA: b.TLSCA}, err
 }
 
 func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	if err := n.node.Unbind(ctx, id, bindingID); err != nil && !errors.Is(err, nodeapi.ErrNotFound) {
+	if err := n.node.Unbind(ctx, id, bindingID); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
 		return err
 	}
 	return nil
@@ -138,26 +137,26 @@ func (n nodeBackend) unbind(ctx context.Context, id, bindingID string) error {
 func (n nodeBackend) bindReplicator(ctx context.Context, id, username, password string) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	_, err := n.node.Bind(ctx, username, nodeapi.BindingRequest{InstanceID: id, Password: password, Role: string(redisconf.RoleReplication)})
+	_, err := n.node.Bind(ctx, id, username, agentapi.BindingRequest{Password: password, Role: string(redisconf.RoleReplication)})
 	return err
 }
 
 func (n nodeBackend) setReplication(ctx context.Context, id string, leader *replication.Leader) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	_, err := n.node.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: id, Leader: leader})
+	_, err := n.node.SetReplication(ctx, id, agentapi.ReplicationRequest{Leader: leader})
 	return err
 }
 
 func (n nodeBackend) replication(ctx context.Context, id string) (replication.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, nodeOpTimeout)
 	defer cancel()
-	st, err := n.node.Status(ctx)
+	inst, err := n.node.Get(ctx, id)
 	if err != nil {
 		return replication.Status{}, err
 	}
-	if !st.RedisRunning {
-		return replication.Status{}, fmt.Errorf("%w: the node's server did not answer", nodeapi.ErrUnavailable)
+	if inst.Live == nil {
+		return replication.Status{}, fmt.Errorf("%w: the node's server did not answer", agentapi.ErrUnavailable)
 	}
-	return st.Replication, nil
+	return inst.Live.Replication, nil
 }

@@ -23,7 +23,6 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
@@ -52,19 +51,20 @@ type Agent interface {
 var _ Agent = (*agentapi.Client)(nil)
 
 // Node is what the broker needs of a dedicated node's agent;
-// *nodeapi.Client is the real one.
+// *agentapi.Client is the real one.
 type Node interface {
-	Status(ctx context.Context) (nodeapi.Status, error)
-	Claim(ctx context.Context, req nodeapi.ClaimRequest) (nodeapi.Status, error)
-	UpdateParameters(ctx context.Context, req nodeapi.ParametersRequest) (nodeapi.Status, error)
-	Bind(ctx context.Context, bindingID string, req nodeapi.BindingRequest) (nodeapi.Binding, error)
-	Unbind(ctx context.Context, instanceID, bindingID string) error
-	Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Status, error)
-	SetReplication(ctx context.Context, req nodeapi.ReplicationRequest) (nodeapi.Status, error)
-	Restore(ctx context.Context, req nodeapi.RestoreRequest, archive io.Reader) (nodeapi.RestoreResult, error)
+	Node(ctx context.Context) (agentapi.Node, error)
+	Get(ctx context.Context, id string) (agentapi.Instance, error)
+	Create(ctx context.Context, id string, req agentapi.InstanceRequest) (agentapi.Instance, error)
+	Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error)
+	Bind(ctx context.Context, id, bindingID string, req agentapi.BindingRequest) (agentapi.Binding, error)
+	Unbind(ctx context.Context, id, bindingID string) error
+	Delete(ctx context.Context, id string) error
+	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
+	Restore(ctx context.Context, id string, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
 }
 
-var _ Node = (*nodeapi.Client)(nil)
+var _ Node = (*agentapi.Client)(nil)
 
 // state is everything the broker remembers.
 type state struct {

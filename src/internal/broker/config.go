@@ -10,7 +10,6 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 )
 
 // Config is the broker's config file.
@@ -102,7 +101,7 @@ type DedicatedVMPlan struct {
 // NodeConfig is how the broker reaches one dedicated node's agent.
 type NodeConfig struct {
 	ID string `json:"id"`
-	nodeapi.ClientConfig
+	agentapi.ClientConfig
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

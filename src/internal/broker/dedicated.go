@@ -10,7 +10,7 @@ import (
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 )
 
 // poolNode is the broker's record of one dedicated node. The broker is the
@@ -116,7 +116,7 @@ func (b *Broker) claimNode(ctx context.Context, inst *instance) error {
 		}
 		inst.Node = id
 		err = b.finishClaim(ctx, inst, id)
-		if errors.Is(err, nodeapi.ErrBusy) || errors.Is(err, nodeapi.ErrDirty) {
+		if errors.Is(err, agentapi.ErrBusy) || errors.Is(err, agentapi.ErrDirty) {
 			b.quarantine(id, inst.ID, err)
 			if uerr := b.state.Update(func(s *state) error {
 				if r := s.Instances[inst.ID]; r != nil {
@@ -147,14 +147,14 @@ func (b *Broker) claimNode(ctx context.Context, inst *instance) error {
 func (b *Broker) checkFree(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
 	defer cancel()
-	st, err := b.nodes[id].Status(ctx)
+	st, err := b.nodes[id].Node(ctx)
 	if err != nil {
 		return err
 	}
 	if st.NodeID != id {
 		return fmt.Errorf("the node's address answers as node %q, not %q: check the broker's node list", st.NodeID, id)
 	}
-	if st.State != nodeapi.StateFree {
+	if st.State != agentapi.NodeFree {
 		err := fmt.Errorf("the pool has node %s free but the node says it is %s (instance %q)", id, st.State, st.InstanceID)
 		b.quarantine(id, st.InstanceID, err)
 		return err
@@ -169,7 +169,7 @@ func (b *Broker) finishClaim(ctx context.Context, inst *instance, nodeID string)
 	if !ok {
 		return fmt.Errorf("node %s is no longer in the broker's config", nodeID)
 	}
-	st, err := node.Claim(ctx, nodeapi.ClaimRequest{InstanceID: inst.ID, Parameters: inst.Parameters})
+	st, err := node.Create(ctx, inst.ID, agentapi.InstanceRequest{Parameters: inst.Parameters})
 	if err != nil {
 		return fmt.Errorf("claiming node %s for instance %s: %w", nodeID, inst.ID, err)
 	}
@@ -224,9 +224,9 @@ func (b *Broker) releaseNode(ctx context.Context, nodeID, instanceID string) err
 	if !ok {
 		return fmt.Errorf("node %s is no longer in the broker's config", nodeID)
 	}
-	st, err := node.Reset(ctx, nodeapi.ResetRequest{InstanceID: instanceID})
+	err := node.Delete(ctx, instanceID)
 	switch {
-	case err == nil && st.State == nodeapi.StateFree && st.Keys == 0:
+	case err == nil:
 		err = b.state.Update(func(s *state) error {
 			if p := s.Pool[nodeID]; p != nil {
 				p.State, p.Instance, p.Problem, p.Since = poolFree, "", "", now()
@@ -238,10 +238,7 @@ func (b *Broker) releaseNode(ctx context.Context, nodeID, instanceID string) err
 			b.logger.Info("dedicated node reset and back in the pool", "node", nodeID, "instance", instanceID)
 		}
 		return err
-	case err == nil:
-		err = fmt.Errorf("reset answered state %s with %d keys", st.State, st.Keys)
-		fallthrough
-	case errors.Is(err, nodeapi.ErrDirty), errors.Is(err, nodeapi.ErrConflict), errors.Is(err, nodeapi.ErrBusy):
+	case errors.Is(err, agentapi.ErrDirty), errors.Is(err, agentapi.ErrConflict), errors.Is(err, agentapi.ErrBusy):
 		b.quarantine(nodeID, instanceID, err)
 		return b.state.Update(func(s *state) error {
 			delete(s.Instances, instanceID)
@@ -385,12 +382,12 @@ func (b *Broker) pending(nodeID, instanceID string) bool {
 func (b *Broker) Wait() { b.resets.Wait() }
 
 // nodeStatus asks a node how it is, within nodeCheckTimeout.
-func (b *Broker) nodeStatus(ctx context.Context, id string) (nodeapi.Status, error) {
+func (b *Broker) nodeStatus(ctx context.Context, id, instanceID string) (agentapi.Instance, error) {
 	n, ok := b.nodes[id]
 	if !ok {
-		return nodeapi.Status{}, fmt.Errorf("node %s is not in the broker's config", id)
+		return agentapi.Instance{}, fmt.Errorf("node %s is not in the broker's config", id)
 	}
 	ctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
 	defer cancel()
-	return n.Status(ctx)
+	return n.Get(ctx, instanceID)
 }

@@ -15,7 +15,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -58,8 +57,8 @@ var _ = Describe("respond", func() {
 		Entry("a conflict", &userError{status: http.StatusConflict, msg: "exists"}, http.StatusConflict, "exists"),
 		Entry("an unreachable agent", fmt.Errorf("x: %w", agentapi.ErrUnavailable), http.StatusServiceUnavailable, "req-42"),
 		Entry("no agent at all", errNoAgent, http.StatusServiceUnavailable, "Try again"),
-		Entry("no reachable node for a claim", fmt.Errorf("%w: %w", errNoAgent, fmt.Errorf("x: %w", nodeapi.ErrUnavailable)), http.StatusServiceUnavailable, "any VM that could hold a new instance"),
-		Entry("an unreachable node", fmt.Errorf("x: %w", nodeapi.ErrUnavailable), http.StatusServiceUnavailable, "could not reach the VM holding the instance"),
+		Entry("no reachable node for a claim", fmt.Errorf("%w: %w", errNoAgent, fmt.Errorf("x: %w", agentapi.ErrUnavailable)), http.StatusServiceUnavailable, "any VM that could hold a new instance"),
+		Entry("an unreachable node", fmt.Errorf("x: %w", agentapi.ErrUnavailable), http.StatusServiceUnavailable, "could not reach the VM holding the instance"),
 		Entry("anything else", errors.New("disk on fire at /var/vcap/store"), http.StatusInternalServerError, "req-42"),
 		Entry("a brokerapi response", apiresponses.ErrInstanceDoesNotExist, http.StatusGone, ""),
 	)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -159,7 +158,7 @@ func (b *Broker) restorer(inst *instance) (restoreFunc, string, error) {
 			return nil, "", fmt.Errorf("instance %s is on node %q, which is no longer in the broker's config", id, inst.Node)
 		}
 		return func(ctx context.Context, r io.Reader) (agentapi.RestoreResult, error) {
-			return n.Restore(ctx, nodeapi.RestoreRequest{InstanceID: id, FromInstance: id}, r)
+			return n.Restore(ctx, id, agentapi.RestoreRequest{FromInstance: id}, r)
 		}, "node " + inst.Node, nil
 	}
 	a, err := b.agent(inst)
@@ -213,16 +212,16 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, se
 func restoreFailure(err error, stamp, rid string) error {
 	kept := "The instance kept its data."
 	switch {
-	case errors.Is(err, agentapi.ErrInvalid), errors.Is(err, nodeapi.ErrInvalid):
+	case errors.Is(err, agentapi.ErrInvalid):
 		return &userError{status: http.StatusUnprocessableEntity, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored: it is damaged or its data did not verify. %s Try another backup; if it persists, give your operator request id %s.", stamp, kept, rid)}
-	case errors.Is(err, agentapi.ErrConflict), errors.Is(err, nodeapi.ErrConflict):
+	case errors.Is(err, agentapi.ErrConflict):
 		return &userError{status: http.StatusConflict, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored now: a backup or restore of the instance is running. %s Try again in a few minutes.", stamp, kept)}
 	case errors.Is(err, agentapi.ErrFull):
 		return &userError{status: http.StatusUnprocessableEntity, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored: the VM has no disk space left for it. %s Give your operator request id %s.", stamp, kept, rid)}
-	case errors.Is(err, agentapi.ErrNotFound), errors.Is(err, nodeapi.ErrNotFound):
+	case errors.Is(err, agentapi.ErrNotFound):
 		return &userError{status: http.StatusNotFound, cause: err, msg: "The instance no longer exists."}
 	default:
 		return &userError{status: http.StatusServiceUnavailable, cause: err,

@@ -123,11 +123,11 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 	}
 	if inst.Node != "" {
 		attrs["node"] = inst.Node
-		if st, err := b.nodeStatus(ctx, inst.Node); err == nil {
-			attrs["used_memory_bytes"] = st.UsedMemoryBytes
+		if st, err := b.nodeStatus(ctx, inst.Node, id); err == nil && st.Live != nil {
+			attrs["used_memory_bytes"] = st.Live.UsedMemoryBytes
 			attrs["maxmemory_bytes"] = st.MaxMemoryBytes
-			attrs["keys"] = st.Keys
-			attrs["redis_version"] = st.RedisVersion
+			attrs["keys"] = st.Live.Keys
+			attrs["redis_version"] = st.Live.RedisVersion
 		} else {
 			attrs["status_error"] = "the dedicated VM did not answer"
 			b.logger.Error("node status failed", "node", inst.Node, "request_id", requestID(ctx), "error", err)
