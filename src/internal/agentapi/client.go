@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -59,6 +60,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	return &Client{c: c}, nil
+}
+
+// NewNodeClient returns a client for a dedicated node's agent, whose API is
+// HTTPS only: a URL that is not https and a config without a CA are
+// refused. Messages name it a "node".
+func NewNodeClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("node url %q must be an absolute https URL", cfg.URL)
+	}
+	if cfg.CACert == "" {
+		return nil, errors.New("node ca_cert is required: the node's certificate is always verified")
+	}
+	cfg.Noun = "node"
+	return NewClient(cfg)
 }
 
 // Capacity asks what the agent holds and can still take.
