@@ -11,6 +11,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
@@ -25,7 +26,7 @@ func (b *Broker) Bind(ctx context.Context, id, bindingID string, d domain.BindDe
 }
 
 func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDetails) (domain.Binding, error) {
-	if !idPattern.MatchString(bindingID) {
+	if !ids.Valid(bindingID) {
 		return domain.Binding{}, badRequest("binding id %q must be 1-128 letters, digits, '.', '_' or '-'", bindingID)
 	}
 	if obj, err := params.Object(d.RawParameters); err != nil {

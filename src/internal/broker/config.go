@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 )
 
 // Config is the broker's config file.
@@ -106,8 +106,6 @@ type NodeConfig struct {
 	agentapi.ClientConfig
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // Validate checks the config and fills in defaults, naming the field at fault.
 func (c *Config) Validate() error {
 	var errs []error
@@ -193,7 +191,7 @@ func (p *SharedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, a := range p.Agents {
-		if !idPattern.MatchString(a.ID) {
+		if !ids.Valid(a.ID) {
 			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
 		}
 		if seen[a.ID] {
@@ -229,7 +227,7 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, n := range p.Nodes {
-		if !idPattern.MatchString(n.ID) {
+		if !ids.Valid(n.ID) {
 			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
 		}
 		if seen[n.ID] {
@@ -271,16 +269,9 @@ func NewClients(c Config) (map[string]Agent, error) {
 	}
 	if c.DedicatedVM != nil {
 		for _, n := range c.DedicatedVM.Nodes {
-			cc := n.ClientConfig
-			// Validate checked these too; a client is never made without.
-			if !strings.HasPrefix(cc.URL, "https://") {
-				return nil, fmt.Errorf("dedicated_vm.nodes %s: node url %q must be an absolute https URL", n.ID, cc.URL)
-			}
-			if cc.CACert == "" {
-				return nil, fmt.Errorf("dedicated_vm.nodes %s: node ca_cert is required: the node's certificate is always verified", n.ID)
-			}
-			cc.Noun, cc.Timeout = "node", 0
-			cl, err := agentapi.NewClient(cc)
+			// https and a CA, always; the client's default timeout, long
+			// enough for a claim or a reset.
+			cl, err := agentapi.NewNodeClient(n.ClientConfig)
 			if err != nil {
 				return nil, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err)
 			}

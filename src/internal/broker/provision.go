@@ -9,6 +9,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -22,7 +23,7 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 }
 
 func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDetails) (domain.ProvisionedServiceSpec, error) {
-	if !idPattern.MatchString(id) {
+	if !ids.Valid(id) {
 		return domain.ProvisionedServiceSpec{}, badRequest("instance id %q must be 1-128 letters, digits, '.', '_' or '-'", id)
 	}
 	if !b.knownPlan(d.PlanID) {
