@@ -142,7 +142,7 @@ func BenchmarkBackup(b *testing.B) {
 			syscall.Sync()
 			// The backup, as the errand runs it.
 			var firstByte time.Duration
-			src := backup.AgentSourceOf("agent", agent, 0)
+			src := backup.SourceOf("agent", agent, 0)
 			snapshot := src.Snapshot
 			var begin time.Time
 			src.Snapshot = func(ctx context.Context, id string) (io.ReadCloser, error) {

@@ -1,6 +1,7 @@
 // Command redis-broker serves the Open Service Broker API of Redis for Cloud
 // Foundry: Cloud Controller calls it to create, bind, update and delete Redis
-// instances, which it places on the shared VMs' agents.
+// instances, which it places on the shared VMs' agents and the dedicated
+// VMs' nodes.
 package main
 
 import (
@@ -13,10 +14,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
@@ -35,33 +34,16 @@ func run() int {
 		logger.Error("cannot start", "error", err)
 		return 2
 	}
-	agents := map[string]broker.Agent{}
-	if cfg.SharedVM != nil {
-		for _, a := range cfg.SharedVM.Agents {
-			c, err := agentapi.NewClient(a.ClientConfig)
-			if err != nil {
-				logger.Error("cannot start", "error", fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
-				return 2
-			}
-			agents[a.ID] = c
-		}
-	}
-	nodes := map[string]broker.Node{}
-	if cfg.DedicatedVM != nil {
-		for _, n := range cfg.DedicatedVM.Nodes {
-			c, err := nodeapi.NewClient(n.ClientConfig)
-			if err != nil {
-				logger.Error("cannot start", "error", fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
-				return 2
-			}
-			nodes[n.ID] = c
-		}
+	clients, err := broker.NewClients(cfg)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 2
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
-	b, err := broker.New(cfg, agents, nodes, logger)
+	b, err := broker.New(cfg, clients, logger)
 	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1

@@ -11,18 +11,18 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
 func main() {
 	var cfg nodeagent.Config
-	os.Exit(agentbase.Command{
+	os.Exit(agentcmd.Command{
 		Name:   "redis-node-agent",
 		Config: &cfg,
-		New: func(logger *slog.Logger) (agentbase.Agent, serve.Server, []any, error) {
+		New: func(logger *slog.Logger) (agentcmd.Agent, serve.Server, []any, error) {
 			// go-redis logs every refused dial of the readiness probes that
 			// poll a starting redis-server: debug noise, not warnings.
 			redis.SetLogger(redisLogger{logger})
@@ -32,7 +32,7 @@ func main() {
 			}
 			srv := serve.Server{
 				Addr:     cfg.Listen,
-				Handler:  nodeapi.NewHandler(node, cfg.Credentials, logger),
+				Handler:  agentapi.NewHandler(node, cfg.Credentials, logger),
 				CertFile: cfg.TLS.CertFile,
 				KeyFile:  cfg.TLS.KeyFile,
 				Logger:   logger,

@@ -8,17 +8,17 @@ import (
 	"os"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 )
 
 func main() {
 	var cfg sharedagent.Config
-	os.Exit(agentbase.Command{
+	os.Exit(agentcmd.Command{
 		Name:   "redis-shared-agent",
 		Config: &cfg,
-		New: func(logger *slog.Logger) (agentbase.Agent, serve.Server, []any, error) {
+		New: func(logger *slog.Logger) (agentcmd.Agent, serve.Server, []any, error) {
 			mgr, err := sharedagent.New(cfg, logger)
 			if err != nil {
 				return nil, serve.Server{}, nil, err

@@ -1,10 +1,13 @@
-// Package agentapi is the HTTP API between the broker and a shared-VM agent:
-// its messages, its errors, the server side (NewHandler) and the client the
-// broker uses (Client).
+// Package agentapi is the one HTTP API between the broker and the agents
+// that run redis-servers: the shared VMs' agents (many instances each) and
+// the dedicated nodes' agents (one instance at a time, handed out whole).
+// Both serve the same instance routes; a node adds GET /v1/node, its place
+// in the pool. This package holds the messages, the errors, the server side
+// (NewHandler) and the client the broker uses (Client).
 //
-// Every request carries basic auth; agents serve it over TLS when configured.
-// Every operation is idempotent, so the broker can retry any of them after a
-// crash or a timeout without creating duplicates.
+// Every request carries basic auth; agents serve it over TLS when configured
+// (nodes always). Every operation is idempotent, so the broker can retry any
+// of them after a crash or a timeout without creating duplicates.
 package agentapi
 
 import (
@@ -16,7 +19,12 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
+// Credentials are the basic-auth username and password of the API.
+type Credentials = jsonhttp.Credentials
+
 // InstanceRequest asks for an instance with a memory limit and parameters.
+// On a dedicated node it claims the node; MaxMemoryBytes is then zero (the
+// node's limit is the VM's).
 type InstanceRequest struct {
 	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
 	Parameters     params.Parameters `json:"parameters"`
@@ -32,7 +40,16 @@ type ResizeRequest struct {
 	MaxMemoryBytes int64 `json:"maxmemory_bytes"`
 }
 
-// Instance describes one redis-server on the agent's VM.
+// The states of an instance.
+const (
+	StateRunning    = "running"
+	StateStarting   = "starting"
+	StateRestarting = "restarting"
+	StateFailed     = "failed"
+	StateDeleting   = "deleting"
+)
+
+// Instance describes one redis-server instance on an agent.
 type Instance struct {
 	ID   string `json:"id"`
 	Host string `json:"host"`
@@ -41,17 +58,29 @@ type Instance struct {
 	TLSPort        int               `json:"tls_port,omitempty"`
 	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
 	Parameters     params.Parameters `json:"parameters"`
-	// State is "running", "starting", "restarting" or "failed".
+	// State is one of the State constants.
 	State string `json:"state"`
 	// Restarts counts unexpected exits of redis-server since the agent started.
 	Restarts int `json:"restarts"`
 	// LastError says why the process last stopped or failed to start.
 	LastError string `json:"last_error,omitempty"`
-	// Bindings are the usernames of the instance's binding users.
+	// Bindings are the usernames of the instance's binding users, sorted.
 	Bindings []string `json:"bindings"`
-	// Replication is the instance's place in a leader/follower pair; only
-	// Get fills it in, as it asks the running server.
-	Replication *replication.Status `json:"replication,omitempty"`
+	// NodeID is the id of the dedicated node holding the instance; empty on
+	// a shared VM. The broker checks it is the node it claimed.
+	NodeID string `json:"node_id,omitempty"`
+	// Live is what the running server reports; only Get fills it in, and
+	// only when the server answered.
+	Live *Live `json:"live,omitempty"`
+}
+
+// Live is what an instance's running redis-server reports of itself.
+type Live struct {
+	RedisVersion    string `json:"redis_version"`
+	UsedMemoryBytes int64  `json:"used_memory_bytes"`
+	// Keys counts the keys of every database.
+	Keys        int64              `json:"keys"`
+	Replication replication.Status `json:"replication"`
 }
 
 // ReplicationRequest makes an instance a read-only follower of Leader, or a
@@ -60,12 +89,21 @@ type ReplicationRequest struct {
 	Leader *replication.Leader `json:"leader"`
 }
 
+// Binding roles.
+const (
+	// RoleTenant is an app's binding user: every data command but those the
+	// platform owns. It is the role of a request without one.
+	RoleTenant = ""
+	// RoleReplication is a user that may only replicate from the instance:
+	// the broker gives it to a follower of the instance.
+	RoleReplication = "replication"
+)
+
 // BindingRequest carries the password of a new binding user. The agent keeps
 // only its hash.
 type BindingRequest struct {
 	Password string `json:"password"`
-	// Role is empty for an app's binding user, or "replication" for a user
-	// that may only replicate (a follower's account on its leader).
+	// Role is RoleTenant (empty) or RoleReplication.
 	Role string `json:"role,omitempty"`
 }
 
@@ -74,6 +112,7 @@ type Binding struct {
 	Username string `json:"username"`
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
+	Role     string `json:"role,omitempty"`
 	// TLSPort is the instance's TLS port and TLSCA the PEM CA that signed
 	// its certificate; both empty when the agent serves no TLS.
 	TLSPort int    `json:"tls_port,omitempty"`
@@ -104,28 +143,65 @@ func (c Capacity) Fits(maxmemory int64) bool {
 		(c.MaxInstances == 0 || c.Instances < c.MaxInstances)
 }
 
+// The states of a dedicated node.
+const (
+	// NodeFree is a node that passed its last reset and holds no instance.
+	NodeFree = "free"
+	// NodeClaimed is a node serving one instance.
+	NodeClaimed = "claimed"
+	// NodeResetting is a node whose reset began and has not ended; an agent
+	// that starts and finds it finishes the reset.
+	NodeResetting = "resetting"
+	// NodeResetFailed is a node whose last reset did not verify: it is
+	// quarantined, refusing claims until a later reset passes.
+	NodeResetFailed = "reset_failed"
+)
+
+// Node is a dedicated node's place in the pool (GET /v1/node).
+type Node struct {
+	// NodeID is the node's configured stable id, so the broker can check
+	// that the address it called is the node it expects.
+	NodeID string `json:"node_id"`
+	// State is one of the Node constants.
+	State string `json:"state"`
+	// InstanceID is the instance holding the node; empty when free. A node
+	// resetting or quarantined keeps the id of the instance it held.
+	InstanceID string `json:"instance_id"`
+	// ResetError says why the last reset failed; empty otherwise.
+	ResetError string `json:"reset_error,omitempty"`
+}
+
 // Errors both sides of the API agree on; they travel as the "error" code of a
 // JSON error body and come back out of Client as the same values.
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
-	ErrFull     = errors.New("agent full")
-	ErrInvalid  = errors.New("invalid request")
+	// ErrFull means the agent has no room (memory, ports, disk) for what
+	// was asked.
+	ErrFull    = errors.New("agent full")
+	ErrInvalid = errors.New("invalid request")
 	// ErrUnavailable means the agent could not be reached or the instance is
 	// not running; a retry may succeed.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrBusy means a dedicated node is held by another instance (or is
+	// being reset): the broker must pick another node.
+	ErrBusy = errors.New("node busy")
+	// ErrDirty means a dedicated node's last reset did not verify: it is
+	// quarantined until a reset passes.
+	ErrDirty = errors.New("node dirty")
 )
 
-// errorCodes are the codes and statuses of the errors.
+// errorCodes are the codes and statuses of the errors, in the order they
+// are tried.
 var errorCodes = jsonhttp.Codes{
 	{Err: ErrNotFound, Code: "not_found", Status: http.StatusNotFound},
+	{Err: ErrBusy, Code: "busy", Status: http.StatusConflict},
 	{Err: ErrConflict, Code: "conflict", Status: http.StatusConflict},
+	{Err: ErrDirty, Code: "dirty", Status: http.StatusLocked},
 	{Err: ErrFull, Code: "full", Status: http.StatusInsufficientStorage},
 	{Err: ErrInvalid, Code: "invalid", Status: http.StatusBadRequest},
 	{Err: ErrUnavailable, Code: "unavailable", Status: http.StatusServiceUnavailable},
 }
-
-var codes = errorCodes.Map()
 
 // ErrorBody is the JSON body of every error response.
 type ErrorBody = jsonhttp.ErrorBody

@@ -2,10 +2,8 @@ package agentapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,10 +24,6 @@ import (
 //	    body application/gzip: an archive. 200 with a RestoreResult once the
 //	    data loaded and verified; the instance keeps its data otherwise.
 
-// TrailerStatus is the trailer of a snapshot response; its value is
-// "complete" when the whole archive was sent.
-const TrailerStatus = "X-Snapshot-Status"
-
 // maxTimeout caps the timeouts a request may ask for.
 const maxTimeout = 24 * time.Hour
 
@@ -40,13 +34,9 @@ type SnapshotRequest struct {
 	Timeout time.Duration
 }
 
-// Archive is a snapshot taken and staged, ready to stream.
-type Archive interface {
-	// WriteTo streams the archive as tar.gz.
-	WriteTo(w io.Writer) (int64, error)
-	// Close releases what the snapshot holds on disk.
-	Close() error
-}
+// Archive is a snapshot taken and staged, ready to stream: WriteTo streams
+// it as tar.gz, Close releases what it holds on disk.
+type Archive = jsonhttp.WriterTo
 
 // RestoreRequest says what a restore may take.
 type RestoreRequest struct {
@@ -66,8 +56,7 @@ type RestoreResult struct {
 	Keys int64 `json:"keys"`
 }
 
-// SnapshotQuery encodes req as the query of a snapshot request.
-func SnapshotQuery(req SnapshotRequest) url.Values {
+func snapshotQuery(req SnapshotRequest) url.Values {
 	q := url.Values{}
 	if req.Timeout > 0 {
 		q.Set("timeout_seconds", strconv.Itoa(int(max(req.Timeout, time.Second)/time.Second)))
@@ -75,8 +64,7 @@ func SnapshotQuery(req SnapshotRequest) url.Values {
 	return q
 }
 
-// ParseSnapshotQuery reads a snapshot request's query.
-func ParseSnapshotQuery(q url.Values) (SnapshotRequest, error) {
+func parseSnapshotQuery(q url.Values) (SnapshotRequest, error) {
 	var req SnapshotRequest
 	if v := q.Get("timeout_seconds"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -88,73 +76,15 @@ func ParseSnapshotQuery(q url.Values) (SnapshotRequest, error) {
 	return req, nil
 }
 
-// ServeArchive answers a snapshot request: take is called to take the
-// snapshot (its error becomes a JSON error response through reply), then
-// the archive streams with no write deadline, ending with TrailerStatus.
-func ServeArchive(w http.ResponseWriter, r *http.Request, logger *slog.Logger, take func() (Archive, error), reply func(error)) {
-	rc := http.NewResponseController(w)
-	// A large dataset takes longer than the server's usual write timeout.
-	_ = rc.SetWriteDeadline(time.Time{})
-	a, err := take()
-	if err != nil {
-		reply(err)
-		return
-	}
-	defer a.Close()
-	w.Header().Set("Content-Type", "application/gzip")
-	w.Header().Set("Trailer", TrailerStatus)
-	w.WriteHeader(http.StatusOK)
-	n, err := a.WriteTo(w)
-	if err != nil {
-		logger.ErrorContext(r.Context(), "streaming a snapshot failed; aborting the response", "path", r.URL.Path, "bytes", n, "error", err)
-		// Closing the connection without the last chunk makes the client's
-		// read fail: a cut archive never looks complete.
-		panic(http.ErrAbortHandler)
-	}
-	w.Header().Set(TrailerStatus, "complete")
-}
-
-// StreamingBody prepares a request body for a restore: no read deadline, as
-// a large archive takes longer than the server's usual read timeout.
-func StreamingBody(w http.ResponseWriter) {
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
-}
-
-// CheckedArchive wraps a snapshot response's body: reading it returns an
-// error instead of io.EOF unless the trailer says the archive is complete.
-func CheckedArchive(resp *http.Response, host string) io.ReadCloser {
-	return &checkedBody{resp: resp, host: host}
-}
-
-type checkedBody struct {
-	resp *http.Response
-	host string
-}
-
-func (b *checkedBody) Read(p []byte) (int, error) {
-	n, err := b.resp.Body.Read(p)
-	if errors.Is(err, io.EOF) && b.resp.Trailer.Get(TrailerStatus) != "complete" {
-		return n, fmt.Errorf("%w: %s ended the snapshot stream before the archive was complete", ErrUnavailable, b.host)
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("%w: the snapshot stream from %s broke: %v", ErrUnavailable, b.host, err)
-	}
-	return n, err
-}
-
-func (b *checkedBody) Close() error { return b.resp.Body.Close() }
-
 // Snapshot asks the agent for a consistent snapshot of an instance and
-// returns the archive as it streams. Close it when done.
+// returns the archive as it streams; reading it fails unless the whole
+// archive arrived. Close it when done.
 func (c *Client) Snapshot(ctx context.Context, id string, req SnapshotRequest) (io.ReadCloser, error) {
-	path := "/v1/instances/" + url.PathEscape(id) + "/snapshot?" + SnapshotQuery(req).Encode()
-	resp, err := c.c.Stream(ctx, http.MethodPost, path, nil)
+	resp, err := c.c.Stream(ctx, http.MethodPost, instancePath(id)+"/snapshot?"+snapshotQuery(req).Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	return CheckedArchive(resp, c.c.Host()), nil
+	return c.c.CheckedArchive(resp), nil
 }
 
 // Restore sends an archive to replace an instance's data and returns once
@@ -164,30 +94,23 @@ func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest, arc
 	if req.FromInstance != "" {
 		q.Set("from_instance", req.FromInstance)
 	}
-	path := "/v1/instances/" + url.PathEscape(id) + "/restore?" + q.Encode()
 	var out RestoreResult
-	return out, c.c.StreamJSON(ctx, http.MethodPost, path, archive, &out, "restore result")
-}
-
-// ResponseError turns an error response into the sentinel of its code in
-// codes, or unavailable for a code it does not know.
-func ResponseError(resp *http.Response, who string, codes map[string]error, unavailable error) error {
-	return jsonhttp.ResponseError(resp, who, codes, unavailable)
+	return out, c.c.StreamJSON(ctx, http.MethodPost, instancePath(id)+"/restore?"+q.Encode(), archive, &out, "restore result")
 }
 
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
-	req, err := ParseSnapshotQuery(r.URL.Query())
+	req, err := parseSnapshotQuery(r.URL.Query())
 	if err != nil {
 		h.reply(w, r, 0, nil, err)
 		return
 	}
-	ServeArchive(w, r, h.logger,
-		func() (Archive, error) { return h.svc.Snapshot(r.Context(), r.PathValue("id"), req) },
+	jsonhttp.ServeArchive(w, r, h.logger,
+		func() (jsonhttp.WriterTo, error) { return h.svc.Snapshot(r.Context(), r.PathValue("id"), req) },
 		func(err error) { h.reply(w, r, 0, nil, err) })
 }
 
 func (h *handler) restore(w http.ResponseWriter, r *http.Request) {
-	StreamingBody(w)
+	jsonhttp.StreamingBody(w)
 	res, err := h.svc.Restore(r.Context(), r.PathValue("id"), RestoreRequest{FromInstance: r.URL.Query().Get("from_instance")}, r.Body)
 	h.reply(w, r, http.StatusOK, res, err)
 }

@@ -8,13 +8,17 @@
 package backup
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/cron"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 	"github.com/cf-redis/redis-for-cf/src/internal/store/dirstore"
@@ -195,4 +199,36 @@ func join(parts ...string) string {
 		}
 	}
 	return path.Join(keep...)
+}
+
+// Agent is an agent's own instances, as its schedule backs them up: an
+// agentapi.Service.
+type Agent interface {
+	Lister
+	Snapshot(ctx context.Context, id string, req agentapi.SnapshotRequest) (agentapi.Archive, error)
+}
+
+// Run backs up every instance of the agent src (named name in messages) on
+// the schedule, until ctx ends, logging each run on logger. It fails at
+// once when the destination cannot be opened.
+func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, src Agent) error {
+	st, err := s.Destination.Open()
+	if err != nil {
+		return fmt.Errorf("backups.destination: %w", err)
+	}
+	runner := Runner{Store: st, Prefix: s.Destination.PathPrefix, Retention: s.Retention, Out: LogWriter(logger)}
+	source := Source{
+		Name:      name,
+		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, src) },
+		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
+			a, err := src.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: s.SnapshotTimeout()})
+			if err != nil {
+				return nil, err
+			}
+			return Pipe(a), nil
+		},
+	}
+	logger.Info("scheduled backups on", "schedule", s.Schedule)
+	cron.Run(ctx, s.Cron(), func(ctx context.Context) { runner.Run(ctx, []Source{source}) })
+	return nil
 }

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 )
 
 // ErrandConfig is the config file of redis-backup, the backup errand: the
@@ -35,13 +34,12 @@ type AgentSource struct {
 	agentapi.ClientConfig
 }
 
-// NodeSource is how the errand reaches a dedicated node's agent.
+// NodeSource is how the errand reaches a dedicated node's agent: the same
+// API, always over HTTPS with a CA.
 type NodeSource struct {
 	ID string `json:"id"`
-	nodeapi.ClientConfig
+	agentapi.ClientConfig
 }
-
-var sourceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the config and fills in defaults, naming the field at
 // fault.
@@ -51,16 +49,16 @@ func (c *ErrandConfig) Validate() error {
 		errs = append(errs, errors.New("agents or nodes must name at least one agent to back up"))
 	}
 	for i, a := range c.Agents {
-		if !sourceID.MatchString(a.ID) {
-			errs = append(errs, fmt.Errorf("agents[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
+		if !ids.Valid(a.ID) {
+			errs = append(errs, fmt.Errorf("agents[%d].id must be %s", i, ids.Rule))
 		}
 		if a.URL == "" || a.Username == "" || a.Password == "" {
 			errs = append(errs, fmt.Errorf("agents[%d]: url, username and password are required", i))
 		}
 	}
 	for i, n := range c.Nodes {
-		if !sourceID.MatchString(n.ID) {
-			errs = append(errs, fmt.Errorf("nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
+		if !ids.Valid(n.ID) {
+			errs = append(errs, fmt.Errorf("nodes[%d].id must be %s", i, ids.Rule))
 		}
 		if !strings.HasPrefix(n.URL, "https://") || n.Username == "" || n.Password == "" || n.CACert == "" {
 			errs = append(errs, fmt.Errorf("nodes[%d]: an https url, username, password and ca_cert are required", i))
@@ -86,122 +84,95 @@ type Target struct {
 	Restore func(ctx context.Context, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
 }
 
-// clients connects the config's agents and nodes.
-type clients struct {
-	agents map[string]*agentapi.Client
-	nodes  map[string]*nodeapi.Client
-	cfg    *ErrandConfig
+// agent is one agent or node of the config and its client.
+type agent struct {
+	name   string
+	client *agentapi.Client
 }
 
-func (c *ErrandConfig) clients() (*clients, error) {
-	cl := &clients{agents: map[string]*agentapi.Client{}, nodes: map[string]*nodeapi.Client{}, cfg: c}
+// clients connects the config's agents and nodes, agents first.
+func (c *ErrandConfig) clients() ([]agent, error) {
+	var out []agent
 	for _, a := range c.Agents {
 		client, err := agentapi.NewClient(a.ClientConfig)
 		if err != nil {
 			return nil, fmt.Errorf("agents %s: %w", a.ID, err)
 		}
-		cl.agents[a.ID] = client
+		out = append(out, agent{name: "agent " + a.ID, client: client})
 	}
 	for _, n := range c.Nodes {
-		client, err := nodeapi.NewClient(n.ClientConfig)
+		client, err := agentapi.NewNodeClient(n.ClientConfig)
 		if err != nil {
 			return nil, fmt.Errorf("nodes %s: %w", n.ID, err)
 		}
-		cl.nodes[n.ID] = client
-	}
-	return cl, nil
-}
-
-// Sources returns the config's agents and nodes as backup sources.
-func (c *ErrandConfig) Sources() ([]Source, error) {
-	cl, err := c.clients()
-	if err != nil {
-		return nil, err
-	}
-	var out []Source
-	for _, a := range c.Agents {
-		out = append(out, AgentSourceOf("agent "+a.ID, cl.agents[a.ID], c.snapshotTimeout()))
-	}
-	for _, n := range c.Nodes {
-		out = append(out, NodeSourceOf("node "+n.ID, cl.nodes[n.ID], c.snapshotTimeout()))
+		out = append(out, agent{name: "node " + n.ID, client: client})
 	}
 	return out, nil
 }
 
-// AgentSourceOf backs up every instance of a shared agent through its API.
-func AgentSourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
+// Sources returns the config's agents and nodes as backup sources.
+func (c *ErrandConfig) Sources() ([]Source, error) {
+	agents, err := c.clients()
+	if err != nil {
+		return nil, err
+	}
+	var out []Source
+	for _, a := range agents {
+		out = append(out, SourceOf(a.name, a.client, c.snapshotTimeout()))
+	}
+	return out, nil
+}
+
+// Lister lists an agent's instances: a client of its API or the agent
+// itself.
+type Lister interface {
+	List(ctx context.Context) ([]agentapi.Instance, error)
+}
+
+// instanceIDs are the ids of the instances of l to back up: every one but
+// those being deleted (a node lists only the instance holding it).
+func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
+	list, err := l.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, inst := range list {
+		if inst.State != agentapi.StateDeleting {
+			ids = append(ids, inst.ID)
+		}
+	}
+	return ids, nil
+}
+
+// SourceOf backs up every instance of an agent or node through its API.
+func SourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
 	return Source{
-		Name: name,
-		Instances: func(ctx context.Context) ([]string, error) {
-			list, err := c.List(ctx)
-			if err != nil {
-				return nil, err
-			}
-			var ids []string
-			for _, inst := range list {
-				if inst.State != "deleting" {
-					ids = append(ids, inst.ID)
-				}
-			}
-			return ids, nil
-		},
+		Name:      name,
+		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, c) },
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
 			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout})
 		},
 	}
 }
 
-// NodeSourceOf backs up the instance holding a dedicated node through its
-// API.
-func NodeSourceOf(name string, c *nodeapi.Client, timeout time.Duration) Source {
-	return Source{
-		Name: name,
-		Instances: func(ctx context.Context) ([]string, error) {
-			st, err := c.Status(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if st.State != nodeapi.StateClaimed {
-				return nil, nil
-			}
-			return []string{st.InstanceID}, nil
-		},
-		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
-			return c.Snapshot(ctx, nodeapi.SnapshotRequest{InstanceID: id, Timeout: timeout})
-		},
-	}
-}
-
 // Target finds the agent or node holding instance id.
 func (c *ErrandConfig) Target(ctx context.Context, id string) (Target, error) {
-	cl, err := c.clients()
+	agents, err := c.clients()
 	if err != nil {
 		return Target{}, err
 	}
 	var errs []error
-	for _, a := range c.Agents {
-		client := cl.agents[a.ID]
-		_, err := client.Get(ctx, id)
+	for _, a := range agents {
+		_, err := a.client.Get(ctx, id)
 		if err == nil {
-			return Target{Name: "agent " + a.ID, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
-				return client.Restore(ctx, id, req, r)
+			return Target{Name: a.name, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
+				return a.client.Restore(ctx, id, req, r)
 			}}, nil
 		}
-		if !errors.Is(err, agentapi.ErrNotFound) {
-			errs = append(errs, fmt.Errorf("agent %s: %w", a.ID, err))
-		}
-	}
-	for _, n := range c.Nodes {
-		client := cl.nodes[n.ID]
-		st, err := client.Status(ctx)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", n.ID, err))
-			continue
-		}
-		if st.State == nodeapi.StateClaimed && st.InstanceID == id {
-			return Target{Name: "node " + n.ID, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
-				return client.Restore(ctx, nodeapi.RestoreRequest{InstanceID: id, FromInstance: req.FromInstance}, r)
-			}}, nil
+		// A node held by another instance answers ErrConflict: not here.
+		if !errors.Is(err, agentapi.ErrNotFound) && !errors.Is(err, agentapi.ErrConflict) {
+			errs = append(errs, fmt.Errorf("%s: %w", a.name, err))
 		}
 	}
 	return Target{}, errors.Join(append([]error{fmt.Errorf("no agent or node of this config holds instance %s", id)}, errs...)...)

@@ -11,6 +11,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
@@ -25,7 +26,7 @@ func (b *Broker) Bind(ctx context.Context, id, bindingID string, d domain.BindDe
 }
 
 func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDetails) (domain.Binding, error) {
-	if !idPattern.MatchString(bindingID) {
+	if !ids.Valid(bindingID) {
 		return domain.Binding{}, badRequest("binding id %q must be 1-128 letters, digits, '.', '_' or '-'", bindingID)
 	}
 	if obj, err := params.Object(d.RawParameters); err != nil {
@@ -78,13 +79,13 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	// retry of an earlier one that did not finish) made ready is 201.
 	alreadyExists := !created && bnd.State == stateReady
 	if bnd.State != stateReady {
-		be, err := b.backend(inst)
+		v, err := b.vmOf(inst)
 		if err != nil {
 			return domain.Binding{}, err
 		}
-		ep, err := be.bind(ctx, id, bindingID, bnd.Password)
+		ep, err := v.bind(ctx, id, bindingID, bnd.Password)
 		if err != nil {
-			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, be.where(), err)
+			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, v.where(), err)
 		}
 		err = b.state.Update(func(s *state) error {
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
@@ -192,12 +193,12 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	if inst == nil || inst.Bindings[bindingID] == nil {
 		return apiresponses.ErrBindingDoesNotExist
 	}
-	be, err := b.backend(inst)
+	v, err := b.vmOf(inst)
 	if err != nil {
 		return err
 	}
-	if err := be.unbind(ctx, id, bindingID); err != nil {
-		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, be.where(), err)
+	if err := v.unbind(ctx, id, bindingID); err != nil {
+		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
 	}
 	return b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil {

@@ -23,7 +23,6 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
@@ -33,38 +32,26 @@ import (
 // maintenance_info.version unless the config says otherwise.
 const Version = "1.0.0"
 
-// Agent is what the broker needs of a shared-VM agent; *agentapi.Client is
-// the real one.
+// Agent is what the broker needs of the agent of one VM, a shared VM (many
+// instances) or a dedicated node (one instance, the VM handed out whole):
+// both serve the one agent API, and *agentapi.Client is the real one. The
+// tests use an in-memory agent.
 type Agent interface {
 	Capacity(ctx context.Context) (agentapi.Capacity, error)
+	Node(ctx context.Context) (agentapi.Node, error)
 	List(ctx context.Context) ([]agentapi.Instance, error)
 	Get(ctx context.Context, id string) (agentapi.Instance, error)
-	Resize(ctx context.Context, id string, req agentapi.ResizeRequest) (agentapi.Instance, error)
-	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
 	Create(ctx context.Context, id string, req agentapi.InstanceRequest) (agentapi.Instance, error)
 	Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error)
+	Resize(ctx context.Context, id string, req agentapi.ResizeRequest) (agentapi.Instance, error)
 	Delete(ctx context.Context, id string) error
 	Bind(ctx context.Context, id, bindingID string, req agentapi.BindingRequest) (agentapi.Binding, error)
 	Unbind(ctx context.Context, id, bindingID string) error
+	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
 	Restore(ctx context.Context, id string, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
 }
 
 var _ Agent = (*agentapi.Client)(nil)
-
-// Node is what the broker needs of a dedicated node's agent;
-// *nodeapi.Client is the real one.
-type Node interface {
-	Status(ctx context.Context) (nodeapi.Status, error)
-	Claim(ctx context.Context, req nodeapi.ClaimRequest) (nodeapi.Status, error)
-	UpdateParameters(ctx context.Context, req nodeapi.ParametersRequest) (nodeapi.Status, error)
-	Bind(ctx context.Context, bindingID string, req nodeapi.BindingRequest) (nodeapi.Binding, error)
-	Unbind(ctx context.Context, instanceID, bindingID string) error
-	Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Status, error)
-	SetReplication(ctx context.Context, req nodeapi.ReplicationRequest) (nodeapi.Status, error)
-	Restore(ctx context.Context, req nodeapi.RestoreRequest, archive io.Reader) (nodeapi.RestoreResult, error)
-}
-
-var _ Node = (*nodeapi.Client)(nil)
 
 // state is everything the broker remembers.
 type state struct {
@@ -84,10 +71,10 @@ type instance struct {
 	// to tell a repeated request (200) from a conflicting one (409).
 	Requested  json.RawMessage   `json:"requested_parameters,omitempty"`
 	Parameters params.Parameters `json:"parameters"`
-	// Agent is the id of the shared agent holding the instance.
-	Agent string `json:"agent,omitempty"`
-	// Node is the id of the dedicated node holding the instance.
-	Node string `json:"node,omitempty"`
+	// VM is the id of the VM holding the instance (a shared agent's or a
+	// dedicated node's, as the config names them); empty until the plan
+	// placed or claimed one.
+	VM   string `json:"vm,omitempty"`
 	Host string `json:"host,omitempty"`
 	Port int    `json:"port,omitempty"`
 	// MaintenanceVersion is the maintenance_info version the instance runs.
@@ -141,11 +128,15 @@ type Broker struct {
 	cfg    Config
 	logger *slog.Logger
 	state  *statefile.File[state]
-	agents map[string]Agent
-	nodes  map[string]Node
-	locks  keylock.Map
-	// resets tracks the background resets of dedicated nodes, and
-	// background restores.
+	// vms holds every configured VM, shared or dedicated, by id.
+	vms map[string]vm
+	// plans holds the configured plans by plan id, and order as the
+	// catalog lists them.
+	plans map[string]plan
+	order []plan
+	locks keylock.Map
+	// resets tracks the background work: asynchronous deletes, restores
+	// and the rounds of Run.
 	resets sync.WaitGroup
 	// backups is the store of cfg.Backups; nil without one.
 	backups store.Store
@@ -155,36 +146,52 @@ type Broker struct {
 
 var _ domain.ServiceBroker = (*Broker)(nil)
 
-// New opens the broker's state in cfg.StateDir. agents maps every agent id of
-// cfg.SharedVM.Agents to its client, nodes every node id of
-// cfg.DedicatedVM.Nodes.
-func New(cfg Config, agents map[string]Agent, nodes map[string]Node, logger *slog.Logger) (*Broker, error) {
-	if cfg.SharedVM != nil {
-		for _, a := range cfg.SharedVM.Agents {
-			if agents[a.ID] == nil {
+// New opens the broker's state in cfg.StateDir, moving records written by
+// earlier versions to the current form. clients maps every VM id of the
+// config (shared_vm.agents and dedicated_vm.nodes) to its agent's client;
+// NewClients makes them.
+func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, error) {
+	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}}
+	if p := cfg.SharedVM; p != nil {
+		for _, a := range p.Agents {
+			if clients[a.ID] == nil {
 				return nil, fmt.Errorf("no client for agent %s", a.ID)
 			}
+			b.vms[a.ID] = vm{id: a.ID, noun: "agent", kind: "shared VM", c: clients[a.ID]}
 		}
+		b.addPlan(p.PlanID, &sharedPlan{b: b, cfg: p})
 	}
-	if cfg.DedicatedVM != nil {
-		for _, n := range cfg.DedicatedVM.Nodes {
-			if nodes[n.ID] == nil {
+	if p := cfg.DedicatedVM; p != nil {
+		for _, n := range p.Nodes {
+			if clients[n.ID] == nil {
 				return nil, fmt.Errorf("no client for node %s", n.ID)
 			}
+			b.vms[n.ID] = vm{id: n.ID, noun: "node", kind: "dedicated VM", c: clients[n.ID], quick: nodeOpTimeout}
 		}
+		b.addPlan(p.PlanID, &dedicatedPlan{b: b, cfg: p})
 	}
 	st, err := statefile.Open[state](filepath.Join(cfg.StateDir, "broker-state.json"))
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, logger: logger, state: st, agents: agents, nodes: nodes}
+	b.state = st
+	if err := b.migrate(); err != nil {
+		return nil, err
+	}
 	if err := b.openBackups(); err != nil {
 		return nil, err
 	}
-	if err := b.syncPool(); err != nil {
-		return nil, err
+	for _, p := range b.order {
+		if err := p.open(); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
+}
+
+func (b *Broker) addPlan(id string, p plan) {
+	b.plans[id] = p
+	b.order = append(b.order, p)
 }
 
 // find returns a copy of the instance record, or nil.
@@ -196,13 +203,12 @@ func (b *Broker) find(id string) (*instance, error) {
 	return out, err
 }
 
-// agent returns the client of the shared agent holding inst.
-func (b *Broker) agent(inst *instance) (Agent, error) {
-	a, ok := b.agents[inst.Agent]
-	if !ok {
-		return nil, fmt.Errorf("instance %s is on agent %q, which is no longer in the broker's config", inst.ID, inst.Agent)
-	}
-	return a, nil
+// forget removes an instance's record.
+func (b *Broker) forget(id string) error {
+	return b.state.Update(func(s *state) error {
+		delete(s.Instances, id)
+		return nil
+	})
 }
 
 // sameJSON reports whether two parameter documents are equal as JSON values

@@ -16,19 +16,8 @@ func (b *Broker) Services(ctx context.Context) ([]domain.Service, error) {
 	c := b.cfg.Catalog
 	shareable := c.Shareable
 	var plans []domain.ServicePlan
-	if p := b.cfg.SharedVM; p != nil {
-		plans = append(plans, b.plan(p.PlanID, p.Name, p.Description, "Shared VM", []string{
-			"An isolated redis-server process on a shared VM",
-			formatMB(p.MaxMemoryMB) + " memory limit",
-			"Per-binding credentials, AOF and RDB persistence",
-		}))
-	}
-	if p := b.cfg.DedicatedVM; p != nil {
-		plans = append(plans, b.plan(p.PlanID, p.Name, p.Description, "Dedicated VM", []string{
-			"A VM of its own running one redis-server",
-			"Per-binding credentials, AOF and RDB persistence",
-			"Wiped and verified empty before the VM serves anyone else",
-		}))
+	for _, p := range b.order {
+		plans = append(plans, p.entry())
 	}
 	return []domain.Service{{
 		ID:                   c.ServiceID,
@@ -50,7 +39,7 @@ func (b *Broker) Services(ctx context.Context) ([]domain.Service, error) {
 	}}, nil
 }
 
-func (b *Broker) plan(id, name, description, displayName string, bullets []string) domain.ServicePlan {
+func (b *Broker) catalogPlan(id, name, description, displayName string, bullets []string) domain.ServicePlan {
 	yes, free := true, true
 	return domain.ServicePlan{
 		ID:              id,
@@ -81,7 +70,8 @@ func (b *Broker) maintenanceInfo() *domain.MaintenanceInfo {
 
 // knownPlan reports whether planID is a plan of the catalog.
 func (b *Broker) knownPlan(planID string) bool {
-	return (b.cfg.SharedVM != nil && planID == b.cfg.SharedVM.PlanID) || b.isDedicated(planID)
+	_, ok := b.plans[planID]
+	return ok
 }
 
 func formatMB(mb int64) string {

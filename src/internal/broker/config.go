@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"regexp"
 	"strings"
+	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 )
 
 // Config is the broker's config file.
@@ -99,13 +99,12 @@ type DedicatedVMPlan struct {
 	Nodes []NodeConfig `json:"nodes"`
 }
 
-// NodeConfig is how the broker reaches one dedicated node's agent.
+// NodeConfig is how the broker reaches one dedicated node's agent: always
+// over https, verifying the node's certificate with CACert.
 type NodeConfig struct {
 	ID string `json:"id"`
-	nodeapi.ClientConfig
+	agentapi.ClientConfig
 }
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the config and fills in defaults, naming the field at fault.
 func (c *Config) Validate() error {
@@ -151,6 +150,18 @@ func (c *Config) Validate() error {
 		if c.SharedVM != nil && c.SharedVM.PlanID == c.DedicatedVM.PlanID {
 			errs = append(errs, errors.New("dedicated_vm.plan_id must differ from shared_vm.plan_id"))
 		}
+		if c.SharedVM != nil {
+			// Instance records name their VM by id alone.
+			agents := map[string]bool{}
+			for _, a := range c.SharedVM.Agents {
+				agents[a.ID] = true
+			}
+			for i, n := range c.DedicatedVM.Nodes {
+				if agents[n.ID] {
+					errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id %q is also the id of an agent in shared_vm.agents", i, n.ID))
+				}
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -180,7 +191,7 @@ func (p *SharedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, a := range p.Agents {
-		if !idPattern.MatchString(a.ID) {
+		if !ids.Valid(a.ID) {
 			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
 		}
 		if seen[a.ID] {
@@ -216,7 +227,7 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, n := range p.Nodes {
-		if !idPattern.MatchString(n.ID) {
+		if !ids.Valid(n.ID) {
 			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
 		}
 		if seen[n.ID] {
@@ -234,4 +245,38 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 		}
 	}
 	return errs
+}
+
+// agentTimeout bounds each request to a shared VM's agent but the
+// streaming ones; nodes keep the client's default (agentapi.DefaultTimeout),
+// long enough for a claim or a reset.
+const agentTimeout = 30 * time.Second
+
+// NewClients makes the client of every VM of the config, keyed by VM id, for
+// New.
+func NewClients(c Config) (map[string]Agent, error) {
+	out := map[string]Agent{}
+	if c.SharedVM != nil {
+		for _, a := range c.SharedVM.Agents {
+			cc := a.ClientConfig
+			cc.Noun, cc.Timeout = "agent", agentTimeout
+			cl, err := agentapi.NewClient(cc)
+			if err != nil {
+				return nil, fmt.Errorf("shared_vm.agents %s: %w", a.ID, err)
+			}
+			out[a.ID] = cl
+		}
+	}
+	if c.DedicatedVM != nil {
+		for _, n := range c.DedicatedVM.Nodes {
+			// https and a CA, always; the client's default timeout, long
+			// enough for a claim or a reset.
+			cl, err := agentapi.NewNodeClient(n.ClientConfig)
+			if err != nil {
+				return nil, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err)
+			}
+			out[n.ID] = cl
+		}
+	}
+	return out, nil
 }

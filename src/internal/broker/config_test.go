@@ -4,6 +4,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 )
 
@@ -37,5 +38,26 @@ var _ = Describe("Config", func() {
 		Entry("an agent twice", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":1,"maxmemory_mb":1,"agents":[{"id":"a","url":"http://x","username":"u","password":"p"},{"id":"a","url":"http://y","username":"u","password":"p"}]}}`, "used twice"),
 		Entry("zero limit", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":0,"maxmemory_mb":1,"agents":[{"id":"a","url":"http://x","username":"u","password":"p"}]}}`, "shared_vm.max_instances"),
 		Entry("trailing data", valid+`{}`, "extra data"),
+		Entry("a node with an agent's id", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"shared_vm":{"plan_id":"p","max_instances":1,"maxmemory_mb":1,"agents":[{"id":"vm0","url":"http://x","username":"u","password":"p"}]},"dedicated_vm":{"plan_id":"d","nodes":[{"id":"vm0","url":"https://y","username":"u","password":"p","ca_cert":"c"}]}}`, "dedicated_vm.nodes[0].id \"vm0\" is also the id of an agent"),
+		Entry("a node over http", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"dedicated_vm":{"plan_id":"d","nodes":[{"id":"n0","url":"http://y","username":"u","password":"p","ca_cert":"c"}]}}`, "dedicated_vm.nodes[0].url must be an https URL"),
+		Entry("a node without a CA", `{"listen":"127.0.0.1:1","credentials":{"username":"u","password":"p"},"state_dir":"/x","catalog":{"service_id":"s"},"dedicated_vm":{"plan_id":"d","nodes":[{"id":"n0","url":"https://y","username":"u","password":"p"}]}}`, "dedicated_vm.nodes[0].ca_cert is required"),
 	)
+
+	It("makes one client per VM, agents and nodes alike, keyed by VM id", func() {
+		var c Config
+		Expect(configfile.Decode([]byte(valid), &c)).To(Succeed())
+		clients, err := NewClients(c)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(clients).To(HaveKey("a0"))
+		Expect(clients).To(HaveLen(1))
+	})
+
+	It("never makes a node client without https and a CA", func() {
+		c := Config{DedicatedVM: &DedicatedVMPlan{Nodes: []NodeConfig{{ID: "n0", ClientConfig: agentapi.ClientConfig{URL: "http://n0"}}}}}
+		_, err := NewClients(c)
+		Expect(err).To(MatchError(ContainSubstring("https")))
+		c.DedicatedVM.Nodes[0].URL = "https://n0"
+		_, err = NewClients(c)
+		Expect(err).To(MatchError(ContainSubstring("ca_cert is required")))
+	})
 })

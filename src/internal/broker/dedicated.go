@@ -10,8 +10,17 @@ import (
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 )
+
+// dedicatedPlan is the dedicated-vm plan: a node of its own from a pool,
+// which goes back to the pool only after a reset verified it empty.
+type dedicatedPlan struct {
+	b   *Broker
+	cfg *DedicatedVMPlan
+}
+
+var _ plan = (*dedicatedPlan)(nil)
 
 // poolNode is the broker's record of one dedicated node. The broker is the
 // authority on which instance holds a node: a claim is stored here before
@@ -36,51 +45,52 @@ const (
 	poolQuarantined = "quarantined"
 )
 
-// nodeCheckTimeout bounds the status check of a node before a claim, so an
-// unreachable node costs a provision seconds, not minutes.
-const nodeCheckTimeout = 5 * time.Second
+func (p *dedicatedPlan) entry() domain.ServicePlan {
+	return p.b.catalogPlan(p.cfg.PlanID, p.cfg.Name, p.cfg.Description, "Dedicated VM", []string{
+		"A VM of its own running one redis-server",
+		"Per-binding credentials, AOF and RDB persistence",
+		"Wiped and verified empty before the VM serves anyone else",
+	})
+}
 
-// syncPool gives every configured node a pool record. Records of nodes no
+// open gives every configured node a pool record. Records of nodes no
 // longer configured stay: they may still hold a tenant's data.
-func (b *Broker) syncPool() error {
-	if b.cfg.DedicatedVM == nil {
-		return nil
-	}
-	return b.state.Update(func(s *state) error {
+func (p *dedicatedPlan) open() error {
+	return p.b.state.Update(func(s *state) error {
 		if s.Pool == nil {
 			s.Pool = map[string]*poolNode{}
 		}
-		for _, n := range b.cfg.DedicatedVM.Nodes {
+		for _, n := range p.cfg.Nodes {
 			if s.Pool[n.ID] == nil {
 				s.Pool[n.ID] = &poolNode{ID: n.ID, State: poolFree, Since: now()}
 			}
 		}
 		for id, n := range s.Pool {
-			if b.nodes[id] == nil && n.State != poolFree {
-				b.logger.Error("a node no longer in the config still holds an instance", "node", id, "instance", n.Instance, "state", n.State)
+			if _, ok := p.b.vms[id]; !ok && n.State != poolFree {
+				p.b.logger.Error("a node no longer in the config still holds an instance", "node", id, "instance", n.Instance, "state", n.State)
 			}
 		}
 		return nil
 	})
 }
 
-func (b *Broker) isDedicated(planID string) bool {
-	return b.cfg.DedicatedVM != nil && planID == b.cfg.DedicatedVM.PlanID
-}
+// admit lets every instance in: the claim finds out whether a node is free.
+func (p *dedicatedPlan) admit(*state) error { return nil }
 
-// claimNode gives inst a free node: it checks each free node (reachable,
+// provision gives inst a free node: it checks each free node (reachable,
 // reporting the id the broker expects, free by its own account), records the
 // claim, then asks the node. Nodes that turn out not to be free are
-// quarantined; unreachable ones are skipped.
-func (b *Broker) claimNode(ctx context.Context, inst *instance) error {
-	if inst.Node != "" {
-		// A provision cut short after the claim was recorded: finish it.
-		return b.finishClaim(ctx, inst, inst.Node)
+// quarantined; unreachable ones are skipped. A record that has its node
+// already (a provision cut short after the claim was recorded) finishes
+// that claim.
+func (p *dedicatedPlan) provision(ctx context.Context, inst *instance) error {
+	if inst.VM != "" {
+		return p.finishClaim(ctx, inst, inst.VM)
 	}
 	var free []string
-	err := b.state.View(func(s state) {
-		for _, n := range b.cfg.DedicatedVM.Nodes {
-			if p := s.Pool[n.ID]; p != nil && p.State == poolFree {
+	err := p.b.state.View(func(s state) {
+		for _, n := range p.cfg.Nodes {
+			if pn := s.Pool[n.ID]; pn != nil && pn.State == poolFree {
 				free = append(free, n.ID)
 			}
 		}
@@ -90,22 +100,22 @@ func (b *Broker) claimNode(ctx context.Context, inst *instance) error {
 	}
 	var unreachable []error
 	for _, id := range free {
-		if err := b.checkFree(ctx, id); err != nil {
-			b.logger.Error("node skipped for a new instance", "node", id, "error", err)
+		if err := p.checkFree(ctx, id); err != nil {
+			p.b.logger.Error("node skipped for a new instance", "node", id, "error", err)
 			unreachable = append(unreachable, err)
 			continue
 		}
 		taken := errors.New("taken")
-		err := b.state.Update(func(s *state) error {
-			p, r := s.Pool[id], s.Instances[inst.ID]
-			if p == nil || p.State != poolFree {
+		err := p.b.state.Update(func(s *state) error {
+			pn, r := s.Pool[id], s.Instances[inst.ID]
+			if pn == nil || pn.State != poolFree {
 				return taken
 			}
 			if r == nil {
 				return fmt.Errorf("instance %s vanished while it was created", inst.ID)
 			}
-			p.State, p.Instance, p.Problem, p.Since = poolClaimed, inst.ID, "", now()
-			r.Node = id
+			pn.State, pn.Instance, pn.Problem, pn.Since = poolClaimed, inst.ID, "", now()
+			r.VM = id
 			return nil
 		})
 		if errors.Is(err, taken) {
@@ -114,49 +124,41 @@ func (b *Broker) claimNode(ctx context.Context, inst *instance) error {
 		if err != nil {
 			return err
 		}
-		inst.Node = id
-		err = b.finishClaim(ctx, inst, id)
-		if errors.Is(err, nodeapi.ErrBusy) || errors.Is(err, nodeapi.ErrDirty) {
-			b.quarantine(id, inst.ID, err)
-			if uerr := b.state.Update(func(s *state) error {
-				if r := s.Instances[inst.ID]; r != nil {
-					r.Node = ""
-				}
-				return nil
-			}); uerr != nil {
-				return uerr
+		inst.VM = id
+		err = p.finishClaim(ctx, inst, id)
+		if errors.Is(err, agentapi.ErrBusy) || errors.Is(err, agentapi.ErrDirty) {
+			p.quarantine(id, "", err)
+			if err := p.b.setVM(inst.ID, ""); err != nil {
+				return err
 			}
-			inst.Node = ""
+			inst.VM = ""
 			continue
 		}
 		return err
 	}
-	if err := b.state.Update(func(s *state) error {
-		delete(s.Instances, inst.ID)
-		return nil
-	}); err != nil {
+	if err := p.b.forget(inst.ID); err != nil {
 		return err
 	}
 	if len(unreachable) > 0 && len(unreachable) == len(free) {
 		return fmt.Errorf("%w: every free dedicated node is unreachable: %w", errNoAgent, errors.Join(unreachable...))
 	}
-	return b.poolFull()
+	return p.full()
 }
 
 // checkFree asks a node whether it is the node expected and free.
-func (b *Broker) checkFree(ctx context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
+func (p *dedicatedPlan) checkFree(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	st, err := b.nodes[id].Status(ctx)
+	st, err := p.b.vms[id].c.Node(ctx)
 	if err != nil {
 		return err
 	}
 	if st.NodeID != id {
 		return fmt.Errorf("the node's address answers as node %q, not %q: check the broker's node list", st.NodeID, id)
 	}
-	if st.State != nodeapi.StateFree {
+	if st.State != agentapi.NodeFree {
 		err := fmt.Errorf("the pool has node %s free but the node says it is %s (instance %q)", id, st.State, st.InstanceID)
-		b.quarantine(id, st.InstanceID, err)
+		p.quarantine(id, st.InstanceID, err)
 		return err
 	}
 	return nil
@@ -164,87 +166,78 @@ func (b *Broker) checkFree(ctx context.Context, id string) error {
 
 // finishClaim asks the node to take the instance and records where the
 // instance answers.
-func (b *Broker) finishClaim(ctx context.Context, inst *instance, nodeID string) error {
-	node, ok := b.nodes[nodeID]
-	if !ok {
-		return fmt.Errorf("node %s is no longer in the broker's config", nodeID)
+func (p *dedicatedPlan) finishClaim(ctx context.Context, inst *instance, nodeID string) error {
+	v, err := p.b.vmOf(inst)
+	if err != nil {
+		return err
 	}
-	st, err := node.Claim(ctx, nodeapi.ClaimRequest{InstanceID: inst.ID, Parameters: inst.Parameters})
+	// A node's limit is its VM's: the request asks for none.
+	got, err := v.c.Create(ctx, inst.ID, agentapi.InstanceRequest{Parameters: inst.Parameters})
 	if err != nil {
 		return fmt.Errorf("claiming node %s for instance %s: %w", nodeID, inst.ID, err)
 	}
-	if st.NodeID != nodeID {
-		return fmt.Errorf("node %s answered as node %q", nodeID, st.NodeID)
+	if got.NodeID != nodeID {
+		return fmt.Errorf("node %s answered as node %q", nodeID, got.NodeID)
 	}
-	return b.state.Update(func(s *state) error {
-		r := s.Instances[inst.ID]
-		if r == nil {
-			return fmt.Errorf("instance %s vanished while it was created", inst.ID)
-		}
-		r.Host, r.Port, r.State = st.Host, st.Port, stateReady
-		r.LastOp = operation{Type: "create", State: domain.Succeeded, Description: "instance created on a dedicated VM", At: now()}
-		return nil
-	})
+	return p.b.created(inst.ID, got, "instance created on a dedicated VM")
 }
 
 // quarantine takes a node out of the pool until a reset of it passes.
-func (b *Broker) quarantine(id, instanceID string, cause error) {
-	b.logger.Error("dedicated node quarantined: it is handed out again only after a reset verifies it empty", "node", id, "instance", instanceID, "cause", cause)
-	err := b.state.Update(func(s *state) error {
-		if p := s.Pool[id]; p != nil {
-			p.State, p.Problem, p.Since = poolQuarantined, cause.Error(), now()
+// instanceID, when set, is the instance whose data the node holds.
+func (p *dedicatedPlan) quarantine(id, instanceID string, cause error) {
+	p.b.logger.Error("dedicated node quarantined: it is handed out again only after a reset verifies it empty", "node", id, "instance", instanceID, "cause", cause)
+	err := p.b.state.Update(func(s *state) error {
+		if pn := s.Pool[id]; pn != nil {
+			pn.State, pn.Problem, pn.Since = poolQuarantined, cause.Error(), now()
 			if instanceID != "" {
-				p.Instance = instanceID
+				pn.Instance = instanceID
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		b.logger.Error("recording a quarantine failed", "node", id, "error", err)
+		p.b.logger.Error("recording a quarantine failed", "node", id, "error", err)
 	}
 }
 
-func (b *Broker) poolFull() error {
-	p := b.cfg.DedicatedVM
+func (p *dedicatedPlan) full() error {
 	return &userError{
 		status: http.StatusUnprocessableEntity,
 		cause:  ErrPlanFull,
 		msg: fmt.Sprintf("The %s plan is full: all %d dedicated VMs are in use. Delete an instance you no longer need, or ask your operator to add VMs to the pool.",
-			p.Name, len(p.Nodes)),
+			p.cfg.Name, len(p.cfg.Nodes)),
 	}
 }
 
-// releaseNode resets the node of a deleted instance and returns it to the
-// pool once the reset verified it empty. A reset that ran but did not verify
+// release resets a node (the agent's delete) and returns it to the pool
+// once the reset verified it empty. A reset that ran but did not verify
 // quarantines the node and still completes the delete: the node agent has
 // locked the old tenant out. A node that cannot be reached keeps the delete
-// pending, so a retry finishes it.
-func (b *Broker) releaseNode(ctx context.Context, nodeID, instanceID string) error {
-	node, ok := b.nodes[nodeID]
+// pending, so a retry finishes it. The instance's record goes with the
+// delete only when it is still the record of an instance on this node.
+func (p *dedicatedPlan) release(ctx context.Context, nodeID, instanceID string) error {
+	v, ok := p.b.vms[nodeID]
 	if !ok {
 		return fmt.Errorf("node %s is no longer in the broker's config", nodeID)
 	}
-	st, err := node.Reset(ctx, nodeapi.ResetRequest{InstanceID: instanceID})
+	err := v.c.Delete(ctx, instanceID)
 	switch {
-	case err == nil && st.State == nodeapi.StateFree && st.Keys == 0:
-		err = b.state.Update(func(s *state) error {
-			if p := s.Pool[nodeID]; p != nil {
-				p.State, p.Instance, p.Problem, p.Since = poolFree, "", "", now()
+	case err == nil:
+		err = p.b.state.Update(func(s *state) error {
+			if pn := s.Pool[nodeID]; pn != nil {
+				pn.State, pn.Instance, pn.Problem, pn.Since = poolFree, "", "", now()
 			}
-			delete(s.Instances, instanceID)
+			forgetOn(s, instanceID, nodeID)
 			return nil
 		})
 		if err == nil {
-			b.logger.Info("dedicated node reset and back in the pool", "node", nodeID, "instance", instanceID)
+			p.b.logger.Info("dedicated node reset and back in the pool", "node", nodeID, "instance", instanceID)
 		}
 		return err
-	case err == nil:
-		err = fmt.Errorf("reset answered state %s with %d keys", st.State, st.Keys)
-		fallthrough
-	case errors.Is(err, nodeapi.ErrDirty), errors.Is(err, nodeapi.ErrConflict), errors.Is(err, nodeapi.ErrBusy):
-		b.quarantine(nodeID, instanceID, err)
-		return b.state.Update(func(s *state) error {
-			delete(s.Instances, instanceID)
+	case errors.Is(err, agentapi.ErrDirty), errors.Is(err, agentapi.ErrConflict), errors.Is(err, agentapi.ErrBusy):
+		p.quarantine(nodeID, instanceID, err)
+		return p.b.state.Update(func(s *state) error {
+			forgetOn(s, instanceID, nodeID)
 			return nil
 		})
 	default:
@@ -252,18 +245,23 @@ func (b *Broker) releaseNode(ctx context.Context, nodeID, instanceID string) err
 	}
 }
 
-// deprovisionDedicated releases the node of inst, in the background when the
-// caller accepts an asynchronous answer.
-func (b *Broker) deprovisionDedicated(ctx context.Context, inst *instance, async bool) (bool, error) {
-	if inst.Node == "" {
-		return false, b.state.Update(func(s *state) error {
-			delete(s.Instances, inst.ID)
-			return nil
-		})
+// forgetOn removes the record of instance id if it is on the VM vmID.
+func forgetOn(s *state, id, vmID string) {
+	if r := s.Instances[id]; r != nil && r.VM == vmID {
+		delete(s.Instances, id)
 	}
-	err := b.state.Update(func(s *state) error {
-		if p := s.Pool[inst.Node]; p != nil {
-			p.State, p.Instance, p.Since = poolResetting, inst.ID, now()
+}
+
+// deprovision releases the node of inst, in the background when the caller
+// accepts an asynchronous answer: a reset of a large dataset can take a
+// while.
+func (p *dedicatedPlan) deprovision(ctx context.Context, inst *instance, async bool) (bool, error) {
+	if inst.VM == "" {
+		return false, p.b.forget(inst.ID)
+	}
+	err := p.b.state.Update(func(s *state) error {
+		if pn := s.Pool[inst.VM]; pn != nil {
+			pn.State, pn.Instance, pn.Since = poolResetting, inst.ID, now()
 		}
 		return nil
 	})
@@ -271,20 +269,20 @@ func (b *Broker) deprovisionDedicated(ctx context.Context, inst *instance, async
 		return false, err
 	}
 	if !async {
-		return false, b.releaseNode(ctx, inst.Node, inst.ID)
+		return false, p.release(ctx, inst.VM, inst.ID)
 	}
-	b.resets.Go(func() {
+	p.b.resets.Go(func() {
 		ctx := context.WithoutCancel(ctx)
 		// The caller holds the instance's lock until it answered; a repeated
 		// delete may have finished the reset by then.
-		unlock := b.locks.Lock(inst.ID)
+		unlock := p.b.locks.Lock(inst.ID)
 		defer unlock()
-		if !b.pending(inst.Node, inst.ID) {
+		if !p.pending(inst.VM, inst.ID) {
 			return
 		}
-		if err := b.releaseNode(ctx, inst.Node, inst.ID); err != nil {
-			b.logger.Error("asynchronous delete failed", "instance", inst.ID, "node", inst.Node, "error", err)
-			b.failDelete(inst.ID)
+		if err := p.release(ctx, inst.VM, inst.ID); err != nil {
+			p.b.logger.Error("asynchronous delete failed", "instance", inst.ID, "node", inst.VM, "error", err)
+			p.failDelete(inst.ID)
 		}
 	})
 	return true, nil
@@ -292,8 +290,8 @@ func (b *Broker) deprovisionDedicated(ctx context.Context, inst *instance, async
 
 // failDelete reports, through last_operation, that an instance's delete
 // could not finish yet: Cloud Controller then lets the user retry it.
-func (b *Broker) failDelete(id string) {
-	_ = b.state.Update(func(s *state) error {
+func (p *dedicatedPlan) failDelete(id string) {
+	_ = p.b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil && r.State == stateDeleting {
 			r.LastOp = operation{Type: "delete", State: domain.Failed,
 				Description: "The dedicated VM could not be reset yet. Delete the instance again to retry.", At: now()}
@@ -302,95 +300,42 @@ func (b *Broker) failDelete(id string) {
 	})
 }
 
-// quarantineRetry is how often quarantined nodes are reset again.
-const quarantineRetry = 10 * time.Minute
-
-// Run does, in the background, now and every ten minutes until ctx ends,
-// what needs no request: it finishes what a broker stopped in the middle of
-// (resets of nodes whose instance was being deleted), retries quarantined
-// nodes, and gives shared instances the plan's memory limit when the
-// operator changed it (resize.go).
-func (b *Broker) Run(ctx context.Context) {
-	if b.cfg.DedicatedVM != nil {
-		b.repeat(ctx, func(ctx context.Context) bool { b.resume(ctx); return true })
-	}
-	if b.cfg.SharedVM != nil {
-		b.repeat(ctx, b.resizeShared)
-	}
-}
-
-// repeat runs round in the background now and every ten minutes until ctx
-// ends. A round that reports it could not reach everything (agents start
-// beside the broker, or after it) comes again after a second, backing off
-// up to the period.
-func (b *Broker) repeat(ctx context.Context, round func(context.Context) bool) {
-	b.resets.Go(func() {
-		retry := time.Second
-		for {
-			wait := quarantineRetry
-			if round(ctx) {
-				retry = time.Second
-			} else {
-				wait, retry = retry, min(2*retry, quarantineRetry)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
-	})
-}
-
-func (b *Broker) resume(ctx context.Context) {
-	if b.cfg.DedicatedVM == nil {
-		return
-	}
+// round finishes what a broker stopped in the middle of (resets of nodes
+// whose instance was being deleted) and retries quarantined nodes, oldest
+// first.
+func (p *dedicatedPlan) round(ctx context.Context) bool {
 	var pending []poolNode
-	_ = b.state.View(func(s state) {
-		for _, p := range s.Pool {
-			if p.State == poolResetting || p.State == poolQuarantined {
-				pending = append(pending, *p)
+	_ = p.b.state.View(func(s state) {
+		for _, pn := range s.Pool {
+			if pn.State == poolResetting || pn.State == poolQuarantined {
+				pending = append(pending, *pn)
 			}
 		}
 	})
 	slices.SortFunc(pending, func(a, b poolNode) int { return a.Since.Compare(b.Since) })
-	for _, p := range pending {
-		unlock, err := b.locks.LockContext(ctx, p.Instance)
+	for _, pn := range pending {
+		unlock, err := p.b.locks.LockContext(ctx, pn.Instance)
 		if err != nil {
-			return
+			return true
 		}
 		// Another request may have finished this reset meanwhile, and the
 		// node may hold a new tenant: reset only what is still pending.
-		if b.pending(p.ID, p.Instance) {
-			if err := b.releaseNode(ctx, p.ID, p.Instance); err != nil {
-				b.logger.Error("a node still cannot be reset; it stays out of the pool", "node", p.ID, "error", err)
-				b.failDelete(p.Instance)
+		if p.pending(pn.ID, pn.Instance) {
+			if err := p.release(ctx, pn.ID, pn.Instance); err != nil {
+				p.b.logger.Error("a node still cannot be reset; it stays out of the pool", "node", pn.ID, "error", err)
+				p.failDelete(pn.Instance)
 			}
 		}
 		unlock()
 	}
+	return true
 }
 
-func (b *Broker) pending(nodeID, instanceID string) bool {
+func (p *dedicatedPlan) pending(nodeID, instanceID string) bool {
 	var ok bool
-	_ = b.state.View(func(s state) {
-		p := s.Pool[nodeID]
-		ok = p != nil && p.Instance == instanceID && (p.State == poolResetting || p.State == poolQuarantined)
+	_ = p.b.state.View(func(s state) {
+		pn := s.Pool[nodeID]
+		ok = pn != nil && pn.Instance == instanceID && (pn.State == poolResetting || pn.State == poolQuarantined)
 	})
 	return ok
-}
-
-// Wait waits for background resets and Run to end (Run ends with its ctx).
-func (b *Broker) Wait() { b.resets.Wait() }
-
-// nodeStatus asks a node how it is, within nodeCheckTimeout.
-func (b *Broker) nodeStatus(ctx context.Context, id string) (nodeapi.Status, error) {
-	n, ok := b.nodes[id]
-	if !ok {
-		return nodeapi.Status{}, fmt.Errorf("node %s is not in the broker's config", id)
-	}
-	ctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
-	defer cancel()
-	return n.Status(ctx)
 }

@@ -2,21 +2,19 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
-
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 )
 
 // Deprovision deletes an instance whatever state it is in, including one
 // whose provision was cut short, so Cloud Controller's orphan mitigation
 // always cleans up. The record is marked "deleting" first and removed only
-// after the agent removed the process, data and port; a second delete answers
-// 410.
+// after the VM's agent removed the process, data and port (or reset the
+// dedicated VM); a second delete answers 410. A dedicated VM's reset runs in
+// the background when Cloud Controller accepts an asynchronous answer.
 func (b *Broker) Deprovision(ctx context.Context, id string, d domain.DeprovisionDetails, asyncAllowed bool) (domain.DeprovisionServiceSpec, error) {
 	async, err := b.deprovision(ctx, id, asyncAllowed)
 	spec := domain.DeprovisionServiceSpec{IsAsync: async}
@@ -52,24 +50,9 @@ func (b *Broker) deprovision(ctx context.Context, id string, asyncAllowed bool) 
 	if f := inst.ReplicaOf; f != nil && f.Instance != "" {
 		b.dropReplicator(ctx, f)
 	}
-	if b.isDedicated(inst.PlanID) {
-		// A reset of a large dataset can take a while: answer 202 when Cloud
-		// Controller accepts it, and report progress in last_operation.
-		return b.deprovisionDedicated(ctx, inst, asyncAllowed)
+	pl := b.planOf(inst)
+	if pl == nil {
+		return false, fmt.Errorf("instance %s has plan %q, which is no longer in the broker's config", id, inst.PlanID)
 	}
-	agent, err := b.agent(inst)
-	if err != nil {
-		return false, err
-	}
-	if err := agent.Delete(ctx, id); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
-		return false, fmt.Errorf("deleting instance %s on agent %s: %w", id, inst.Agent, err)
-	}
-	err = b.state.Update(func(s *state) error {
-		delete(s.Instances, id)
-		return nil
-	})
-	if err == nil {
-		b.logger.Info("instance deleted", "instance", id, "agent", inst.Agent, "bindings", len(inst.Bindings))
-	}
-	return false, err
+	return pl.deprovision(ctx, inst, asyncAllowed)
 }

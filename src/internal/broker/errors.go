@@ -10,7 +10,6 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/middlewares"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -19,7 +18,8 @@ import (
 var (
 	// ErrPlanFull means the plan has no room for another instance.
 	ErrPlanFull = errors.New("plan full")
-	// errNoAgent means no shared VM could be reached.
+	// errNoAgent means no VM that could hold a new instance could be
+	// reached.
 	errNoAgent = errors.New("no agent reachable")
 )
 
@@ -70,7 +70,7 @@ func (b *Broker) respond(ctx context.Context, op string, err error) error {
 		b.logger.Error(op+" failed", "request_id", rid, "error", err)
 		return build(http.StatusServiceUnavailable, "",
 			fmt.Sprintf("The Redis service could not reach any VM that could hold a new instance. Try again in a few minutes; if it persists, give your operator request id %s.", rid), op)
-	case errors.Is(err, agentapi.ErrUnavailable), errors.Is(err, nodeapi.ErrUnavailable):
+	case errors.Is(err, agentapi.ErrUnavailable):
 		b.logger.Error(op+" failed", "request_id", rid, "error", err)
 		return build(http.StatusServiceUnavailable, "",
 			fmt.Sprintf("The Redis service could not reach the VM holding the instance. Try again in a few minutes; if it persists, give your operator request id %s.", rid), op)

@@ -110,7 +110,7 @@ func splitReplicaOf(raw json.RawMessage) (json.RawMessage, replicaChange, error)
 // caller holds). The follower's record stores the replication user's
 // credentials before any agent is asked, so a retry reuses them.
 func (b *Broker) changeReplication(ctx context.Context, inst *instance, change replicaChange) error {
-	be, err := b.backend(inst)
+	v, err := b.vmOf(inst)
 	if err != nil {
 		return err
 	}
@@ -126,14 +126,14 @@ func (b *Broker) changeReplication(ctx context.Context, inst *instance, change r
 		if err != nil {
 			return err
 		}
-		lbe, err := b.backend(leader)
+		lv, err := b.vmOf(leader)
 		if err != nil {
 			return err
 		}
 		if err := b.setFollow(inst.ID, next); err != nil {
 			return err
 		}
-		if err := lbe.bindReplicator(ctx, leader.ID, next.Username, next.Password); err != nil {
+		if err := lv.bindReplicator(ctx, leader.ID, next.Username, next.Password); err != nil {
 			return fmt.Errorf("creating the replication user on leader %s: %w", leader.ID, err)
 		}
 	} else if err := b.setFollow(inst.ID, next); err != nil {
@@ -143,8 +143,8 @@ func (b *Broker) changeReplication(ctx context.Context, inst *instance, change r
 	if next != nil {
 		leader = &next.Leader
 	}
-	if err := be.setReplication(ctx, inst.ID, leader); err != nil {
-		return fmt.Errorf("changing replication of instance %s on %s: %w", inst.ID, be.where(), err)
+	if err := v.setReplication(ctx, inst.ID, leader); err != nil {
+		return fmt.Errorf("changing replication of instance %s on %s: %w", inst.ID, v.where(), err)
 	}
 	if old != nil && old.Instance != "" && (next == nil || next.Instance != old.Instance) {
 		b.dropReplicator(ctx, old)
@@ -211,9 +211,9 @@ func (b *Broker) dropReplicator(ctx context.Context, f *follow) {
 	if err != nil || leader == nil {
 		return
 	}
-	lbe, err := b.backend(leader)
+	lv, err := b.vmOf(leader)
 	if err == nil {
-		err = lbe.unbind(ctx, leader.ID, f.Username)
+		err = lv.unbind(ctx, leader.ID, f.Username)
 	}
 	if err != nil {
 		b.logger.Error("removing a replication user from its leader failed", "leader", leader.ID, "error", err)

@@ -14,7 +14,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 )
 
 // maxBody bounds OSB request bodies: real ones are a few kilobytes.
@@ -28,7 +28,7 @@ func (b *Broker) Handler() http.Handler {
 		Username: b.cfg.Credentials.Username,
 		Password: b.cfg.Credentials.Password,
 	})
-	pool := agentapi.RequireBasicAuth(b.cfg.Credentials, http.HandlerFunc(b.servePool))
+	pool := jsonhttp.RequireBasicAuth(b.cfg.Credentials, http.HandlerFunc(b.servePool))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/admin/v1/pool" {
 			pool.ServeHTTP(w, r)

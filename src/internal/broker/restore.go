@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 )
 
@@ -119,7 +117,7 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 		return false, &userError{status: http.StatusServiceUnavailable, cause: err,
 			msg: fmt.Sprintf("The backups could not be listed: their store did not answer. Try again in a few minutes; if it persists, give your operator request id %s.", requestID(ctx))}
 	}
-	send, where, err := b.restorer(inst)
+	v, err := b.vmOf(inst)
 	if err != nil {
 		return false, err
 	}
@@ -133,50 +131,24 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 		return false, err
 	}
 	b.restoring.Store(id, true)
-	b.logger.Info("restore started", "instance", id, "backup", bk.Name, "on", where, "request_id", requestID(ctx), "async", async)
+	b.logger.Info("restore started", "instance", id, "backup", bk.Name, "on", v.where(), "request_id", requestID(ctx), "async", async)
 	if !async {
 		defer b.restoring.Delete(id)
-		return false, b.runRestore(ctx, id, bk, send, where)
+		return false, b.runRestore(ctx, id, bk, v)
 	}
 	b.resets.Go(func() {
 		defer b.restoring.Delete(id)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 		defer cancel()
-		_ = b.runRestore(ctx, id, bk, send, where)
+		_ = b.runRestore(ctx, id, bk, v)
 	})
 	return true, nil
-}
-
-// restoreFunc sends an archive to the agent or node holding an instance.
-type restoreFunc func(ctx context.Context, archive io.Reader) (agentapi.RestoreResult, error)
-
-// restorer returns how to restore into inst, and where that is.
-func (b *Broker) restorer(inst *instance) (restoreFunc, string, error) {
-	id := inst.ID
-	if inst.Node != "" {
-		n, ok := b.nodes[inst.Node]
-		if !ok {
-			return nil, "", fmt.Errorf("instance %s is on node %q, which is no longer in the broker's config", id, inst.Node)
-		}
-		return func(ctx context.Context, r io.Reader) (agentapi.RestoreResult, error) {
-			return n.Restore(ctx, nodeapi.RestoreRequest{InstanceID: id, FromInstance: id}, r)
-		}, "node " + inst.Node, nil
-	}
-	a, err := b.agent(inst)
-	if err != nil {
-		return nil, "", err
-	}
-	return func(ctx context.Context, r io.Reader) (agentapi.RestoreResult, error) {
-		// The agent refuses an archive whose manifest names another
-		// instance, should a foreign object sit under this prefix.
-		return a.Restore(ctx, id, agentapi.RestoreRequest{FromInstance: id}, r)
-	}, "agent " + inst.Agent, nil
 }
 
 // runRestore streams the backup to the instance's agent and records the
 // outcome as the instance's last operation. The error is the one to answer
 // with.
-func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, send restoreFunc, where string) error {
+func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v vm) error {
 	rid := requestID(ctx)
 	res, err := func() (agentapi.RestoreResult, error) {
 		body, err := b.backups.Get(ctx, bk.Name)
@@ -184,12 +156,12 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, se
 			return agentapi.RestoreResult{}, fmt.Errorf("downloading %s: %w", b.backups.Where(bk.Name), err)
 		}
 		defer body.Close()
-		return send(ctx, body)
+		return v.restore(ctx, id, body)
 	}()
 	op := operation{Type: restoreOperation, State: domain.Succeeded, At: now()}
 	var answer error
 	if err != nil {
-		b.logger.Error("restore failed", "instance", id, "backup", bk.Name, "on", where, "request_id", rid, "error", err)
+		b.logger.Error("restore failed", "instance", id, "backup", bk.Name, "on", v.where(), "request_id", rid, "error", err)
 		answer = restoreFailure(err, bk.Stamp, rid)
 		op.State, op.Description = domain.Failed, answer.Error()
 	} else {
@@ -213,16 +185,16 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, se
 func restoreFailure(err error, stamp, rid string) error {
 	kept := "The instance kept its data."
 	switch {
-	case errors.Is(err, agentapi.ErrInvalid), errors.Is(err, nodeapi.ErrInvalid):
+	case errors.Is(err, agentapi.ErrInvalid):
 		return &userError{status: http.StatusUnprocessableEntity, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored: it is damaged or its data did not verify. %s Try another backup; if it persists, give your operator request id %s.", stamp, kept, rid)}
-	case errors.Is(err, agentapi.ErrConflict), errors.Is(err, nodeapi.ErrConflict):
+	case errors.Is(err, agentapi.ErrConflict):
 		return &userError{status: http.StatusConflict, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored now: a backup or restore of the instance is running. %s Try again in a few minutes.", stamp, kept)}
 	case errors.Is(err, agentapi.ErrFull):
 		return &userError{status: http.StatusUnprocessableEntity, cause: err,
 			msg: fmt.Sprintf("Backup %s could not be restored: the VM has no disk space left for it. %s Give your operator request id %s.", stamp, kept, rid)}
-	case errors.Is(err, agentapi.ErrNotFound), errors.Is(err, nodeapi.ErrNotFound):
+	case errors.Is(err, agentapi.ErrNotFound):
 		return &userError{status: http.StatusNotFound, cause: err, msg: "The instance no longer exists."}
 	default:
 		return &userError{status: http.StatusServiceUnavailable, cause: err,

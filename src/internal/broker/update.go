@@ -64,12 +64,12 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		return err
 	}
 	if p != inst.Parameters {
-		be, err := b.backend(inst)
+		v, err := b.vmOf(inst)
 		if err != nil {
 			return err
 		}
-		if err := be.update(ctx, id, p); err != nil {
-			return fmt.Errorf("updating instance %s on %s: %w", id, be.where(), err)
+		if err := v.update(ctx, id, p); err != nil {
+			return fmt.Errorf("updating instance %s on %s: %w", id, v.where(), err)
 		}
 	}
 	if change.set {
@@ -92,7 +92,8 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 }
 
 // GetInstance returns an instance's plan and current parameters (never a
-// password); 404 while it is being created or deleted.
+// password), the VM holding it and what its server reports (replication,
+// memory, keys, version); 404 while it is being created or deleted.
 func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInstanceDetails) (domain.GetInstanceDetailsSpec, error) {
 	inst, err := b.find(id)
 	if err != nil {
@@ -112,25 +113,18 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 			attrs["replica_of"] = fmt.Sprintf("%s:%d", f.Host, f.Port)
 		}
 	}
-	if be, err := b.backend(inst); err == nil {
-		rctx, cancel := context.WithTimeout(ctx, nodeCheckTimeout)
-		if st, err := be.replication(rctx, id); err == nil {
-			attrs["replication"] = st
-		} else {
-			b.logger.Error("replication status failed", "instance", id, "request_id", requestID(ctx), "error", err)
-		}
-		cancel()
-	}
-	if inst.Node != "" {
-		attrs["node"] = inst.Node
-		if st, err := b.nodeStatus(ctx, inst.Node); err == nil {
-			attrs["used_memory_bytes"] = st.UsedMemoryBytes
+	if v, err := b.vmOf(inst); err == nil {
+		// "agent" or "node": which VM holds the instance.
+		attrs[v.noun] = v.id
+		if st, err := v.live(ctx, id); err == nil {
+			attrs["replication"] = st.Live.Replication
+			attrs["used_memory_bytes"] = st.Live.UsedMemoryBytes
 			attrs["maxmemory_bytes"] = st.MaxMemoryBytes
-			attrs["keys"] = st.Keys
-			attrs["redis_version"] = st.RedisVersion
+			attrs["keys"] = st.Live.Keys
+			attrs["redis_version"] = st.Live.RedisVersion
 		} else {
-			attrs["status_error"] = "the dedicated VM did not answer"
-			b.logger.Error("node status failed", "node", inst.Node, "request_id", requestID(ctx), "error", err)
+			attrs["status_error"] = "the " + v.kind + " did not answer"
+			b.logger.Error("instance status failed", "instance", id, v.noun, v.id, "request_id", requestID(ctx), "error", err)
 		}
 	}
 	return domain.GetInstanceDetailsSpec{
@@ -141,8 +135,8 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 	}, nil
 }
 
-// LastOperation reports the last operation on an instance: every operation of
-// the shared-vm plan completes before its answer, so this is its outcome.
+// LastOperation reports the last operation on an instance: an asynchronous
+// delete or restore while it runs, otherwise the outcome of the last one.
 // An instance that does not exist (deleted) answers 410.
 func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDetails) (domain.LastOperation, error) {
 	inst, err := b.find(id)

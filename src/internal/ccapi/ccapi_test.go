@@ -40,7 +40,7 @@ func startBroker() (url, username, password string) {
 	Expect(cfg.Validate()).To(Succeed())
 	agent, err := agentapi.NewClient(cfg.SharedVM.Agents[0].ClientConfig)
 	Expect(err).NotTo(HaveOccurred())
-	b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	Expect(err).NotTo(HaveOccurred())
 	srv := httptest.NewServer(b.Handler())
 	DeferCleanup(srv.Close)

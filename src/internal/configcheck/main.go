@@ -14,17 +14,14 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/registrar"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/smoke"
@@ -130,20 +127,6 @@ func backupClients(c *backup.ErrandConfig) error {
 // brokerClients builds the broker's agent and node clients, which check
 // URLs and CA certificates, as redis-broker's main does before it serves.
 func brokerClients(c *broker.Config) error {
-	var errs []error
-	if c.SharedVM != nil {
-		for _, a := range c.SharedVM.Agents {
-			if _, err := agentapi.NewClient(a.ClientConfig); err != nil {
-				errs = append(errs, fmt.Errorf("shared_vm.agents %s: %w", a.ID, err))
-			}
-		}
-	}
-	if c.DedicatedVM != nil {
-		for _, n := range c.DedicatedVM.Nodes {
-			if _, err := nodeapi.NewClient(n.ClientConfig); err != nil {
-				errs = append(errs, fmt.Errorf("dedicated_vm.nodes %s: %w", n.ID, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
+	_, err := broker.NewClients(*c)
+	return err
 }

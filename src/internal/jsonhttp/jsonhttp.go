@@ -1,10 +1,9 @@
-// Package jsonhttp is what the shared agents' API (agentapi) and the
-// dedicated nodes' API (nodeapi) have in common on the wire: error bodies
-// whose codes stand for sentinel errors (Codes), and the client side, JSON
-// requests with basic auth to one server over TLS verified against a CA
-// when one is given, with error bodies turned back into the sentinels. Each
-// API wraps a Client with its own methods, its own noun for messages
-// ("agent", "node") and its own sentinels.
+// Package jsonhttp is JSON over HTTP as the agents' API (agentapi) and the
+// broker's admin endpoints speak it: error bodies whose codes stand for
+// sentinel errors (Codes); the server side (basic auth, strict decoding,
+// replies, streamed archives); and the client side, JSON requests with basic
+// auth to one server over TLS verified against a CA when one is given, with
+// error bodies turned back into the sentinels.
 package jsonhttp
 
 import (

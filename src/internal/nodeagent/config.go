@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/ids"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 )
 
 // DefaultPort is the port of a node's redis-server unless Config.Port says
@@ -27,7 +29,7 @@ type Config struct {
 	// Listen is the address of the agent's HTTPS API, for example "10.0.0.7:9002".
 	Listen string `json:"listen"`
 	// Credentials are the basic-auth credentials the broker must present.
-	Credentials nodeapi.Credentials `json:"credentials"`
+	Credentials agentapi.Credentials `json:"credentials"`
 	// TLS is the API's certificate; required, the API is HTTPS only.
 	TLS TLS `json:"tls"`
 	// NodeID is the node's stable id, reported in its status so the broker
@@ -41,7 +43,7 @@ type Config struct {
 	Port int `json:"port,omitempty"`
 	// RedisTLS, when set, makes redis-server serve TLSPort beside Port, with
 	// this certificate.
-	RedisTLS *agentbase.RedisTLS `json:"redis_tls,omitempty"`
+	RedisTLS *instance.RedisTLS `json:"redis_tls,omitempty"`
 	// TLSPort is redis-server's TLS port when RedisTLS is set; zero means
 	// DefaultTLSPort. Ignored (and zeroed) without RedisTLS.
 	TLSPort int `json:"tls_port,omitempty"`
@@ -64,19 +66,19 @@ type Config struct {
 }
 
 // TLS names a certificate and key in PEM files.
-type TLS = agentbase.TLS
+type TLS = agentcmd.TLS
 
 // Validate checks the config and fills in defaults, naming the fields at
 // fault.
 func (c *Config) Validate() error {
-	errs := agentbase.CheckAPI(c.Listen, c.Credentials)
+	errs := agentcmd.CheckAPI(c.Listen, c.Credentials)
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		errs = append(errs, errors.New("tls.cert_file and tls.key_file are required: the node API is served over HTTPS only"))
 	}
-	if !agentbase.ValidID(c.NodeID) {
+	if !ids.Valid(c.NodeID) {
 		errs = append(errs, errors.New("node_id is required: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
 	}
-	errs = append(errs, agentbase.CheckHost(c.Host, &c.Bind)...)
+	errs = append(errs, agentcmd.CheckHost(c.Host, &c.Bind)...)
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
@@ -96,7 +98,7 @@ func (c *Config) Validate() error {
 	} else {
 		c.TLSPort = 0
 	}
-	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
+	errs = append(errs, agentcmd.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
 	if c.MaxMemoryPercent == 0 {
 		c.MaxMemoryPercent = DefaultMaxMemoryPercent
 	}
@@ -117,7 +119,7 @@ func (c *Config) maxMemory() (int64, error) {
 	if c.MaxMemoryMB > 0 {
 		return c.MaxMemoryMB << 20, nil
 	}
-	total, err := agentbase.MachineMemory()
+	total, err := agentcmd.MachineMemory()
 	if err != nil {
 		return 0, fmt.Errorf("maxmemory_mb is unset and %w", err)
 	}

@@ -2,11 +2,4 @@ package nodeagent
 
 // Abandon stops supervising redis-server without stopping it, as a crash of
 // the agent would: the next Node on the same directory must adopt it.
-func (n *Node) Abandon() {
-	n.mu.Lock()
-	if n.retryCancel != nil {
-		n.retryCancel()
-	}
-	n.mu.Unlock()
-	n.sup.Detach()
-}
+func (n *Node) Abandon() { n.srv.Abandon() }

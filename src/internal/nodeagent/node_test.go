@@ -14,10 +14,12 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
@@ -47,42 +49,59 @@ var _ = Describe("a dedicated node", func() {
 	})
 
 	It("starts free and empty, and says which node it is", func(ctx SpecContext) {
-		st, err := nd.client.Status(ctx)
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
+		c, err := nd.client.Capacity(ctx)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.NodeID).To(Equal("node-127-0-0-1"))
-		Expect(st.State).To(Equal(nodeapi.StateFree))
-		Expect(st.InstanceID).To(BeEmpty())
-		Expect(st.RedisRunning).To(BeTrue())
-		Expect(st.RedisVersion).To(HavePrefix("7."))
-		Expect(st.MaxMemoryBytes).To(Equal(int64(64 << 20)))
-		Expect(st.UsedMemoryBytes).To(BeNumerically(">", 0))
-		Expect(st.Keys).To(BeZero())
-		Expect(st.Host).To(Equal("127.0.0.1"))
-		Expect(st.Port).To(Equal(nd.cfg.Port))
-		Expect(st.Parameters).To(Equal(params.Defaults()))
-		Expect(st.Replication.Role).To(Equal(nodeapi.RoleLeader))
+		Expect(c).To(Equal(agentapi.Capacity{MemoryBytes: 64 << 20, MaxInstances: 1, FreePorts: 1, PortsPerInstance: 1}))
+		Expect(c.Fits(0)).To(BeTrue())
+		Expect(nd.client.List(ctx)).To(BeEmpty())
+		_, err = nd.client.Get(ctx, "inst-1")
+		Expect(err).To(MatchError(agentapi.ErrNotFound))
+		_, err = nd.client.Resize(ctx, "inst-1", agentapi.ResizeRequest{MaxMemoryBytes: 1 << 30})
+		Expect(err).To(MatchError(agentapi.ErrInvalid), "a node's limit is the VM's")
+
+		inst := nd.claim(ctx, "inst-1")
+		Expect(inst.ID).To(Equal("inst-1"))
+		Expect(inst.NodeID).To(Equal("node-127-0-0-1"))
+		Expect(inst.State).To(Equal(agentapi.StateRunning))
+		Expect(inst.MaxMemoryBytes).To(Equal(int64(64 << 20)))
+		Expect(inst.Host).To(Equal("127.0.0.1"))
+		Expect(inst.Port).To(Equal(nd.cfg.Port))
+		Expect(inst.Parameters).To(Equal(params.Defaults()))
+		Expect(inst.Live).NotTo(BeNil())
+		Expect(inst.Live.RedisVersion).To(HavePrefix("7."))
+		Expect(inst.Live.UsedMemoryBytes).To(BeNumerically(">", 0))
+		Expect(inst.Live.Keys).To(BeZero())
+		Expect(inst.Live.Replication.Role).To(Equal(replication.RoleLeader))
+		Expect(nd.client.List(ctx)).To(HaveExactElements(HaveField("ID", "inst-1")))
+		c, err = nd.client.Capacity(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.Fits(0)).To(BeFalse())
 	})
 
 	It("is claimed by one instance, idempotently, and is busy for any other", func(ctx SpecContext) {
-		st := nd.claim(ctx, "inst-1")
-		Expect(st.State).To(Equal(nodeapi.StateClaimed))
-		Expect(st.InstanceID).To(Equal("inst-1"))
+		nd.claim(ctx, "inst-1")
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeClaimed, InstanceID: "inst-1"}))
 		state, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "state.json"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(state)).To(ContainSubstring(`"instance_id": "inst-1"`), "the claim is on disk before the answer")
 
 		again := nd.claim(ctx, "inst-1")
-		Expect(again.InstanceID).To(Equal("inst-1"))
-		_, err = nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "inst-2", Parameters: params.Defaults()})
-		Expect(err).To(MatchError(nodeapi.ErrBusy))
+		Expect(again.ID).To(Equal("inst-1"))
+		_, err = nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{MaxMemoryBytes: 1 << 30, Parameters: params.Defaults()})
+		Expect(err).To(MatchError(agentapi.ErrInvalid), "a node's limit is the VM's")
+		_, err = nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{MaxMemoryBytes: 64 << 20, Parameters: params.Defaults()})
+		Expect(err).NotTo(HaveOccurred(), "or the node's own")
+		_, err = nd.client.Create(ctx, "inst-2", agentapi.InstanceRequest{Parameters: params.Defaults()})
+		Expect(err).To(MatchError(agentapi.ErrBusy))
 		other := params.Defaults()
 		other.Timeout = 5
-		_, err = nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "inst-1", Parameters: other})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
-		_, err = nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "../x", Parameters: params.Defaults()})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
-		_, err = nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "inst-3", Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
+		_, err = nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: other})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
+		_, err = nd.client.Create(ctx, "../x", agentapi.InstanceRequest{Parameters: params.Defaults()})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = nd.client.Create(ctx, "inst-3", agentapi.InstanceRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
 	})
 
 	It("gives each binding its own user, denies the platform's commands, and closes a removed user's connections", func(ctx SpecContext) {
@@ -90,18 +109,18 @@ var _ = Describe("a dedicated node", func() {
 		c1, p1 := nd.bind(ctx, "inst-1", "b1")
 		c2, _ := nd.bind(ctx, "inst-1", "b2")
 
-		_, err := nd.client.Bind(ctx, "b1", nodeapi.BindingRequest{InstanceID: "inst-1", Password: p1})
+		_, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: p1})
 		Expect(err).NotTo(HaveOccurred(), "an identical rebind succeeds")
-		_, err = nd.client.Bind(ctx, "b1", nodeapi.BindingRequest{InstanceID: "inst-1", Password: secret.New()})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
-		_, err = nd.client.Bind(ctx, "b3", nodeapi.BindingRequest{InstanceID: "inst-1", Password: "short"})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, nodeagent.AdminUser, nodeapi.BindingRequest{InstanceID: "inst-1", Password: secret.New()})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "b3", nodeapi.BindingRequest{InstanceID: "inst-1", Password: secret.New(), Role: "admin"})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "b3", nodeapi.BindingRequest{InstanceID: "inst-2", Password: secret.New()})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
+		_, err = nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: secret.New()})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
+		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: "short"})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = nd.client.Bind(ctx, "inst-1", instance.AdminUser, agentapi.BindingRequest{Password: secret.New()})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: secret.New(), Role: "admin"})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = nd.client.Bind(ctx, "inst-2", "b3", agentapi.BindingRequest{Password: secret.New()})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
 
 		Expect(c1.Set(ctx, "k", "v", 0).Err()).To(Succeed())
 		Expect(c2.Get(ctx, "k").Val()).To(Equal("v"))
@@ -118,13 +137,12 @@ var _ = Describe("a dedicated node", func() {
 		Expect(c1.Ping(ctx).Err()).To(HaveOccurred(), "ACL DELUSER closed its connection")
 		Expect(nd.tenant("b1", p1).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 		Expect(c2.Ping(ctx).Err()).To(Succeed())
-		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(MatchError(nodeapi.ErrNotFound))
-		Expect(nd.client.Unbind(ctx, "inst-2", "b2")).To(MatchError(nodeapi.ErrConflict))
+		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(MatchError(agentapi.ErrNotFound))
+		Expect(nd.client.Unbind(ctx, "inst-2", "b2")).To(MatchError(agentapi.ErrConflict))
 
-		st, err := nd.client.Status(ctx)
-		Expect(err).NotTo(HaveOccurred())
+		st := nd.get(ctx, "inst-1")
 		Expect(st.Bindings).To(Equal([]string{"b2"}))
-		Expect(st.Keys).To(Equal(int64(1)))
+		Expect(st.Live.Keys).To(Equal(int64(1)))
 		acl, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "users.acl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(acl)).To(ContainSubstring("user b2 "))
@@ -136,7 +154,7 @@ var _ = Describe("a dedicated node", func() {
 		c, _ := nd.bind(ctx, "inst-1", "b1")
 		pid := nd.pid()
 		p := params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "Ex", Timeout: 42}
-		st, err := nd.client.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: "inst-1", Parameters: p})
+		st, err := nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.Parameters).To(Equal(p))
 		Expect(nd.pid()).To(Equal(pid), "no restart")
@@ -146,10 +164,10 @@ var _ = Describe("a dedicated node", func() {
 		Expect(string(conf)).To(ContainSubstring(`maxmemory-policy "allkeys-lru"`))
 		Expect(string(conf)).To(ContainSubstring(`timeout "42"`))
 
-		_, err = nd.client.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: "inst-1", Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid))
-		_, err = nd.client.UpdateParameters(ctx, nodeapi.ParametersRequest{InstanceID: "inst-2", Parameters: p})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
+		_, err = nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		_, err = nd.client.Update(ctx, "inst-2", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
 	})
 
 	It("resets: wipes keys, users, functions and scripts, verifies, and the next tenant starts from nothing", func(ctx SpecContext) {
@@ -167,35 +185,35 @@ var _ = Describe("a dedicated node", func() {
 		Expect(c.FunctionLoad(ctx, library).Err()).To(Succeed())
 		sha, err := c.ScriptLoad(ctx, "return 1").Result()
 		Expect(err).NotTo(HaveOccurred())
-		st, err := nd.client.Status(ctx)
+		Expect(nd.get(ctx, "inst-1").Live.Keys).To(Equal(int64(1002)))
+		// A node that follows a leader leads again after its reset.
+		_, err = nd.client.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: freePort("127.0.0.1")}})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Keys).To(Equal(int64(1002)))
 		oldAdmin := nd.adminPassword()
 
-		_, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-2"})
-		Expect(err).To(MatchError(nodeapi.ErrConflict), "another instance cannot reset the node")
+		Expect(nd.client.Delete(ctx, "inst-2")).To(MatchError(agentapi.ErrConflict), "another instance cannot reset the node")
 
 		started := time.Now()
-		st, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-1"})
-		Expect(err).NotTo(HaveOccurred())
+		Expect(nd.client.Delete(ctx, "inst-1")).To(Succeed())
 		GinkgoWriter.Printf("reset took %v\n", time.Since(started))
-		Expect(st.State).To(Equal(nodeapi.StateFree))
-		Expect(st.InstanceID).To(BeEmpty())
-		Expect(st.Keys).To(BeZero())
-		Expect(st.Bindings).To(BeEmpty())
-		Expect(st.RedisRunning).To(BeTrue())
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
+		_, err = nd.client.Get(ctx, "inst-1")
+		Expect(err).To(MatchError(agentapi.ErrNotFound))
+		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		Expect(admin.DBSize(ctx).Val()).To(BeZero())
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("default", instance.AdminUser))
+		Expect(admin.Info(ctx, "replication").Val()).To(ContainSubstring("role:master"))
 		Expect(nd.adminPassword()).NotTo(Equal(oldAdmin), "a new admin password")
 		Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(nd.tenant(nodeagent.AdminUser, oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
+		Expect(nd.tenant(instance.AdminUser, oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 		entries, err := os.ReadDir(filepath.Join(nd.cfg.DataDir, "data"))
 		Expect(err).NotTo(HaveOccurred())
 		for _, e := range entries {
 			Expect(e.Name()).To(BeElementOf("appendonlydir", "dump.rdb"), "only the new server's own files")
 		}
 
-		again, err := nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-1"})
-		Expect(err).NotTo(HaveOccurred(), "resetting a free node is a no-op")
-		Expect(again.State).To(Equal(nodeapi.StateFree))
+		Expect(nd.client.Delete(ctx, "inst-1")).To(Succeed(), "resetting a free node is a no-op")
+		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeFree))
 
 		nd.claim(ctx, "inst-2")
 		next, _ := nd.bind(ctx, "inst-2", "b2")
@@ -208,18 +226,15 @@ var _ = Describe("a dedicated node", func() {
 
 	It("refuses a claim of a free node it finds not empty, and quarantines it", func(ctx SpecContext) {
 		// Someone with root on the VM wrote into the free node.
-		admin := nd.tenant(nodeagent.AdminUser, nd.adminPassword())
+		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
 		Expect(admin.Set(ctx, "left-over", "x", 0).Err()).To(Succeed())
-		_, err := nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "inst-1", Parameters: params.Defaults()})
-		Expect(err).To(MatchError(nodeapi.ErrDirty))
+		_, err := nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: params.Defaults()})
+		Expect(err).To(MatchError(agentapi.ErrDirty))
 		Expect(err).To(MatchError(ContainSubstring("db0 holds 1 keys")))
-		st, err := nd.client.Status(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateResetFailed))
+		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeResetFailed))
 
-		st, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "any-id"})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateFree))
+		Expect(nd.client.Delete(ctx, "any-id")).To(Succeed())
+		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeFree))
 		nd.claim(ctx, "inst-1")
 	})
 
@@ -231,30 +246,25 @@ var _ = Describe("a dedicated node", func() {
 		DeferCleanup(undo)
 		By("making the data directory undeletable with " + how)
 
-		_, err := nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-1"})
-		Expect(err).To(MatchError(nodeapi.ErrDirty))
+		err := nd.client.Delete(ctx, "inst-1")
+		Expect(err).To(MatchError(agentapi.ErrDirty))
 		Expect(err).To(MatchError(ContainSubstring("wiping the data directory")))
-		st, err := nd.client.Status(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateResetFailed))
+		st := nd.node(ctx)
+		Expect(st.State).To(Equal(agentapi.NodeResetFailed))
 		Expect(st.InstanceID).To(Equal("inst-1"))
 		Expect(st.ResetError).To(ContainSubstring("wiping"))
 		Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")), "the tenant is locked out all the same")
 
-		_, err = nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: "inst-2", Parameters: params.Defaults()})
-		Expect(err).To(MatchError(nodeapi.ErrDirty))
-		_, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-2"})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
-		_, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-1"})
-		Expect(err).To(MatchError(nodeapi.ErrDirty), "still undeletable")
+		_, err = nd.client.Create(ctx, "inst-2", agentapi.InstanceRequest{Parameters: params.Defaults()})
+		Expect(err).To(MatchError(agentapi.ErrDirty))
+		Expect(nd.client.Delete(ctx, "inst-2")).To(MatchError(agentapi.ErrConflict))
+		Expect(nd.client.Delete(ctx, "inst-1")).To(MatchError(agentapi.ErrDirty), "still undeletable")
 
 		undo()
-		st, err = nd.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-1"})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateFree))
-		Expect(st.ResetError).To(BeEmpty())
+		Expect(nd.client.Delete(ctx, "inst-1")).To(Succeed())
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
 		Expect(filepath.Join(nd.cfg.DataDir, "data", "locked")).NotTo(BeAnExistingFile())
-		Expect(nd.claim(ctx, "inst-2").State).To(Equal(nodeapi.StateClaimed))
+		Expect(nd.claim(ctx, "inst-2").ID).To(Equal("inst-2"))
 	})
 
 	It("adopts its redis-server after an agent crash", func(ctx SpecContext) {
@@ -265,18 +275,16 @@ var _ = Describe("a dedicated node", func() {
 		nd.crash()
 		// The agent died between writing its files and telling the server:
 		// the server has a user and a setting the files do not.
-		admin := nd.tenant(nodeagent.AdminUser, nd.adminPassword())
+		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
 		Expect(admin.Do(ctx, "ACL", "SETUSER", "stray", "on", ">"+secret.New(), "~*", "+@all").Err()).To(Succeed())
 		Expect(admin.ConfigSet(ctx, "timeout", "99").Err()).To(Succeed())
 
 		nd = startNode(nd.cfg)
 		Expect(nd.pid()).To(Equal(pid))
-		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", nodeagent.AdminUser))
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", instance.AdminUser))
 		Expect(admin.ConfigGet(ctx, "timeout").Val()).To(HaveKeyWithValue("timeout", "0"))
-		st, err := nd.client.Status(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateClaimed))
-		Expect(st.Keys).To(Equal(int64(1)))
+		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeClaimed))
+		Expect(nd.get(ctx, "inst-1").Live.Keys).To(Equal(int64(1)))
 		Expect(c.Get(ctx, "k").Val()).To(Equal("v"))
 	})
 
@@ -300,18 +308,15 @@ var _ = Describe("a dedicated node", func() {
 			data, err := os.ReadFile(statePath)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(json.Unmarshal(data, &st)).To(Succeed())
-			st["state"] = nodeapi.StateResetting
+			st["state"] = agentapi.NodeResetting
 			data, err = json.Marshal(st)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(os.WriteFile(statePath, data, 0o600)).To(Succeed())
 
 			nd = startNode(nd.cfg)
-			status, err := nd.client.Status(ctx)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(status.State).To(Equal(nodeapi.StateFree))
-			Expect(status.InstanceID).To(BeEmpty())
-			Expect(status.Keys).To(BeZero())
-			Expect(status.RedisRunning).To(BeTrue())
+			Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
+			admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+			Expect(admin.DBSize(ctx).Val()).To(BeZero())
 			Expect(nd.pid()).NotTo(Equal(pid), "the old server was stopped")
 			Eventually(func() error { return processAlive(pid) }).Should(HaveOccurred())
 			Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
@@ -324,19 +329,19 @@ var _ = Describe("a dedicated node", func() {
 	It("serves only clients that trust its CA and know its credentials", func(ctx SpecContext) {
 		other, err := tlstest.NewCA("other-ca")
 		Expect(err).NotTo(HaveOccurred())
-		_, err = nd.clientWith(nd.cfg.Credentials, other.PEM).Status(ctx)
-		Expect(err).To(MatchError(nodeapi.ErrUnavailable))
+		_, err = nd.clientWith(nd.cfg.Credentials, other.PEM).Node(ctx)
+		Expect(err).To(MatchError(agentapi.ErrUnavailable))
 		Expect(err).To(MatchError(ContainSubstring("certificate")))
 
-		_, err = nd.clientWith(nodeapi.Credentials{Username: "broker", Password: "wrong"}, ca.PEM).Status(ctx)
+		_, err = nd.clientWith(agentapi.Credentials{Username: "broker", Password: "wrong"}, ca.PEM).Node(ctx)
 		Expect(err).To(MatchError(ContainSubstring("401")))
 		Expect(err.Error()).NotTo(ContainSubstring(nd.cfg.Credentials.Password))
 
-		_, err = nodeapi.NewClient(nodeapi.ClientConfig{URL: "http://" + nd.addr(), CACert: ca.PEM})
+		_, err = agentapi.NewNodeClient(agentapi.ClientConfig{URL: "http://" + nd.addr(), CACert: ca.PEM})
 		Expect(err).To(MatchError(ContainSubstring("https")))
-		_, err = nodeapi.NewClient(nodeapi.ClientConfig{URL: nd.url})
+		_, err = agentapi.NewNodeClient(agentapi.ClientConfig{URL: nd.url})
 		Expect(err).To(MatchError(ContainSubstring("ca_cert")))
-		_, err = nodeapi.NewClient(nodeapi.ClientConfig{URL: nd.url, CACert: "junk"})
+		_, err = agentapi.NewNodeClient(agentapi.ClientConfig{URL: nd.url, CACert: "junk"})
 		Expect(err).To(MatchError(ContainSubstring("PEM")))
 	})
 
@@ -347,17 +352,17 @@ var _ = Describe("a dedicated node", func() {
 			Expect(resp.contentType).To(Equal("application/json"))
 			Expect(resp.body.Error).To(Equal(code))
 		},
-		Entry("no credentials", "GET", "/v1/status", "", "", false, 401, "unauthorized"),
-		Entry("malformed JSON", "PUT", "/v1/claim", "application/json", `{"instance_id":`, true, 400, "invalid"),
-		Entry("unknown field", "PUT", "/v1/claim", "application/json", `{"instance_id":"i","params":{}}`, true, 400, "invalid"),
-		Entry("trailing data", "POST", "/v1/reset", "application/json", `{"instance_id":"i"} {}`, true, 400, "invalid"),
-		Entry("wrong content type", "PUT", "/v1/claim", "text/plain", `{}`, true, 415, "invalid"),
-		Entry("huge body", "PUT", "/v1/claim", "application/json", `{"instance_id":"`+strings.Repeat("a", 100<<10)+`"}`, true, 413, "invalid"),
-		Entry("binding on a free node", "PUT", "/v1/bindings/b1", "application/json", `{"instance_id":"i","password":"`+secret.New()+`"}`, true, 404, "not_found"),
-		Entry("unbind without instance", "DELETE", "/v1/bindings/b1", "", "", true, 400, "invalid"),
-		Entry("unbind on a free node", "DELETE", "/v1/bindings/b1?instance_id=i", "", "", true, 404, "not_found"),
-		Entry("reset without instance", "POST", "/v1/reset", "application/json", `{}`, true, 400, "invalid"),
-		Entry("replication with a bad leader", "PUT", "/v1/replication", "application/json", `{"instance_id":"i","leader":{"host":"a b","port":1}}`, true, 400, "invalid"),
+		Entry("no credentials", "GET", "/v1/node", "", "", false, 401, "unauthorized"),
+		Entry("malformed JSON", "PUT", "/v1/instances/i", "application/json", `{"parameters":`, true, 400, "invalid"),
+		Entry("unknown field", "PUT", "/v1/instances/i", "application/json", `{"params":{}}`, true, 400, "invalid"),
+		Entry("trailing data", "PUT", "/v1/instances/i", "application/json", `{} {}`, true, 400, "invalid"),
+		Entry("wrong content type", "PUT", "/v1/instances/i", "text/plain", `{}`, true, 415, "invalid"),
+		Entry("huge body", "PUT", "/v1/instances/i", "application/json", `{"parameters":"`+strings.Repeat("a", 100<<10)+`"}`, true, 413, "invalid"),
+		Entry("an unsafe instance id", "DELETE", "/v1/instances/..%2Fx", "", "", true, 400, "invalid"),
+		Entry("binding on a free node", "PUT", "/v1/instances/i/bindings/b1", "application/json", `{"password":"`+secret.New()+`"}`, true, 404, "not_found"),
+		Entry("unbind on a free node", "DELETE", "/v1/instances/i/bindings/b1", "", "", true, 404, "not_found"),
+		Entry("resize", "PUT", "/v1/instances/i/maxmemory", "application/json", `{"maxmemory_bytes":1}`, true, 400, "invalid"),
+		Entry("replication with a bad leader", "PUT", "/v1/instances/i/replication", "application/json", `{"leader":{"host":"a b","port":1}}`, true, 400, "invalid"),
 	)
 })
 
@@ -375,50 +380,49 @@ var _ = Describe("two nodes, leader and follower", func() {
 
 		By("giving the follower a replication user on the leader")
 		replPw := secret.New()
-		b, err := leader.client.Bind(ctx, "repl-inst-follower", nodeapi.BindingRequest{InstanceID: "inst-leader", Password: replPw, Role: nodeapi.BindingRoleReplication})
+		b, err := leader.client.Bind(ctx, "inst-leader", "repl-inst-follower", agentapi.BindingRequest{Password: replPw, Role: agentapi.RoleReplication})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(b.Role).To(Equal(nodeapi.BindingRoleReplication))
+		Expect(b.Role).To(Equal(agentapi.RoleReplication))
 		repl := leader.tenant("repl-inst-follower", replPw)
 		Expect(repl.Get(ctx, "k1").Err()).To(MatchError(ContainSubstring("NOPERM")), "a replication user reads no keys")
 
-		_, err = follower.client.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: "inst-follower",
-			Leader: &nodeapi.Leader{Host: follower.cfg.Host, Port: follower.cfg.Port, Username: "x", Password: "y"}})
-		Expect(err).To(MatchError(nodeapi.ErrInvalid), "a node cannot follow itself")
-		_, err = follower.client.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: "inst-leader",
-			Leader: &nodeapi.Leader{Host: "127.0.0.1", Port: leader.cfg.Port}})
-		Expect(err).To(MatchError(nodeapi.ErrConflict))
+		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: follower.cfg.Host, Port: follower.cfg.Port, Username: "x", Password: "y"}})
+		Expect(err).To(MatchError(agentapi.ErrInvalid), "a node cannot follow itself")
+		_, err = follower.client.SetReplication(ctx, "inst-leader", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port}})
+		Expect(err).To(MatchError(agentapi.ErrConflict))
 
 		By("following the leader")
-		leaderAt := &nodeapi.Leader{Host: "127.0.0.1", Port: leader.cfg.Port, Username: "repl-inst-follower", Password: replPw}
-		st, err := follower.client.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: "inst-follower", Leader: leaderAt})
+		leaderAt := &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port, Username: "repl-inst-follower", Password: replPw}
+		st, err := follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Replication.Role).To(Equal(nodeapi.RoleFollower))
+		Expect(st.Live.Replication.Role).To(Equal(replication.RoleFollower))
 		// The leader waits repl-diskless-sync-delay (5s by default) for more
 		// followers before it streams the first snapshot.
 		Eventually(func(g Gomega) {
-			st, err := follower.client.Status(ctx)
+			st, err := follower.client.Get(ctx, "inst-follower")
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(st.Replication.Link).To(Equal("up"))
-			g.Expect(st.Keys).To(Equal(int64(100)))
+			g.Expect(st.Live).NotTo(BeNil())
+			g.Expect(st.Live.Replication.Link).To(Equal("up"))
+			g.Expect(st.Live.Keys).To(Equal(int64(100)))
 		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 		Expect(fc.Get(ctx, "k42").Val()).To(Equal("42"))
 		Expect(lc.Set(ctx, "late", "v", 0).Err()).To(Succeed())
 		Eventually(func() string { return fc.Get(ctx, "late").Val() }).WithContext(ctx).Should(Equal("v"))
 		Eventually(func(g Gomega) {
-			st, err := follower.client.Status(ctx)
+			st, err := follower.client.Get(ctx, "inst-follower")
 			g.Expect(err).NotTo(HaveOccurred())
-			r := st.Replication
-			g.Expect(r.Role).To(Equal(nodeapi.RoleFollower))
+			g.Expect(st.Live).NotTo(BeNil())
+			r := st.Live.Replication
+			g.Expect(r.Role).To(Equal(replication.RoleFollower))
 			g.Expect(r.LeaderHost).To(Equal("127.0.0.1"))
 			g.Expect(r.LeaderPort).To(Equal(leader.cfg.Port))
 			g.Expect(r.Link).To(Equal("up"))
 			g.Expect(r.Offset).To(BeNumerically(">", 0))
 			g.Expect(r.LagBytes).To(BeNumerically(">=", 0), "the lag is known: the follower asked its leader")
 		}).WithContext(ctx).Should(Succeed())
-		ls, err := leader.client.Status(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(ls.Replication.Role).To(Equal(nodeapi.RoleLeader))
-		Expect(ls.Replication.Followers).To(Equal(1))
+		ls := leader.get(ctx, "inst-leader")
+		Expect(ls.Live.Replication.Role).To(Equal(replication.RoleLeader))
+		Expect(ls.Live.Replication.Followers).To(Equal(1))
 		Expect(ls.Bindings).To(ConsistOf("app-l", "repl-inst-follower"))
 
 		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(MatchError(ContainSubstring("READONLY")))
@@ -427,9 +431,9 @@ var _ = Describe("two nodes, leader and follower", func() {
 		Expect(string(conf)).To(ContainSubstring(fmt.Sprintf("replicaof \"127.0.0.1\" %d\n", leader.cfg.Port)))
 
 		By("promoting the follower")
-		st, err = follower.client.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: "inst-follower", Leader: nil})
+		st, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: nil})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Replication.Role).To(Equal(nodeapi.RoleLeader))
+		Expect(st.Live.Replication.Role).To(Equal(replication.RoleLeader))
 		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(Succeed())
 		Expect(fc.Get(ctx, "late").Val()).To(Equal("v"), "the data stays")
 		conf, err = os.ReadFile(filepath.Join(follower.cfg.DataDir, "redis.conf"))
@@ -437,13 +441,10 @@ var _ = Describe("two nodes, leader and follower", func() {
 		Expect(string(conf)).NotTo(ContainSubstring("replicaof"))
 
 		By("resetting a node while it follows")
-		_, err = follower.client.SetReplication(ctx, nodeapi.ReplicationRequest{InstanceID: "inst-follower", Leader: leaderAt})
+		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
 		Expect(err).NotTo(HaveOccurred())
-		st, err = follower.client.Reset(ctx, nodeapi.ResetRequest{InstanceID: "inst-follower"})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.State).To(Equal(nodeapi.StateFree))
-		Expect(st.Replication.Role).To(Equal(nodeapi.RoleLeader))
-		Expect(st.Keys).To(BeZero())
+		Expect(follower.client.Delete(ctx, "inst-follower")).To(Succeed())
+		Expect(follower.node(ctx).State).To(Equal(agentapi.NodeFree))
 	})
 })
 
@@ -456,7 +457,7 @@ var _ = Describe("Config", func() {
 			Expect(err.Error()).To(ContainSubstring(field))
 		}
 		c = nodeagent.Config{
-			Listen: "127.0.0.1:9002", Credentials: nodeapi.Credentials{Username: "u", Password: "p"},
+			Listen: "127.0.0.1:9002", Credentials: agentapi.Credentials{Username: "u", Password: "p"},
 			TLS: nodeagent.TLS{CertFile: "c", KeyFile: "k"}, NodeID: "n1", Host: "10.0.0.7", DataDir: "/var/vcap/store/redis",
 		}
 		Expect(c.Validate()).To(Succeed())

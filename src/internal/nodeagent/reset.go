@@ -8,11 +8,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
 
@@ -20,36 +21,34 @@ import (
 // something of a tenant left.
 var errUnclean = errors.New("node not empty")
 
-// Reset wipes the node held by req.InstanceID and returns it to the pool once
-// the wiped server verified empty; a node that does not verify is quarantined
-// (StateResetFailed, ErrDirty) until a later reset passes. Resetting a free
-// node does nothing. The reset runs to its end even if the caller goes away:
-// half a reset would leave the node unusable until the next one.
-func (n *Node) Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Status, error) {
-	if err := checkID("instance_id", req.InstanceID); err != nil {
-		return nodeapi.Status{}, err
+// Delete resets the node held by instance id and returns it to the pool
+// once the wiped server verified empty; a node that does not verify is
+// quarantined (NodeResetFailed, ErrDirty) until a later reset passes.
+// Deleting on a free node does nothing. The reset runs to its end even if
+// the caller goes away: half a reset would leave the node unusable until
+// the next one.
+func (n *Node) Delete(ctx context.Context, id string) error {
+	if err := instance.CheckID("instance id", id); err != nil {
+		return err
 	}
 	ctx = context.WithoutCancel(ctx)
 	unlock, err := n.ops.LockContext(ctx, opKey)
 	if err != nil {
-		return nodeapi.Status{}, fmt.Errorf("%w: %v", nodeapi.ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", agentapi.ErrUnavailable, err)
 	}
 	defer unlock()
 	s := n.current()
 	switch {
-	case s.State == nodeapi.StateFree:
-		return n.status(ctx, s), nil
+	case s.State == agentapi.NodeFree:
+		return nil
 	case s.State == "":
-		return nodeapi.Status{}, fmt.Errorf("%w: node %s is starting", nodeapi.ErrUnavailable, n.cfg.NodeID)
-	case s.InstanceID != "" && s.InstanceID != req.InstanceID:
-		return nodeapi.Status{}, fmt.Errorf("%w: node %s is held by another instance", nodeapi.ErrConflict, n.cfg.NodeID)
+		return fmt.Errorf("%w: node %s is starting", agentapi.ErrUnavailable, n.cfg.NodeID)
+	case s.InstanceID != "" && s.InstanceID != id:
+		return fmt.Errorf("%w: node %s is held by another instance", agentapi.ErrConflict, n.cfg.NodeID)
 	}
 	n.logger.Info("resetting", "instance", s.InstanceID, "from", s.State)
-	s, err = n.reset(ctx)
-	if err != nil {
-		return nodeapi.Status{}, err
-	}
-	return n.status(ctx, s), nil
+	_, err = n.reset(ctx)
+	return err
 }
 
 // reset stops redis-server, deletes its whole data directory, renders an ACL
@@ -64,7 +63,7 @@ func (n *Node) Reset(ctx context.Context, req nodeapi.ResetRequest) (nodeapi.Sta
 func (n *Node) reset(ctx context.Context) (state, error) {
 	var s state
 	err := n.state.Update(func(st *state) error {
-		st.State, st.ResetError = nodeapi.StateResetting, ""
+		st.State, st.ResetError = agentapi.NodeResetting, ""
 		s = *st
 		return nil
 	})
@@ -72,7 +71,7 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 		return s, err
 	}
 
-	failure := n.stopForReset(ctx, s)
+	failure := n.srv.Stop(ctx, true)
 	if failure == nil {
 		if err := n.wipe(); err != nil {
 			// Go on: a server started with an ACL file holding only the
@@ -80,37 +79,38 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 			// is left. The node stays quarantined either way.
 			failure = err
 		}
+		// Nothing of the tenant stays in the record: parameters, users,
+		// leader. InstanceID stays until the reset passes.
 		err := n.state.Update(func(st *state) error {
-			*st = defaultState(*st)
-			st.AdminPassword = secret.New()
+			st.Record = instance.Record{
+				Port: st.Port, TLSPort: st.TLSPort, MaxMemoryBytes: st.MaxMemoryBytes,
+				Parameters: params.Defaults(), AdminPassword: secret.New(),
+			}
 			s = *st
 			return nil
 		})
-		if err == nil {
-			err = n.writeFiles(s)
-		}
-		if err == nil && n.isClosing() {
+		if err == nil && n.srv.Closing() {
 			err = errors.New("the agent is shutting down")
 		}
 		if err == nil {
-			err = n.sup.Start(ctx)
+			err = n.srv.Start(ctx)
 		}
 		if err == nil {
-			err = n.verify(ctx, s)
+			err = n.verify(ctx)
 		}
 		failure = errors.Join(failure, err)
 	}
 
-	if failure != nil && (n.isClosing() || ctx.Err() != nil) {
+	if failure != nil && (n.srv.Closing() || ctx.Err() != nil) {
 		// Interrupted, not failed: the state stays "resetting" and the next
 		// Start finishes the reset.
-		return s, fmt.Errorf("%w: the reset of node %s was interrupted and resumes when the agent starts: %v", nodeapi.ErrUnavailable, n.cfg.NodeID, failure)
+		return s, fmt.Errorf("%w: the reset of node %s was interrupted and resumes when the agent starts: %v", agentapi.ErrUnavailable, n.cfg.NodeID, failure)
 	}
 	err = n.state.Update(func(st *state) error {
 		if failure != nil {
-			st.State, st.ResetError = nodeapi.StateResetFailed, failure.Error()
+			st.State, st.ResetError = agentapi.NodeResetFailed, failure.Error()
 		} else {
-			st.State, st.InstanceID = nodeapi.StateFree, ""
+			st.State, st.InstanceID = agentapi.NodeFree, ""
 		}
 		s = *st
 		return nil
@@ -120,44 +120,20 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 	}
 	if failure != nil {
 		n.logger.Error("reset failed; the node is quarantined", "error", failure)
-		return s, fmt.Errorf("%w: the reset of node %s did not verify: %v", nodeapi.ErrDirty, n.cfg.NodeID, failure)
+		return s, fmt.Errorf("%w: the reset of node %s did not verify: %v", agentapi.ErrDirty, n.cfg.NodeID, failure)
 	}
 	n.logger.Info("reset verified; node free")
 	return s, nil
 }
 
-// stopForReset stops redis-server: the supervised one, or the one a crashed
-// agent left running (adopted, then stopped). Its RDB snapshot on shutdown is
-// switched off first: the data is about to be deleted, and writing a large
-// snapshot would only slow the reset down.
-func (n *Node) stopForReset(ctx context.Context, s state) error {
-	if !n.sup.Status().Supervising {
-		_, recorded := os.Stat(n.paths.pid)
-		if _, running := n.runningPid(ctx, time.Second); recorded != nil && !running {
-			return nil // no server was left running
-		}
-		if err := n.sup.Start(ctx); err != nil {
-			n.logger.Info("no running redis-server to stop", "detail", err)
-		}
-	}
-	if n.sup.Status().Running {
-		if err := n.adminDo(ctx, s, "CONFIG", "SET", "save", ""); err != nil {
-			n.logger.Warn("could not switch off the shutdown snapshot", "error", err)
-		}
-	}
-	if err := n.sup.Stop(ctx); err != nil {
-		return fmt.Errorf("redis-server did not stop: %w", err)
-	}
-	return nil
-}
-
 // wipe deletes redis-server's data directory (dump.rdb, appendonlydir and
 // anything else in it) and creates it again, empty.
 func (n *Node) wipe() error {
-	if err := os.RemoveAll(n.paths.data); err != nil {
+	data := n.srv.Paths().Data
+	if err := os.RemoveAll(data); err != nil {
 		return fmt.Errorf("wiping the data directory: %w", err)
 	}
-	if err := os.MkdirAll(n.paths.data, 0o700); err != nil {
+	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
 	return nil
@@ -167,8 +143,8 @@ func (n *Node) wipe() error {
 // no ACL user but the admin (and the disabled default user) exists, that no
 // function is loaded and that the server leads. A finding wraps errUnclean;
 // any other error means the server could not be asked.
-func (n *Node) verify(ctx context.Context, s state) error {
-	c := n.adminClient(s)
+func (n *Node) verify(ctx context.Context) error {
+	c := n.srv.Admin()
 	defer c.Close()
 	conn := c.Conn()
 	defer conn.Close()
@@ -179,7 +155,7 @@ func (n *Node) verify(ctx context.Context, s state) error {
 		return fmt.Errorf("INFO: %w", err)
 	}
 	for db, line := range info["Keyspace"] {
-		found = append(found, fmt.Sprintf("%s holds %d keys", db, keyspaceField(line, "keys")))
+		found = append(found, fmt.Sprintf("%s holds %d keys", db, instance.KeyspaceField(line, "keys")))
 	}
 	if role := info["Replication"]["role"]; role != "master" {
 		found = append(found, "it replicates a leader (role "+role+")")
@@ -209,7 +185,7 @@ func (n *Node) verify(ctx context.Context, s state) error {
 		return fmt.Errorf("ACL USERS: %w", err)
 	}
 	for _, u := range users {
-		if u != AdminUser && u != "default" {
+		if u != instance.AdminUser && u != "default" {
 			found = append(found, "ACL user "+u+" exists")
 		}
 	}

@@ -21,8 +21,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
@@ -59,13 +59,13 @@ type node struct {
 	cfg    nodeagent.Config
 	n      *nodeagent.Node
 	url    string
-	client *nodeapi.Client
+	client *agentapi.Client
 	cancel context.CancelFunc
 	done   chan error
 	// clients are every client made for the node; stopping the node closes
 	// their idle connections, or the server would wait a second for each
 	// HTTP/2 connection to go away.
-	clients []*nodeapi.Client
+	clients []*agentapi.Client
 }
 
 // nodeConfig is the config of a node whose files live in dir and whose
@@ -76,7 +76,7 @@ func nodeConfig(dir, host string) nodeagent.Config {
 	Expect(err).NotTo(HaveOccurred())
 	return nodeagent.Config{
 		Listen:      net.JoinHostPort(host, "0"),
-		Credentials: nodeapi.Credentials{Username: "broker", Password: secret.New()},
+		Credentials: agentapi.Credentials{Username: "broker", Password: secret.New()},
 		TLS:         nodeagent.TLS{CertFile: certFile, KeyFile: keyFile},
 		NodeID:      "node-" + strings.ReplaceAll(host, ".", "-"),
 		Host:        host,
@@ -105,7 +105,7 @@ func startNode(cfg nodeagent.Config) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	srv := serve.Server{Addr: cfg.Listen, Handler: nodeapi.NewHandler(n, cfg.Credentials, logger), CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, Logger: logger}
+	srv := serve.Server{Addr: cfg.Listen, Handler: agentapi.NewHandler(n, cfg.Credentials, logger), CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, Logger: logger}
 	go func() { done <- srv.Run(ctx, func(a net.Addr) { addr <- a }) }()
 	var a net.Addr
 	select {
@@ -119,8 +119,8 @@ func startNode(cfg nodeagent.Config) *node {
 	return nd
 }
 
-func (nd *node) clientWith(creds nodeapi.Credentials, caPEM string) *nodeapi.Client {
-	c, err := nodeapi.NewClient(nodeapi.ClientConfig{URL: nd.url, Username: creds.Username, Password: creds.Password, CACert: caPEM})
+func (nd *node) clientWith(creds agentapi.Credentials, caPEM string) *agentapi.Client {
+	c, err := agentapi.NewNodeClient(agentapi.ClientConfig{URL: nd.url, Credentials: creds, CACert: caPEM})
 	Expect(err).NotTo(HaveOccurred())
 	nd.clients = append(nd.clients, c)
 	return c
@@ -176,16 +176,31 @@ func (nd *node) tenant(user, password string) *redis.Client {
 // bind creates a tenant binding user and returns a client logged in as it.
 func (nd *node) bind(ctx context.Context, instanceID, bindingID string) (*redis.Client, string) {
 	pw := secret.New()
-	b, err := nd.client.Bind(ctx, bindingID, nodeapi.BindingRequest{InstanceID: instanceID, Password: pw})
+	b, err := nd.client.Bind(ctx, instanceID, bindingID, agentapi.BindingRequest{Password: pw})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(b).To(Equal(nodeapi.Binding{Username: bindingID, Host: nd.cfg.Host, Port: nd.cfg.Port}))
+	Expect(b).To(Equal(agentapi.Binding{Username: bindingID, Host: nd.cfg.Host, Port: nd.cfg.Port}))
 	return nd.tenant(bindingID, pw), pw
 }
 
-func (nd *node) claim(ctx context.Context, instanceID string) nodeapi.Status {
-	st, err := nd.client.Claim(ctx, nodeapi.ClaimRequest{InstanceID: instanceID, Parameters: params.Defaults()})
+func (nd *node) claim(ctx context.Context, instanceID string) agentapi.Instance {
+	st, err := nd.client.Create(ctx, instanceID, agentapi.InstanceRequest{Parameters: params.Defaults()})
 	Expect(err).NotTo(HaveOccurred())
 	return st
+}
+
+// node asks the node for its place in the pool.
+func (nd *node) node(ctx context.Context) agentapi.Node {
+	n, err := nd.client.Node(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	return n
+}
+
+// get describes the instance holding the node, with its server's figures.
+func (nd *node) get(ctx context.Context, id string) agentapi.Instance {
+	inst, err := nd.client.Get(ctx, id)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(inst.Live).NotTo(BeNil(), "the server answers")
+	return inst
 }
 
 // adminPassword reads the admin password from the node's state file, as only
@@ -241,7 +256,7 @@ func processAlive(pid int) error { return syscall.Kill(pid, 0) }
 type rawResponse struct {
 	status      int
 	contentType string
-	body        nodeapi.ErrorBody
+	body        agentapi.ErrorBody
 }
 
 // rawRequest sends a request the client would never send, over TLS that

@@ -14,22 +14,22 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
 
 // redisTLS is the node's redis_tls: the suite's CA signs its certificate
 // (issued for host in dir), and ca_file holds that CA.
-func redisTLS(dir, host string) *agentbase.RedisTLS {
+func redisTLS(dir, host string) *instance.RedisTLS {
 	tlsDir := filepath.Join(dir, "redis-tls")
 	Expect(os.MkdirAll(tlsDir, 0o700)).To(Succeed())
 	certFile, keyFile, err := ca.Issue(tlsDir, host)
 	Expect(err).NotTo(HaveOccurred())
 	caFile := filepath.Join(tlsDir, "ca.pem")
 	Expect(os.WriteFile(caFile, []byte(ca.PEM), 0o600)).To(Succeed())
-	return &agentbase.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
+	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
 }
 
 // tlsTenant is a client of port over TLS that verifies the server with caPEM.
@@ -54,7 +54,7 @@ var _ = Describe("Node with redis_tls", func() {
 		st := nd.claim(ctx, "inst-1")
 		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
 		pw := secret.New()
-		b, err := nd.client.Bind(ctx, "b1", nodeapi.BindingRequest{InstanceID: "inst-1", Password: pw})
+		b, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: pw})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(b.TLSPort).To(Equal(cfg.TLSPort))
 		Expect(b.TLSCA).To(Equal(ca.PEM))
@@ -78,7 +78,7 @@ var _ = Describe("Node with redis_tls", func() {
 		cfg.TLSPort = freePort("127.0.0.1")
 		nd = startNode(cfg)
 		Expect(nd.pid()).To(Equal(pid))
-		st, err := nd.client.Status(ctx)
+		st, err := nd.client.Get(ctx, "inst-1")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
 		Expect(tlsTenant("127.0.0.1", cfg.TLSPort, ca.PEM, "b1", pw).Get(ctx, "k").Val()).To(Equal("kept"))
@@ -88,7 +88,7 @@ var _ = Describe("Node with redis_tls", func() {
 		cfg.RedisTLS, cfg.TLSPort = nil, 0
 		nd = startNode(cfg)
 		Expect(nd.pid()).To(Equal(pid))
-		st, err = nd.client.Status(ctx)
+		st, err = nd.client.Get(ctx, "inst-1")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.TLSPort).To(BeZero())
 		_, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)), time.Second)

@@ -5,8 +5,9 @@ import (
 	"fmt"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
 
@@ -20,7 +21,7 @@ type Config struct {
 	TLS *TLS `json:"tls,omitempty"`
 	// RedisTLS, when set, gives every instance a TLS port beside its
 	// plaintext one, from the same port range, with this certificate.
-	RedisTLS *agentbase.RedisTLS `json:"redis_tls,omitempty"`
+	RedisTLS *instance.RedisTLS `json:"redis_tls,omitempty"`
 	// Host is the address apps connect to; it goes into credentials.
 	Host string `json:"host"`
 	// Bind is the address redis-servers listen on; empty means Host.
@@ -45,19 +46,19 @@ type Config struct {
 }
 
 // TLS names a certificate and key in PEM files.
-type TLS = agentbase.TLS
+type TLS = agentcmd.TLS
 
 // Validate checks the config and fills in defaults, naming the field at fault.
 func (c *Config) Validate() error {
-	errs := agentbase.CheckAPI(c.Listen, c.Credentials)
+	errs := agentcmd.CheckAPI(c.Listen, c.Credentials)
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls.cert_file and tls.key_file are both required when tls is set"))
 	}
 	if c.RedisTLS != nil {
 		errs = append(errs, c.RedisTLS.Validate("redis_tls"))
 	}
-	errs = append(errs, agentbase.CheckHost(c.Host, &c.Bind)...)
-	errs = append(errs, agentbase.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
+	errs = append(errs, agentcmd.CheckHost(c.Host, &c.Bind)...)
+	errs = append(errs, agentcmd.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
 	if c.Ports == (portalloc.Range{}) {
 		c.Ports = portalloc.Default
 	}
@@ -82,7 +83,7 @@ func (c *Config) memoryBudget() (int64, error) {
 	if c.MemoryBudgetMB > 0 {
 		return c.MemoryBudgetMB << 20, nil
 	}
-	total, err := agentbase.MachineMemory()
+	total, err := agentcmd.MachineMemory()
 	if err != nil {
 		return 0, fmt.Errorf("memory_budget_mb is unset and %w", err)
 	}

@@ -6,11 +6,8 @@ package sharedagent
 func (m *Manager) Abandon() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, s := range m.sups {
-		s.Detach()
-	}
-	for _, cancel := range m.retrying {
-		cancel()
+	for _, s := range m.servers {
+		s.Abandon()
 	}
 }
 

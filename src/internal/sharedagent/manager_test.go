@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
@@ -241,7 +242,7 @@ var _ = Describe("Manager", func() {
 		}
 		_, err := a.client.Create(ctx, "i1", request(16))
 		Expect(err).NotTo(HaveOccurred())
-		_, err = a.client.Bind(ctx, "i1", sharedagent.AdminUser, agentapi.BindingRequest{Password: secret.New()})
+		_, err = a.client.Bind(ctx, "i1", instance.AdminUser, agentapi.BindingRequest{Password: secret.New()})
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
 	})
 

@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
@@ -25,14 +25,14 @@ import (
 )
 
 // redisTLS makes a CA and a certificate for 127.0.0.1 in dir.
-func redisTLS(dir string) *agentbase.RedisTLS {
+func redisTLS(dir string) *instance.RedisTLS {
 	ca, err := tlstest.NewCA("redis-ca")
 	Expect(err).NotTo(HaveOccurred())
 	certFile, keyFile, err := ca.Issue(dir, "127.0.0.1")
 	Expect(err).NotTo(HaveOccurred())
 	caFile := filepath.Join(dir, "redis-ca.pem")
 	Expect(os.WriteFile(caFile, []byte(ca.PEM), 0o600)).To(Succeed())
-	return &agentbase.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
+	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
 }
 
 // tlsTenant is a client of the instance's TLS port that verifies the server
@@ -55,7 +55,7 @@ var _ = Describe("Manager with redis_tls", func() {
 	var (
 		dir string
 		a   *agent
-		rt  *agentbase.RedisTLS
+		rt  *instance.RedisTLS
 	)
 	BeforeEach(func() {
 		dir = GinkgoT().TempDir()
@@ -68,7 +68,7 @@ var _ = Describe("Manager with redis_tls", func() {
 			a = nil
 		}
 	})
-	tlsConfig := func() agentbase.RedisTLS { return *rt }
+	tlsConfig := func() instance.RedisTLS { return *rt }
 
 	It("serves every new instance on a TLS port of its own beside the plaintext one", func(ctx SpecContext) {
 		cfg := config(dir)
@@ -196,7 +196,7 @@ var _ = Describe("Manager with redis_tls", func() {
 
 		// Whether the files exist and parse is checked at start: a config
 		// is also checked where they are not yet (a BOSH template's).
-		start := func(t agentbase.RedisTLS) error {
+		start := func(t instance.RedisTLS) error {
 			cfg := config(dir)
 			cfg.RedisTLS = &t
 			Expect(cfg.Validate()).To(Succeed())

@@ -146,7 +146,7 @@ var _ = Describe("a broker served over HTTPS", func() {
 		Expect(cfg.Validate()).To(Succeed())
 		agent, err := agentapi.NewClient(cfg.SharedVM.Agents[0].ClientConfig)
 		Expect(err).NotTo(HaveOccurred())
-		b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		Expect(err).NotTo(HaveOccurred())
 		ca, err = tlstest.NewCA("broker-ca")
 		Expect(err).NotTo(HaveOccurred())

@@ -15,8 +15,8 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 )
 
@@ -39,8 +39,8 @@ func (s *System) ErrandConfig(dest backup.Destination) (backup.ErrandConfig, err
 		if err := readJSON(p.Config, &nc); err != nil {
 			return cfg, err
 		}
-		cfg.Nodes = append(cfg.Nodes, backup.NodeSource{ID: nc.NodeID, ClientConfig: nodeapi.ClientConfig{
-			URL: "https://" + nc.Listen, Username: nc.Credentials.Username, Password: nc.Credentials.Password, CACert: s.CA.PEM,
+		cfg.Nodes = append(cfg.Nodes, backup.NodeSource{ID: nc.NodeID, ClientConfig: agentapi.ClientConfig{
+			URL: "https://" + nc.Listen, Credentials: nc.Credentials, CACert: s.CA.PEM,
 		}})
 	}
 	return cfg, nil
@@ -61,7 +61,7 @@ type Instance struct {
 // Admin returns an admin client of the instance.
 func (i Instance) Admin() *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: i.Addr, Username: sharedagent.AdminUser, Password: i.AdminPassword,
+		Addr: i.Addr, Username: instance.AdminUser, Password: i.AdminPassword,
 		Protocol: 2, DisableIdentity: true, MaxRetries: -1, ReadTimeout: 10 * time.Second,
 	})
 }
@@ -100,7 +100,7 @@ func (s *System) FindInstance(id string) (Instance, error) {
 		if err := readJSON(filepath.Join(nc.DataDir, "state.json"), &st); err != nil {
 			return Instance{}, err
 		}
-		if st.InstanceID == id && st.State == nodeapi.StateClaimed {
+		if st.InstanceID == id && st.State == agentapi.NodeClaimed {
 			return Instance{Addr: net.JoinHostPort(cmp.Or(nc.Bind, nc.Host), strconv.Itoa(nc.Port)), AdminPassword: st.AdminPassword, Dir: nc.DataDir, Pid: pidIn(filepath.Join(nc.DataDir, "redis.pid"))}, nil
 		}
 	}

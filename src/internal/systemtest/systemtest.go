@@ -26,11 +26,10 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/agentbase"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/nodeapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
@@ -143,7 +142,7 @@ type System struct {
 
 // redisTLS issues a redis-server certificate for host into dir/name and
 // returns the redis_tls config naming it.
-func (s *System) redisTLS(name, host string) (*agentbase.RedisTLS, error) {
+func (s *System) redisTLS(name, host string) (*instance.RedisTLS, error) {
 	dir := filepath.Join(s.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -152,7 +151,7 @@ func (s *System) redisTLS(name, host string) (*agentbase.RedisTLS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &agentbase.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: s.RedisCAFile}, nil
+	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: s.RedisCAFile}, nil
 }
 
 // Start starts the agents, then the broker, each with a fresh config in dir,
@@ -265,8 +264,8 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 		s.Nodes = append(s.Nodes, p)
 		s.NodeDirs = append(s.NodeDirs, cfg.DataDir)
-		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: nodeapi.ClientConfig{
-			URL: "https://" + cfg.Listen, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password, CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
+		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: agentapi.ClientConfig{
+			URL: "https://" + cfg.Listen, Credentials: cfg.Credentials, CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
 		}})
 	}
 	port, err := redistest.FreePort()

@@ -1,4 +1,4 @@
-package agentbase
+package agentcmd
 
 import (
 	"context"

@@ -1,80 +1,69 @@
-// Package agentbase is what the two agents, the shared VMs' (sharedagent)
-// and the dedicated nodes' (nodeagent), and their commands have in common:
-// the checks of the fields both configs have, and the main that loads a
-// config, runs an agent and serves its API.
-package agentbase
+package instance
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/redis/go-redis/v9"
 )
 
-// CheckAPI checks the address and the credentials of an agent's API.
-func CheckAPI(listen string, creds agentapi.Credentials) []error {
-	var errs []error
-	if _, _, err := net.SplitHostPort(listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not host:port", listen))
+// RedisServerPath returns the absolute path of the redis-server binary
+// named in a config (a name is looked up on PATH): adoption compares it
+// with /proc/PID/exe.
+func RedisServerPath(name string) (string, error) {
+	server, err := exec.LookPath(name)
+	if err == nil {
+		server, err = filepath.Abs(server)
 	}
-	if creds.Username == "" || creds.Password == "" {
-		errs = append(errs, errors.New("credentials.username and credentials.password are required"))
-	}
-	return errs
-}
-
-// CheckHost checks the address apps connect to, and makes it the address
-// redis-server listens on when bind is empty.
-func CheckHost(host string, bind *string) []error {
-	var errs []error
-	if host == "" {
-		errs = append(errs, errors.New("host is required"))
-	}
-	if *bind == "" {
-		*bind = host
-	}
-	return errs
-}
-
-// CheckFiles checks where an agent keeps its files and fills in the
-// defaults: logDir is dataDir/logs, redisServer the redis-server on PATH.
-func CheckFiles(dataDir string, logDir, redisServer *string) []error {
-	var errs []error
-	if dataDir == "" || !filepath.IsAbs(dataDir) {
-		errs = append(errs, errors.New("data_dir must be an absolute path"))
-	}
-	if *logDir == "" {
-		*logDir = filepath.Join(dataDir, "logs")
-	}
-	if *redisServer == "" {
-		*redisServer = "redis-server"
-	}
-	return errs
-}
-
-// MachineMemory returns the machine's memory in bytes, MemTotal of
-// /proc/meminfo.
-func MachineMemory() (int64, error) {
-	data, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
+		return "", fmt.Errorf("redis_server: %w", err)
 	}
-	var kb int64
-	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
-		return 0, fmt.Errorf("the machine's memory is unknown: %w", err)
-	}
-	return kb << 10, nil
+	return server, nil
 }
 
-// TLS names a certificate and key in PEM files.
-type TLS struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
+// RedisClient returns a client of the redis-server at addr with one
+// connection and no retries, for an agent's own commands.
+func RedisClient(addr, user, password string, timeout time.Duration) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:            addr,
+		Username:        user,
+		Password:        password,
+		Protocol:        2,
+		DisableIdentity: true,
+		MaxRetries:      -1,
+		// One dial attempt: readiness is polled every few milliseconds, and
+		// go-redis would otherwise retry a refused dial 5 times, 100ms apart.
+		DialerRetries: 1,
+		PoolSize:      1,
+		DialTimeout:   min(2*time.Second, timeout),
+		ReadTimeout:   timeout,
+		WriteTimeout:  timeout,
+	})
+}
+
+// client is an admin connection to the server of r.
+func (s *Server) client(r Record, timeout time.Duration) *redis.Client {
+	return RedisClient(s.addr(r), AdminUser, r.AdminPassword, timeout)
+}
+
+// Admin returns a new admin connection to the running server, with the
+// password of the record as stored now; the caller closes it.
+func (s *Server) Admin() *redis.Client { return s.client(s.current(), adminTimeout) }
+
+// adminDo runs one command as the admin user on a fresh connection: with
+// hundreds of instances per agent, idle pools would cost more than dialling
+// loopback for the rare admin command.
+func (s *Server) adminDo(ctx context.Context, r Record, args ...any) error {
+	c := s.client(r, adminTimeout)
+	defer c.Close()
+	return c.Do(ctx, args...).Err()
 }
 
 // RedisTLS turns TLS on for the Redis ports: every redis-server serves a TLS
@@ -98,12 +87,16 @@ type RedisTLS struct {
 // when a BOSH template renders it).
 func (t *RedisTLS) Validate(name string) error {
 	var errs []error
-	for _, f := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+	for _, f := range t.files() {
 		if f.path == "" {
 			errs = append(errs, fmt.Errorf("%s.%s is required when %s is set", name, f.field, name))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (t *RedisTLS) files() []struct{ field, path string } {
+	return []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}}
 }
 
 // Check checks that the three files exist and parse (the certificate
@@ -118,7 +111,7 @@ func (t *RedisTLS) Check(name string) error {
 		return err
 	}
 	var errs []error
-	for _, f := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+	for _, f := range t.files() {
 		if _, err := os.Stat(f.path); err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", name, f.field, err))
 		}

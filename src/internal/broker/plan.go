@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+)
+
+// plan is what differs between the plans: where an instance goes and how
+// it is made and removed. Everything an instance does once it exists goes
+// through the agent of its VM (vm.go) whatever its plan, so the verbs
+// never ask which plan an instance has.
+type plan interface {
+	// entry is the plan's catalog entry.
+	entry() domain.ServicePlan
+	// open prepares the plan's records when the broker starts.
+	open() error
+	// admit refuses, within the transaction that stores a new instance's
+	// record, an instance the plan has no room for.
+	admit(s *state) error
+	// provision makes the instance of a stored "creating" record, going on
+	// from what the record says was done: a VM placed or claimed (inst.VM)
+	// or not yet. Every step is recorded before it is taken. When the plan
+	// has no room after all, the record is removed.
+	provision(ctx context.Context, inst *instance) error
+	// deprovision removes the instance of a record marked "deleting", and
+	// then the record. With async it may finish in the background and
+	// report true; last_operation tells the outcome.
+	deprovision(ctx context.Context, inst *instance, async bool) (bool, error)
+	// round does what needs no request (resizes, resets); false means
+	// something could not be reached and the round should come again soon.
+	round(ctx context.Context) bool
+}
+
+// planOf returns the plan of inst; nil for a plan the config no longer has.
+func (b *Broker) planOf(inst *instance) plan { return b.plans[inst.PlanID] }
+
+// roundPeriod is how often the background rounds run: quarantined nodes
+// are reset again, and shared instances given the plan's memory limit.
+const roundPeriod = 10 * time.Minute
+
+// Run does, in the background, now and every ten minutes until ctx ends,
+// what needs no request: each plan's round (plan.round). A round that could
+// not reach everything (agents start beside the broker, or after it) comes
+// again after a second, backing off up to the period.
+func (b *Broker) Run(ctx context.Context) {
+	for _, p := range b.order {
+		b.repeat(ctx, p.round)
+	}
+}
+
+func (b *Broker) repeat(ctx context.Context, round func(context.Context) bool) {
+	b.resets.Go(func() {
+		retry := time.Second
+		for {
+			wait := roundPeriod
+			if round(ctx) {
+				retry = time.Second
+			} else {
+				wait, retry = retry, min(2*retry, roundPeriod)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	})
+}
+
+// Wait waits for background work to end (Run's rounds end with its ctx;
+// a delete or restore in flight finishes first).
+func (b *Broker) Wait() { b.resets.Wait() }

@@ -1,0 +1,220 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/placement"
+)
+
+// sharedPlan is the shared-vm plan: an isolated redis-server of its own on
+// the shared VM with the most free memory, at most MaxInstances in all.
+type sharedPlan struct {
+	b   *Broker
+	cfg *SharedVMPlan
+}
+
+var _ plan = (*sharedPlan)(nil)
+
+func (p *sharedPlan) entry() domain.ServicePlan {
+	return p.b.catalogPlan(p.cfg.PlanID, p.cfg.Name, p.cfg.Description, "Shared VM", []string{
+		"An isolated redis-server process on a shared VM",
+		formatMB(p.cfg.MaxMemoryMB) + " memory limit",
+		"Per-binding credentials, AOF and RDB persistence",
+	})
+}
+
+func (p *sharedPlan) open() error { return nil }
+
+func (p *sharedPlan) admit(s *state) error {
+	n := 0
+	for _, r := range s.Instances {
+		if r.PlanID == p.cfg.PlanID {
+			n++
+		}
+	}
+	if n >= p.cfg.MaxInstances {
+		return p.full()
+	}
+	return nil
+}
+
+func (p *sharedPlan) maxmemory() int64 { return p.cfg.MaxMemoryMB << 20 }
+
+// provision places the instance (unless the record has its VM already) and
+// creates it.
+func (p *sharedPlan) provision(ctx context.Context, inst *instance) error {
+	order := []string{inst.VM}
+	if inst.VM == "" {
+		var err error
+		if order, err = p.placeOrder(ctx); err != nil {
+			return errors.Join(err, p.b.forget(inst.ID))
+		}
+	}
+	return p.create(ctx, inst, order)
+}
+
+// create asks the agents of order, in turn, to create inst until one does,
+// recording each agent before it is asked. When every agent refuses for want
+// of room, the record is removed and the plan is full.
+func (p *sharedPlan) create(ctx context.Context, inst *instance, order []string) error {
+	req := agentapi.InstanceRequest{MaxMemoryBytes: p.maxmemory(), Parameters: inst.Parameters}
+	var lastErr error
+	for _, id := range order {
+		v, ok := p.b.vms[id]
+		if !ok {
+			return fmt.Errorf("instance %s is on agent %q, which is no longer in the broker's config", inst.ID, id)
+		}
+		if inst.VM != id {
+			if err := p.b.setVM(inst.ID, id); err != nil {
+				return err
+			}
+			inst.VM = id
+		}
+		created, err := v.c.Create(ctx, inst.ID, req)
+		if errors.Is(err, agentapi.ErrFull) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			// The record stays "creating": a retry finishes the provision, and
+			// Cloud Controller's orphan-mitigation delete removes whatever the
+			// agent did.
+			return fmt.Errorf("creating instance %s on agent %s: %w", inst.ID, id, err)
+		}
+		return p.b.created(inst.ID, created, "instance created")
+	}
+	if err := p.b.forget(inst.ID); err != nil {
+		return err
+	}
+	p.b.logger.Info("every shared VM refused the instance for want of room", "instance", inst.ID, "last_error", fmt.Sprint(lastErr))
+	return p.full()
+}
+
+// capacityTimeout bounds the capacity query of placement.
+const capacityTimeout = 5 * time.Second
+
+// placeOrder asks every agent for its capacity and returns the ids of those
+// that can take an instance, best first (placement.Order). Unreachable
+// agents are skipped and logged.
+func (p *sharedPlan) placeOrder(ctx context.Context) ([]string, error) {
+	type result struct {
+		id  string
+		c   agentapi.Capacity
+		err error
+	}
+	// An agent that does not answer quickly is skipped rather than waited
+	// for: placement has others to choose from.
+	ctx, cancel := context.WithTimeout(ctx, capacityTimeout)
+	defer cancel()
+	results := make(chan result, len(p.cfg.Agents))
+	for _, a := range p.cfg.Agents {
+		go func() {
+			c, err := p.b.vms[a.ID].c.Capacity(ctx)
+			results <- result{a.ID, c, err}
+		}()
+	}
+	var candidates []placement.Candidate
+	var failed []error
+	for range p.cfg.Agents {
+		r := <-results
+		if r.err != nil {
+			p.b.logger.Error("agent unreachable; placing instances elsewhere", "agent", r.id, "error", r.err)
+			failed = append(failed, r.err)
+			continue
+		}
+		candidates = append(candidates, placement.Candidate{AgentID: r.id, Capacity: r.c})
+	}
+	if len(candidates) == 0 {
+		return nil, fmt.Errorf("%w: %w", errNoAgent, errors.Join(failed...))
+	}
+	order := placement.Order(candidates, p.maxmemory())
+	if len(order) == 0 {
+		return nil, p.full()
+	}
+	return order, nil
+}
+
+func (p *sharedPlan) full() error {
+	return &userError{
+		status: http.StatusUnprocessableEntity,
+		cause:  ErrPlanFull,
+		msg: fmt.Sprintf("The %s plan is full: it holds at most %d instances and needs %d MB free on a shared VM. Delete an instance you no longer need, or ask your operator to raise the plan's limit.",
+			p.cfg.Name, p.cfg.MaxInstances, p.cfg.MaxMemoryMB),
+	}
+}
+
+// deprovision removes the instance from its agent (one the agent no longer
+// has is gone already), then the record.
+func (p *sharedPlan) deprovision(ctx context.Context, inst *instance, _ bool) (bool, error) {
+	if inst.VM != "" {
+		v, err := p.b.vmOf(inst)
+		if err != nil {
+			return false, err
+		}
+		if err := v.c.Delete(ctx, inst.ID); err != nil && !errors.Is(err, agentapi.ErrNotFound) {
+			return false, fmt.Errorf("deleting instance %s on agent %s: %w", inst.ID, inst.VM, err)
+		}
+	}
+	if err := p.b.forget(inst.ID); err != nil {
+		return false, err
+	}
+	p.b.logger.Info("instance deleted", "instance", inst.ID, "agent", inst.VM, "bindings", len(inst.Bindings))
+	return false, nil
+}
+
+// round gives every shared instance the plan's memory limit
+// (shared_vm.maxmemory_mb) when it has another: the operator changed the
+// plan and redeployed. Agents apply it live. One that cannot be applied yet
+// (the VM's budget cannot hold it, or the instance holds more than a smaller
+// limit, or the agent is away) keeps its limit and is tried again on the
+// next round; nothing is evicted for it. It reports whether every agent
+// answered.
+func (p *sharedPlan) round(ctx context.Context) bool {
+	want := p.maxmemory()
+	ids := make([]string, 0, len(p.cfg.Agents))
+	for _, a := range p.cfg.Agents {
+		ids = append(ids, a.ID)
+	}
+	slices.Sort(ids)
+	answered := true
+	for _, agentID := range ids {
+		a := p.b.vms[agentID].c
+		instances, err := a.List(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			answered = false
+			p.b.logger.Warn("cannot list an agent's instances to give them the plan's memory limit; trying again later", "agent", agentID, "error", err)
+			continue
+		}
+		for _, inst := range instances {
+			if inst.MaxMemoryBytes == want {
+				continue
+			}
+			_, err := a.Resize(ctx, inst.ID, agentapi.ResizeRequest{MaxMemoryBytes: want})
+			if err != nil {
+				if ctx.Err() != nil {
+					return false
+				}
+				if !errors.Is(err, agentapi.ErrFull) && !errors.Is(err, agentapi.ErrConflict) {
+					answered = false
+				}
+				p.b.logger.Warn("an instance keeps its memory limit for now", "instance", inst.ID, "agent", agentID,
+					"maxmemory_mb", inst.MaxMemoryBytes>>20, "plan_maxmemory_mb", want>>20, "error", err)
+				continue
+			}
+			p.b.logger.Info("instance given the plan's memory limit", "instance", inst.ID, "agent", agentID,
+				"from_mb", inst.MaxMemoryBytes>>20, "to_mb", want>>20)
+		}
+	}
+	return answered
+}

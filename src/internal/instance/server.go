@@ -1,0 +1,420 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+	"github.com/cf-redis/redis-for-cf/src/internal/supervisor"
+)
+
+// Env is what every server of one agent shares.
+type Env struct {
+	// Host is the address apps connect to; it goes into bindings.
+	Host string
+	// Bind is the address redis-servers listen on.
+	Bind string
+	// RedisServer is the absolute path of the redis-server binary
+	// (RedisServerPath): adoption compares it with /proc/PID/exe.
+	RedisServer string
+	// TLS, when set, makes every server with a TLS port serve it with this
+	// certificate; nil means plaintext only.
+	TLS *RedisTLS
+	// Plan is the plan name snapshots record in their manifest.
+	Plan string
+	// Logger receives the servers' logs; nil discards them.
+	Logger *slog.Logger
+	// Started reports whether the agent finished recovering its instances:
+	// until then a restore cut short by a crash may still be rolled back, so
+	// snapshots and restores are refused. Nil means started.
+	Started func() bool
+}
+
+// Paths are where one server's files live.
+type Paths struct {
+	// Dir holds the server's files; a restore stages a backup in it, on the
+	// file system of Data.
+	Dir string
+	// Conf is redis.conf, ACL the ACL file, Data redis-server's dir (RDB and
+	// AOF), Pid the pid file, Log redis-server's log.
+	Conf, ACL, Data, Pid, Log string
+}
+
+// PathsIn are the paths of a server whose files are all in dir but its log.
+func PathsIn(dir, log string) Paths {
+	return Paths{
+		Dir:  dir,
+		Conf: filepath.Join(dir, "redis.conf"),
+		ACL:  filepath.Join(dir, "users.acl"),
+		Data: filepath.Join(dir, "data"),
+		Pid:  filepath.Join(dir, "redis.pid"),
+		Log:  log,
+	}
+}
+
+// Config says which server a Server runs and how its agent keeps it.
+type Config struct {
+	Env *Env
+	// Name names the server in its redis.conf and logs: the instance id on
+	// a shared VM, the node id on a node.
+	Name  string
+	Paths Paths
+	Store Store
+	// Lock serialises the operations that change the server (and, on a
+	// node, everything else the node does); it returns the unlock.
+	Lock func(ctx context.Context) (func(), error)
+	// Runnable reports whether the server should run now (not deleted, not
+	// being reset): a background retry stops when it says no. Nil means
+	// always.
+	Runnable func() bool
+}
+
+// Server runs one redis-server from its record. The zero value is not
+// usable; call New.
+type Server struct {
+	cfg    Config
+	env    *Env
+	logger *slog.Logger
+	sup    *supervisor.Supervisor
+
+	mu      sync.Mutex
+	closing bool
+	// retryCancel stops the background retry of a server that did not
+	// start; nil when none runs.
+	retryCancel context.CancelFunc
+	// busy is the snapshot or restore running, if any: one at a time.
+	busy string
+}
+
+// New returns the Server of cfg. It starts nothing.
+func New(cfg Config) *Server {
+	logger := cfg.Env.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, env: cfg.Env, logger: logger}
+	p := cfg.Paths
+	s.sup = supervisor.New(supervisor.Config{
+		Name:    cfg.Name,
+		Path:    cfg.Env.RedisServer,
+		Args:    []string{p.Conf},
+		Dir:     p.Dir,
+		PidFile: p.Pid,
+		LogFile: p.Log,
+		Ready: func(ctx context.Context, pid int) error {
+			// A plain dial first: refused at once while redis-server loads,
+			// it spares a Redis client per poll.
+			conn, err := net.DialTimeout("tcp", s.addr(s.current()), time.Second)
+			if err != nil {
+				return err
+			}
+			conn.Close()
+			// Bounded, so a foreign process holding the port cannot stall
+			// the supervisor's check that the child is still alive.
+			if !s.ownsWithin(ctx, pid, readyProbeTimeout) {
+				return errors.New("not answering as this instance's server yet")
+			}
+			return nil
+		},
+		Owns: func(ctx context.Context, pid int) bool {
+			return s.ownsWithin(ctx, pid, adoptProbeTimeout)
+		},
+		Find: func(ctx context.Context) (int, bool) {
+			return s.runningPid(ctx, adoptProbeTimeout)
+		},
+		Logger: logger,
+	})
+	return s
+}
+
+// Timeouts of the checks that a process is the instance's server: short
+// while a new process starts (polled every few milliseconds), longer for a
+// server found running, which may be busy.
+const (
+	readyProbeTimeout = 500 * time.Millisecond
+	adoptProbeTimeout = 2 * time.Second
+	adminTimeout      = 10 * time.Second
+)
+
+// Paths are the server's files.
+func (s *Server) Paths() Paths { return s.cfg.Paths }
+
+// current is the record the server runs from; the zero Record when the
+// agent has none (the probes then fail).
+func (s *Server) current() Record {
+	r, _ := s.cfg.Store.Current()
+	return r
+}
+
+// Start renders the server's files from its record and makes sure its
+// redis-server runs under the supervisor, adopting one left running by an
+// earlier agent. It returns once the server answers. The caller holds the
+// lock.
+func (s *Server) Start(ctx context.Context) error {
+	if s.sup.Status().Supervising {
+		return nil
+	}
+	r, err := s.cfg.Store.Current()
+	if err != nil {
+		return err
+	}
+	if err := s.writeFiles(r); err != nil {
+		return err
+	}
+	return s.sup.Start(ctx)
+}
+
+// Recover brings the server back as an agent starts: it finishes what a
+// crash cut short (a restore is rolled back), starts or adopts
+// redis-server, and makes an adopted one take the settings of its files,
+// which the crashed agent may have written without telling it (and this
+// agent's config may turn TLS on or off). A server that does not start is
+// retried in the background. The caller holds the lock.
+func (s *Server) Recover(ctx context.Context) {
+	s.RecoverData(ctx)
+	if err := s.Start(ctx); err != nil {
+		s.logger.Error("redis-server did not start; retrying in the background", "instance", s.cfg.Name, "error", err)
+		s.retry()
+		return
+	}
+	if s.sup.Status().Adopted {
+		if err := s.converge(ctx); err != nil {
+			s.logger.Error("the adopted redis-server did not take its settings; they apply at its next restart", "instance", s.cfg.Name, "error", err)
+		}
+	}
+}
+
+// converge makes a running server's users, parameters, TLS and replication
+// those of its record.
+func (s *Server) converge(ctx context.Context) error {
+	r := s.current()
+	if err := s.adminDo(ctx, r, "ACL", "LOAD"); err != nil {
+		return fmt.Errorf("ACL LOAD: %w", err)
+	}
+	if err := s.configSetParameters(ctx, r); err != nil {
+		return err
+	}
+	if err := s.adminDo(ctx, r, redisconf.TLSConfigSet(s.tls(r))...); err != nil {
+		return fmt.Errorf("TLS settings: %w", err)
+	}
+	return s.applyReplication(ctx, r)
+}
+
+// retry keeps trying to start the server, with backoff, until it runs, is
+// no longer Runnable, or the server shuts down.
+func (s *Server) retry() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	if s.retryCancel != nil || s.closing {
+		s.mu.Unlock()
+		cancel()
+		return
+	}
+	s.retryCancel = cancel
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.retryCancel = nil
+			s.mu.Unlock()
+			cancel()
+		}()
+		delay := time.Second
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			unlock, err := s.cfg.Lock(ctx)
+			if err != nil {
+				return
+			}
+			if s.cfg.Runnable == nil || s.cfg.Runnable() {
+				err = s.Start(ctx)
+			}
+			unlock()
+			if err == nil {
+				return
+			}
+			s.logger.Error("redis-server still does not start", "instance", s.cfg.Name, "error", err)
+			delay = min(delay*2, time.Minute)
+		}
+	}()
+}
+
+func (s *Server) stopRetry() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.retryCancel != nil {
+		s.retryCancel()
+	}
+}
+
+// Stop stops redis-server: the supervised one, or one a crashed agent left
+// running (adopted, then stopped), and any background retry. With discard,
+// whose data is about to go, its snapshot on shutdown is switched off
+// first: writing a large one would only slow the delete down. The caller
+// holds the lock.
+func (s *Server) Stop(ctx context.Context, discard bool) error {
+	s.stopRetry()
+	if !s.sup.Status().Supervising {
+		_, recorded := os.Stat(s.cfg.Paths.Pid)
+		if _, running := s.runningPid(ctx, time.Second); recorded != nil && !running {
+			return nil // no server was left running
+		}
+		if err := s.sup.Start(ctx); err != nil {
+			s.logger.Info("no running redis-server to stop", "instance", s.cfg.Name, "detail", err)
+		}
+	}
+	if discard && s.sup.Status().Running {
+		if err := s.adminDo(ctx, s.current(), "CONFIG", "SET", "save", ""); err != nil {
+			s.logger.Warn("could not switch off the shutdown snapshot", "instance", s.cfg.Name, "error", err)
+		}
+	}
+	if err := s.sup.Stop(ctx); err != nil {
+		return fmt.Errorf("redis-server did not stop: %w", err)
+	}
+	return nil
+}
+
+// Close keeps redis-server from being started again, by a retry or by
+// anyone who checks Closing, without stopping it.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stopRetry()
+}
+
+// Shutdown stops redis-server gracefully, so it flushes its AOF, and keeps
+// it from being started again (Close).
+func (s *Server) Shutdown(ctx context.Context) {
+	s.Close()
+	if err := s.sup.Stop(ctx); err != nil {
+		s.logger.Error("stopping redis-server failed", "instance", s.cfg.Name, "error", err)
+	}
+}
+
+// Closing reports whether Shutdown was called.
+func (s *Server) Closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Abandon stops supervising redis-server without stopping it, as a crash of
+// the agent would: the next agent must adopt it.
+func (s *Server) Abandon() {
+	s.stopRetry()
+	s.sup.Detach()
+}
+
+// Describe is r as the API shows it, with the state of its process.
+func (s *Server) Describe(r Record) agentapi.Instance {
+	inst := agentapi.Instance{
+		ID:             r.ID,
+		Host:           s.env.Host,
+		Port:           r.Port,
+		TLSPort:        r.TLSPort,
+		MaxMemoryBytes: r.MaxMemoryBytes,
+		Parameters:     r.Parameters,
+		State:          agentapi.StateStarting,
+		Bindings:       r.Usernames(),
+	}
+	s.mu.Lock()
+	retrying := s.retryCancel != nil
+	s.mu.Unlock()
+	switch st := s.sup.Status(); {
+	case st.Supervising:
+		inst.Restarts, inst.LastError = st.Restarts, st.LastExit
+		switch {
+		case st.Running:
+			inst.State = agentapi.StateRunning
+		case st.Restarts > 0:
+			inst.State = agentapi.StateRestarting
+		}
+	case retrying:
+		inst.State = agentapi.StateFailed
+	}
+	return inst
+}
+
+// writeFiles renders r's redis.conf and ACL file.
+func (s *Server) writeFiles(r Record) error {
+	p := s.cfg.Paths
+	if err := os.MkdirAll(p.Data, 0o700); err != nil {
+		return fmt.Errorf("creating the data directory: %w", err)
+	}
+	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
+		return err
+	}
+	return redisconf.WriteFile(p.Conf, redisconf.Config{
+		InstanceID:     s.cfg.Name,
+		Bind:           s.env.Bind,
+		Port:           r.Port,
+		Dir:            p.Data,
+		ACLFile:        p.ACL,
+		MaxMemoryBytes: r.MaxMemoryBytes,
+		Params:         r.Parameters,
+		ReplicaOf:      r.Leader.Conf(),
+		TLS:            s.tls(r),
+	})
+}
+
+// tls is the TLS port and certificate of r's redis.conf; nil when the agent
+// serves no TLS or r has no TLS port.
+func (s *Server) tls(r Record) *redisconf.TLS {
+	t := s.env.TLS
+	if t == nil || r.TLSPort == 0 {
+		return nil
+	}
+	return &redisconf.TLS{Port: r.TLSPort, CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
+}
+
+func (s *Server) applyReplication(ctx context.Context, r Record) error {
+	do := func(ctx context.Context, args ...any) error { return s.adminDo(ctx, r, args...) }
+	return replication.Apply(ctx, do, r.Leader)
+}
+
+func (s *Server) addr(r Record) string {
+	return net.JoinHostPort(s.env.Bind, strconv.Itoa(r.Port))
+}
+
+// runningPid asks the server answering on the port with the admin password
+// for its pid.
+func (s *Server) runningPid(ctx context.Context, timeout time.Duration) (int, bool) {
+	c := s.client(s.current(), timeout)
+	defer c.Close()
+	info, err := c.InfoMap(ctx, "server").Result()
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(info["Server"]["process_id"])
+	return pid, err == nil
+}
+
+// ownsWithin reports whether the redis-server answering on the port with
+// the admin password is process pid reading this server's config. The
+// timeout bounds every read: go-redis authenticates a new connection under
+// its own read timeout, not the context's deadline.
+func (s *Server) ownsWithin(ctx context.Context, pid int, timeout time.Duration) bool {
+	c := s.client(s.current(), timeout)
+	defer c.Close()
+	info, err := c.InfoMap(ctx, "server").Result()
+	if err != nil {
+		return false
+	}
+	srv := info["Server"]
+	return srv["process_id"] == strconv.Itoa(pid) && srv["config_file"] == s.cfg.Paths.Conf
+}
