@@ -35,7 +35,7 @@ func startBroker(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := broker.New(cfg, map[string]broker.Agent{"a": agent}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
