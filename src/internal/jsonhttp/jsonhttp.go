@@ -9,8 +9,6 @@ package jsonhttp
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +17,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // ErrorBody is the JSON body of every error response.
@@ -92,13 +92,11 @@ func New(cfg Config) (*Client, error) {
 	base := *cfg.Base
 	base.Path = strings.TrimSuffix(base.Path, "/")
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	if cfg.CACert != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, fmt.Errorf("%s ca_cert holds no PEM certificate", cfg.Noun)
-		}
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsCfg, err := tlsca.ClientConfig(cfg.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("%s ca_cert %w", cfg.Noun, err)
 	}
+	transport.TLSClientConfig = tlsCfg
 	return &Client{cfg: cfg, base: &base, http: &http.Client{Transport: transport, Timeout: cfg.Timeout}}, nil
 }
 
@@ -141,16 +139,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%w: %s: reading response: %v", c.cfg.Unavailable, c.who(), err)
 	}
 	if resp.StatusCode >= 300 {
-		var eb ErrorBody
-		_ = json.Unmarshal(data, &eb)
-		sentinel, ok := c.cfg.Codes[eb.Error]
-		if !ok {
-			if resp.StatusCode == http.StatusUnauthorized {
-				return fmt.Errorf("%s rejected the credentials it was given (HTTP 401)", c.who())
-			}
-			sentinel = c.cfg.Unavailable
-		}
-		return fmt.Errorf("%w: %s: %s", sentinel, c.who(), eb.Description)
+		return c.errorOf(resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -178,7 +167,8 @@ func (c *Client) Stream(ctx context.Context, method, path string, body io.Reader
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		return nil, ResponseError(resp, c.who(), c.cfg.Codes, c.cfg.Unavailable)
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, c.errorOf(resp.StatusCode, data)
 	}
 	return resp, nil
 }
@@ -216,19 +206,18 @@ func (c *Client) unreachable(err error) error {
 	return fmt.Errorf("%w: %s: %v", c.cfg.Unavailable, c.who(), err)
 }
 
-// ResponseError turns an error response into the sentinel of its code in
-// codes, or unavailable for a code it does not know; who names the server.
-func ResponseError(resp *http.Response, who string, codes map[string]error, unavailable error) error {
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+// errorOf turns an error response's status and body into the sentinel of
+// its code, or Unavailable for a code it does not know.
+func (c *Client) errorOf(status int, body []byte) error {
 	var eb ErrorBody
-	_ = json.Unmarshal(data, &eb)
-	sentinel, ok := codes[eb.Error]
+	_ = json.Unmarshal(body, &eb)
+	sentinel, ok := c.cfg.Codes[eb.Error]
 	if !ok {
-		if resp.StatusCode == http.StatusUnauthorized {
-			return fmt.Errorf("%s rejected the credentials it was given (HTTP 401)", who)
+		if status == http.StatusUnauthorized {
+			return fmt.Errorf("%s rejected the credentials it was given (HTTP 401)", c.who())
 		}
-		sentinel = unavailable
+		sentinel = c.cfg.Unavailable
 	}
 	// The description starts with the code's own words; once is enough.
-	return fmt.Errorf("%w: %s: %s", sentinel, who, strings.TrimPrefix(eb.Description, sentinel.Error()+": "))
+	return fmt.Errorf("%w: %s: %s", sentinel, c.who(), strings.TrimPrefix(eb.Description, sentinel.Error()+": "))
 }
