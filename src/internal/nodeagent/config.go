@@ -108,20 +108,11 @@ func (c *Config) Validate() error {
 	if c.MaxMemoryMB < 0 {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
-	if c.Backups != nil {
-		errs = append(errs, c.Backups.Validate("backups"))
-	}
+	errs = append(errs, agentcmd.CheckBackups(c.Backups))
 	return errors.Join(errs...)
 }
 
 // maxMemory returns redis-server's memory limit in bytes.
 func (c *Config) maxMemory() (int64, error) {
-	if c.MaxMemoryMB > 0 {
-		return c.MaxMemoryMB << 20, nil
-	}
-	total, err := agentcmd.MachineMemory()
-	if err != nil {
-		return 0, fmt.Errorf("maxmemory_mb is unset and %w", err)
-	}
-	return total / 100 * int64(c.MaxMemoryPercent), nil
+	return agentcmd.MemoryLimit(c.MaxMemoryMB, "maxmemory_mb", func(total int64) int64 { return total / 100 * int64(c.MaxMemoryPercent) })
 }
