@@ -18,23 +18,10 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
-	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
-
-// tenantDenied gives every command of redisconf.TenantDeniedCommands
-// arguments Redis accepts, so the ACL, not the arity check, answers.
-var tenantDenied = map[string][]any{
-	"config": {"CONFIG", "GET", "maxmemory"}, "debug": {"DEBUG", "SLEEP", "0"}, "shutdown": {"SHUTDOWN"},
-	"module": {"MODULE", "LIST"}, "acl": {"ACL", "LIST"}, "replicaof": {"REPLICAOF", "NO", "ONE"},
-	"slaveof": {"SLAVEOF", "NO", "ONE"}, "sync": {"SYNC"}, "psync": {"PSYNC", "?", "-1"},
-	"replconf": {"REPLCONF", "listening-port", "1"}, "failover": {"FAILOVER"}, "cluster": {"CLUSTER", "INFO"},
-	"monitor": {"MONITOR"}, "migrate": {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"}, "save": {"SAVE"},
-	"bgsave": {"BGSAVE"}, "bgrewriteaof": {"BGREWRITEAOF"}, "pfdebug": {"PFDEBUG", "GETREG", "k"},
-	"pfselftest": {"PFSELFTEST"},
-}
 
 const library = "#!lua name=tenantlib\nredis.register_function('hello', function() return 'hi' end)"
 
@@ -104,70 +91,36 @@ var _ = Describe("a dedicated node", func() {
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
 	})
 
-	It("gives each binding its own user, denies the platform's commands, and closes a removed user's connections", func(ctx SpecContext) {
-		nd.claim(ctx, "inst-1")
-		c1, p1 := nd.bind(ctx, "inst-1", "b1")
-		c2, _ := nd.bind(ctx, "inst-1", "b2")
-
-		_, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: p1})
-		Expect(err).NotTo(HaveOccurred(), "an identical rebind succeeds")
-		_, err = nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: "short"})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-1", instance.AdminUser, agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: secret.New(), Role: "admin"})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-2", "b3", agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-
-		Expect(c1.Set(ctx, "k", "v", 0).Err()).To(Succeed())
-		Expect(c2.Get(ctx, "k").Val()).To(Equal("v"))
-		Expect(c1.Eval(ctx, "return redis.call('get', KEYS[1])", []string{"k"}).Val()).To(Equal("v"))
-		Expect(c1.FunctionLoad(ctx, library).Err()).To(Succeed())
-		Expect(c1.Do(ctx, "ACL", "WHOAMI").Val()).To(Equal("b1"))
-		for _, name := range redisconf.TenantDeniedCommands {
-			cmd, ok := tenantDenied[name]
-			Expect(ok).To(BeTrue(), "no test arguments for denied command %q", name)
-			Expect(c1.Do(ctx, cmd...).Err()).To(MatchError(MatchRegexp("NOPERM|command not allowed")), "%v", cmd)
-		}
-
-		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(Succeed())
-		Expect(c1.Ping(ctx).Err()).To(HaveOccurred(), "ACL DELUSER closed its connection")
-		Expect(nd.tenant("b1", p1).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(c2.Ping(ctx).Err()).To(Succeed())
-		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(MatchError(agentapi.ErrNotFound))
-		Expect(nd.client.Unbind(ctx, "inst-2", "b2")).To(MatchError(agentapi.ErrConflict))
-
-		st := nd.get(ctx, "inst-1")
-		Expect(st.Bindings).To(Equal([]string{"b2"}))
-		Expect(st.Live.Keys).To(Equal(int64(1)))
-		acl, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "users.acl"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(acl)).To(ContainSubstring("user b2 "))
-		Expect(string(acl)).NotTo(ContainSubstring("user b1 "))
-	})
-
-	It("applies parameters live and keeps them in redis.conf", func(ctx SpecContext) {
-		nd.claim(ctx, "inst-1")
-		c, _ := nd.bind(ctx, "inst-1", "b1")
-		pid := nd.pid()
+	It("serves the instance's verbs only to the instance holding the node", func(ctx SpecContext) {
+		pw := secret.New()
 		p := params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "Ex", Timeout: 42}
-		st, err := nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		leader := &replication.Leader{Host: "127.0.0.1", Port: 1}
+		verbs := func(id string) []error {
+			_, err1 := nd.client.Bind(ctx, id, "b1", agentapi.BindingRequest{Password: pw})
+			err2 := nd.client.Unbind(ctx, id, "b9")
+			_, err3 := nd.client.Update(ctx, id, agentapi.UpdateRequest{Parameters: p})
+			_, err4 := nd.client.SetReplication(ctx, id, agentapi.ReplicationRequest{Leader: leader})
+			_, err5 := nd.client.Snapshot(ctx, id, agentapi.SnapshotRequest{})
+			_, err6 := nd.client.Restore(ctx, id, agentapi.RestoreRequest{}, strings.NewReader(""))
+			_, err7 := nd.client.Get(ctx, id)
+			return []error{err1, err2, err3, err4, err5, err6, err7}
+		}
+		for _, err := range verbs("inst-1") {
+			Expect(err).To(MatchError(agentapi.ErrNotFound), "a free node holds no instance")
+		}
+		nd.claim(ctx, "inst-1")
+		for _, err := range verbs("inst-2") {
+			Expect(err).To(MatchError(agentapi.ErrConflict), "the node is another instance's")
+		}
+		c, _ := nd.bind(ctx, "inst-1", "b1")
+		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		inst, err := nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Parameters).To(Equal(p))
-		Expect(nd.pid()).To(Equal(pid), "no restart")
+		Expect(inst.Parameters).To(Equal(p))
+		Expect(inst.NodeID).To(Equal("node-127-0-0-1"))
 		Expect(c.Info(ctx, "memory").Val()).To(ContainSubstring("maxmemory_policy:allkeys-lru"))
-		conf, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(`maxmemory-policy "allkeys-lru"`))
-		Expect(string(conf)).To(ContainSubstring(`timeout "42"`))
-
-		_, err = nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Update(ctx, "inst-2", agentapi.UpdateRequest{Parameters: p})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
+		_, err = nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred(), "a claim again with the parameters of now")
 	})
 
 	It("resets: wipes keys, users, functions and scripts, verifies, and the next tenant starts from nothing", func(ctx SpecContext) {
@@ -364,88 +317,6 @@ var _ = Describe("a dedicated node", func() {
 		Entry("resize", "PUT", "/v1/instances/i/maxmemory", "application/json", `{"maxmemory_bytes":1}`, true, 400, "invalid"),
 		Entry("replication with a bad leader", "PUT", "/v1/instances/i/replication", "application/json", `{"leader":{"host":"a b","port":1}}`, true, 400, "invalid"),
 	)
-})
-
-var _ = Describe("two nodes, leader and follower", func() {
-	It("replicates the leader, reports the link and lag, refuses writes, and becomes writable when promoted", func(ctx SpecContext) {
-		leader := startNode(nodeConfig(tempDir(), "127.0.0.1"))
-		follower := startNode(nodeConfig(tempDir(), "127.0.0.2"))
-		leader.claim(ctx, "inst-leader")
-		follower.claim(ctx, "inst-follower")
-		lc, _ := leader.bind(ctx, "inst-leader", "app-l")
-		fc, _ := follower.bind(ctx, "inst-follower", "app-f")
-		for i := range 100 {
-			Expect(lc.Set(ctx, fmt.Sprint("k", i), i, 0).Err()).To(Succeed())
-		}
-
-		By("giving the follower a replication user on the leader")
-		replPw := secret.New()
-		b, err := leader.client.Bind(ctx, "inst-leader", "repl-inst-follower", agentapi.BindingRequest{Password: replPw, Role: agentapi.RoleReplication})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(b.Role).To(Equal(agentapi.RoleReplication))
-		repl := leader.tenant("repl-inst-follower", replPw)
-		Expect(repl.Get(ctx, "k1").Err()).To(MatchError(ContainSubstring("NOPERM")), "a replication user reads no keys")
-
-		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: follower.cfg.Host, Port: follower.cfg.Port, Username: "x", Password: "y"}})
-		Expect(err).To(MatchError(agentapi.ErrInvalid), "a node cannot follow itself")
-		_, err = follower.client.SetReplication(ctx, "inst-leader", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port}})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-
-		By("following the leader")
-		leaderAt := &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port, Username: "repl-inst-follower", Password: replPw}
-		st, err := follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Live.Replication.Role).To(Equal(replication.RoleFollower))
-		// The leader waits repl-diskless-sync-delay (5s by default) for more
-		// followers before it streams the first snapshot.
-		Eventually(func(g Gomega) {
-			st, err := follower.client.Get(ctx, "inst-follower")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(st.Live).NotTo(BeNil())
-			g.Expect(st.Live.Replication.Link).To(Equal("up"))
-			g.Expect(st.Live.Keys).To(Equal(int64(100)))
-		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
-		Expect(fc.Get(ctx, "k42").Val()).To(Equal("42"))
-		Expect(lc.Set(ctx, "late", "v", 0).Err()).To(Succeed())
-		Eventually(func() string { return fc.Get(ctx, "late").Val() }).WithContext(ctx).Should(Equal("v"))
-		Eventually(func(g Gomega) {
-			st, err := follower.client.Get(ctx, "inst-follower")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(st.Live).NotTo(BeNil())
-			r := st.Live.Replication
-			g.Expect(r.Role).To(Equal(replication.RoleFollower))
-			g.Expect(r.LeaderHost).To(Equal("127.0.0.1"))
-			g.Expect(r.LeaderPort).To(Equal(leader.cfg.Port))
-			g.Expect(r.Link).To(Equal("up"))
-			g.Expect(r.Offset).To(BeNumerically(">", 0))
-			g.Expect(r.LagBytes).To(BeNumerically(">=", 0), "the lag is known: the follower asked its leader")
-		}).WithContext(ctx).Should(Succeed())
-		ls := leader.get(ctx, "inst-leader")
-		Expect(ls.Live.Replication.Role).To(Equal(replication.RoleLeader))
-		Expect(ls.Live.Replication.Followers).To(Equal(1))
-		Expect(ls.Bindings).To(ConsistOf("app-l", "repl-inst-follower"))
-
-		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(MatchError(ContainSubstring("READONLY")))
-		conf, err := os.ReadFile(filepath.Join(follower.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(fmt.Sprintf("replicaof \"127.0.0.1\" %d\n", leader.cfg.Port)))
-
-		By("promoting the follower")
-		st, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: nil})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Live.Replication.Role).To(Equal(replication.RoleLeader))
-		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(Succeed())
-		Expect(fc.Get(ctx, "late").Val()).To(Equal("v"), "the data stays")
-		conf, err = os.ReadFile(filepath.Join(follower.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).NotTo(ContainSubstring("replicaof"))
-
-		By("resetting a node while it follows")
-		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(follower.client.Delete(ctx, "inst-follower")).To(Succeed())
-		Expect(follower.node(ctx).State).To(Equal(agentapi.NodeFree))
-	})
 })
 
 var _ = Describe("Config", func() {

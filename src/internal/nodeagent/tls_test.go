@@ -1,8 +1,6 @@
 package nodeagent_test
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"net"
 	"os"
@@ -18,28 +16,21 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
 
 // redisTLS is the node's redis_tls: the suite's CA signs its certificate
 // (issued for host in dir), and ca_file holds that CA.
 func redisTLS(dir, host string) *instance.RedisTLS {
-	tlsDir := filepath.Join(dir, "redis-tls")
-	Expect(os.MkdirAll(tlsDir, 0o700)).To(Succeed())
-	certFile, keyFile, err := ca.Issue(tlsDir, host)
+	certFile, keyFile, caFile, err := ca.RedisFiles(dir, host)
 	Expect(err).NotTo(HaveOccurred())
-	caFile := filepath.Join(tlsDir, "ca.pem")
-	Expect(os.WriteFile(caFile, []byte(ca.PEM), 0o600)).To(Succeed())
 	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
 }
 
 // tlsTenant is a client of port over TLS that verifies the server with caPEM.
 func tlsTenant(host string, port int, caPEM, user, password string) *redis.Client {
-	pool := x509.NewCertPool()
-	Expect(pool.AppendCertsFromPEM([]byte(caPEM))).To(BeTrue())
-	c := redis.NewClient(&redis.Options{
-		Addr: net.JoinHostPort(host, strconv.Itoa(port)), Username: user, Password: password,
-		TLSConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}, MaxRetries: -1,
-	})
+	c, err := tlstest.RedisClient(host, port, caPEM, user, password)
+	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(c.Close)
 	return c
 }

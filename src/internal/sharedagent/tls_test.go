@@ -2,8 +2,6 @@ package sharedagent_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"net"
 	"os"
@@ -28,25 +26,16 @@ import (
 func redisTLS(dir string) *instance.RedisTLS {
 	ca, err := tlstest.NewCA("redis-ca")
 	Expect(err).NotTo(HaveOccurred())
-	certFile, keyFile, err := ca.Issue(dir, "127.0.0.1")
+	certFile, keyFile, caFile, err := ca.RedisFiles(dir, "127.0.0.1")
 	Expect(err).NotTo(HaveOccurred())
-	caFile := filepath.Join(dir, "redis-ca.pem")
-	Expect(os.WriteFile(caFile, []byte(ca.PEM), 0o600)).To(Succeed())
 	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
 }
 
 // tlsTenant is a client of the instance's TLS port that verifies the server
 // against caPEM.
 func tlsTenant(host string, port int, caPEM, user, pass string) *redis.Client {
-	pool := x509.NewCertPool()
-	Expect(pool.AppendCertsFromPEM([]byte(caPEM))).To(BeTrue())
-	c := redis.NewClient(&redis.Options{
-		Addr:     net.JoinHostPort(host, strconv.Itoa(port)),
-		Username: user, Password: pass,
-		TLSConfig:   &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
-		MaxRetries:  -1,
-		DialTimeout: 2 * time.Second,
-	})
+	c, err := tlstest.RedisClient(host, port, caPEM, user, pass)
+	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(c.Close)
 	return c
 }
@@ -58,8 +47,7 @@ var _ = Describe("Manager with redis_tls", func() {
 		rt  *instance.RedisTLS
 	)
 	BeforeEach(func() {
-		dir = GinkgoT().TempDir()
-		DeferCleanup(systemtest.KillStrays, dir)
+		dir = tempDir()
 		rt = redisTLS(GinkgoT().TempDir())
 	})
 	AfterEach(func() {
