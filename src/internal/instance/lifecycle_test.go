@@ -3,6 +3,7 @@ package instance_test
 import (
 	"bytes"
 	"net"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -138,5 +139,19 @@ var _ = Describe("a Server's process", func() {
 		Expect(s.Stop(ctx, true)).To(Succeed())
 		Eventually(func() error { return syscall.Kill(pid, 0) }).Should(HaveOccurred())
 		Expect(s.Describe(s.record()).State).To(Equal(agentapi.StateStarting))
+	})
+})
+
+var _ = Describe("an agent's redis_tls", func() {
+	It("refuses TLS files that are missing or do not parse, naming the field", func() {
+		dir := tempDir()
+		Expect((*instance.RedisTLS)(nil).Check("redis_tls")).To(Succeed())
+		Expect((&instance.RedisTLS{}).Validate("redis_tls")).To(MatchError(ContainSubstring("redis_tls.ca_file is required")))
+		t := &instance.RedisTLS{CertFile: filepath.Join(dir, "missing.crt"), KeyFile: filepath.Join(dir, "k"), CAFile: filepath.Join(dir, "c")}
+		Expect(t.Check("redis_tls")).To(MatchError(ContainSubstring("redis_tls.cert_file")))
+		_, err := instance.Setup(t, "redis-server", dir)
+		Expect(err).To(MatchError(ContainSubstring("redis_tls.cert_file")))
+		_, err = instance.Setup(nil, "no-such-redis-server", dir)
+		Expect(err).To(MatchError(ContainSubstring("redis_server")))
 	})
 })

@@ -193,6 +193,8 @@ func (s *server) file(path string) string {
 	return string(data)
 }
 
+func itoa(i int) string { return strconv.Itoa(i) }
+
 // tempDir is a directory for one spec; processes started from it are killed
 // when the spec ends, even if it failed before stopping them.
 func tempDir() string {

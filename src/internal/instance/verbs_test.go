@@ -1,8 +1,6 @@
 package instance_test
 
 import (
-	"path/filepath"
-	"strconv"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,8 +14,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 // tenantDenied gives every command of redisconf.TenantDeniedCommands
 // arguments Redis accepts, so the ACL, not the arity check, answers.
@@ -227,9 +223,7 @@ var _ = Describe("a Server with TLS", func() {
 		dir := tempDir()
 		ca, err := tlstest.NewCA("redis-ca")
 		Expect(err).NotTo(HaveOccurred())
-		certFile, keyFile, caFile, err := ca.RedisFiles(dir, "127.0.0.1")
-		Expect(err).NotTo(HaveOccurred())
-		s := newServer(dir, "inst-1", &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
+		s := newServer(dir, "inst-1", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
 		s.start(ctx)
 		Expect(s.file(s.paths.Conf)).To(ContainSubstring(`tls-port "` + itoa(s.record().TLSPort) + `"`))
 		pw := secret.New()
@@ -237,29 +231,14 @@ var _ = Describe("a Server with TLS", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(b.TLSPort).To(Equal(s.record().TLSPort))
 		Expect(b.TLSCA).To(Equal(ca.PEM))
-		c, err := tlstest.RedisClient("127.0.0.1", b.TLSPort, b.TLSCA, "b1", pw)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(c.Close)
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, b.TLSCA, "b1", pw)
 		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
 		Expect(s.tenant("b1", pw).Get(ctx, "k").Val()).To(Equal("v"))
 
 		other, err := tlstest.NewCA("other-ca")
 		Expect(err).NotTo(HaveOccurred())
-		wrong, err := tlstest.RedisClient("127.0.0.1", b.TLSPort, other.PEM, "b1", pw)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(wrong.Close)
+		wrong := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, other.PEM, "b1", pw)
 		Expect(wrong.Ping(ctx).Err()).To(MatchError(ContainSubstring("certificate")))
 	})
 
-	It("refuses TLS files that are missing or do not parse, naming the field", func() {
-		dir := tempDir()
-		Expect((*instance.RedisTLS)(nil).Check("redis_tls")).To(Succeed())
-		Expect((&instance.RedisTLS{}).Validate("redis_tls")).To(MatchError(ContainSubstring("redis_tls.ca_file is required")))
-		t := &instance.RedisTLS{CertFile: filepath.Join(dir, "missing.crt"), KeyFile: filepath.Join(dir, "k"), CAFile: filepath.Join(dir, "c")}
-		Expect(t.Check("redis_tls")).To(MatchError(ContainSubstring("redis_tls.cert_file")))
-		_, err := instance.Setup(t, "redis-server", dir)
-		Expect(err).To(MatchError(ContainSubstring("redis_tls.cert_file")))
-		_, err = instance.Setup(nil, "no-such-redis-server", dir)
-		Expect(err).To(MatchError(ContainSubstring("redis_server")))
-	})
 })

@@ -1,8 +1,10 @@
 package nodeagent_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
@@ -26,10 +27,8 @@ import (
 const library = "#!lua name=tenantlib\nredis.register_function('hello', function() return 'hi' end)"
 
 var _ = Describe("a dedicated node", func() {
-	var (
-		dir string
-		nd  *node
-	)
+	var nd *node
+	var dir string
 	BeforeEach(func() {
 		dir = tempDir()
 		nd = startNode(nodeConfig(dir, "127.0.0.1"))
@@ -152,13 +151,13 @@ var _ = Describe("a dedicated node", func() {
 		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
 		_, err = nd.client.Get(ctx, "inst-1")
 		Expect(err).To(MatchError(agentapi.ErrNotFound))
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.DBSize(ctx).Val()).To(BeZero())
-		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("default", instance.AdminUser))
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("default", adminUser))
 		Expect(admin.Info(ctx, "replication").Val()).To(ContainSubstring("role:master"))
 		Expect(nd.adminPassword()).NotTo(Equal(oldAdmin), "a new admin password")
 		Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(nd.tenant(instance.AdminUser, oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
+		Expect(nd.admin(oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 		entries, err := os.ReadDir(filepath.Join(nd.cfg.DataDir, "data"))
 		Expect(err).NotTo(HaveOccurred())
 		for _, e := range entries {
@@ -179,7 +178,7 @@ var _ = Describe("a dedicated node", func() {
 
 	It("refuses a claim of a free node it finds not empty, and quarantines it", func(ctx SpecContext) {
 		// Someone with root on the VM wrote into the free node.
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.Set(ctx, "left-over", "x", 0).Err()).To(Succeed())
 		_, err := nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: params.Defaults()})
 		Expect(err).To(MatchError(agentapi.ErrDirty))
@@ -228,13 +227,13 @@ var _ = Describe("a dedicated node", func() {
 		nd.crash()
 		// The agent died between writing its files and telling the server:
 		// the server has a user and a setting the files do not.
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.Do(ctx, "ACL", "SETUSER", "stray", "on", ">"+secret.New(), "~*", "+@all").Err()).To(Succeed())
 		Expect(admin.ConfigSet(ctx, "timeout", "99").Err()).To(Succeed())
 
 		nd = startNode(nd.cfg)
 		Expect(nd.pid()).To(Equal(pid))
-		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", instance.AdminUser))
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", adminUser))
 		Expect(admin.ConfigGet(ctx, "timeout").Val()).To(HaveKeyWithValue("timeout", "0"))
 		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeClaimed))
 		Expect(nd.get(ctx, "inst-1").Live.Keys).To(Equal(int64(1)))
@@ -268,7 +267,7 @@ var _ = Describe("a dedicated node", func() {
 
 			nd = startNode(nd.cfg)
 			Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
-			admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+			admin := nd.admin(nd.adminPassword())
 			Expect(admin.DBSize(ctx).Val()).To(BeZero())
 			Expect(nd.pid()).NotTo(Equal(pid), "the old server was stopped")
 			Eventually(func() error { return processAlive(pid) }).Should(HaveOccurred())
@@ -338,5 +337,133 @@ var _ = Describe("Config", func() {
 		Expect(c.LogDir).To(Equal("/var/vcap/store/redis/logs"))
 		c.MaxMemoryPercent = 101
 		Expect(c.Validate()).To(MatchError(ContainSubstring("maxmemory_percent")))
+	})
+})
+var _ = Describe("Node with redis_tls", func() {
+	It("serves the claimed instance's binding users over TLS and in plaintext", func(ctx SpecContext) {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.TLSPort = freePort("127.0.0.1")
+		nd := startNode(cfg)
+		st := nd.claim(ctx, "inst-1")
+		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
+		pw := secret.New()
+		b, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(b.TLSPort).To(Equal(cfg.TLSPort))
+		Expect(b.TLSCA).To(Equal(ca.PEM))
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, b.TLSCA, "b1", pw)
+		Expect(c.Ping(ctx).Err()).To(Succeed())
+		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(nd.tenant("b1", pw).Get(ctx, "k").Val()).To(Equal("v"))
+	})
+
+	It("turns TLS on and off on a running server when the agent restarts, keeping its process and data", func(ctx SpecContext) {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		nd := startNode(cfg)
+		nd.claim(ctx, "inst-1")
+		c, pw := nd.bind(ctx, "inst-1", "b1")
+		Expect(c.Set(ctx, "k", "kept", 0).Err()).To(Succeed())
+		pid := nd.pid()
+
+		nd.crash()
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.TLSPort = freePort("127.0.0.1")
+		nd = startNode(cfg)
+		Expect(nd.pid()).To(Equal(pid))
+		st, err := nd.client.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
+		Expect(tlstest.RedisClient(GinkgoT(), "127.0.0.1", cfg.TLSPort, ca.PEM, "b1", pw).Get(ctx, "k").Val()).To(Equal("kept"))
+
+		nd.crash()
+		tlsPort := cfg.TLSPort
+		cfg.RedisTLS, cfg.TLSPort = nil, 0
+		nd = startNode(cfg)
+		Expect(nd.pid()).To(Equal(pid))
+		st, err = nd.client.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.TLSPort).To(BeZero())
+		_, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)), time.Second)
+		Expect(err).To(HaveOccurred(), "nothing listens on the TLS port any more")
+		conf, err := os.ReadFile(filepath.Join(cfg.DataDir, "redis.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(conf)).NotTo(ContainSubstring("tls-port"))
+		Expect(c.Get(ctx, "k").Val()).To(Equal("kept"))
+	})
+
+	It("checks redis_tls and tls_port", func() {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		Expect(cfg.Validate()).To(Succeed())
+		Expect(cfg.TLSPort).To(BeZero())
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		Expect(cfg.Validate()).To(Succeed())
+		Expect(cfg.TLSPort).To(Equal(nodeagent.DefaultTLSPort))
+		cfg.TLSPort = cfg.Port
+		Expect(cfg.Validate()).To(MatchError(ContainSubstring("tls_port")))
+		cfg.TLSPort = 0
+		cfg.RedisTLS.CAFile = ""
+		Expect(cfg.Validate()).To(MatchError(ContainSubstring("redis_tls.ca_file is required")))
+		// Files that are missing or wrong stop the agent's start (a config
+		// is also checked where they are not yet: a BOSH template's).
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.RedisTLS.CertFile = filepath.Join(dir, "missing.crt")
+		Expect(cfg.Validate()).To(Succeed())
+		n, err := nodeagent.New(cfg, testLogger())
+		Expect(n).To(BeNil())
+		Expect(err).To(MatchError(ContainSubstring("redis_tls.cert_file")))
+	})
+})
+
+var _ = Describe("a state file written before the one record shape", func() {
+	It("loads, and the node serves its claimed instance with the old credentials", func(ctx SpecContext) {
+		cfg := nodeConfig(tempDir(), "127.0.0.1")
+		Expect(os.MkdirAll(cfg.DataDir, 0o700)).To(Succeed())
+		appPw, replPw := secret.New(), secret.New()
+		// As the node agent wrote it before: the claim's fields at the top,
+		// the claim's time as claimed_at.
+		legacy := fmt.Sprintf(`{
+  "state": "claimed",
+  "instance_id": "old-1",
+  "parameters": {"maxmemory-policy": "allkeys-lru", "notify-keyspace-events": "", "timeout": 0},
+  "admin_password": %q,
+  "bindings": {
+    "app": {"password_hash": %q},
+    "repl-follower": {"password_hash": %q, "role": "replication"}
+  },
+  "claimed_at": "2026-11-01T10:00:00Z"
+}`, secret.New(), secret.Hash(appPw), secret.Hash(replPw))
+		Expect(os.WriteFile(filepath.Join(cfg.DataDir, "state.json"), []byte(legacy), 0o600)).To(Succeed())
+
+		nd := startNode(cfg)
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeClaimed, InstanceID: "old-1"}))
+		inst := nd.get(ctx, "old-1")
+		Expect(inst.Bindings).To(Equal([]string{"app", "repl-follower"}))
+		Expect(inst.Parameters.MaxMemoryPolicy).To(Equal("allkeys-lru"))
+		Expect(inst.MaxMemoryBytes).To(Equal(int64(64 << 20)))
+		app := nd.tenant("app", appPw)
+		Expect(app.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(nd.tenant("repl-follower", replPw).Get(ctx, "k").Err()).To(MatchError(ContainSubstring("NOPERM")))
+
+		a, err := nd.client.Snapshot(ctx, "old-1", agentapi.SnapshotRequest{})
+		Expect(err).NotTo(HaveOccurred(), "the claim's time carried over, so the snapshot knows its instance")
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(a)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(a.Close()).To(Succeed())
+
+		var st map[string]json.RawMessage
+		data, err := os.ReadFile(filepath.Join(cfg.DataDir, "state.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &st)).To(Succeed())
+		Expect(st).NotTo(HaveKey("claimed_at"))
+		Expect(string(st["created_at"])).To(Equal(`"2026-11-01T10:00:00Z"`))
+		Expect(string(st["id"])).To(Equal(`"old-1"`))
+
+		Expect(nd.client.Delete(ctx, "old-1")).To(Succeed())
+		Expect(nd.tenant("app", appPw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 	})
 })
