@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 )
 
 // CheckAPI checks the address and the credentials of an agent's API.
@@ -53,6 +54,28 @@ func CheckFiles(dataDir string, logDir, redisServer *string) []error {
 		*redisServer = "redis-server"
 	}
 	return errs
+}
+
+// MemoryLimit returns mb megabytes, or when mb is not positive the share of
+// the machine's memory that share says; field names mb's config field in
+// the error.
+func MemoryLimit(mb int64, field string, share func(total int64) int64) (int64, error) {
+	if mb > 0 {
+		return mb << 20, nil
+	}
+	total, err := MachineMemory()
+	if err != nil {
+		return 0, fmt.Errorf("%s is unset and %w", field, err)
+	}
+	return share(total), nil
+}
+
+// CheckBackups checks an agent's scheduled backups, when it has them.
+func CheckBackups(b *backup.Schedule) error {
+	if b == nil {
+		return nil
+	}
+	return b.Validate("backups")
 }
 
 // MachineMemory returns the machine's memory in bytes, MemTotal of

@@ -20,6 +20,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
 // AdminUser is the ACL user through which the agent manages an instance. Its
@@ -132,4 +133,23 @@ func checkBindingID(id string) error {
 		return fmt.Errorf("%w: binding id %q is reserved", agentapi.ErrInvalid, id)
 	}
 	return nil
+}
+
+// UpdateIn is Store.Update for an agent whose records live in a state file
+// of type S: find returns the record to change in the state, or the
+// agent's refusal; the change and the write are one transaction.
+func UpdateIn[S any](f *statefile.File[S], find func(*S) (*Record, error), change func(*Record) error) (Record, error) {
+	var rec Record
+	err := f.Update(func(s *S) error {
+		r, err := find(s)
+		if err != nil {
+			return err
+		}
+		if err := change(r); err != nil {
+			return err
+		}
+		rec = *r
+		return nil
+	})
+	return rec, err
 }

@@ -14,6 +14,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// Setup prepares an agent's start: it checks the TLS files (nil: no TLS),
+// makes dirs, and returns the absolute path of the redis-server binary
+// named in the config (RedisServerPath).
+func Setup(t *RedisTLS, redisServer string, dirs ...string) (string, error) {
+	if err := t.Check("redis_tls"); err != nil {
+		return "", err
+	}
+	for _, dir := range dirs {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+	}
+	return RedisServerPath(redisServer)
+}
+
 // RedisServerPath returns the absolute path of the redis-server binary
 // named in a config (a name is looked up on PATH): adoption compares it
 // with /proc/PID/exe.

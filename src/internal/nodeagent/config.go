@@ -24,6 +24,9 @@ const DefaultMaxMemoryPercent = 75
 // and Config.TLSPort says nothing.
 const DefaultTLSPort = 16379
 
+// TLS names a certificate and key in PEM files.
+type TLS = agentcmd.TLS
+
 // Config is the node agent's config file.
 type Config struct {
 	// Listen is the address of the agent's HTTPS API, for example "10.0.0.7:9002".
@@ -47,6 +50,9 @@ type Config struct {
 	// TLSPort is redis-server's TLS port when RedisTLS is set; zero means
 	// DefaultTLSPort. Ignored (and zeroed) without RedisTLS.
 	TLSPort int `json:"tls_port,omitempty"`
+	// Backups, when set, backs up the node's instance on a schedule; nil
+	// means only the backup errand does.
+	Backups *backup.Schedule `json:"backups,omitempty"`
 	// DataDir holds the agent's state file, redis.conf, the ACL file and
 	// redis-server's data (DataDir/data, wiped by every reset).
 	DataDir string `json:"data_dir"`
@@ -60,13 +66,7 @@ type Config struct {
 	// MaxMemoryMB, when positive, is the memory limit in MB and overrides
 	// MaxMemoryPercent.
 	MaxMemoryMB int64 `json:"maxmemory_mb,omitempty"`
-	// Backups, when set, backs up the node's instance on a schedule; nil
-	// means only the backup errand does.
-	Backups *backup.Schedule `json:"backups,omitempty"`
 }
-
-// TLS names a certificate and key in PEM files.
-type TLS = agentcmd.TLS
 
 // Validate checks the config and fills in defaults, naming the fields at
 // fault.
@@ -108,20 +108,11 @@ func (c *Config) Validate() error {
 	if c.MaxMemoryMB < 0 {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
-	if c.Backups != nil {
-		errs = append(errs, c.Backups.Validate("backups"))
-	}
+	errs = append(errs, agentcmd.CheckBackups(c.Backups))
 	return errors.Join(errs...)
 }
 
 // maxMemory returns redis-server's memory limit in bytes.
 func (c *Config) maxMemory() (int64, error) {
-	if c.MaxMemoryMB > 0 {
-		return c.MaxMemoryMB << 20, nil
-	}
-	total, err := agentcmd.MachineMemory()
-	if err != nil {
-		return 0, fmt.Errorf("maxmemory_mb is unset and %w", err)
-	}
-	return total / 100 * int64(c.MaxMemoryPercent), nil
+	return agentcmd.MemoryLimit(c.MaxMemoryMB, "maxmemory_mb", func(total int64) int64 { return total / 100 * int64(c.MaxMemoryPercent) })
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -70,20 +69,12 @@ var _ agentapi.NodeService = (*Node)(nil)
 // earlier version to today's shape; cfg must have passed Validate. It
 // starts nothing.
 func New(cfg Config, logger *slog.Logger) (*Node, error) {
-	if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
-		return nil, err
-	}
 	maxmemory, err := cfg.maxMemory()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RedisServer, err = instance.RedisServerPath(cfg.RedisServer); err != nil {
+	if cfg.RedisServer, err = instance.Setup(cfg.RedisTLS, cfg.RedisServer, cfg.DataDir, cfg.LogDir); err != nil {
 		return nil, err
-	}
-	for _, dir := range []string{cfg.DataDir, cfg.LogDir} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
 	}
 	st, err := statefile.Open[state](filepath.Join(cfg.DataDir, "state.json"))
 	if err != nil {
@@ -209,16 +200,7 @@ func (st nodeStore) Held(id string) (instance.Record, error) {
 }
 
 func (st nodeStore) Update(id string, change func(*instance.Record) error) (instance.Record, error) {
-	var rec instance.Record
-	err := st.n.state.Update(func(s *state) error {
-		if err := st.n.held(*s, id); err != nil {
-			return err
-		}
-		if err := change(&s.Record); err != nil {
-			return err
-		}
-		rec = s.Record
-		return nil
-	})
-	return rec, err
+	return instance.UpdateIn(st.n.state, func(s *state) (*instance.Record, error) {
+		return &s.Record, st.n.held(*s, id)
+	}, change)
 }

@@ -1,8 +1,10 @@
 package nodeagent_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,34 +17,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
-	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
 
-// tenantDenied gives every command of redisconf.TenantDeniedCommands
-// arguments Redis accepts, so the ACL, not the arity check, answers.
-var tenantDenied = map[string][]any{
-	"config": {"CONFIG", "GET", "maxmemory"}, "debug": {"DEBUG", "SLEEP", "0"}, "shutdown": {"SHUTDOWN"},
-	"module": {"MODULE", "LIST"}, "acl": {"ACL", "LIST"}, "replicaof": {"REPLICAOF", "NO", "ONE"},
-	"slaveof": {"SLAVEOF", "NO", "ONE"}, "sync": {"SYNC"}, "psync": {"PSYNC", "?", "-1"},
-	"replconf": {"REPLCONF", "listening-port", "1"}, "failover": {"FAILOVER"}, "cluster": {"CLUSTER", "INFO"},
-	"monitor": {"MONITOR"}, "migrate": {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"}, "save": {"SAVE"},
-	"bgsave": {"BGSAVE"}, "bgrewriteaof": {"BGREWRITEAOF"}, "pfdebug": {"PFDEBUG", "GETREG", "k"},
-	"pfselftest": {"PFSELFTEST"},
-}
-
 const library = "#!lua name=tenantlib\nredis.register_function('hello', function() return 'hi' end)"
 
 var _ = Describe("a dedicated node", func() {
-	var (
-		dir string
-		nd  *node
-	)
+	var nd *node
+	var dir string
 	BeforeEach(func() {
 		dir = tempDir()
 		nd = startNode(nodeConfig(dir, "127.0.0.1"))
@@ -104,70 +90,36 @@ var _ = Describe("a dedicated node", func() {
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
 	})
 
-	It("gives each binding its own user, denies the platform's commands, and closes a removed user's connections", func(ctx SpecContext) {
-		nd.claim(ctx, "inst-1")
-		c1, p1 := nd.bind(ctx, "inst-1", "b1")
-		c2, _ := nd.bind(ctx, "inst-1", "b2")
-
-		_, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: p1})
-		Expect(err).NotTo(HaveOccurred(), "an identical rebind succeeds")
-		_, err = nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: "short"})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-1", instance.AdminUser, agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-1", "b3", agentapi.BindingRequest{Password: secret.New(), Role: "admin"})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Bind(ctx, "inst-2", "b3", agentapi.BindingRequest{Password: secret.New()})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-
-		Expect(c1.Set(ctx, "k", "v", 0).Err()).To(Succeed())
-		Expect(c2.Get(ctx, "k").Val()).To(Equal("v"))
-		Expect(c1.Eval(ctx, "return redis.call('get', KEYS[1])", []string{"k"}).Val()).To(Equal("v"))
-		Expect(c1.FunctionLoad(ctx, library).Err()).To(Succeed())
-		Expect(c1.Do(ctx, "ACL", "WHOAMI").Val()).To(Equal("b1"))
-		for _, name := range redisconf.TenantDeniedCommands {
-			cmd, ok := tenantDenied[name]
-			Expect(ok).To(BeTrue(), "no test arguments for denied command %q", name)
-			Expect(c1.Do(ctx, cmd...).Err()).To(MatchError(MatchRegexp("NOPERM|command not allowed")), "%v", cmd)
-		}
-
-		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(Succeed())
-		Expect(c1.Ping(ctx).Err()).To(HaveOccurred(), "ACL DELUSER closed its connection")
-		Expect(nd.tenant("b1", p1).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(c2.Ping(ctx).Err()).To(Succeed())
-		Expect(nd.client.Unbind(ctx, "inst-1", "b1")).To(MatchError(agentapi.ErrNotFound))
-		Expect(nd.client.Unbind(ctx, "inst-2", "b2")).To(MatchError(agentapi.ErrConflict))
-
-		st := nd.get(ctx, "inst-1")
-		Expect(st.Bindings).To(Equal([]string{"b2"}))
-		Expect(st.Live.Keys).To(Equal(int64(1)))
-		acl, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "users.acl"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(acl)).To(ContainSubstring("user b2 "))
-		Expect(string(acl)).NotTo(ContainSubstring("user b1 "))
-	})
-
-	It("applies parameters live and keeps them in redis.conf", func(ctx SpecContext) {
-		nd.claim(ctx, "inst-1")
-		c, _ := nd.bind(ctx, "inst-1", "b1")
-		pid := nd.pid()
+	It("serves the instance's verbs only to the instance holding the node", func(ctx SpecContext) {
+		pw := secret.New()
 		p := params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "Ex", Timeout: 42}
-		st, err := nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		leader := &replication.Leader{Host: "127.0.0.1", Port: 1}
+		verbs := func(id string) []error {
+			_, err1 := nd.client.Bind(ctx, id, "b1", agentapi.BindingRequest{Password: pw})
+			err2 := nd.client.Unbind(ctx, id, "b9")
+			_, err3 := nd.client.Update(ctx, id, agentapi.UpdateRequest{Parameters: p})
+			_, err4 := nd.client.SetReplication(ctx, id, agentapi.ReplicationRequest{Leader: leader})
+			_, err5 := nd.client.Snapshot(ctx, id, agentapi.SnapshotRequest{})
+			_, err6 := nd.client.Restore(ctx, id, agentapi.RestoreRequest{}, strings.NewReader(""))
+			_, err7 := nd.client.Get(ctx, id)
+			return []error{err1, err2, err3, err4, err5, err6, err7}
+		}
+		for _, err := range verbs("inst-1") {
+			Expect(err).To(MatchError(agentapi.ErrNotFound), "a free node holds no instance")
+		}
+		nd.claim(ctx, "inst-1")
+		for _, err := range verbs("inst-2") {
+			Expect(err).To(MatchError(agentapi.ErrConflict), "the node is another instance's")
+		}
+		c, _ := nd.bind(ctx, "inst-1", "b1")
+		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		inst, err := nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Parameters).To(Equal(p))
-		Expect(nd.pid()).To(Equal(pid), "no restart")
+		Expect(inst.Parameters).To(Equal(p))
+		Expect(inst.NodeID).To(Equal("node-127-0-0-1"))
 		Expect(c.Info(ctx, "memory").Val()).To(ContainSubstring("maxmemory_policy:allkeys-lru"))
-		conf, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(`maxmemory-policy "allkeys-lru"`))
-		Expect(string(conf)).To(ContainSubstring(`timeout "42"`))
-
-		_, err = nd.client.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = nd.client.Update(ctx, "inst-2", agentapi.UpdateRequest{Parameters: p})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
+		_, err = nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred(), "a claim again with the parameters of now")
 	})
 
 	It("resets: wipes keys, users, functions and scripts, verifies, and the next tenant starts from nothing", func(ctx SpecContext) {
@@ -199,13 +151,13 @@ var _ = Describe("a dedicated node", func() {
 		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
 		_, err = nd.client.Get(ctx, "inst-1")
 		Expect(err).To(MatchError(agentapi.ErrNotFound))
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.DBSize(ctx).Val()).To(BeZero())
-		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("default", instance.AdminUser))
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("default", adminUser))
 		Expect(admin.Info(ctx, "replication").Val()).To(ContainSubstring("role:master"))
 		Expect(nd.adminPassword()).NotTo(Equal(oldAdmin), "a new admin password")
 		Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(nd.tenant(instance.AdminUser, oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
+		Expect(nd.admin(oldAdmin).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 		entries, err := os.ReadDir(filepath.Join(nd.cfg.DataDir, "data"))
 		Expect(err).NotTo(HaveOccurred())
 		for _, e := range entries {
@@ -226,7 +178,7 @@ var _ = Describe("a dedicated node", func() {
 
 	It("refuses a claim of a free node it finds not empty, and quarantines it", func(ctx SpecContext) {
 		// Someone with root on the VM wrote into the free node.
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.Set(ctx, "left-over", "x", 0).Err()).To(Succeed())
 		_, err := nd.client.Create(ctx, "inst-1", agentapi.InstanceRequest{Parameters: params.Defaults()})
 		Expect(err).To(MatchError(agentapi.ErrDirty))
@@ -275,13 +227,13 @@ var _ = Describe("a dedicated node", func() {
 		nd.crash()
 		// The agent died between writing its files and telling the server:
 		// the server has a user and a setting the files do not.
-		admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+		admin := nd.admin(nd.adminPassword())
 		Expect(admin.Do(ctx, "ACL", "SETUSER", "stray", "on", ">"+secret.New(), "~*", "+@all").Err()).To(Succeed())
 		Expect(admin.ConfigSet(ctx, "timeout", "99").Err()).To(Succeed())
 
 		nd = startNode(nd.cfg)
 		Expect(nd.pid()).To(Equal(pid))
-		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", instance.AdminUser))
+		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", adminUser))
 		Expect(admin.ConfigGet(ctx, "timeout").Val()).To(HaveKeyWithValue("timeout", "0"))
 		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeClaimed))
 		Expect(nd.get(ctx, "inst-1").Live.Keys).To(Equal(int64(1)))
@@ -315,7 +267,7 @@ var _ = Describe("a dedicated node", func() {
 
 			nd = startNode(nd.cfg)
 			Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
-			admin := nd.tenant(instance.AdminUser, nd.adminPassword())
+			admin := nd.admin(nd.adminPassword())
 			Expect(admin.DBSize(ctx).Val()).To(BeZero())
 			Expect(nd.pid()).NotTo(Equal(pid), "the old server was stopped")
 			Eventually(func() error { return processAlive(pid) }).Should(HaveOccurred())
@@ -366,88 +318,6 @@ var _ = Describe("a dedicated node", func() {
 	)
 })
 
-var _ = Describe("two nodes, leader and follower", func() {
-	It("replicates the leader, reports the link and lag, refuses writes, and becomes writable when promoted", func(ctx SpecContext) {
-		leader := startNode(nodeConfig(tempDir(), "127.0.0.1"))
-		follower := startNode(nodeConfig(tempDir(), "127.0.0.2"))
-		leader.claim(ctx, "inst-leader")
-		follower.claim(ctx, "inst-follower")
-		lc, _ := leader.bind(ctx, "inst-leader", "app-l")
-		fc, _ := follower.bind(ctx, "inst-follower", "app-f")
-		for i := range 100 {
-			Expect(lc.Set(ctx, fmt.Sprint("k", i), i, 0).Err()).To(Succeed())
-		}
-
-		By("giving the follower a replication user on the leader")
-		replPw := secret.New()
-		b, err := leader.client.Bind(ctx, "inst-leader", "repl-inst-follower", agentapi.BindingRequest{Password: replPw, Role: agentapi.RoleReplication})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(b.Role).To(Equal(agentapi.RoleReplication))
-		repl := leader.tenant("repl-inst-follower", replPw)
-		Expect(repl.Get(ctx, "k1").Err()).To(MatchError(ContainSubstring("NOPERM")), "a replication user reads no keys")
-
-		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: follower.cfg.Host, Port: follower.cfg.Port, Username: "x", Password: "y"}})
-		Expect(err).To(MatchError(agentapi.ErrInvalid), "a node cannot follow itself")
-		_, err = follower.client.SetReplication(ctx, "inst-leader", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port}})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-
-		By("following the leader")
-		leaderAt := &replication.Leader{Host: "127.0.0.1", Port: leader.cfg.Port, Username: "repl-inst-follower", Password: replPw}
-		st, err := follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Live.Replication.Role).To(Equal(replication.RoleFollower))
-		// The leader waits repl-diskless-sync-delay (5s by default) for more
-		// followers before it streams the first snapshot.
-		Eventually(func(g Gomega) {
-			st, err := follower.client.Get(ctx, "inst-follower")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(st.Live).NotTo(BeNil())
-			g.Expect(st.Live.Replication.Link).To(Equal("up"))
-			g.Expect(st.Live.Keys).To(Equal(int64(100)))
-		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
-		Expect(fc.Get(ctx, "k42").Val()).To(Equal("42"))
-		Expect(lc.Set(ctx, "late", "v", 0).Err()).To(Succeed())
-		Eventually(func() string { return fc.Get(ctx, "late").Val() }).WithContext(ctx).Should(Equal("v"))
-		Eventually(func(g Gomega) {
-			st, err := follower.client.Get(ctx, "inst-follower")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(st.Live).NotTo(BeNil())
-			r := st.Live.Replication
-			g.Expect(r.Role).To(Equal(replication.RoleFollower))
-			g.Expect(r.LeaderHost).To(Equal("127.0.0.1"))
-			g.Expect(r.LeaderPort).To(Equal(leader.cfg.Port))
-			g.Expect(r.Link).To(Equal("up"))
-			g.Expect(r.Offset).To(BeNumerically(">", 0))
-			g.Expect(r.LagBytes).To(BeNumerically(">=", 0), "the lag is known: the follower asked its leader")
-		}).WithContext(ctx).Should(Succeed())
-		ls := leader.get(ctx, "inst-leader")
-		Expect(ls.Live.Replication.Role).To(Equal(replication.RoleLeader))
-		Expect(ls.Live.Replication.Followers).To(Equal(1))
-		Expect(ls.Bindings).To(ConsistOf("app-l", "repl-inst-follower"))
-
-		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(MatchError(ContainSubstring("READONLY")))
-		conf, err := os.ReadFile(filepath.Join(follower.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(fmt.Sprintf("replicaof \"127.0.0.1\" %d\n", leader.cfg.Port)))
-
-		By("promoting the follower")
-		st, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: nil})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(st.Live.Replication.Role).To(Equal(replication.RoleLeader))
-		Expect(fc.Set(ctx, "x", "y", 0).Err()).To(Succeed())
-		Expect(fc.Get(ctx, "late").Val()).To(Equal("v"), "the data stays")
-		conf, err = os.ReadFile(filepath.Join(follower.cfg.DataDir, "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).NotTo(ContainSubstring("replicaof"))
-
-		By("resetting a node while it follows")
-		_, err = follower.client.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: leaderAt})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(follower.client.Delete(ctx, "inst-follower")).To(Succeed())
-		Expect(follower.node(ctx).State).To(Equal(agentapi.NodeFree))
-	})
-})
-
 var _ = Describe("Config", func() {
 	It("names every field at fault and fills in defaults", func() {
 		var c nodeagent.Config
@@ -467,5 +337,133 @@ var _ = Describe("Config", func() {
 		Expect(c.LogDir).To(Equal("/var/vcap/store/redis/logs"))
 		c.MaxMemoryPercent = 101
 		Expect(c.Validate()).To(MatchError(ContainSubstring("maxmemory_percent")))
+	})
+})
+var _ = Describe("Node with redis_tls", func() {
+	It("serves the claimed instance's binding users over TLS and in plaintext", func(ctx SpecContext) {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.TLSPort = freePort("127.0.0.1")
+		nd := startNode(cfg)
+		st := nd.claim(ctx, "inst-1")
+		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
+		pw := secret.New()
+		b, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(b.TLSPort).To(Equal(cfg.TLSPort))
+		Expect(b.TLSCA).To(Equal(ca.PEM))
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, b.TLSCA, "b1", pw)
+		Expect(c.Ping(ctx).Err()).To(Succeed())
+		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(nd.tenant("b1", pw).Get(ctx, "k").Val()).To(Equal("v"))
+	})
+
+	It("turns TLS on and off on a running server when the agent restarts, keeping its process and data", func(ctx SpecContext) {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		nd := startNode(cfg)
+		nd.claim(ctx, "inst-1")
+		c, pw := nd.bind(ctx, "inst-1", "b1")
+		Expect(c.Set(ctx, "k", "kept", 0).Err()).To(Succeed())
+		pid := nd.pid()
+
+		nd.crash()
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.TLSPort = freePort("127.0.0.1")
+		nd = startNode(cfg)
+		Expect(nd.pid()).To(Equal(pid))
+		st, err := nd.client.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
+		Expect(tlstest.RedisClient(GinkgoT(), "127.0.0.1", cfg.TLSPort, ca.PEM, "b1", pw).Get(ctx, "k").Val()).To(Equal("kept"))
+
+		nd.crash()
+		tlsPort := cfg.TLSPort
+		cfg.RedisTLS, cfg.TLSPort = nil, 0
+		nd = startNode(cfg)
+		Expect(nd.pid()).To(Equal(pid))
+		st, err = nd.client.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.TLSPort).To(BeZero())
+		_, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)), time.Second)
+		Expect(err).To(HaveOccurred(), "nothing listens on the TLS port any more")
+		conf, err := os.ReadFile(filepath.Join(cfg.DataDir, "redis.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(conf)).NotTo(ContainSubstring("tls-port"))
+		Expect(c.Get(ctx, "k").Val()).To(Equal("kept"))
+	})
+
+	It("checks redis_tls and tls_port", func() {
+		dir := tempDir()
+		cfg := nodeConfig(dir, "127.0.0.1")
+		Expect(cfg.Validate()).To(Succeed())
+		Expect(cfg.TLSPort).To(BeZero())
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		Expect(cfg.Validate()).To(Succeed())
+		Expect(cfg.TLSPort).To(Equal(nodeagent.DefaultTLSPort))
+		cfg.TLSPort = cfg.Port
+		Expect(cfg.Validate()).To(MatchError(ContainSubstring("tls_port")))
+		cfg.TLSPort = 0
+		cfg.RedisTLS.CAFile = ""
+		Expect(cfg.Validate()).To(MatchError(ContainSubstring("redis_tls.ca_file is required")))
+		// Files that are missing or wrong stop the agent's start (a config
+		// is also checked where they are not yet: a BOSH template's).
+		cfg.RedisTLS = ca.RedisTLS(GinkgoT(), dir, "127.0.0.1")
+		cfg.RedisTLS.CertFile = filepath.Join(dir, "missing.crt")
+		Expect(cfg.Validate()).To(Succeed())
+		n, err := nodeagent.New(cfg, testLogger())
+		Expect(n).To(BeNil())
+		Expect(err).To(MatchError(ContainSubstring("redis_tls.cert_file")))
+	})
+})
+
+var _ = Describe("a state file written before the one record shape", func() {
+	It("loads, and the node serves its claimed instance with the old credentials", func(ctx SpecContext) {
+		cfg := nodeConfig(tempDir(), "127.0.0.1")
+		Expect(os.MkdirAll(cfg.DataDir, 0o700)).To(Succeed())
+		appPw, replPw := secret.New(), secret.New()
+		// As the node agent wrote it before: the claim's fields at the top,
+		// the claim's time as claimed_at.
+		legacy := fmt.Sprintf(`{
+  "state": "claimed",
+  "instance_id": "old-1",
+  "parameters": {"maxmemory-policy": "allkeys-lru", "notify-keyspace-events": "", "timeout": 0},
+  "admin_password": %q,
+  "bindings": {
+    "app": {"password_hash": %q},
+    "repl-follower": {"password_hash": %q, "role": "replication"}
+  },
+  "claimed_at": "2026-11-01T10:00:00Z"
+}`, secret.New(), secret.Hash(appPw), secret.Hash(replPw))
+		Expect(os.WriteFile(filepath.Join(cfg.DataDir, "state.json"), []byte(legacy), 0o600)).To(Succeed())
+
+		nd := startNode(cfg)
+		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeClaimed, InstanceID: "old-1"}))
+		inst := nd.get(ctx, "old-1")
+		Expect(inst.Bindings).To(Equal([]string{"app", "repl-follower"}))
+		Expect(inst.Parameters.MaxMemoryPolicy).To(Equal("allkeys-lru"))
+		Expect(inst.MaxMemoryBytes).To(Equal(int64(64 << 20)))
+		app := nd.tenant("app", appPw)
+		Expect(app.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(nd.tenant("repl-follower", replPw).Get(ctx, "k").Err()).To(MatchError(ContainSubstring("NOPERM")))
+
+		a, err := nd.client.Snapshot(ctx, "old-1", agentapi.SnapshotRequest{})
+		Expect(err).NotTo(HaveOccurred(), "the claim's time carried over, so the snapshot knows its instance")
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(a)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(a.Close()).To(Succeed())
+
+		var st map[string]json.RawMessage
+		data, err := os.ReadFile(filepath.Join(cfg.DataDir, "state.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &st)).To(Succeed())
+		Expect(st).NotTo(HaveKey("claimed_at"))
+		Expect(string(st["created_at"])).To(Equal(`"2026-11-01T10:00:00Z"`))
+		Expect(string(st["id"])).To(Equal(`"old-1"`))
+
+		Expect(nd.client.Delete(ctx, "old-1")).To(Succeed())
+		Expect(nd.tenant("app", appPw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 	})
 })

@@ -93,6 +93,9 @@ func freePort(host string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// testLogger logs to the spec's output, shown when it fails.
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(GinkgoWriter, nil)) }
+
 // startNode starts a Node on cfg and its API, and stops both when the spec
 // ends (unless the spec crashed it first).
 func startNode(cfg nodeagent.Config) *node {
@@ -202,6 +205,14 @@ func (nd *node) get(ctx context.Context, id string) agentapi.Instance {
 	Expect(inst.Live).NotTo(BeNil(), "the server answers")
 	return inst
 }
+
+// admin is a client of the node's redis-server as the platform's admin,
+// with password: only someone with root on the VM could.
+func (nd *node) admin(password string) *redis.Client { return nd.tenant(adminUser, password) }
+
+// adminUser is the platform's ACL user (instance.AdminUser), by the name
+// operators see in ACL LIST.
+const adminUser = "platform-admin"
 
 // adminPassword reads the admin password from the node's state file, as only
 // someone with root on the VM could.

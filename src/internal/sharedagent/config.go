@@ -71,21 +71,12 @@ func (c *Config) Validate() error {
 	if c.MaxInstances < 0 {
 		errs = append(errs, errors.New("max_instances must not be negative"))
 	}
-	if c.Backups != nil {
-		errs = append(errs, c.Backups.Validate("backups"))
-	}
+	errs = append(errs, agentcmd.CheckBackups(c.Backups))
 	return errors.Join(errs...)
 }
 
 // memoryBudget returns the configured budget in bytes, or three quarters of
 // the machine's memory.
 func (c *Config) memoryBudget() (int64, error) {
-	if c.MemoryBudgetMB > 0 {
-		return c.MemoryBudgetMB << 20, nil
-	}
-	total, err := agentcmd.MachineMemory()
-	if err != nil {
-		return 0, fmt.Errorf("memory_budget_mb is unset and %w", err)
-	}
-	return total / 4 * 3, nil
+	return agentcmd.MemoryLimit(c.MemoryBudgetMB, "memory_budget_mb", func(total int64) int64 { return total / 4 * 3 })
 }

@@ -53,20 +53,12 @@ var _ agentapi.Service = (*Manager)(nil)
 // New opens the agent's state in cfg.DataDir, bringing records of earlier
 // versions to today's shape; cfg must have passed Validate.
 func New(cfg Config, logger *slog.Logger) (*Manager, error) {
-	if err := cfg.RedisTLS.Check("redis_tls"); err != nil {
-		return nil, err
-	}
 	budget, err := cfg.memoryBudget()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RedisServer, err = instance.RedisServerPath(cfg.RedisServer); err != nil {
+	if cfg.RedisServer, err = instance.Setup(cfg.RedisTLS, cfg.RedisServer, cfg.DataDir, filepath.Join(cfg.DataDir, "instances"), cfg.LogDir); err != nil {
 		return nil, err
-	}
-	for _, dir := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "instances"), cfg.LogDir} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
 	}
 	st, err := openState(filepath.Join(cfg.DataDir, "state.json"))
 	if err != nil {

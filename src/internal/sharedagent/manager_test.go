@@ -100,8 +100,7 @@ var _ = Describe("Manager", func() {
 		a   *agent
 	)
 	BeforeEach(func() {
-		dir = GinkgoT().TempDir()
-		DeferCleanup(systemtest.KillStrays, dir)
+		dir = tempDir()
 	})
 	JustBeforeEach(func() {
 		if a == nil {
@@ -122,57 +121,45 @@ var _ = Describe("Manager", func() {
 		Expect(err).To(MatchError(agentapi.ErrConflict))
 	})
 
-	It("gives binding users their own passwords and removes them on unbind", func(ctx SpecContext) {
-		inst, err := a.client.Create(ctx, "i1", request(16))
+	It("serves each instance's verbs on that instance alone, and none on an instance it does not hold", func(ctx SpecContext) {
+		i1, err := a.client.Create(ctx, "i1", request(16))
 		Expect(err).NotTo(HaveOccurred())
-		p1, p2 := secret.New(), secret.New()
-		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: p1})
+		i2, err := a.client.Create(ctx, "i2", request(16))
 		Expect(err).NotTo(HaveOccurred())
-		_, err = a.client.Bind(ctx, "i1", "b2", agentapi.BindingRequest{Password: p2})
+		Expect(i2.Port).NotTo(Equal(i1.Port))
+		pw := secret.New()
+		b, err := a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: pw})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: p2})
-		Expect(err).To(MatchError(agentapi.ErrConflict))
-		_, err = a.client.Bind(ctx, "i1", "b3", agentapi.BindingRequest{Password: "short"})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
-		_, err = a.client.Bind(ctx, "nope", "b3", agentapi.BindingRequest{Password: p1})
-		Expect(err).To(MatchError(agentapi.ErrNotFound))
-
-		c1, c2 := tenant(inst, "b1", p1), tenant(inst, "b2", p2)
-		Expect(c1.Set(ctx, "k", "v", 0).Err()).To(Succeed())
-		Expect(c2.Get(ctx, "k").Val()).To(Equal("v"))
-		Expect(a.client.Unbind(ctx, "i1", "b1")).To(Succeed())
-		Expect(c1.Ping(ctx).Err()).To(HaveOccurred())
-		Expect(c2.Ping(ctx).Err()).To(Succeed())
-		Expect(a.client.Unbind(ctx, "i1", "b1")).To(MatchError(agentapi.ErrNotFound))
-
-		got, err := a.client.Get(ctx, "i1")
-		Expect(err).NotTo(HaveOccurred())
-		Expect(got.Bindings).To(Equal([]string{"b2"}))
-		acl, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "users.acl"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(acl)).NotTo(ContainSubstring(p2), "the ACL file holds hashes only")
-	})
-
-	It("applies parameters live and keeps them in redis.conf", func(ctx SpecContext) {
-		inst, err := a.client.Create(ctx, "i1", request(16))
-		Expect(err).NotTo(HaveOccurred())
-		pid := pidOf(dir, "i1")
+		Expect(b.Port).To(Equal(i1.Port))
+		Expect(tenant(i1, "b1", pw).Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(tenant(i2, "b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")), "a binding opens its own instance only")
 		p := params.Parameters{MaxMemoryPolicy: "volatile-ttl", NotifyKeyspaceEvents: "Ex", Timeout: 42}
 		_, err = a.client.Update(ctx, "i1", agentapi.UpdateRequest{Parameters: p})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(pidOf(dir, "i1")).To(Equal(pid))
-		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(`maxmemory-policy "volatile-ttl"`))
-		pw := secret.New()
-		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: pw})
-		Expect(err).NotTo(HaveOccurred())
-		info, err := tenant(inst, "b1", pw).Info(ctx, "memory").Result()
-		Expect(err).NotTo(HaveOccurred())
-		Expect(info).To(ContainSubstring("maxmemory_policy:volatile-ttl"))
 
-		_, err = a.client.Update(ctx, "i1", agentapi.UpdateRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
-		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		got, err := a.client.Get(ctx, "i1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Parameters).To(Equal(p))
+		Expect(got.Bindings).To(Equal([]string{"b1"}))
+		Expect(got.Live).NotTo(BeNil())
+		Expect(got.Live.Keys).To(Equal(int64(1)))
+		Expect(got.NodeID).To(BeEmpty())
+		other, err := a.client.Get(ctx, "i2")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(other.Parameters).To(Equal(params.Defaults()))
+		Expect(other.Bindings).To(BeEmpty())
+		Expect(other.Live.Keys).To(BeZero())
+		list, err := a.client.List(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(list).To(HaveExactElements(HaveField("ID", "i1"), HaveField("ID", "i2")))
+
+		Expect(a.client.Get(ctx, "nope")).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.Bind(ctx, "nope", "b1", agentapi.BindingRequest{Password: pw})).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.Unbind(ctx, "nope", "b1")).To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.Update(ctx, "nope", agentapi.UpdateRequest{Parameters: p})).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.SetReplication(ctx, "nope", agentapi.ReplicationRequest{})).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.Snapshot(ctx, "nope", agentapi.SnapshotRequest{})).Error().To(MatchError(agentapi.ErrNotFound))
+		Expect(a.client.Restore(ctx, "nope", agentapi.RestoreRequest{}, strings.NewReader(""))).Error().To(MatchError(agentapi.ErrNotFound))
 	})
 
 	It("resizes an instance live within the VM's budget, never below what it holds, and keeps the limit in redis.conf", func(ctx SpecContext) {
@@ -379,5 +366,56 @@ var _ = Describe("Manager", func() {
 		Expect(a.client.Get(ctx, "gone")).Error().To(MatchError(agentapi.ErrNotFound))
 		Expect(filepath.Join(dir, "instances", "gone")).NotTo(BeAnExistingFile())
 		Eventually(func() error { return processAlive(gonePid) }).Should(HaveOccurred())
+	})
+})
+
+var _ = Describe("a state file written before the one record shape", func() {
+	It("loads, and its instance serves its binding and replication users with their old passwords", func(ctx SpecContext) {
+		dir := tempDir()
+		port, err := portalloc.Next(portalloc.Default, nil, 0, portalloc.Listenable("127.0.0.1"))
+		Expect(err).NotTo(HaveOccurred())
+		appPw, replPw := secret.New(), secret.New()
+		// As the shared agent wrote it before: a binding user is its bare
+		// password hash, replication users are kept apart.
+		legacy := fmt.Sprintf(`{
+  "last_port": %[1]d,
+  "instances": {
+    "old-1": {
+      "id": "old-1",
+      "port": %[1]d,
+      "maxmemory_bytes": 16777216,
+      "parameters": {"maxmemory-policy": "noeviction", "notify-keyspace-events": "", "timeout": 0},
+      "admin_password": %[2]q,
+      "bindings": {"app": %[3]q},
+      "replicators": {"repl-follower": %[4]q},
+      "created_at": "2026-11-01T10:00:00Z"
+    }
+  }
+}`, port, secret.New(), secret.Hash(appPw), secret.Hash(replPw))
+		Expect(os.WriteFile(filepath.Join(dir, "state.json"), []byte(legacy), 0o600)).To(Succeed())
+
+		a := startAgent(config(dir))
+		DeferCleanup(a.stop)
+		inst, err := a.client.Get(ctx, "old-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.State).To(Equal(agentapi.StateRunning))
+		Expect(inst.Port).To(Equal(port))
+		Expect(inst.Bindings).To(Equal([]string{"app", "repl-follower"}))
+		app := tenant(inst, "app", appPw)
+		Expect(app.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		repl := tenant(inst, "repl-follower", replPw)
+		Expect(repl.Get(ctx, "k").Err()).To(MatchError(ContainSubstring("NOPERM")), "still a replication user")
+		_, err = a.client.Bind(ctx, "old-1", "repl-follower", agentapi.BindingRequest{Password: replPw, Role: agentapi.RoleReplication})
+		Expect(err).NotTo(HaveOccurred(), "the same user again")
+		Expect(a.client.Unbind(ctx, "old-1", "repl-follower")).To(Succeed())
+
+		var st struct {
+			Instances map[string]map[string]json.RawMessage `json:"instances"`
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &st)).To(Succeed())
+		Expect(st.Instances["old-1"]).NotTo(HaveKey("replicators"))
+		Expect(string(st.Instances["old-1"]["bindings"])).To(MatchJSON(fmt.Sprintf(`{"app": {"password_hash": %q}}`, secret.Hash(appPw))))
 	})
 })

@@ -112,19 +112,13 @@ func (st instanceStore) Held(id string) (instance.Record, error) {
 }
 
 func (st instanceStore) Update(id string, change func(*instance.Record) error) (instance.Record, error) {
-	var rec instance.Record
-	err := st.m.state.Update(func(s *state) error {
+	return instance.UpdateIn(st.m.state, func(s *state) (*instance.Record, error) {
 		e, err := liveEntry(s, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := change(&e.Record); err != nil {
-			return err
-		}
-		rec = e.Record
-		return nil
-	})
-	return rec, err
+		return &e.Record, nil
+	}, change)
 }
 
 // Capacity reports the memory, ports and instance slots in use and in all.

@@ -2,8 +2,6 @@ package sharedagent_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"net"
 	"os"
@@ -13,7 +11,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
@@ -24,33 +21,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
 )
 
-// redisTLS makes a CA and a certificate for 127.0.0.1 in dir.
-func redisTLS(dir string) *instance.RedisTLS {
-	ca, err := tlstest.NewCA("redis-ca")
-	Expect(err).NotTo(HaveOccurred())
-	certFile, keyFile, err := ca.Issue(dir, "127.0.0.1")
-	Expect(err).NotTo(HaveOccurred())
-	caFile := filepath.Join(dir, "redis-ca.pem")
-	Expect(os.WriteFile(caFile, []byte(ca.PEM), 0o600)).To(Succeed())
-	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
-}
-
-// tlsTenant is a client of the instance's TLS port that verifies the server
-// against caPEM.
-func tlsTenant(host string, port int, caPEM, user, pass string) *redis.Client {
-	pool := x509.NewCertPool()
-	Expect(pool.AppendCertsFromPEM([]byte(caPEM))).To(BeTrue())
-	c := redis.NewClient(&redis.Options{
-		Addr:     net.JoinHostPort(host, strconv.Itoa(port)),
-		Username: user, Password: pass,
-		TLSConfig:   &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
-		MaxRetries:  -1,
-		DialTimeout: 2 * time.Second,
-	})
-	DeferCleanup(c.Close)
-	return c
-}
-
 var _ = Describe("Manager with redis_tls", func() {
 	var (
 		dir string
@@ -58,9 +28,10 @@ var _ = Describe("Manager with redis_tls", func() {
 		rt  *instance.RedisTLS
 	)
 	BeforeEach(func() {
-		dir = GinkgoT().TempDir()
-		DeferCleanup(systemtest.KillStrays, dir)
-		rt = redisTLS(GinkgoT().TempDir())
+		dir = tempDir()
+		ca, err := tlstest.NewCA("redis-ca")
+		Expect(err).NotTo(HaveOccurred())
+		rt = ca.RedisTLS(GinkgoT(), GinkgoT().TempDir(), "127.0.0.1")
 	})
 	AfterEach(func() {
 		if a != nil {
@@ -91,7 +62,7 @@ var _ = Describe("Manager with redis_tls", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(b.TLSCA).To(Equal(string(caPEM)))
 
-		c := tlsTenant("127.0.0.1", b.TLSPort, b.TLSCA, "app1", pass)
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, b.TLSCA, "app1", pass)
 		Expect(c.Ping(ctx).Err()).To(Succeed())
 		Expect(c.Set(ctx, "k", "over tls", 0).Err()).To(Succeed())
 		Expect(tenant(inst, "app1", pass).Get(ctx, "k").Val()).To(Equal("over tls"), "the plaintext port serves too")
@@ -99,7 +70,7 @@ var _ = Describe("Manager with redis_tls", func() {
 		// A server not signed by the CA is refused by the client.
 		wrong, err := tlstest.NewCA("another")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(tlsTenant("127.0.0.1", b.TLSPort, wrong.PEM, "app1", pass).Ping(ctx).Err()).To(HaveOccurred())
+		Expect(tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, wrong.PEM, "app1", pass).Ping(ctx).Err()).To(HaveOccurred())
 
 		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
 		Expect(err).NotTo(HaveOccurred())
@@ -142,7 +113,7 @@ var _ = Describe("Manager with redis_tls", func() {
 		b, err = a.client.Bind(ctx, "old", "app1", agentapi.BindingRequest{Password: pass})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(b.TLSPort).To(Equal(got.TLSPort))
-		c := tlsTenant("127.0.0.1", got.TLSPort, b.TLSCA, "app1", pass)
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", got.TLSPort, b.TLSCA, "app1", pass)
 		Expect(c.Get(ctx, "k").Val()).To(Equal("kept"))
 		Expect(processAlive(pid)).To(Succeed())
 

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -13,7 +14,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 )
 
 // CA is a certificate authority held in memory.
@@ -88,4 +94,51 @@ func (ca *CA) Issue(dir string, hosts ...string) (certFile, keyFile string, err 
 		return "", "", err
 	}
 	return certFile, keyFile, nil
+}
+
+// RedisFiles issues a certificate for hosts into dir and writes the CA
+// beside it: the three files of a redis_tls config.
+func (ca *CA) RedisFiles(dir string, hosts ...string) (certFile, keyFile, caFile string, err error) {
+	if certFile, keyFile, err = ca.Issue(dir, hosts...); err != nil {
+		return "", "", "", err
+	}
+	caFile = filepath.Join(dir, "ca-"+hosts[0]+".pem")
+	return certFile, keyFile, caFile, os.WriteFile(caFile, []byte(ca.PEM), 0o600)
+}
+
+// T is what the helpers below need of a test; testing.TB and Ginkgo's
+// GinkgoT() have it.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
+// RedisTLS is an agent's redis_tls config: a certificate for hosts, issued
+// into dir, and the CA beside it.
+func (ca *CA) RedisTLS(t T, dir string, hosts ...string) *instance.RedisTLS {
+	t.Helper()
+	certFile, keyFile, caFile, err := ca.RedisFiles(dir, hosts...)
+	if err != nil {
+		t.Fatalf("tlstest: %v", err)
+	}
+	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
+}
+
+// RedisClient is a go-redis client of host:port over TLS that verifies the
+// server against caPEM, logged in as user, as an app with a binding's
+// tls_uri connects; it is closed when the test ends.
+func RedisClient(t T, host string, port int, caPEM, user, password string) *redis.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatalf("tlstest: the CA holds no PEM certificate")
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr: net.JoinHostPort(host, strconv.Itoa(port)), Username: user, Password: password,
+		TLSConfig:  &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
+		MaxRetries: -1, DialTimeout: 2 * time.Second,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
