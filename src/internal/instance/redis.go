@@ -3,7 +3,6 @@ package instance
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Setup prepares an agent's start: it checks the TLS files (nil: no TLS),
@@ -141,8 +142,8 @@ func (t *RedisTLS) Check(name string) error {
 	ca, err := os.ReadFile(t.CAFile)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s.ca_file: %w", name, err))
-	} else if !x509.NewCertPool().AppendCertsFromPEM(ca) {
-		errs = append(errs, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", name, t.CAFile))
+	} else if _, err := tlsca.Pool(string(ca)); err != nil {
+		errs = append(errs, fmt.Errorf("%s.ca_file: %s %w", name, t.CAFile, err))
 	} else {
 		t.caPEM = string(ca)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // CA is a certificate authority held in memory.
@@ -130,9 +131,9 @@ func (ca *CA) RedisTLS(t T, dir string, hosts ...string) *instance.RedisTLS {
 // tls_uri connects; it is closed when the test ends.
 func RedisClient(t T, host string, port int, caPEM, user, password string) *redis.Client {
 	t.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-		t.Fatalf("tlstest: the CA holds no PEM certificate")
+	pool, err := tlsca.Pool(caPEM)
+	if err != nil {
+		t.Fatalf("tlstest: the CA %v", err)
 	}
 	c := redis.NewClient(&redis.Options{
 		Addr: net.JoinHostPort(host, strconv.Itoa(port)), Username: user, Password: password,
