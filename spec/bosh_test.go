@@ -1,14 +1,14 @@
 package spec
 
 import (
-	"github.com/cf-redis/redis-for-cf/src/boshrender"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // root is the release's directory, relative to this package's.
 const root = ".."
 
 // The Director's view of jobs, instances and links, and the renderer, are
-// src/boshrender's, which the local deployment shares.
+// src/release/boshrender's, which the local deployment shares.
 type (
 	LinkSpec     = boshrender.LinkSpec
 	Property     = boshrender.Property

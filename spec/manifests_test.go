@@ -17,10 +17,10 @@ import (
 	. "github.com/onsi/gomega"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cf-redis/redis-for-cf/src/boshrender"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
-// The manifest as these tests read it: src/boshrender's view, which the
+// The manifest as these tests read it: src/release/boshrender's view, which the
 // local deployment shares.
 type (
 	manifest      = boshrender.Manifest

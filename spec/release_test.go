@@ -19,7 +19,18 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
+
+// packagePrograms are the commands of src/cmd the redis-for-cf package
+// builds, as its spec names them.
+func packagePrograms() []string {
+	GinkgoHelper()
+	programs, err := localbosh.PackagePrograms(filepath.Join(root, "packages/redis-for-cf/spec"))
+	Expect(err).NotTo(HaveOccurred())
+	return programs
+}
 
 // releaseManifest is a release tarball's release.MF.
 type releaseManifest struct {
@@ -193,17 +204,29 @@ var _ = Describe("the release", Ordered, func() {
 		bin, err := compile(releaseDir, "redis-for-cf", packagesDir, work)
 		Expect(err).NotTo(HaveOccurred())
 
-		cmds, err := os.ReadDir(filepath.Join(root, "src/cmd"))
+		// The package's spec names the programs the jobs run; every other
+		// command of src/cmd builds, deploys or tests the release.
+		programs := packagePrograms()
+		Expect(programs).To(ContainElements("redis-broker", "redis-shared-agent", "redis-node-agent", "redis-backup"))
+		built, err := os.ReadDir(filepath.Join(bin, "bin"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(cmds).NotTo(BeEmpty())
-		for _, c := range cmds {
-			out, err := exec.Command(filepath.Join(bin, "bin", c.Name())).CombinedOutput()
-			var exit *exec.ExitError
-			Expect(errors.As(err, &exit)).To(BeTrue(), "%s without -config must refuse to start", c.Name())
-			Expect(exit.ExitCode()).To(Equal(2))
-			Expect(string(out)).To(And(ContainSubstring("usage"), ContainSubstring(c.Name())))
+		var names []string
+		for _, b := range built {
+			names = append(names, b.Name())
 		}
-		Expect(filepath.Join(bin, "bin/configcheck")).NotTo(BeAnExistingFile(), "test tools stay out of the release")
+		Expect(names).To(ConsistOf(programs), "the package builds exactly the programs its spec names")
+		for _, c := range programs {
+			Expect(filepath.Join(root, "src/cmd", c)).To(BeADirectory())
+			out, err := exec.Command(filepath.Join(bin, "bin", c)).CombinedOutput()
+			var exit *exec.ExitError
+			Expect(errors.As(err, &exit)).To(BeTrue(), "%s without -config must refuse to start", c)
+			Expect(exit.ExitCode()).To(Equal(2))
+			Expect(string(out)).To(And(ContainSubstring("usage"), ContainSubstring(c)))
+		}
+		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator"} {
+			Expect(filepath.Join(root, "src/cmd", tool)).To(BeADirectory())
+			Expect(filepath.Join(bin, "bin", tool)).NotTo(BeAnExistingFile(), "tools stay out of the release")
+		}
 	})
 
 	It("compiles redis-server 7.0.15 from its source blob, with TLS", func() {

@@ -20,7 +20,7 @@ func TestSpec(t *testing.T) {
 	RunSpecs(t, "Release")
 }
 
-// configcheck is src/internal/configcheck, built for the suite: it loads a
+// configcheck is src/cmd/configcheck, built for the suite: it loads a
 // rendered config as the program does, which spec/ cannot do in-process (Go's
 // internal rule keeps it from importing the config packages).
 var configcheck string
@@ -30,7 +30,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, dir)
 	configcheck = filepath.Join(dir, "configcheck")
-	cmd := exec.Command("go", "build", "-o", configcheck, "github.com/cf-redis/redis-for-cf/src/internal/configcheck")
+	cmd := exec.Command("go", "build", "-o", configcheck, "github.com/cf-redis/redis-for-cf/src/cmd/configcheck")
 	out, err := cmd.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 })

@@ -75,7 +75,7 @@ func expectBPM(j *Job, rendered map[string]string) bpmProcess {
 	p := bpm.Processes[0]
 	Expect(p.Name).To(Equal(j.Name), "monit starts the process named for the job")
 	Expect(p.Executable).To(HavePrefix("/var/vcap/packages/redis-for-cf/bin/"))
-	Expect(filepath.Join(root, "src/cmd", filepath.Base(p.Executable))).To(BeADirectory(), "the package builds every command under src/cmd")
+	Expect(packagePrograms()).To(ContainElement(filepath.Base(p.Executable)), "the redis-for-cf package builds the programs its spec names")
 	Expect(j.Packages).To(ContainElement("redis-for-cf"))
 	Expect(p.Args).To(Equal([]string{"-config", "/var/vcap/jobs/" + j.Name + "/config/config.json"}))
 	Expect(rendered).To(HaveKey("config/config.json"))

@@ -21,9 +21,9 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/miniotest"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // Sizes of the backup benchmark.

@@ -28,8 +28,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // Sizes of the experiments; scripts/bench passes them after -args.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // BenchmarkBareStart is the baseline: exec of redis-server with a minimal

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // idleSamples is how many redis-servers of each kind the memory benchmark

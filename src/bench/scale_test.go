@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var scalePorts = flag.String("scale.ports", "", "port range MIN-MAX of the scale benchmark's agent; empty means the product default")

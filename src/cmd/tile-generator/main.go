@@ -23,7 +23,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/tile"
+	"github.com/cf-redis/redis-for-cf/src/release/tile"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

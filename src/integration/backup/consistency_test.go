@@ -16,9 +16,9 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // writer writes transactions until stopped: transaction n increments

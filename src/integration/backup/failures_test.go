@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // Every failure is caused for real, and each must end the same way: a clear

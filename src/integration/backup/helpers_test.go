@@ -23,8 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
-	"github.com/cf-redis/redis-for-cf/src/internal/miniotest"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // s3Destination is the suite's MinIO bucket under a prefix of the spec's own.

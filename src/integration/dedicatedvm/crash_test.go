@@ -15,8 +15,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // tenantKeys is how many keys each tenant of the crash specs writes, besides

@@ -19,8 +19,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // startSystem starts a broker with n dedicated nodes and no shared VM load.

@@ -8,7 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 )
 
 var _ = Describe("a node whose reset fails", func() {

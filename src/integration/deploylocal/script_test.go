@@ -18,7 +18,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 	"github.com/onsi/gomega/gexec"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
 var _ = Describe("scripts/deploy-local", Ordered, func() {

@@ -20,7 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
-	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
 // name prefixes the test deployment's namespaces. It is fixed, so that a

@@ -8,9 +8,9 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gstruct"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/ccapitest"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/ccapitest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // Credentials the fake UAA knows.

@@ -27,8 +27,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 func TestErrands(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var _ = Describe("The catalog", Ordered, ContinueOnFailure, func() {

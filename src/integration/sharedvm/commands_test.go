@@ -10,7 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var _ = Describe("What a binding's user may run", Ordered, ContinueOnFailure, func() {

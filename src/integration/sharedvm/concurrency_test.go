@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var _ = Describe("Fifty concurrent provisions", Ordered, ContinueOnFailure, func() {

@@ -14,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // serving keeps writing and reading an instance until stopped, and returns

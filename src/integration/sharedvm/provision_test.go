@@ -9,7 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var _ = Describe("Provisioning", Ordered, ContinueOnFailure, func() {

@@ -24,8 +24,8 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemspec"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 // apiVersion is what the specs send as X-Broker-API-Version, as the OSB

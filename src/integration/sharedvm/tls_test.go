@@ -18,8 +18,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // tlsCreds are the TLS fields of a binding's credentials.

@@ -16,7 +16,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 func TestAgentapi(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 func tlsTrusting(ca *tlstest.CA) *tls.Config {

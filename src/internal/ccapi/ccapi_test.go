@@ -16,7 +16,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/ccapitest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/ccapitest"
 )
 
 func TestCCAPI(t *testing.T) {

@@ -23,9 +23,9 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 func TestInstance(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 var (

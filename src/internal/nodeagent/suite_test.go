@@ -26,8 +26,8 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 func TestNodeagent(t *testing.T) {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 func TestRedisconf(t *testing.T) {

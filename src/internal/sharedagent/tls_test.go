@@ -17,8 +17,8 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/systemtest"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 var _ = Describe("Manager with redis_tls", func() {

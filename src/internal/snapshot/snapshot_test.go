@@ -17,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/snapshot"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 func TestSnapshot(t *testing.T) {

@@ -13,10 +13,10 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/miniotest"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 	"github.com/cf-redis/redis-for-cf/src/internal/store/dirstore"
 	"github.com/cf-redis/redis-for-cf/src/internal/store/s3store"
+	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
 )
 
 func TestStore(t *testing.T) {

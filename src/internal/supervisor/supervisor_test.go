@@ -17,8 +17,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/supervisor"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 const redisServer = "/usr/bin/redis-server"

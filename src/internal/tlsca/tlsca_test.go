@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // server starts an HTTPS server whose certificate a new CA signed, and

@@ -30,7 +30,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // Options shape a server. Zero values take the defaults on each field.

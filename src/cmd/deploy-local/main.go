@@ -30,7 +30,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/localbosh"
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
 func TestPrintBackups(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // pkg is a built package: its files under Dir (a folder named for its
@@ -51,7 +53,7 @@ func (d *Director) buildPackages(ctx context.Context, needed func(cmd string) bo
 	}
 
 	vmBin := filepath.Join(tmp, "bpm", "bin")
-	if err := d.goBuild(ctx, []string{"build", "-o", filepath.Join(vmBin, "localvm"), "./src/internal/cmd/localvm"}, "CGO_ENABLED=0"); err != nil {
+	if err := d.goBuild(ctx, []string{"build", "-o", filepath.Join(vmBin, "localvm"), "./src/cmd/localvm"}, "CGO_ENABLED=0"); err != nil {
 		return nil, err
 	}
 	if out["bpm"], err = d.storePackage("bpm", filepath.Join(tmp, "bpm"), "localvm (init, monit and bpm stand-ins)"); err != nil {
@@ -68,9 +70,15 @@ func (d *Director) buildPackages(ctx context.Context, needed func(cmd string) bo
 	return out, nil
 }
 
-// buildCommands builds every command of src/cmd into bin, as the
-// redis-for-cf package's packaging script does, and says what it built.
+// buildCommands builds the commands the redis-for-cf package builds (those
+// of src/cmd its spec names) into bin, as its packaging script does, and
+// says what it built. A command no job of the deployment runs is left out,
+// with a warning, when it does not build.
 func (d *Director) buildCommands(ctx context.Context, bin string, needed func(cmd string) bool) (string, error) {
+	programs, err := PackagePrograms(filepath.Join(d.opts.ReleaseDir, "packages", "redis-for-cf", "spec"))
+	if err != nil {
+		return "", err
+	}
 	build := func(pkgs ...string) error {
 		args := []string{"build", "-trimpath", "-o", bin + "/"}
 		if d.opts.LDFlags != "" {
@@ -78,35 +86,56 @@ func (d *Director) buildCommands(ctx context.Context, bin string, needed func(cm
 		}
 		return d.goBuild(ctx, append(args, pkgs...), "CGO_ENABLED=0")
 	}
-	source := "go build -trimpath ./src/cmd/..."
-	if d.opts.LDFlags != "" {
-		source = fmt.Sprintf("go build -trimpath -ldflags %q ./src/cmd/...", d.opts.LDFlags)
+	var pkgs []string
+	for _, p := range programs {
+		pkgs = append(pkgs, "./src/cmd/"+p)
 	}
-	err := build("./src/cmd/...")
-	if err == nil {
+	source := "go build -trimpath " + strings.Join(pkgs, " ")
+	if d.opts.LDFlags != "" {
+		source = fmt.Sprintf("go build -trimpath -ldflags %q %s", d.opts.LDFlags, strings.Join(pkgs, " "))
+	}
+	if err := build(pkgs...); err == nil {
 		return source, nil
 	}
-	entries, rerr := os.ReadDir(filepath.Join(d.opts.ReleaseDir, "src", "cmd"))
-	if rerr != nil {
-		return "", errors.Join(err, rerr)
-	}
 	var skipped []string
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		if err := build("./src/cmd/" + e.Name()); err != nil {
-			if needed(e.Name()) {
+	for _, p := range programs {
+		if err := build("./src/cmd/" + p); err != nil {
+			if needed(p) {
 				return "", err
 			}
-			skipped = append(skipped, e.Name())
-			d.printf("  warning: src/cmd/%s does not build, and no job of the deployment runs it: left out\n%s", e.Name(), indentText(err.Error(), "      | "))
+			skipped = append(skipped, p)
+			d.printf("  warning: src/cmd/%s does not build, and no job of the deployment runs it: left out\n%s", p, indentText(err.Error(), "      | "))
 		}
 	}
 	if len(skipped) == 0 {
 		return source, nil
 	}
 	return fmt.Sprintf("%s (without %s)", source, strings.Join(skipped, ", ")), nil
+}
+
+// PackagePrograms lists the commands a package spec's files name
+// ("cmd/NAME/**/*"), in its order.
+func PackagePrograms(specFile string) ([]string, error) {
+	data, err := os.ReadFile(specFile)
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		Files []string `yaml:"files"`
+	}
+	if err := yaml.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", specFile, err)
+	}
+	var out []string
+	for _, f := range spec.Files {
+		if rest, ok := strings.CutPrefix(f, "cmd/"); ok {
+			out = append(out, strings.TrimSuffix(rest, "/**/*"))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s names no command under cmd/", specFile)
+	}
+	return out, nil
 }
 
 func indentText(s, prefix string) string {

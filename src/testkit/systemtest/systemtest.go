@@ -31,9 +31,9 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/tlstest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // Fixed catalog ids of the systems this package starts.

@@ -1,5 +1,5 @@
 // Package localvm is what runs inside a VM of a local deployment
-// (src/internal/localbosh) in place of what a BOSH stemcell has there: an
+// (src/release/localbosh) in place of what a BOSH stemcell has there: an
 // init that holds the VM's namespaces and reaps orphans (pid 1), a monit that
 // reads the jobs' monit files and runs their start and stop programs, and a
 // bpm that starts a job's processes as its bpm.yml says.

@@ -6,7 +6,7 @@
 // link() and if_link() as the Director's evaluation context defines them.
 //
 // It is shared by the release tests in spec/ and by the local deployment
-// (src/internal/localbosh). It lives outside src/internal on purpose: Go's
+// (src/release/localbosh). It lives outside src/internal on purpose: Go's
 // internal rule would keep spec/, outside src/, from importing it.
 //
 // Rendering needs ruby on PATH.

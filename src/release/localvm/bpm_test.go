@@ -15,7 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/localvm"
+	"github.com/cf-redis/redis-for-cf/src/release/localvm"
 )
 
 // vm points localvm's /var/vcap paths at a temporary folder and returns it.

@@ -14,7 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cf-redis/redis-for-cf/src/boshrender"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // interpolate runs `bosh interpolate` on the manifest with the ops files
@@ -214,7 +214,7 @@ type renderedJob struct {
 // bpmJob is the stand-in of the bpm release's job: bin/bpm runs localvm's.
 var bpmJob = renderedJob{
 	Name:     "bpm",
-	Files:    map[string]string{"bin/bpm": "#!/bin/sh\n# bpm's stand-in in a local deployment (src/internal/localvm).\nexec /var/vcap/packages/bpm/bin/localvm bpm \"$@\"\n"},
+	Files:    map[string]string{"bin/bpm": "#!/bin/sh\n# bpm's stand-in in a local deployment (src/release/localvm).\nexec /var/vcap/packages/bpm/bin/localvm bpm \"$@\"\n"},
 	Packages: []string{"bpm"},
 }
 
@@ -293,7 +293,7 @@ func (d *Director) Property(group, job, name string) (any, error) {
 // hostsFile is /etc/hosts of every VM: BOSH DNS's names of every instance.
 func (d *Director) hostsFile() []byte {
 	var b strings.Builder
-	b.WriteString("# A local deployment's stand-in for BOSH DNS (src/internal/localbosh).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
+	b.WriteString("# A local deployment's stand-in for BOSH DNS (src/release/localbosh).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
 	for _, in := range d.st.Instances {
 		if names := d.hostNames(in); len(names) > 0 {
 			fmt.Fprintf(&b, "%s %s\n", in.IP, strings.Join(names, " "))

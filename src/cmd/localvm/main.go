@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/localvm"
+	"github.com/cf-redis/redis-for-cf/src/release/localvm"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

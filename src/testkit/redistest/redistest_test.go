@@ -9,7 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 var _ = Describe("FreePort", func() {

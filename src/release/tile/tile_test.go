@@ -12,7 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/tile"
+	"github.com/cf-redis/redis-for-cf/src/release/tile"
 )
 
 const baseDescription = `

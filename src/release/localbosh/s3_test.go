@@ -14,8 +14,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	"github.com/cf-redis/redis-for-cf/src/boshrender"
-	"github.com/cf-redis/redis-for-cf/src/internal/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
+	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
 )
 
 // newTestDirector is a Director of a release folder holding only

@@ -100,7 +100,7 @@ func (d *Director) createVM(ctx context.Context, in *instanceState, localvm stri
 	if err := os.WriteFile(filepath.Join(dir, "overcommit_memory"), overcommit, 0o644); err != nil {
 		return err
 	}
-	monit := "#!/bin/sh\n# monit's stand-in in a local deployment (src/internal/localvm).\nexec /var/vcap/packages/bpm/bin/localvm monit \"$@\"\n"
+	monit := "#!/bin/sh\n# monit's stand-in in a local deployment (src/release/localvm).\nexec /var/vcap/packages/bpm/bin/localvm monit \"$@\"\n"
 	if err := os.WriteFile(filepath.Join(vcap, "bosh/bin/monit"), []byte(monit), 0o755); err != nil {
 		return err
 	}

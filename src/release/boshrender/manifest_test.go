@@ -7,7 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cf-redis/redis-for-cf/src/boshrender"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // The release's job specs and templates are rendered by spec/ through this

@@ -22,7 +22,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
 )
 
 // The deployment's stand-in of S3 (Options.S3): a MinIO server in a network
