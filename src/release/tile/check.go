@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // Check is the project's own check of a tile's metadata against the
@@ -296,7 +298,7 @@ func (c *checker) jobType(jt JobType, blueprints map[string]Blueprint, provided 
 		var leaves []string
 		flatten("", props, &leaves)
 		for _, p := range leaves {
-			v, _ := lookup(props, p)
+			v, _ := boshrender.Lookup(props, p)
 			if sel, manifest, ok := parsedManifest(v); ok {
 				c.expand(where, spec, r, p, sel, manifest, blueprints)
 				continue
@@ -456,19 +458,4 @@ func flatten(prefix string, v any, out *[]string) {
 		}
 		flatten(name, m[k], out)
 	}
-}
-
-// lookup finds a dotted name in nested maps.
-func lookup(m map[string]any, dotted string) (any, bool) {
-	var cur any = m
-	for _, k := range strings.Split(dotted, ".") {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = mm[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
 }

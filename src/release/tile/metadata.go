@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // Metadata is Ops Manager's product template: metadata/NAME.yml in the
@@ -425,7 +427,7 @@ func templates(where string, jobs []Job, pending map[string]string) ([]Template,
 					}
 				}
 			}
-			setDotted(props, name, v)
+			boshrender.SetPath(props, name, v)
 		}
 		var err error
 		if t.Manifest, err = yamlText(props); err != nil {
@@ -461,19 +463,6 @@ func stringsIn(v any) []string {
 		return out
 	}
 	return nil
-}
-
-func setDotted(m map[string]any, dotted string, v any) {
-	keys := strings.Split(dotted, ".")
-	for _, k := range keys[:len(keys)-1] {
-		next, ok := m[k].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			m[k] = next
-		}
-		m = next
-	}
-	m[keys[len(keys)-1]] = v
 }
 
 func yamlText(v map[string]any) (string, error) {

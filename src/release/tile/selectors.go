@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // parsedManifest reports whether a job property's value is a selector's
@@ -46,13 +48,13 @@ func (c *checker) expand(where string, spec *JobSpec, r *Release, prop, selector
 		var leaves []string
 		flatten(prop, v, &leaves)
 		tree := map[string]any{}
-		setDotted(tree, prop, v)
+		boshrender.SetPath(tree, prop, v)
 		for _, p := range leaves {
 			at := fmt.Sprintf("%s: property %s (option %s of %s)", where, p, ot.Name, selector)
 			if !spec.HasProperty(p) {
 				c.bad("%s: not in the job's spec (release %s)", at, r)
 			}
-			leaf, _ := lookup(tree, p)
+			leaf, _ := boshrender.Lookup(tree, p)
 			c.values(at, leaf, blueprints, selector+"."+ot.Name)
 		}
 	}
