@@ -54,13 +54,28 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 	mux.HandleFunc("GET /v1/capacity", h.capacity)
 	mux.HandleFunc("GET /v1/instances", h.list)
 	mux.HandleFunc("GET /v1/instances/{id}", h.get)
-	mux.HandleFunc("PUT /v1/instances/{id}", h.create)
-	mux.HandleFunc("PATCH /v1/instances/{id}", h.update)
+	mux.HandleFunc("PUT /v1/instances/{id}", decoded(h, func(r *http.Request, req InstanceRequest) (Instance, int, error) {
+		i, created, err := svc.Create(r.Context(), r.PathValue("id"), req)
+		return i, jsonhttp.CreatedStatus(created), err
+	}))
+	mux.HandleFunc("PATCH /v1/instances/{id}", decoded(h, func(r *http.Request, req UpdateRequest) (Instance, int, error) {
+		i, err := svc.Update(r.Context(), r.PathValue("id"), req)
+		return i, http.StatusOK, err
+	}))
 	mux.HandleFunc("DELETE /v1/instances/{id}", h.delete)
-	mux.HandleFunc("PUT /v1/instances/{id}/maxmemory", h.resize)
-	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", h.bind)
+	mux.HandleFunc("PUT /v1/instances/{id}/maxmemory", decoded(h, func(r *http.Request, req ResizeRequest) (Instance, int, error) {
+		i, err := svc.Resize(r.Context(), r.PathValue("id"), req)
+		return i, http.StatusOK, err
+	}))
+	mux.HandleFunc("PUT /v1/instances/{id}/bindings/{binding}", decoded(h, func(r *http.Request, req BindingRequest) (Binding, int, error) {
+		b, created, err := svc.Bind(r.Context(), r.PathValue("id"), r.PathValue("binding"), req)
+		return b, jsonhttp.CreatedStatus(created), err
+	}))
 	mux.HandleFunc("DELETE /v1/instances/{id}/bindings/{binding}", h.unbind)
-	mux.HandleFunc("PUT /v1/instances/{id}/replication", h.replication)
+	mux.HandleFunc("PUT /v1/instances/{id}/replication", decoded(h, func(r *http.Request, req ReplicationRequest) (Instance, int, error) {
+		i, err := svc.SetReplication(r.Context(), r.PathValue("id"), req)
+		return i, http.StatusOK, err
+	}))
 	mux.HandleFunc("POST /v1/instances/{id}/snapshot", h.snapshot)
 	mux.HandleFunc("POST /v1/instances/{id}/restore", h.restore)
 	if node, ok := svc.(NodeService); ok {
@@ -92,45 +107,9 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, http.StatusOK, i, err)
 }
 
-func (h *handler) create(w http.ResponseWriter, r *http.Request) {
-	var req InstanceRequest
-	if !h.decode(w, r, &req) {
-		return
-	}
-	i, created, err := h.svc.Create(r.Context(), r.PathValue("id"), req)
-	h.reply(w, r, jsonhttp.CreatedStatus(created), i, err)
-}
-
-func (h *handler) update(w http.ResponseWriter, r *http.Request) {
-	var req UpdateRequest
-	if !h.decode(w, r, &req) {
-		return
-	}
-	i, err := h.svc.Update(r.Context(), r.PathValue("id"), req)
-	h.reply(w, r, http.StatusOK, i, err)
-}
-
-func (h *handler) resize(w http.ResponseWriter, r *http.Request) {
-	var req ResizeRequest
-	if !h.decode(w, r, &req) {
-		return
-	}
-	i, err := h.svc.Resize(r.Context(), r.PathValue("id"), req)
-	h.reply(w, r, http.StatusOK, i, err)
-}
-
 func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
 	err := h.svc.Delete(r.Context(), r.PathValue("id"))
 	h.reply(w, r, http.StatusNoContent, nil, err)
-}
-
-func (h *handler) bind(w http.ResponseWriter, r *http.Request) {
-	var req BindingRequest
-	if !h.decode(w, r, &req) {
-		return
-	}
-	b, created, err := h.svc.Bind(r.Context(), r.PathValue("id"), r.PathValue("binding"), req)
-	h.reply(w, r, jsonhttp.CreatedStatus(created), b, err)
 }
 
 func (h *handler) unbind(w http.ResponseWriter, r *http.Request) {
@@ -138,17 +117,17 @@ func (h *handler) unbind(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, http.StatusNoContent, nil, err)
 }
 
-func (h *handler) replication(w http.ResponseWriter, r *http.Request) {
-	var req ReplicationRequest
-	if !h.decode(w, r, &req) {
-		return
+// decoded is the handler of a route whose request body is a Req: it
+// decodes the body strictly and answers what fn returns, with its status.
+func decoded[Req, Resp any](h *handler, fn func(r *http.Request, req Req) (Resp, int, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !jsonhttp.DecodeJSON(w, r, &req, maxBody) {
+			return
+		}
+		v, status, err := fn(r, req)
+		h.reply(w, r, status, v, err)
 	}
-	i, err := h.svc.SetReplication(r.Context(), r.PathValue("id"), req)
-	h.reply(w, r, http.StatusOK, i, err)
-}
-
-func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	return jsonhttp.DecodeJSON(w, r, v, maxBody)
 }
 
 func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
