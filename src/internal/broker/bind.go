@@ -50,7 +50,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	err = b.state.Update(func(s *state) error {
 		inst = s.Instances[id]
 		if inst == nil || inst.State != stateReady {
-			return &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
+			return notReady(id)
 		}
 		if old := inst.Bindings[bindingID]; old != nil {
 			if old.AppGUID != appGUID || !sameJSON(old.Requested, d.RawParameters) {

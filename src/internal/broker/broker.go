@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -209,6 +210,29 @@ func (b *Broker) forget(id string) error {
 		delete(s.Instances, id)
 		return nil
 	})
+}
+
+// lockReady locks instance id for the caller, who calls unlock when done,
+// and returns its record; an instance that does not exist or is not ready is
+// a 404 (and nothing stays locked).
+func (b *Broker) lockReady(ctx context.Context, id string) (*instance, func(), error) {
+	unlock, err := b.locks.LockContext(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst, err := b.find(id)
+	if err == nil && (inst == nil || inst.State != stateReady) {
+		err = notReady(id)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return inst, unlock, nil
+}
+
+func notReady(id string) error {
+	return &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
 }
 
 // sameJSON reports whether two parameter documents are equal as JSON values

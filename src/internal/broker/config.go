@@ -167,13 +167,7 @@ func (c *Config) Validate() error {
 }
 
 func (p *SharedVMPlan) validate(serviceID string) []error {
-	var errs []error
-	if p.PlanID == "" {
-		errs = append(errs, errors.New("shared_vm.plan_id is required"))
-	}
-	if p.PlanID != "" && p.PlanID == serviceID {
-		errs = append(errs, errors.New("shared_vm.plan_id must differ from catalog.service_id"))
-	}
+	errs := checkPlan("shared_vm", p.PlanID, serviceID)
 	if p.Name == "" {
 		p.Name = "shared-vm"
 	}
@@ -191,31 +185,16 @@ func (p *SharedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, a := range p.Agents {
-		if !ids.Valid(a.ID) {
-			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
-		}
-		if seen[a.ID] {
-			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].id %q is used twice", i, a.ID))
-		}
-		seen[a.ID] = true
+		errs = append(errs, checkVM(fmt.Sprintf("shared_vm.agents[%d]", i), a.ID, a.ClientConfig, seen)...)
 		if a.URL == "" {
 			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].url is required", i))
-		}
-		if a.Username == "" || a.Password == "" {
-			errs = append(errs, fmt.Errorf("shared_vm.agents[%d].username and password are required", i))
 		}
 	}
 	return errs
 }
 
 func (p *DedicatedVMPlan) validate(serviceID string) []error {
-	var errs []error
-	if p.PlanID == "" {
-		errs = append(errs, errors.New("dedicated_vm.plan_id is required"))
-	}
-	if p.PlanID != "" && p.PlanID == serviceID {
-		errs = append(errs, errors.New("dedicated_vm.plan_id must differ from catalog.service_id"))
-	}
+	errs := checkPlan("dedicated_vm", p.PlanID, serviceID)
 	if p.Name == "" {
 		p.Name = "dedicated-vm"
 	}
@@ -227,22 +206,41 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 	}
 	seen := map[string]bool{}
 	for i, n := range p.Nodes {
-		if !ids.Valid(n.ID) {
-			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id must be 1-128 letters, digits, '.', '_' or '-'", i))
-		}
-		if seen[n.ID] {
-			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].id %q is used twice", i, n.ID))
-		}
-		seen[n.ID] = true
+		errs = append(errs, checkVM(fmt.Sprintf("dedicated_vm.nodes[%d]", i), n.ID, n.ClientConfig, seen)...)
 		if !strings.HasPrefix(n.URL, "https://") {
 			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].url must be an https URL", i))
-		}
-		if n.Username == "" || n.Password == "" {
-			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].username and password are required", i))
 		}
 		if n.CACert == "" {
 			errs = append(errs, fmt.Errorf("dedicated_vm.nodes[%d].ca_cert is required: the broker verifies every node", i))
 		}
+	}
+	return errs
+}
+
+// checkPlan checks the plan id of the plan configured under field.
+func checkPlan(field, planID, serviceID string) []error {
+	switch {
+	case planID == "":
+		return []error{fmt.Errorf("%s.plan_id is required", field)}
+	case planID == serviceID:
+		return []error{fmt.Errorf("%s.plan_id must differ from catalog.service_id", field)}
+	}
+	return nil
+}
+
+// checkVM checks the id (valid, not in seen, which it joins) and the
+// credentials of the VM configured under field.
+func checkVM(field, id string, c agentapi.ClientConfig, seen map[string]bool) []error {
+	var errs []error
+	if !ids.Valid(id) {
+		errs = append(errs, fmt.Errorf("%s.id must be 1-128 letters, digits, '.', '_' or '-'", field))
+	}
+	if seen[id] {
+		errs = append(errs, fmt.Errorf("%s.id %q is used twice", field, id))
+	}
+	seen[id] = true
+	if c.Username == "" || c.Password == "" {
+		errs = append(errs, fmt.Errorf("%s.username and password are required", field))
 	}
 	return errs
 }

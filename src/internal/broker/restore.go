@@ -84,18 +84,11 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 	if err := b.checkMaintenanceInfo(d.MaintenanceInfo); err != nil {
 		return false, err
 	}
-	unlock, err := b.locks.LockContext(ctx, id)
+	inst, unlock, err := b.lockReady(ctx, id)
 	if err != nil {
 		return false, err
 	}
 	defer unlock()
-	inst, err := b.find(id)
-	if err != nil {
-		return false, err
-	}
-	if inst == nil || inst.State != stateReady {
-		return false, &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
-	}
 	if d.PlanID != "" && d.PlanID != inst.PlanID {
 		return false, badRequest("parameter %q cannot be combined with a plan change", RestoreParam)
 	}

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"net/http"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
@@ -37,18 +36,11 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 	if err := b.checkMaintenanceInfo(d.MaintenanceInfo); err != nil {
 		return err
 	}
-	unlock, err := b.locks.LockContext(ctx, id)
+	inst, unlock, err := b.lockReady(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	inst, err := b.find(id)
-	if err != nil {
-		return err
-	}
-	if inst == nil || inst.State != stateReady {
-		return &userError{status: http.StatusNotFound, msg: fmt.Sprintf("instance %s does not exist or is not ready", id)}
-	}
 	if d.PlanID != "" && d.PlanID != inst.PlanID {
 		if !b.knownPlan(d.PlanID) {
 			return badRequest("plan %q is not a plan of this service", d.PlanID)
