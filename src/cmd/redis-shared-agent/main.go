@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
-	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 )
 
@@ -18,20 +16,12 @@ func main() {
 	os.Exit(agentcmd.Command{
 		Name:   "redis-shared-agent",
 		Config: &cfg,
-		New: func(logger *slog.Logger) (agentcmd.Agent, serve.Server, []any, error) {
+		API: func() agentcmd.API {
+			return agentcmd.API{Listen: cfg.Listen, Credentials: cfg.Credentials, TLS: cfg.TLS}
+		},
+		New: func(logger *slog.Logger) (agentcmd.Agent, []any, error) {
 			mgr, err := sharedagent.New(cfg, logger)
-			if err != nil {
-				return nil, serve.Server{}, nil, err
-			}
-			srv := serve.Server{
-				Addr:    cfg.Listen,
-				Handler: agentapi.NewHandler(mgr, cfg.Credentials, logger),
-				Logger:  logger,
-			}
-			if cfg.TLS != nil {
-				srv.CertFile, srv.KeyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
-			}
-			return mgr, srv, []any{"tls", cfg.TLS != nil}, nil
+			return mgr, []any{"tls", cfg.TLS != nil}, err
 		},
 		// The API serves while Start recovers the instances.
 		ServeDuringStart: true,

@@ -11,12 +11,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
-// Agent is what a command runs: *sharedagent.Manager or *nodeagent.Node.
+// Agent is what a command runs and serves the agent API of:
+// *sharedagent.Manager or *nodeagent.Node.
 type Agent interface {
+	agentapi.Service
 	// Start recovers the agent's instances from its records.
 	Start(ctx context.Context)
 	// RunBackups runs the scheduled backups of the config until ctx ends.
@@ -31,9 +36,11 @@ type Command struct {
 	Name string
 	// Config points at the config the -config file is loaded into.
 	Config configfile.Validator
-	// New makes the agent of the loaded config, the server of its API, and
-	// the attributes logged with the address the API is served on.
-	New func(logger *slog.Logger) (Agent, serve.Server, []any, error)
+	// API says where the loaded config serves the agent API.
+	API func() API
+	// New makes the agent of the loaded config, and the attributes logged
+	// with the address the API is served on.
+	New func(logger *slog.Logger) (Agent, []any, error)
 	// ServeDuringStart serves the API while the agent's Start recovers it;
 	// otherwise recovery comes first, so no client sees an agent halfway
 	// through it.
@@ -59,10 +66,18 @@ func (c Command) Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	agent, srv, attrs, err := c.New(logger)
+	// go-redis logs every refused dial of the readiness probes that poll a
+	// starting redis-server: debug noise, not warnings.
+	redis.SetLogger(redisLogger{logger})
+	agent, attrs, err := c.New(logger)
 	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
+	}
+	api := c.API()
+	srv := serve.Server{Addr: api.Listen, Handler: agentapi.NewHandler(agent, api.Credentials, logger), Logger: logger}
+	if api.TLS != nil {
+		srv.CertFile, srv.KeyFile = api.TLS.CertFile, api.TLS.KeyFile
 	}
 	errc := make(chan error, 1)
 	run := func() {
@@ -93,4 +108,19 @@ func (c Command) Main() int {
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// API is where an agent serves the agent API: its address, the credentials
+// the broker presents, and its certificate (nil: plain HTTP).
+type API struct {
+	Listen      string
+	Credentials agentapi.Credentials
+	TLS         *TLS
+}
+
+// redisLogger hands go-redis's internal logs to slog at debug level.
+type redisLogger struct{ logger *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.logger.DebugContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis")
 }
