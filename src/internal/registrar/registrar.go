@@ -20,15 +20,9 @@ import (
 // way), then gives the configured orgs access to its plans. It reports each
 // step on out; the broker's password is never written.
 func Register(ctx context.Context, cc *ccapi.Client, cfg *Config, out io.Writer) error {
-	info, err := cc.Info(ctx)
-	if err != nil {
+	if err := login(ctx, cc, out); err != nil {
 		return err
 	}
-	who, err := cc.Authenticate(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "Cloud Controller %s, UAA %s, as %s\n", cc.URL(), info.UAA, who)
 
 	reg := ccapi.BrokerRegistration{Name: cfg.Broker.Name, URL: cfg.Broker.URL, Username: cfg.Broker.Username, Password: cfg.Broker.Password}
 	existing, err := cc.ServiceBrokerByName(ctx, cfg.Broker.Name)
@@ -139,15 +133,9 @@ var ErrInstancesExist = errors.New("service instances exist")
 // the instances are purged from Cloud Controller's records first. A broker
 // that is not registered is not an error.
 func Deregister(ctx context.Context, cc *ccapi.Client, cfg *DeregisterConfig, out io.Writer) error {
-	info, err := cc.Info(ctx)
-	if err != nil {
+	if err := login(ctx, cc, out); err != nil {
 		return err
 	}
-	who, err := cc.Authenticate(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "Cloud Controller %s, UAA %s, as %s\n", cc.URL(), info.UAA, who)
 	broker, err := cc.ServiceBrokerByName(ctx, cfg.BrokerName)
 	if err != nil {
 		return fmt.Errorf("looking up service broker %q: %w", cfg.BrokerName, err)
@@ -202,4 +190,19 @@ func names(instances []ccapi.ServiceInstance) string {
 		n = append(n, inst.Name)
 	}
 	return strings.Join(n, ", ")
+}
+
+// login finds Cloud Controller's UAA and authenticates there, saying where
+// and as whom on out.
+func login(ctx context.Context, cc *ccapi.Client, out io.Writer) error {
+	info, err := cc.Info(ctx)
+	if err != nil {
+		return err
+	}
+	who, err := cc.Authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Cloud Controller %s, UAA %s, as %s\n", cc.URL(), info.UAA, who)
+	return nil
 }
