@@ -103,6 +103,11 @@ var _ = Describe("a Server's process", func() {
 		s.start(ctx)
 		c, _ := s.bind(ctx, "b1")
 		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		// An app's connection, open across the agent's restart.
+		app := c.Conn()
+		defer app.Close()
+		appID, err := app.ClientID(ctx).Result()
+		Expect(err).NotTo(HaveOccurred())
 		pid := s.pid()
 		s.Abandon()
 		// The agent died between writing its files and telling the server:
@@ -118,6 +123,9 @@ var _ = Describe("a Server's process", func() {
 		Expect(admin.Do(ctx, "ACL", "USERS").Val()).To(ConsistOf("b1", "default", instance.AdminUser))
 		Expect(admin.ConfigGet(ctx, "timeout").Val()).To(HaveKeyWithValue("timeout", "0"))
 		Expect(c.Get(ctx, "k").Val()).To(Equal("v"))
+		// The users were set one by one, not reloaded: Redis 7.0's ACL LOAD
+		// would have closed every app's connection.
+		Expect(app.ClientID(ctx).Result()).To(Equal(appID), "the app's connection stayed open")
 	})
 
 	It("starts again in the background, backing off, when its port is taken", func(ctx SpecContext) {

@@ -198,8 +198,8 @@ func (s *Server) Recover(ctx context.Context) {
 // those of its record.
 func (s *Server) converge(ctx context.Context) error {
 	r := s.current()
-	if err := s.adminDo(ctx, r, "ACL", "LOAD"); err != nil {
-		return fmt.Errorf("ACL LOAD: %w", err)
+	if err := s.syncUsers(ctx, r); err != nil {
+		return err
 	}
 	if err := s.configSetParameters(ctx, r); err != nil {
 		return err
@@ -208,6 +208,39 @@ func (s *Server) converge(ctx context.Context) error {
 		return fmt.Errorf("TLS settings: %w", err)
 	}
 	return s.applyReplication(ctx, r)
+}
+
+// syncUsers makes the running server's users those of r's ACL file,
+// without ACL LOAD: Redis 7.0's ACL LOAD closes the connection of every
+// client that authenticated, so an agent restart would cut every app off.
+// Each user of the file is set again (ACL SETUSER keeps its connections);
+// a user the file no longer has was revoked, and ACL DELUSER closes its
+// connections.
+func (s *Server) syncUsers(ctx context.Context, r Record) error {
+	c := s.client(r, adminTimeout)
+	defer c.Close()
+	if err := c.Do(ctx, "ACL", "SETUSER", "default", "reset").Err(); err != nil {
+		return fmt.Errorf("ACL SETUSER default: %w", err)
+	}
+	keep := map[string]bool{"default": true}
+	for _, u := range r.aclUsers() {
+		keep[u.Name] = true
+		if err := c.Do(ctx, aclSetUser(u)...).Err(); err != nil {
+			return fmt.Errorf("ACL SETUSER %s: %w", u.Name, err)
+		}
+	}
+	names, err := c.Do(ctx, "ACL", "USERS").StringSlice()
+	if err != nil {
+		return fmt.Errorf("ACL USERS: %w", err)
+	}
+	for _, name := range names {
+		if !keep[name] {
+			if err := c.Do(ctx, "ACL", "DELUSER", name).Err(); err != nil {
+				return fmt.Errorf("ACL DELUSER %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // retry keeps trying to start the server, with backoff, until it runs, is
