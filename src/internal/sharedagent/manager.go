@@ -176,13 +176,12 @@ func (m *Manager) RunBackups(ctx context.Context) error {
 // List describes every instance, oldest first.
 func (m *Manager) List(ctx context.Context) ([]agentapi.Instance, error) {
 	var recs []entry
-	if err := m.state.View(func(s state) {
+	// Read in place: describe only reads the entries.
+	m.state.Peek(func(s state) {
 		for _, e := range s.Instances {
 			recs = append(recs, *e)
 		}
-	}); err != nil {
-		return nil, err
-	}
+	})
 	slices.SortFunc(recs, func(a, b entry) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	out := make([]agentapi.Instance, 0, len(recs))
 	for _, e := range recs {

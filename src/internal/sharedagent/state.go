@@ -68,17 +68,25 @@ func openState(path string) (*statefile.File[state], error) {
 
 // entry returns instance id's entry; with live, ErrNotFound also when it is
 // being deleted.
+//
+// It copies that one entry, not the whole state: readiness probes read
+// their instance's record every few milliseconds while it starts, and a
+// copy of every record per probe made starts slower and the agent larger
+// the more instances it held.
 func (m *Manager) entry(id string, live bool) (entry, error) {
 	var e entry
 	var found bool
-	err := m.state.View(func(s state) {
+	m.state.Peek(func(s state) {
 		if p, ok := s.Instances[id]; ok {
 			e, found = *p, true
+			e.Users = maps.Clone(p.Users)
+			e.Replicators = maps.Clone(p.Replicators)
+			if p.Leader != nil {
+				l := *p.Leader
+				e.Leader = &l
+			}
 		}
 	})
-	if err != nil {
-		return e, err
-	}
 	if !found || live && e.Deleting {
 		return e, fmt.Errorf("%w: no instance %s", agentapi.ErrNotFound, id)
 	}
@@ -127,11 +135,12 @@ func (m *Manager) Capacity(ctx context.Context) (agentapi.Capacity, error) {
 	if m.cfg.RedisTLS != nil {
 		c.PortsPerInstance = 2
 	}
-	err := m.state.View(func(s state) {
+	// Asked before every placement: read in place, not copied.
+	m.state.Peek(func(s state) {
 		c.Instances, c.AllocatedBytes = len(s.Instances), allocated(&s)
 		c.FreePorts = m.cfg.Ports.Size() - portsInRange(s, m.cfg.Ports)
 	})
-	return c, err
+	return c, nil
 }
 
 func portsInRange(s state, r portalloc.Range) int {

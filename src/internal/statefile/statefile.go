@@ -75,6 +75,18 @@ func (f *File[T]) View(fn func(T)) error {
 	return nil
 }
 
+// Peek calls fn with the current state itself, not a copy: a read of one
+// record out of thousands, made often (a readiness probe), must not cost a
+// copy of the whole state. The stored state is never changed in place
+// (Update replaces it with a changed copy), so what fn is given stays as
+// it is; fn must not change it, and must copy what it keeps and may change.
+func (f *File[T]) Peek(fn func(T)) {
+	f.mu.RLock()
+	v := f.value
+	f.mu.RUnlock()
+	fn(v)
+}
+
 // Update calls fn with a deep copy of the state; when fn returns nil the
 // changed copy is written to disk and becomes the state. When fn or the write
 // fails, the state is unchanged by fn and the error is returned as it is, so

@@ -117,6 +117,17 @@ var _ = Describe("File", func() {
 		Expect(f.View(func(c counter) { Expect(c.Items).To(Equal([]string{"a"})) })).To(Succeed())
 	})
 
+	It("hands Peek the current state, which a later Update replaces rather than changes", func() {
+		f, _ := statefile.Open[counter](path)
+		Expect(f.Update(func(c *counter) error { c.N, c.Items = 1, []string{"a"}; return nil })).To(Succeed())
+		var seen counter
+		f.Peek(func(c counter) { seen = c })
+		Expect(seen).To(Equal(counter{N: 1, Items: []string{"a"}}))
+		Expect(f.Update(func(c *counter) error { c.N, c.Items[0] = 2, "b"; return nil })).To(Succeed())
+		Expect(seen).To(Equal(counter{N: 1, Items: []string{"a"}}), "what Peek gave is not changed by the Update")
+		f.Peek(func(c counter) { Expect(c).To(Equal(counter{N: 2, Items: []string{"b"}})) })
+	})
+
 	It("refuses a corrupt file rather than start from nothing", func() {
 		Expect(os.WriteFile(path, []byte("{not json"), 0o600)).To(Succeed())
 		_, err := statefile.Open[counter](path)
