@@ -201,11 +201,8 @@ func (s *Server) converge(ctx context.Context) error {
 	if err := s.syncUsers(ctx, r); err != nil {
 		return err
 	}
-	if err := s.configSetParameters(ctx, r); err != nil {
-		return err
-	}
-	if err := s.adminDo(ctx, r, redisconf.TLSConfigSet(s.tls(r))...); err != nil {
-		return fmt.Errorf("TLS settings: %w", err)
+	if err := s.adminDo(ctx, r, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
+		return fmt.Errorf("setting the platform's settings: %w", err)
 	}
 	return s.applyReplication(ctx, r)
 }
@@ -392,7 +389,13 @@ func (s *Server) writeFiles(r Record) error {
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
-	return redisconf.WriteFile(p.Conf, redisconf.Config{
+	return redisconf.WriteFile(p.Conf, s.conf(r))
+}
+
+// conf is the redis.conf of r.
+func (s *Server) conf(r Record) redisconf.Config {
+	p := s.cfg.Paths
+	return redisconf.Config{
 		InstanceID:     s.cfg.Name,
 		Bind:           s.env.Bind,
 		Port:           r.Port,
@@ -402,7 +405,7 @@ func (s *Server) writeFiles(r Record) error {
 		Params:         r.Parameters,
 		ReplicaOf:      r.Leader.Conf(),
 		TLS:            s.tls(r),
-	})
+	}
 }
 
 // tls is the TLS port and certificate of r's redis.conf; nil when the agent
