@@ -24,7 +24,7 @@ var tenantDenied = map[string][]any{
 	"replconf": {"REPLCONF", "listening-port", "1"}, "failover": {"FAILOVER"}, "cluster": {"CLUSTER", "INFO"},
 	"monitor": {"MONITOR"}, "migrate": {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"}, "save": {"SAVE"},
 	"bgsave": {"BGSAVE"}, "bgrewriteaof": {"BGREWRITEAOF"}, "pfdebug": {"PFDEBUG", "GETREG", "k"},
-	"pfselftest": {"PFSELFTEST"},
+	"pfselftest":   {"PFSELFTEST"},
 	"client|pause": {"CLIENT", "PAUSE", "600000", "ALL"}, "client|unpause": {"CLIENT", "UNPAUSE"},
 	"client|kill": {"CLIENT", "KILL", "USER", instance.AdminUser}, "client|no-evict": {"CLIENT", "NO-EVICT", "on"},
 }
