@@ -17,7 +17,8 @@
 # builds with TLS (make BUILD_TLS=yes, Redis's bundled jemalloc and Lua),
 # installs bin/redis-server, redis-cli, redis-benchmark and the check tools,
 # and writes PREFIX/build-info: the Debian version, the patches applied and
-# left out, the two tarballs' sha256 and the installed programs' sha256.
+# left out, the sha256 of the two tarballs, of this script and of the
+# installed programs (the tests check them: src/testkit/redistest).
 #
 # redis-server --version says which revision it is: its "sha" field (the
 # git commit of a build from a git checkout, 00000000 from a tarball) is the
@@ -44,6 +45,7 @@ if [ $# -ne 3 ]; then
   echo "usage: build.sh ORIG_TARBALL DEBIAN_TARBALL PREFIX" >&2
   exit 2
 fi
+self=$(readlink -f "${BASH_SOURCE[0]}")
 orig=$(readlink -f "$1")
 debian=$(readlink -f "$2")
 prefix=$3
@@ -109,6 +111,7 @@ make PREFIX="$prefix" install >>build.log 2>&1 || { tail -n 40 build.log >&2; ex
   echo "debian_sha256=$(sha256sum "$debian" | cut -d' ' -f1)"
   echo "applied=${applied[*]}"
   echo "excluded=${excluded[*]}"
+  echo "build_script_sha256=$(sha256sum "$self" | cut -d' ' -f1)"
   for program in redis-server redis-cli redis-benchmark; do
     echo "${program//-/_}_sha256=$(sha256sum "$prefix/bin/$program" | cut -d' ' -f1)"
   done

@@ -1,7 +1,9 @@
 // Package redistest starts throwaway redis-server processes for tests, the
 // way net/http/httptest starts HTTP servers: each Server listens on its own
 // free loopback port, keeps its files in a directory the caller owns, and is
-// killed by Stop.
+// killed by Stop. Every server is the redis-server of the Redis build the
+// release ships, which scripts/setup builds from the release's blobs (see
+// Program); tests never run another Redis on the machine.
 package redistest
 
 import (
@@ -19,10 +21,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// DefaultServerPath is the redis-server binary Start runs unless the
-// REDIS_SERVER environment variable names another one.
-const DefaultServerPath = "/usr/bin/redis-server"
 
 // startTimeout bounds how long Start waits for a new server to answer PING.
 const startTimeout = 10 * time.Second
@@ -73,7 +71,7 @@ func FreePort() (int, error) {
 
 // Start writes a minimal redis.conf into dir (which must exist), followed by
 // extraConf, one directive per element (a later directive overrides an
-// earlier one; port and bind must not be overridden), starts redis-server on a free loopback port with that file,
+// earlier one; port and bind must not be overridden), starts the tests' redis-server (Program) on a free loopback port with that file,
 // and returns once the server answers PING (a NOAUTH reply counts, so
 // extraConf may set requirepass). The server runs without persistence unless
 // extraConf enables it, and dies with the test process. If redis-server exits
@@ -135,9 +133,9 @@ func start(dir string, extraConf []string) (*Server, error) {
 	}
 	defer logf.Close()
 
-	path := os.Getenv("REDIS_SERVER")
-	if path == "" {
-		path = DefaultServerPath
+	path, err := Program("redis-server")
+	if err != nil {
+		return nil, err
 	}
 	s.Cmd = exec.Command(path, s.ConfFile)
 	s.Cmd.Dir = dir
