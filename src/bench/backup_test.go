@@ -365,8 +365,12 @@ func bareLoad(dir string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	server, err := redisServerPath()
+	if err != nil {
+		return 0, err
+	}
 	start := time.Now()
-	cmd := exec.Command(redisServerPath(), "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "no", "--save", "")
+	cmd := exec.Command(server, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "no", "--save", "")
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
 		return 0, err

@@ -352,11 +352,10 @@ type bareServer struct {
 	exited    chan struct{}
 }
 
-func redisServerPath() string {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		return p
-	}
-	return redistest.DefaultServerPath
+// redisServerPath is the tests' Redis build's redis-server
+// (redistest.Program), the one the agents run.
+func redisServerPath() (string, error) {
+	return redistest.Program("redis-server")
 }
 
 // startBare writes a minimal redis.conf into a new directory under parent
@@ -412,7 +411,11 @@ func (s *bareServer) launch() (time.Duration, error) {
 	}
 	defer logf.Close()
 	s.exited = make(chan struct{})
-	s.cmd = exec.Command(redisServerPath(), s.conf)
+	server, err := redisServerPath()
+	if err != nil {
+		return 0, err
+	}
+	s.cmd = exec.Command(server, s.conf)
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

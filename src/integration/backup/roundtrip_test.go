@@ -200,7 +200,7 @@ var _ = Describe("a round trip through a backup", Ordered, func() {
 			port, err := redistest.FreePort()
 			Expect(err).NotTo(HaveOccurred())
 			// As the product documents say: cd into the folder, run redis-server.
-			srv := exec.Command("redis-server", append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", ""}, args...)...)
+			srv := exec.Command(redistest.MustProgram(GinkgoT(), "redis-server"), append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", ""}, args...)...)
 			srv.Dir = folder
 			srv.Stdout, srv.Stderr = GinkgoWriter, GinkgoWriter
 			Expect(srv.Start()).To(Succeed())

@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -48,7 +49,7 @@ var _ = Describe("TLS on a dedicated node's Redis port", func() {
 
 		caFile := filepath.Join(GinkgoT().TempDir(), "ca.pem")
 		Expect(os.WriteFile(caFile, []byte(creds["tls_ca"].(string)), 0o600)).To(Succeed())
-		out, err := exec.Command("redis-cli", "--tls", "--cacert", caFile, "-u", creds["tls_uri"].(string), "--no-auth-warning", "GET", "over-tls").CombinedOutput()
+		out, err := exec.Command(redistest.MustProgram(GinkgoT(), "redis-cli"), "--tls", "--cacert", caFile, "-u", creds["tls_uri"].(string), "--no-auth-warning", "GET", "over-tls").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		Expect(strings.TrimSpace(string(out))).To(Equal("1"))
 

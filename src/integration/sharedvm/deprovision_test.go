@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -128,7 +128,7 @@ var _ = Describe("Orphan mitigation", func() {
 		BeforeAll(func() {
 			sys = startSystem(systemtest.Options{})
 			gate = filepath.Join(sys.Dir, "gate")
-			redisServer, err := exec.LookPath("redis-server")
+			redisServer, err := redistest.Program("redis-server")
 			Expect(err).NotTo(HaveOccurred())
 			wrapper := filepath.Join(sys.Dir, "gated-redis-server")
 			script := fmt.Sprintf("#!/bin/sh\nwhile [ -e %q ]; do sleep 0.02; done\nexec %q \"$@\"\n", gate, redisServer)

@@ -24,6 +24,7 @@ import (
 	osb "sigs.k8s.io/go-open-service-broker-client/v2"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
@@ -387,7 +388,7 @@ func infoField(ctx context.Context, rc *redis.Client, section, field string) (st
 // redisCLI runs redis-cli -u uri with args and returns its output.
 func redisCLI(uri string, args ...string) string {
 	GinkgoHelper()
-	cmd := exec.Command("redis-cli", append([]string{"-u", uri, "--no-auth-warning"}, args...)...)
+	cmd := exec.Command(redistest.MustProgram(GinkgoT(), "redis-cli"), append([]string{"-u", uri, "--no-auth-warning"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 	return strings.TrimSpace(string(out))
@@ -416,7 +417,7 @@ func portFree(host string, port int) bool {
 // redisCLIResult runs redis-cli -u uri with args and returns its output and
 // error, for commands expected to fail.
 func redisCLIResult(uri string, args ...string) (string, error) {
-	cmd := exec.Command("redis-cli", append([]string{"-u", uri, "--no-auth-warning"}, args...)...)
+	cmd := exec.Command(redistest.MustProgram(GinkgoT(), "redis-cli"), append([]string{"-u", uri, "--no-auth-warning"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }

@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
@@ -102,7 +103,7 @@ var _ = Describe("TLS on the Redis ports", Ordered, ContinueOnFailure, func() {
 		Expect(os.WriteFile(caFile, []byte(tc.TLSCA), 0o600)).To(Succeed())
 		cli := func(args ...string) string {
 			GinkgoHelper()
-			cmd := exec.CommandContext(ctx, "redis-cli", append([]string{"--tls", "--cacert", caFile, "-u", tc.TLSURI, "--no-auth-warning"}, args...)...)
+			cmd := exec.CommandContext(ctx, redistest.MustProgram(GinkgoT(), "redis-cli"), append([]string{"--tls", "--cacert", caFile, "-u", tc.TLSURI, "--no-auth-warning"}, args...)...)
 			out, err := cmd.CombinedOutput()
 			Expect(err).NotTo(HaveOccurred(), string(out))
 			return strings.TrimSpace(string(out))

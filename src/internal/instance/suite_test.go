@@ -118,7 +118,7 @@ func newServer(dir, id string, tls *instance.RedisTLS) *server {
 		r.TLSPort, err = redistest.FreePort()
 		Expect(err).NotTo(HaveOccurred())
 	}
-	path, err := instance.Setup(tls, "redis-server", dir)
+	path, err := instance.Setup(tls, redistest.MustProgram(GinkgoT(), "redis-server"), dir)
 	Expect(err).NotTo(HaveOccurred())
 	started := &atomic.Bool{}
 	started.Store(true)

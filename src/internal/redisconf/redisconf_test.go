@@ -125,7 +125,7 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 			MaxMemoryBytes: 32 << 20, Params: params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "KEA", Timeout: 30},
 		})).To(Succeed())
 
-		cmd := exec.Command("redis-server", conf)
+		cmd := exec.Command(redistest.MustProgram(GinkgoT(), "redis-server"), conf)
 		cmd.Dir = dir
 		Expect(cmd.Start()).To(Succeed())
 		DeferCleanup(func() {

@@ -21,7 +21,12 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
-const redisServer = "/usr/bin/redis-server"
+// redisServer is the tests' Redis build's redis-server (redistest.Program).
+var redisServer string
+
+var _ = BeforeEach(func() {
+	redisServer = redistest.MustProgram(GinkgoT(), "redis-server")
+})
 
 // instance is one redis-server's files, port and admin connection.
 type instance struct {

@@ -155,8 +155,13 @@ func (s *System) redisTLS(name, host string) (*instance.RedisTLS, error) {
 }
 
 // Start starts the agents, then the broker, each with a fresh config in dir,
-// and waits until they answer.
+// and waits until they answer. The agents run the tests' Redis build
+// (redistest.Program).
 func Start(bins Binaries, dir string, opts Options) (*System, error) {
+	redisServer, err := redistest.Program("redis-server")
+	if err != nil {
+		return nil, err
+	}
 	if opts.Agents == 0 {
 		opts.Agents = 1
 	}
@@ -191,7 +196,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			Credentials:    agentapi.Credentials{Username: "broker", Password: fmt.Sprintf("agent-secret-%d-%d", i, time.Now().UnixNano())},
 			Host:           "127.0.0.1",
 			DataDir:        filepath.Join(dir, fmt.Sprintf("agent-%d", i)),
-			RedisServer:    redisServer(),
+			RedisServer:    redisServer,
 			Ports:          opts.PortRange,
 			MemoryBudgetMB: opts.AgentMemoryMB,
 			Backups:        opts.AgentBackups,
@@ -246,7 +251,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			Host:        host,
 			Port:        redisPort,
 			DataDir:     filepath.Join(nodeDir, "data"),
-			RedisServer: redisServer(),
+			RedisServer: redisServer,
 			MaxMemoryMB: opts.NodeMemoryMB,
 			Backups:     opts.AgentBackups,
 		}
@@ -300,16 +305,6 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 	}
 	return s, nil
-}
-
-func redisServer() string {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p
-	}
-	return "/usr/bin/redis-server"
 }
 
 func writeJSON(path string, v any) error {
