@@ -1,8 +1,6 @@
 package spec
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"fmt"
 	"os"
 	"os/exec"
@@ -345,74 +343,96 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		}
 		return dir
 	}
-	// redisSource writes a tarball shaped like Redis's source archive.
-	redisSource := func(dir, version string) string {
+	pinned := func() string {
 		GinkgoHelper()
-		path := filepath.Join(dir, "source.tar.gz")
-		f, err := os.Create(path)
+		data, err := os.ReadFile(filepath.Join(root, "scripts/add-blobs"))
 		Expect(err).NotTo(HaveOccurred())
-		gz := gzip.NewWriter(f)
-		tw := tar.NewWriter(gz)
-		body := fmt.Sprintf("#define REDIS_VERSION \"%s\"\n#define REDIS_VERSION_NUM 0x00070063\n", version)
-		Expect(tw.WriteHeader(&tar.Header{Name: "redis-" + version + "/src/version.h", Mode: 0o644, Size: int64(len(body))})).To(Succeed())
-		_, err = tw.Write([]byte(body))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(tw.Close()).To(Succeed())
-		Expect(gz.Close()).To(Succeed())
-		Expect(f.Close()).To(Succeed())
-		return path
+		m := regexp.MustCompile(`(?m)^REDIS_DEBIAN_VERSION=(\S+)$`).FindStringSubmatch(string(data))
+		Expect(m).NotTo(BeNil())
+		return m[1]
+	}
+	// sourcePackage writes a folder shaped like what `apt-get source redis`
+	// leaves: redis_7.0.15.orig.tar.gz (src/version.h) and
+	// redis_7.0.15-REVISION.debian.tar.xz (debian/changelog, whose entries
+	// are the new one and then the pinned one, and debian/patches/series).
+	sourcePackage := func(revision string) string {
+		GinkgoHelper()
+		dir := GinkgoT().TempDir()
+		Expect(os.WriteFile(filepath.Join(dir, "redis_7.0.15.orig.tar.gz"), targzOf(map[string]string{
+			"redis-7.0.15/src/version.h": "#define REDIS_VERSION \"7.0.15\"\n#define REDIS_VERSION_NUM 0x0007000f\n",
+		}), 0o644)).To(Succeed())
+		tree := GinkgoT().TempDir()
+		Expect(os.MkdirAll(filepath.Join(tree, "debian/patches"), 0o755)).To(Succeed())
+		changelog := fmt.Sprintf("redis (5:7.0.15-%s) bookworm-security; urgency=high\n\n  * CVE-2099-12345: a fix.\n\n -- A Maintainer <a@example.org>  Thu, 01 Oct 2026 10:00:00 +0000\n\n"+
+			"redis (%s) bookworm-security; urgency=high\n\n  * CVE-2026-92925: an older fix.\n\n -- A Maintainer <a@example.org>  Thu, 24 Sep 2026 13:34:16 -0700\n", revision, pinned())
+		Expect(os.WriteFile(filepath.Join(tree, "debian/changelog"), []byte(changelog), 0o644)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(tree, "debian/patches/series"), []byte("CVE-2099-12345.patch\n"), 0o644)).To(Succeed())
+		out, err := exec.Command("tar", "-C", tree, "-cJf", filepath.Join(dir, "redis_7.0.15-"+revision+".debian.tar.xz"), "debian").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		return dir
 	}
 	run := func(dir string, args ...string) (string, error) {
 		cmd := exec.Command(filepath.Join(dir, "scripts/bump-redis-blob"), args...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	sha256Of := func(path string) string {
+		GinkgoHelper()
+		sum, err := exec.Command("sha256sum", path).Output()
+		Expect(err).NotTo(HaveOccurred())
+		return strings.Fields(string(sum))[0]
+	}
 
-	It("pins the new version and its sha256 and swaps the blob, and commits with --commit", func() {
+	It("pins the newer Debian revision and both tarballs' sha256, swaps the blobs, and commits with --commit", func() {
 		dir := release()
 		for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before"}} {
 			out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
 			Expect(err).NotTo(HaveOccurred(), string(out))
 		}
-		tarball := redisSource(GinkgoT().TempDir(), "7.0.99")
-		out, err := run(dir, "--commit", tarball)
+		src := sourcePackage("1~deb12u99")
+		out, err := run(dir, "--commit", src)
 		Expect(err).NotTo(HaveOccurred(), out)
-		Expect(out).To(MatchRegexp(`redis 7\.0\.\d+ -> 7\.0\.99`))
+		Expect(out).To(ContainSubstring("redis " + pinned() + " -> 5:7.0.15-1~deb12u99"))
 
 		addBlobs, err := os.ReadFile(filepath.Join(dir, "scripts/add-blobs"))
 		Expect(err).NotTo(HaveOccurred())
-		sum, err := exec.Command("sha256sum", tarball).Output()
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_VERSION=7.0.99\n"))
-		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_SHA256=" + strings.Fields(string(sum))[0] + "\n"))
+		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_DEBIAN_VERSION=5:7.0.15-1~deb12u99\n"))
+		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_ORIG_SHA256=" + sha256Of(filepath.Join(src, "redis_7.0.15.orig.tar.gz")) + "\n"))
+		Expect(string(addBlobs)).To(ContainSubstring("\nREDIS_DEBIAN_SHA256=" + sha256Of(filepath.Join(src, "redis_7.0.15-1~deb12u99.debian.tar.xz")) + "\n"))
 		blobs, err := os.ReadFile(filepath.Join(dir, "config/blobs.yml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(blobs)).To(ContainSubstring("redis/redis-7.0.99.tar.gz:"))
-		Expect(strings.Count(string(blobs), "redis/redis-")).To(Equal(1), "the old blob is gone")
+		Expect(string(blobs)).To(ContainSubstring("redis/redis_7.0.15.orig.tar.gz:"))
+		Expect(string(blobs)).To(ContainSubstring("redis/redis_7.0.15-1~deb12u99.debian.tar.xz:"))
+		Expect(strings.Count(string(blobs), "redis/redis")).To(Equal(2), "the old Debian tarball is gone")
 		Expect(string(blobs)).To(ContainSubstring("golang/"), "the other blobs stay")
-		Expect(filepath.Join(dir, "blobs/redis/redis-7.0.99.tar.gz")).To(BeARegularFile())
+		Expect(filepath.Join(dir, "blobs/redis/redis_7.0.15-1~deb12u99.debian.tar.xz")).To(BeARegularFile())
 
-		log, err := exec.Command("git", "-C", dir, "log", "-1", "--format=%s", "--name-only").CombinedOutput()
+		log, err := exec.Command("git", "-C", dir, "log", "-1", "--format=%B", "--name-only").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(log))
-		Expect(string(log)).To(ContainSubstring("Bump redis to 7.0.99"))
+		Expect(string(log)).To(ContainSubstring("Bump redis to Debian's 5:7.0.15-1~deb12u99"))
+		Expect(string(log)).To(ContainSubstring("CVE-2099-12345: a fix."), "the commit quotes the new changelog entries")
+		Expect(string(log)).NotTo(ContainSubstring("an older fix"), "and only those")
 		Expect(string(log)).To(And(ContainSubstring("scripts/add-blobs"), ContainSubstring("config/blobs.yml")))
 	})
 
-	It("refuses a version that is not newer, and a tarball that is not Redis's source", func() {
+	It("changes nothing for a revision that is not newer, and refuses what is not Redis's source package", func() {
 		dir := release()
-		out, err := run(dir, redisSource(GinkgoT().TempDir(), "7.0.1"))
-		Expect(err).To(HaveOccurred())
-		Expect(out).To(MatchRegexp(`Redis 7\.0\.1 is not newer than the pinned 7\.0\.\d+`))
+		out, err := run(dir, sourcePackage("1~deb12u1"))
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("is not newer than the pinned " + pinned() + ": nothing to do"))
 
-		other := filepath.Join(GinkgoT().TempDir(), "other.tar.gz")
-		Expect(os.WriteFile(other, targzOf(map[string]string{"README": "hello"}), 0o644)).To(Succeed())
+		other := GinkgoT().TempDir()
+		Expect(os.WriteFile(filepath.Join(other, "other.tar.gz"), targzOf(map[string]string{"README": "hello"}), 0o644)).To(Succeed())
 		out, err = run(dir, other)
 		Expect(err).To(HaveOccurred())
-		Expect(out).To(ContainSubstring("not a Redis source tarball"))
-		before, err := os.ReadFile(filepath.Join(root, "scripts/add-blobs"))
-		Expect(err).NotTo(HaveOccurred())
-		after, err := os.ReadFile(filepath.Join(dir, "scripts/add-blobs"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(after).To(Equal(before), "nothing changed")
+		Expect(out).To(ContainSubstring("not a Redis source package"))
+
+		for _, f := range []string{"scripts/add-blobs", "config/blobs.yml"} {
+			before, err := os.ReadFile(filepath.Join(root, f))
+			Expect(err).NotTo(HaveOccurred())
+			after, err := os.ReadFile(filepath.Join(dir, f))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(after).To(Equal(before), "nothing changed")
+		}
 	})
 })

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Task bump-redis-blob: scripts/bump-redis-blob --commit with the source
-# tarball of the GitHub release.
+# Task bump-redis-blob: scripts/bump-redis-blob --commit, which downloads
+# the newest redis source package of bookworm-security with apt-get source.
 set -euo pipefail
-work=$PWD
 cd "$(dirname "$0")/../.."
-exec scripts/bump-redis-blob --commit "$work/redis-upstream/source.tar.gz"
+exec scripts/bump-redis-blob --commit

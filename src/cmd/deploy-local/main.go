@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.Manifest, "manifest", "", "deployment manifest (default manifests/redis.yml)")
 	fs.StringVar(&opts.RedisPackage, "redis-package", "", "a compiled redis package (a folder with bin/redis-server); default .local/redis-package if present, else Debian's redis-server")
 	fs.StringVar(&opts.LDFlags, "ldflags", "", "go build -ldflags for the project's binaries")
-	compileRedis := fs.Bool("compile-redis", false, "first compile the redis package from the release's blob into .local/redis-package (a few minutes)")
+	compileRedis := fs.Bool("compile-redis", false, "first compile the redis package from the release's blobs into .local/redis-package (a few minutes)")
 	skipErrands := fs.Bool("skip-errands", false, "deploy only: run neither the smoke tests nor the backup errand")
 	fs.BoolVar(&opts.S3, "s3", true, "back up to S3: apply manifests/operations/backups-s3.yml (unless an -o names it) and, unless -v/-l give backup_s3_endpoint "+
 		"(then give every backup_s3_* variable, for an S3 the VMs reach on 10.244.0.0/24), run MinIO as the deployment's S3 in namespace NAME-s3 at "+
@@ -106,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *compileRedis {
-		fmt.Fprintln(stdout, "Compiling the redis package from the release's blob with packages/redis/packaging ...")
+		fmt.Fprintln(stdout, "Compiling the redis package from the release's blobs with packages/redis/packaging ...")
 		dir, err := d.CompileRedis(ctx)
 		if err != nil {
 			fmt.Fprintln(stderr, "deploy-local:", err)

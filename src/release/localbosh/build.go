@@ -157,8 +157,9 @@ func (d *Director) goBuild(ctx context.Context, args []string, env ...string) er
 }
 
 // redisSource lays out the redis package in dir: the compiled package if
-// there is one, else Debian's binaries (the upstream 7.0.15 that the
-// release's blob holds, built by Debian). It says which.
+// there is one, else Debian's binaries (the same bookworm-security source
+// and security patches as the release's blobs, built with Debian's own
+// choices). It says which.
 func (d *Director) redisSource(dir string) (string, string, error) {
 	compiled := d.opts.RedisPackage
 	if compiled == "" {
@@ -201,6 +202,51 @@ func (d *Director) redisSource(dir string) (string, string, error) {
 	}
 	out, _ := exec.Command(server, "--version").Output()
 	return dir, "Debian's " + strings.TrimSpace(string(out)) + " (" + server + ")", nil
+}
+
+// packageFiles maps each file a package's spec names (files:, globs without
+// "**") to the release file it is: from src/, else from blobs/, as
+// bosh create-release takes them. A glob that matches nothing is an error.
+func (d *Director) packageFiles(name string) (map[string]string, error) {
+	specFile := filepath.Join(d.opts.ReleaseDir, "packages", name, "spec")
+	data, err := os.ReadFile(specFile)
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		Files []string `yaml:"files"`
+	}
+	if err := yaml.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", specFile, err)
+	}
+	files := map[string]string{}
+	for _, glob := range spec.Files {
+		found := false
+		for _, dir := range []string{"src", "blobs"} {
+			base := filepath.Join(d.opts.ReleaseDir, dir)
+			matches, err := filepath.Glob(filepath.Join(base, glob))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", specFile, err)
+			}
+			for _, m := range matches {
+				rel, err := filepath.Rel(base, m)
+				if err != nil {
+					return nil, err
+				}
+				if _, ok := files[rel]; !ok {
+					files[rel] = m
+				}
+				found = true
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%s: no file in src/ or blobs/ matches %s", specFile, glob)
+		}
+	}
+	return files, nil
 }
 
 // storePackage moves the package laid out in src to
@@ -339,22 +385,22 @@ func walkTree(src, dst string, file func(from, to string) error) error {
 	})
 }
 
-// CompileRedis compiles the release's redis package from its blob with the
+// CompileRedis compiles the release's redis package from its blobs with the
 // package's own packaging script, as a BOSH compilation VM would (no
-// network), into ReleaseDir/.local/redis-package, which later deploys then
-// install. It fetches the blob first if it is missing (scripts/add-blobs).
+// network, the files packages/redis/spec names laid out as in the package),
+// into ReleaseDir/.local/redis-package, which later deploys then install. It
+// fetches the blobs first if one is missing (scripts/add-blobs).
 func (d *Director) CompileRedis(ctx context.Context) (string, error) {
-	blobs, _ := filepath.Glob(filepath.Join(d.opts.ReleaseDir, "blobs", "redis", "redis-*.tar.gz"))
-	if len(blobs) == 0 {
+	files, err := d.packageFiles("redis")
+	if err != nil {
 		cmd := exec.CommandContext(ctx, filepath.Join(d.opts.ReleaseDir, "scripts", "add-blobs"))
 		cmd.Dir = d.opts.ReleaseDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("scripts/add-blobs: %w\n%s", err, out)
 		}
-		blobs, _ = filepath.Glob(filepath.Join(d.opts.ReleaseDir, "blobs", "redis", "redis-*.tar.gz"))
-	}
-	if len(blobs) != 1 {
-		return "", fmt.Errorf("expected one redis blob, found %v", blobs)
+		if files, err = d.packageFiles("redis"); err != nil {
+			return "", err
+		}
 	}
 	work, err := os.MkdirTemp("", "compile-redis-")
 	if err != nil {
@@ -363,8 +409,10 @@ func (d *Director) CompileRedis(ctx context.Context) (string, error) {
 	defer os.RemoveAll(work)
 	compile := filepath.Join(work, "compile")
 	install := filepath.Join(work, "install")
-	if err := copyFile(blobs[0], filepath.Join(compile, "redis", filepath.Base(blobs[0]))); err != nil {
-		return "", err
+	for rel, path := range files {
+		if err := copyFile(path, filepath.Join(compile, rel)); err != nil {
+			return "", err
+		}
 	}
 	if err := copyFile(filepath.Join(d.opts.ReleaseDir, "packages", "redis", "packaging"), filepath.Join(compile, "packaging")); err != nil {
 		return "", err

@@ -81,7 +81,7 @@ type Options struct {
 	// RedisPackage is a folder with bin/redis-server, the compiled redis
 	// package, to install as it is; empty means ReleaseDir/.local/redis-package
 	// if it holds one (scripts/deploy-local --compile-redis makes it from the
-	// release's blob), else Debian's redis-server and redis-cli from /usr/bin.
+	// release's blobs), else Debian's redis-server and redis-cli from /usr/bin.
 	RedisPackage string
 	// LDFlags are passed to go build for the project's binaries (a new
 	// "version" of them); empty means none.
