@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 // packagePrograms are the commands of src/cmd the redis-for-cf package
@@ -229,14 +230,30 @@ var _ = Describe("the release", Ordered, func() {
 		}
 	})
 
-	It("compiles redis-server 7.0.15 from its source blob, with TLS", func() {
+	It("compiles redis-server 7.0.15 from its source blobs with Debian's security patches, as the tests' build, with TLS", func() {
 		Eventually(redisDone).WithTimeout(10 * time.Minute).Should(BeClosed())
 		Expect(redisErr).NotTo(HaveOccurred())
 		bin := filepath.Join(packagesDir, "redis", "bin")
 		out, err := exec.Command(filepath.Join(bin, "redis-server"), "--version").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(out)).To(ContainSubstring("v=7.0.15"))
+		Expect(string(out)).To(MatchRegexp(`^Redis server v=7\.0\.15 sha=deb12u\d+:0 `), "--version names the Debian revision")
 		Expect(filepath.Join(bin, "redis-cli")).To(BeARegularFile())
+
+		// The package is built as the tests' Redis is: from the same blobs,
+		// by the same script, with the same patches.
+		tests, err := redistest.LoadBuild(root)
+		Expect(err).NotTo(HaveOccurred())
+		data, err := os.ReadFile(filepath.Join(packagesDir, "redis", "build-info"))
+		Expect(err).NotTo(HaveOccurred())
+		info := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			info[k] = v
+		}
+		for _, k := range []string{"debian_version", "orig_sha256", "debian_sha256", "build_script_sha256", "applied", "excluded"} {
+			Expect(info[k]).To(Equal(tests.Info[k]), k)
+		}
+		Expect(strings.Fields(info["applied"])).To(ContainElement("CVE-2025-49844.patch"))
 
 		// A TLS-only redis-server answers PING over TLS.
 		p := newPKI("127.0.0.1")
