@@ -26,7 +26,7 @@ var _ = Describe("scripts/deploy-local", Ordered, func() {
 
 	script := func(args ...string) *gexec.Session {
 		GinkgoHelper()
-		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), append([]string{"--name", name, "--state", state}, args...)...)
+		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), append([]string{"--name", name, "--state", state, "--redis-package", redisPackage()}, args...)...)
 		s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(s).WithTimeout(4 * time.Minute).Should(gexec.Exit())
@@ -109,7 +109,7 @@ var _ = Describe("scripts/deploy-local", Ordered, func() {
 	It("stops every VM and MinIO when it is killed in the middle of a deploy", func() {
 		// A new build, with S3 again: MinIO starts, every VM is updated, and
 		// the program is killed during the first update.
-		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), "--name", name, "--state", state, "--skip-errands", "--ldflags", "-X main.killed=1")
+		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), "--name", name, "--state", state, "--redis-package", redisPackage(), "--skip-errands", "--ldflags", "-X main.killed=1")
 		s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(s.Out).WithTimeout(3 * time.Minute).Should(gbytes.Say("updating redis-broker/0"))

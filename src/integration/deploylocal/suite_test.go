@@ -21,6 +21,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 func TestDeployLocal(t *testing.T) {
@@ -53,6 +55,16 @@ func moduleRoot() string {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	Expect(err).NotTo(HaveOccurred())
 	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// redisPackage is the tests' Redis build (redistest.Current), laid out as
+// the release's compiled redis package: the deployment's VMs run it, as
+// every other suite does, rather than Debian's redis-server.
+func redisPackage() string {
+	GinkgoHelper()
+	b, err := redistest.Current()
+	Expect(err).NotTo(HaveOccurred())
+	return b.Dir
 }
 
 type ginkgoLogger struct{}

@@ -100,7 +100,7 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		}
 		d, err = localbosh.New(localbosh.Options{
 			Name: name, StateDir: state, OpsFiles: ops,
-			LDFlags: r.ldflags(), Out: GinkgoWriter,
+			LDFlags: r.ldflags(), Out: GinkgoWriter, RedisPackage: redisPackage(),
 			// Backups to the S3 stand-in (MinIO), as scripts/deploy-local
 			// deploys by default.
 			S3: true,

@@ -39,7 +39,7 @@ type Build struct {
 // redis-cli, redis-benchmark) of the tests' Redis build, checked as
 // LoadBuild checks it. It never falls back to another Redis on the machine.
 func Program(name string) (string, error) {
-	b, err := currentBuild()
+	b, err := Current()
 	if err != nil {
 		return "", err
 	}
@@ -69,9 +69,11 @@ var (
 	build     *Build
 )
 
-// currentBuild loads and checks the build BuildPointer names, once per
-// process (hashing the programs takes a moment).
-func currentBuild() (*Build, error) {
+// Current is the tests' Redis build: LoadBuild of the repository holding
+// the working directory, loaded once per process (hashing the programs takes
+// a moment). Its Dir is laid out as the release's compiled redis package
+// (bin/, build-info), so it can stand in for one.
+func Current() (*Build, error) {
 	buildOnce.Do(func() {
 		root, err := repoRoot()
 		if err != nil {

@@ -73,13 +73,14 @@ var _ = Describe("the tests' Redis build", func() {
 		// The running process's own executable, not the path it was given.
 		Expect(b.VerifyFile("redis-server", fmt.Sprintf("/proc/%d/exe", s.Cmd.Process.Pid))).To(Succeed())
 
-		// And it carries Debian's fix for CVE-2025-67733: CRLF in a
-		// script's error reply no longer injects a reply of its own into
-		// the connection (upstream 7.0.15 sends "-X\r\n+INJECTED\r\n", and
-		// the connection's next command reads "INJECTED").
+		// And it carries Debian's fix for CVE-2025-67733: CRLF in an error
+		// a script raises no longer injects a reply of its own into the
+		// connection (upstream 7.0.15 answers "-ERR X\r\n+INJECTED
+		// script: ...\r\n", and the connection's next command reads
+		// "INJECTED script: ...").
 		c := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 1, MaxRetries: -1})
 		DeferCleanup(c.Close)
-		err = c.Eval(ctx, `return redis.error_reply("X\r\n+INJECTED")`, nil).Err()
+		err = c.Eval(ctx, `error(redis.error_reply("X\r\n+INJECTED"))`, nil).Err()
 		Expect(err).To(MatchError(ContainSubstring("+INJECTED")))
 		Expect(c.Ping(ctx).Result()).To(Equal("PONG"))
 	})

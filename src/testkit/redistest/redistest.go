@@ -85,6 +85,9 @@ func Start(dir string, extraConf ...string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redistest: resolving dir: %w", err)
 	}
+	if _, err := Program("redis-server"); err != nil {
+		return nil, err
+	}
 	var lastErr error
 	for range startAttempts {
 		s, err := start(dir, extraConf)
