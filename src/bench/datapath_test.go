@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -29,11 +30,9 @@ var (
 // alternating between the two servers. Metrics are requests per second;
 // x-bare is the ratio of medians (goal: at least 0.97).
 func BenchmarkDataPath(b *testing.B) {
-	bench, err := exec.LookPath(filepath.Join(filepath.Dir(redisServerPath()), "redis-benchmark"))
+	bench, err := redistest.Program("redis-benchmark")
 	if err != nil {
-		if bench, err = exec.LookPath("redis-benchmark"); err != nil {
-			b.Fatal("redis-benchmark is needed: ", err)
-		}
+		b.Fatal(err)
 	}
 	_, c := startSystem(b, systemtest.Options{MaxMemoryMB: 256})
 	ctx := context.Background()
