@@ -29,6 +29,10 @@ const replicaUserPrefix = "replica-"
 // elsewhere (Instance empty; the tenant gave its address and credentials).
 type follow struct {
 	Instance string `json:"instance,omitempty"`
+	// Name is the host name a tenant gave for a leader elsewhere, shown in
+	// GET instance; Leader.Host is then the address it resolved to and
+	// passed the checks, which is what the agent connects to.
+	Name string `json:"name,omitempty"`
 	replication.Leader
 }
 

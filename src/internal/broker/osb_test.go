@@ -341,13 +341,6 @@ var _ = Describe("the OSB verbs against in-memory agents", func() {
 			Expect(description(body)).To(ContainSubstring("loop"))
 		})
 
-		It("follows a leader elsewhere given by address", func() {
-			code, _ := f.update("i1", map[string]any{"parameters": map[string]any{"replica_of": map[string]any{"host": "redis.example.com", "port": 6380, "username": "u", "password": "pw"}}})
-			Expect(code).To(Equal(http.StatusOK))
-			Expect(f.agents["a0"].instance("i1").leader.Host).To(Equal("redis.example.com"))
-			Expect(f.attributes("i1")).To(HaveKeyWithValue("replica_of", "redis.example.com:6380"))
-		})
-
 		It("answers 404 for an unknown instance", func() {
 			code, _ := f.update("ghost", map[string]any{"parameters": map[string]any{"timeout": 1}})
 			Expect(code).To(Equal(http.StatusNotFound))
