@@ -167,8 +167,8 @@ var _ = Describe("replica_of a leader given by address", func() {
 			"224.0.0.1":              "224.0.0.1 is a multicast address",
 			"ff02::1":                "ff02::1 is a multicast address",
 			"255.255.255.255":        "255.255.255.255 is a broadcast address",
-			"10.0.0.10":              "10.0.0.10 is an address of the platform itself", // agent a0 (its instances' host)
-			"10.0.1.11":              "10.0.1.11 is an address of the platform itself", // node n1, by its name in the config
+			"10.0.0.10":              "10.0.0.10 is an address of the platform itself",  // agent a0 (its instances' host)
+			"10.0.1.11":              "10.0.1.11 is an address of the platform itself",  // node n1, by its name in the config
 			"198.18.0.5":             "198.18.0.5 is an address of the platform itself", // the broker's listen address
 			"a0":                     "a0 is an address of the platform itself",
 			"evil.example.com":       "evil.example.com resolves to 169.254.169.254, a link-local address",
@@ -217,10 +217,10 @@ var _ = Describe("Config's external_leaders", func() {
 		f.cfg.ExternalLeaders = []string{"10.20.0.0/16", "2001:db8::/32", "203.0.113.7", "redis.example.com"}
 		Expect(f.cfg.Validate()).To(Succeed())
 		for entry, says := range map[string]string{
-			"10.20.0.1/16":    `external_leaders[0]: "10.20.0.1/16" has bits set beyond its prefix length; write 10.20.0.0/16`,
-			"0x7f.1":          `external_leaders[0]: "0x7f.1" is not a CIDR, an IP address or a DNS name`,
-			"":                `external_leaders[0]: "" is not a CIDR, an IP address or a DNS name`,
-			"fe80::1%eth0":    `external_leaders[0]: "fe80::1%eth0" is not a CIDR, an IP address or a DNS name`,
+			"10.20.0.1/16":        `external_leaders[0]: "10.20.0.1/16" has bits set beyond its prefix length; write 10.20.0.0/16`,
+			"0x7f.1":              `external_leaders[0]: "0x7f.1" is not a CIDR, an IP address or a DNS name`,
+			"":                    `external_leaders[0]: "" is not a CIDR, an IP address or a DNS name`,
+			"fe80::1%eth0":        `external_leaders[0]: "fe80::1%eth0" is not a CIDR, an IP address or a DNS name`,
 			"::ffff:10.0.0.0/104": `external_leaders[0]: "::ffff:10.0.0.0/104": write IPv4 ranges in IPv4 form`,
 		} {
 			f.cfg.ExternalLeaders = []string{entry}
