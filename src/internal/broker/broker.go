@@ -149,6 +149,9 @@ type Broker struct {
 	// platform hosts' names.
 	allowed  allowList
 	resolver resolver
+	// platformSeen holds every address a platform host's name resolved to
+	// (netip.Addr keys), for the leader check.
+	platformSeen sync.Map
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)

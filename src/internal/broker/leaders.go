@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
@@ -221,10 +222,12 @@ func (b *Broker) platformHosts() []string {
 }
 
 // platformAddrs is every address of the platform the broker knows of when
-// asked: its own VM's (its interfaces'), the hosts of its config (names
-// resolved now; one that does not resolve is logged and left out), and the
+// asked: its own VM's (its interfaces'), the hosts of its config, and the
 // host every instance of the records is served at (the agents' and nodes'
-// Redis addresses).
+// Redis addresses). Names are resolved now, all at once within one
+// resolveTimeout; every address a platform name ever resolved to is kept
+// (b.platformSeen), so a name that does not resolve this time still counts
+// with the addresses it had.
 func (b *Broker) platformAddrs(ctx context.Context) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
 	add := func(a netip.Addr) { out[a.Unmap().WithZone("")] = true }
@@ -238,27 +241,36 @@ func (b *Broker) platformAddrs(ctx context.Context) map[netip.Addr]bool {
 	hosts := b.platformHosts()
 	_ = b.state.View(func(s state) {
 		for _, r := range s.Instances {
-			if r.Host != "" {
-				hosts = append(hosts, r.Host)
-			}
+			hosts = append(hosts, r.Host)
 		}
 	})
+	names := map[string]bool{}
 	for _, h := range hosts {
 		if a, err := netip.ParseAddr(h); err == nil {
 			add(a)
-			continue
-		}
-		if h == "" {
-			continue
-		}
-		addrs, err := b.lookup(ctx, h)
-		if err != nil {
-			b.logger.Warn("a platform host did not resolve; its addresses are not known to the leader check", "host", h, "error", err)
-		}
-		for _, a := range addrs {
-			add(a)
+		} else if h != "" {
+			names[normalName(h)] = true
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for name := range names {
+		wg.Go(func() {
+			addrs, err := b.resolver.LookupNetIP(ctx, "ip", name)
+			if err != nil {
+				b.logger.Warn("a platform host did not resolve; the leader check uses the addresses it had before", "host", name, "error", err)
+			}
+			for _, a := range addrs {
+				b.platformSeen.Store(a.Unmap().WithZone(""), true)
+			}
+		})
+	}
+	wg.Wait()
+	b.platformSeen.Range(func(k, _ any) bool {
+		add(k.(netip.Addr))
+		return true
+	})
 	return out
 }
 

@@ -191,6 +191,18 @@ var _ = Describe("replica_of a leader given by address", func() {
 		Expect(f.agents["a0"].instance("i1").leader).To(BeNil())
 	})
 
+	It("still knows a platform host's addresses when its name does not resolve for a while", func() {
+		allow("0.0.0.0/0")
+		code, _ := follow(at("10.0.1.11"))
+		Expect(code).To(Equal(http.StatusBadRequest))
+		dns.set("n1")
+		code, msg := follow(at("10.0.1.11"))
+		Expect(code).To(Equal(http.StatusBadRequest))
+		Expect(msg).To(ContainSubstring("10.0.1.11 is an address of the platform itself"))
+		code, msg = follow(at("203.0.113.7"))
+		Expect(code).To(Equal(http.StatusOK), msg)
+	})
+
 	It("refuses hosts that are neither an IP address in standard form nor a DNS name, and names that do not resolve (400)", func() {
 		allow("0.0.0.0/0", "::/0")
 		for _, host := range []string{"2130706433", "0x7f.1", "0x7f000001", "127.1", "017700000001", "fe80::1%eth0", "[::1]", "h:1", "exa_mple.com"} {
