@@ -38,8 +38,6 @@ type allowList struct {
 	names    map[string]bool
 }
 
-func (a allowList) empty() bool { return len(a.prefixes) == 0 && len(a.names) == 0 }
-
 func (a allowList) hasAddr(addr netip.Addr) bool {
 	for _, p := range a.prefixes {
 		if p.Contains(addr) {
