@@ -457,7 +457,25 @@ var _ = Describe("redis-broker templates", func() {
 			"password": "agent-secret",
 		}))
 		Expect(field(c, "dedicated_vm")).To(BeNil())
+		Expect(field(c, "external_leaders")).To(BeNil(), "no leader outside the service unless the operator lists it")
 		expectBPM(j, out)
+	})
+
+	It("render external leaders from a list, or from the tile's text field, into a config the broker accepts", func() {
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		want := []any{"10.20.0.0/16", "192.0.2.7", "redis.example.com"}
+		for _, value := range []any{
+			[]any{"10.20.0.0/16", "192.0.2.7", "redis.example.com"},
+			"10.20.0.0/16, 192.0.2.7\nredis.example.com\n",
+		} {
+			c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps("replication.external_leaders", value), in, links)["config/config.json"])
+			Expect(field(c, "external_leaders")).To(Equal(want))
+		}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps("replication.external_leaders", "  \n "), in, links)["config/config.json"])
+		Expect(field(c, "external_leaders")).To(BeNil())
+		out := mustRenderAll(j, brokerProps("replication.external_leaders", []any{"0x7f.1"}), in, links)
+		_, err := checkConfig("redis-broker", out["config/config.json"])
+		Expect(err).To(MatchError(ContainSubstring(`external_leaders[0]: "0x7f.1" is not a CIDR, an IP address or a DNS name`)))
 	})
 
 	It("render TLS everywhere, agents of two instance groups and several nodes into a config the broker accepts", func() {

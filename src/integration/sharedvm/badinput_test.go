@@ -80,6 +80,27 @@ var _ = Describe("Bad input", Ordered, ContinueOnFailure, func() {
 			expectBrokerServes()
 		})
 
+		It("refuses binding ids that name the platform's Redis users (400), then binds and deletes the instance normally", func(ctx SpecContext) {
+			id := newID("inst")
+			sys.provision(id, nil)
+			for _, bindingID := range []string{"default", "platform-admin", "replica-0123456789abcdef", ".hidden"} {
+				status, r := sys.bindRaw(id, bindingID, "app-1")
+				Expect(status).To(Equal(http.StatusBadRequest), "%s: %s", bindingID, r.Description)
+				Expect(r.Description).To(ContainSubstring("binding id %q", bindingID))
+				status, body := sys.do(http.MethodDelete, bindingPath(id, bindingID)+"?service_id="+systemtest.ServiceID+"&plan_id="+systemtest.PlanID, nil)
+				Expect(status).To(Equal(http.StatusGone), string(body))
+			}
+			Expect(sys.brokerRecords()[id]["bindings"]).To(BeEmpty())
+
+			c := sys.bind(id, newID("bind"))
+			rc := connect(c)
+			Expect(rc.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+			sys.deprovision(id)
+			Expect(sys.brokerRecords()).NotTo(HaveKey(id))
+			Expect(sys.instanceDir(id)).NotTo(BeAnExistingFile())
+			expectBrokerServes()
+		})
+
 		It("answers a text/plain body with 415", func() {
 			status, resp := sys.do(http.MethodPut, instancePath(newID("inst")), provisionBody(""), func(r *http.Request) {
 				r.Header.Set("Content-Type", "text/plain")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -121,6 +122,36 @@ var _ = Describe("Updating an instance", Ordered, ContinueOnFailure, func() {
 		Entry("a negative timeout", map[string]any{"timeout": -1}, `"timeout"`),
 		Entry("a keyspace event flag Redis does not know", map[string]any{"notify-keyspace-events": "Ex!"}, `"notify-keyspace-events"`),
 	)
+
+	It("refuses the platform's own addresses and leaders the operator did not list as replica_of (400), and stays a leader", func(ctx SpecContext) {
+		port := func(addr string) int {
+			_, p, err := net.SplitHostPort(addr)
+			Expect(err).NotTo(HaveOccurred())
+			n, err := strconv.Atoi(p)
+			Expect(err).NotTo(HaveOccurred())
+			return n
+		}
+		redisPort := port(rc.Options().Addr)
+		for host, says := range map[string]string{
+			"127.0.0.1":        "127.0.0.1 is a loopback address",
+			"::ffff:127.0.0.1": "::ffff:127.0.0.1 is a loopback address",
+			"localhost":        "localhost is a loopback address",
+			"169.254.169.254":  "169.254.169.254 is a link-local address",
+			"0x7f.1":           `leader.host: "0x7f.1" is neither an IP address`,
+			"2130706433":       `leader.host: "2130706433" is neither an IP address`,
+			"203.0.113.7":      "203.0.113.7 is not in the operator's external_leaders list",
+		} {
+			for _, p := range []int{redisPort, port(sys.Agents[0].Addr)} {
+				err := update(map[string]any{"replica_of": map[string]any{"host": host, "port": p, "username": "default", "password": "x"}})
+				Expect(httpStatus(err)).To(Equal(http.StatusBadRequest), "%s:%d: %v", host, p, err)
+				Expect(errDescription(err)).To(ContainSubstring(says), host)
+			}
+		}
+		Expect(infoField(ctx, rc, "replication", "role")).To(Equal("master"))
+		got, err := sys.osb.GetInstance(&osb.GetInstanceRequest{InstanceID: id})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Parameters).NotTo(HaveKey("replica_of"))
+	})
 
 	It("answers 400 to a change to a plan that does not exist", func() {
 		plan := "no-such-plan"

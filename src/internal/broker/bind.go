@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
+	redisinstance "github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
@@ -26,8 +28,8 @@ func (b *Broker) Bind(ctx context.Context, id, bindingID string, d domain.BindDe
 }
 
 func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDetails) (domain.Binding, error) {
-	if !ids.Valid(bindingID) {
-		return domain.Binding{}, badRequest("binding id %q must be 1-128 letters, digits, '.', '_' or '-'", bindingID)
+	if err := checkBindingID(bindingID); err != nil {
+		return domain.Binding{}, err
 	}
 	if obj, err := params.Object(d.RawParameters); err != nil {
 		return domain.Binding{}, err
@@ -106,6 +108,29 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 		Credentials:   credentials(inst, bnd),
 		Endpoints:     endpoints(inst, bnd),
 	}, nil
+}
+
+// checkBindingID refuses, before anything is recorded or any agent asked, a
+// binding id that cannot name a tenant's Redis user: one the ids rule
+// refuses, a user the agents keep for themselves (platformUser), or a name
+// of the replication users the broker makes on leaders. The agents refuse
+// the first two as well, but only after the broker recorded the binding, which
+// then could neither be made nor removed.
+func checkBindingID(id string) error {
+	switch {
+	case !ids.Valid(id):
+		return badRequest("binding id %q must be %s", id, ids.Rule)
+	case platformUser(id) || strings.HasPrefix(id, replicaUserPrefix):
+		return badRequest("binding id %q is reserved: it names a Redis user the platform uses; bind with another id", id)
+	}
+	return nil
+}
+
+// platformUser reports whether username is a user every instance has
+// that the agents never bind or unbind: the agent's admin and Redis's own
+// default user.
+func platformUser(username string) bool {
+	return username == redisinstance.AdminUser || username == "default"
 }
 
 // Credentials are what an app finds in VCAP_SERVICES: the fields every Redis
@@ -193,12 +218,16 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	if inst == nil || inst.Bindings[bindingID] == nil {
 		return apiresponses.ErrBindingDoesNotExist
 	}
-	v, err := b.vmOf(inst)
-	if err != nil {
-		return err
-	}
-	if err := v.unbind(ctx, id, bindingID); err != nil {
-		return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
+	// A binding named after a platform user can only be a record from before
+	// bind refused them: its agent never made it, and refuses to remove it.
+	if !platformUser(bindingID) {
+		v, err := b.vmOf(inst)
+		if err != nil {
+			return err
+		}
+		if err := v.unbind(ctx, id, bindingID); err != nil {
+			return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
+		}
 	}
 	return b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil {

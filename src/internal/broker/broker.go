@@ -12,9 +12,11 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -143,6 +145,13 @@ type Broker struct {
 	backups store.Store
 	// restoring holds the ids of the instances being restored.
 	restoring sync.Map
+	// allowed is cfg.ExternalLeaders; resolver looks up leaders' and
+	// platform hosts' names.
+	allowed  allowList
+	resolver resolver
+	// platformSeen holds every address a platform host's name resolved to
+	// (netip.Addr keys), for the leader check.
+	platformSeen sync.Map
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -152,7 +161,12 @@ var _ domain.ServiceBroker = (*Broker)(nil)
 // config (shared_vm.agents and dedicated_vm.nodes) to its agent's client;
 // NewClients makes them.
 func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, error) {
-	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}}
+	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, resolver: net.DefaultResolver}
+	allowed, errs := parseAllowList(cfg.ExternalLeaders)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	b.allowed = allowed
 	if p := cfg.SharedVM; p != nil {
 		for _, a := range p.Agents {
 			if clients[a.ID] == nil {

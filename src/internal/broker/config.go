@@ -35,6 +35,14 @@ type Config struct {
 	// it, app developers can restore their instance's own backups with
 	// `cf update-service -c '{"restore": "..."}'`. Nil means no restores.
 	Backups *backup.Destination `json:"backups,omitempty"`
+	// ExternalLeaders are the leaders outside this service that instances
+	// may follow (replica_of with a host): each a CIDR ("10.20.0.0/16"), an
+	// IP address or a DNS name; a name given as a leader must be listed
+	// itself or resolve only to listed addresses. Empty means none: only
+	// instances of this service may lead. The platform's own addresses
+	// (loopback, link-local, the broker's, agents' and nodes') never lead,
+	// whatever the list says.
+	ExternalLeaders []string `json:"external_leaders,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -145,6 +153,8 @@ func (c *Config) Validate() error {
 	if c.Backups != nil {
 		errs = append(errs, c.Backups.Validate("backups"))
 	}
+	_, leaderErrs := parseAllowList(c.ExternalLeaders)
+	errs = append(errs, leaderErrs...)
 	if c.DedicatedVM != nil {
 		errs = append(errs, c.DedicatedVM.validate(c.Catalog.ServiceID)...)
 		if c.SharedVM != nil && c.SharedVM.PlanID == c.DedicatedVM.PlanID {

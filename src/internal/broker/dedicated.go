@@ -302,7 +302,10 @@ func (p *dedicatedPlan) failDelete(id string) {
 
 // round finishes what a broker stopped in the middle of (resets of nodes
 // whose instance was being deleted) and retries quarantined nodes, oldest
-// first.
+// first. It reports whether every pending reset ran: a node that could not
+// be reached (a broker that started before its node agents) makes Run come
+// again soon, as the shared plan's round does for an agent it could not
+// reach, rather than after the period.
 func (p *dedicatedPlan) round(ctx context.Context) bool {
 	var pending []poolNode
 	_ = p.b.state.View(func(s state) {
@@ -313,10 +316,11 @@ func (p *dedicatedPlan) round(ctx context.Context) bool {
 		}
 	})
 	slices.SortFunc(pending, func(a, b poolNode) int { return a.Since.Compare(b.Since) })
+	done := true
 	for _, pn := range pending {
 		unlock, err := p.b.locks.LockContext(ctx, pn.Instance)
 		if err != nil {
-			return true
+			return false
 		}
 		// Another request may have finished this reset meanwhile, and the
 		// node may hold a new tenant: reset only what is still pending.
@@ -324,11 +328,12 @@ func (p *dedicatedPlan) round(ctx context.Context) bool {
 			if err := p.release(ctx, pn.ID, pn.Instance); err != nil {
 				p.b.logger.Error("a node still cannot be reset; it stays out of the pool", "node", pn.ID, "error", err)
 				p.failDelete(pn.Instance)
+				done = false
 			}
 		}
 		unlock()
 	}
-	return true
+	return done
 }
 
 func (p *dedicatedPlan) pending(nodeID, instanceID string) bool {

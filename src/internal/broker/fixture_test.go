@@ -38,8 +38,10 @@ type fixture struct {
 	dir    string
 	cfg    Config
 	agents map[string]*memAgent
-	b      *Broker
-	h      http.Handler
+	// resolver, when set, is the DNS of every broker open starts.
+	resolver resolver
+	b        *Broker
+	h        http.Handler
 }
 
 func newFixture() *fixture {
@@ -87,6 +89,9 @@ func (f *fixture) open() {
 	}
 	b, err := New(f.cfg, clients, slog.New(slog.NewTextHandler(GinkgoWriter, nil)))
 	Expect(err).NotTo(HaveOccurred())
+	if f.resolver != nil {
+		b.resolver = f.resolver
+	}
 	f.b, f.h = b, b.Handler()
 	DeferCleanup(b.Wait)
 }

@@ -20,11 +20,19 @@ import (
 // leader.
 const ReplicaOfParam = "replica_of"
 
+// replicaUserPrefix begins the name of every replication user the broker
+// makes on a leader; no binding id may begin with it (checkBindingID).
+const replicaUserPrefix = "replica-"
+
 // follow is the leader an instance follows: another instance of this broker
 // (Instance set; the broker made a replication-only user on it) or a leader
 // elsewhere (Instance empty; the tenant gave its address and credentials).
 type follow struct {
 	Instance string `json:"instance,omitempty"`
+	// Name is the host name a tenant gave for a leader elsewhere, shown in
+	// GET instance; Leader.Host is then the address it resolved to and
+	// passed the checks, which is what the agent connects to.
+	Name string `json:"name,omitempty"`
 	replication.Leader
 }
 
@@ -182,7 +190,7 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 			}
 			out = &follow{Instance: leaderID, Leader: replication.Leader{
 				Host: leader.Host, Port: leader.Port,
-				Username: "replica-" + strings.ToLower(secret.New()[:16]), Password: secret.New(),
+				Username: replicaUserPrefix + strings.ToLower(secret.New()[:16]), Password: secret.New(),
 			}}
 		}
 	})

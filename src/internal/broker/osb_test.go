@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -226,6 +227,43 @@ var _ = Describe("the OSB verbs against in-memory agents", func() {
 			Expect(code).To(Equal(http.StatusOK))
 		})
 
+		It("refuses binding ids that are reserved or not usernames (400) before any agent is asked, and binds and deletes normally after", func() {
+			for _, bindingID := range []string{"default", "platform-admin", "replica-0123456789abcdef", "replica-", ".hidden", "a%20b", "a:b", "-x", strings.Repeat("b", 129)} {
+				code, body := f.bind("i1", bindingID, "app")
+				Expect(code).To(Equal(http.StatusBadRequest), bindingID)
+				Expect(description(body)).To(ContainSubstring("binding id"), bindingID)
+			}
+			code, body := f.bind("i1", "default", "app")
+			Expect(description(body)).To(Equal(`binding id "default" is reserved: it names a Redis user the platform uses; bind with another id`))
+			code, body = f.bind("i1", "a%20b", "app")
+			Expect(description(body)).To(Equal(`binding id "a b" must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`))
+			Expect(f.record("i1").Bindings).To(BeEmpty())
+			Expect(f.agents["a0"].instance("i1").passwords).To(BeEmpty())
+
+			code, _ = f.bind("i1", "b1", "app")
+			Expect(code).To(Equal(http.StatusCreated))
+			code, _ = f.unbind("i1", "default")
+			Expect(code).To(Equal(http.StatusGone))
+			code, _ = f.unbind("i1", "b1")
+			Expect(code).To(Equal(http.StatusOK))
+			code, _ = f.deprovision("i1", sharedPlanID, false)
+			Expect(code).To(Equal(http.StatusOK))
+		})
+
+		It("unbinds a binding with a reserved id kept from before the broker refused them, without asking the agent", func() {
+			Expect(f.b.state.Update(func(s *state) error {
+				s.Instances["i1"].Bindings["platform-admin"] = &binding{ID: "platform-admin", AppGUID: "app", Username: "platform-admin", Password: "x", State: stateCreating}
+				return nil
+			})).To(Succeed())
+			// The real agents refuse to touch their admin or default user.
+			f.agents["a0"].failNext("unbind", fmt.Errorf("%w: binding id \"platform-admin\" is reserved", agentapi.ErrInvalid))
+			code, body := f.unbind("i1", "platform-admin")
+			Expect(code).To(Equal(http.StatusOK), "%v", body)
+			Expect(f.record("i1").Bindings).To(BeEmpty())
+			code, _ = f.deprovision("i1", sharedPlanID, false)
+			Expect(code).To(Equal(http.StatusOK))
+		})
+
 		It("binds to a dedicated instance through its node", func() {
 			f.mustProvision("d1", dedicPlanID)
 			code, body := f.bind("d1", "b1", "app")
@@ -301,13 +339,6 @@ var _ = Describe("the OSB verbs against in-memory agents", func() {
 			code, body := f.update("i1", map[string]any{"parameters": map[string]any{"replica_of": "i2"}})
 			Expect(code).To(Equal(http.StatusBadRequest))
 			Expect(description(body)).To(ContainSubstring("loop"))
-		})
-
-		It("follows a leader elsewhere given by address", func() {
-			code, _ := f.update("i1", map[string]any{"parameters": map[string]any{"replica_of": map[string]any{"host": "redis.example.com", "port": 6380, "username": "u", "password": "pw"}}})
-			Expect(code).To(Equal(http.StatusOK))
-			Expect(f.agents["a0"].instance("i1").leader.Host).To(Equal("redis.example.com"))
-			Expect(f.attributes("i1")).To(HaveKeyWithValue("replica_of", "redis.example.com:6380"))
 		})
 
 		It("answers 404 for an unknown instance", func() {

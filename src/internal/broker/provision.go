@@ -24,7 +24,7 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 
 func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDetails) (domain.ProvisionedServiceSpec, error) {
 	if !ids.Valid(id) {
-		return domain.ProvisionedServiceSpec{}, badRequest("instance id %q must be 1-128 letters, digits, '.', '_' or '-'", id)
+		return domain.ProvisionedServiceSpec{}, badRequest("instance id %q must be %s", id, ids.Rule)
 	}
 	if !b.knownPlan(d.PlanID) {
 		return domain.ProvisionedServiceSpec{}, badRequest("plan %q is not a plan of this service", d.PlanID)

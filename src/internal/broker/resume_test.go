@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -20,6 +21,17 @@ var _ = Describe("a broker restarted in the middle of an operation", func() {
 	var f *fixture
 	BeforeEach(func() { f = newFixture() })
 	unavailable := fmt.Errorf("%w: refused", agentapi.ErrUnavailable)
+	// resetPending leaves dedicated instance d1 deleting and its node n0
+	// resetting, as a broker that stopped while n0 was away would.
+	resetPending := func() {
+		GinkgoHelper()
+		f.mustProvision("d1", dedicPlanID)
+		f.agents["n0"].set(func(m *memAgent) { m.down = true })
+		code, _ := f.deprovision("d1", dedicPlanID, true)
+		Expect(code).To(Equal(http.StatusAccepted))
+		Eventually(func() any { return f.record("d1").LastOp.State }).Should(BeEquivalentTo("failed"))
+		f.b.Wait()
+	}
 
 	It("finishes a shared provision stored creating before the agent was asked", func() {
 		f.agents["a0"].failNext("create", unavailable)
@@ -79,12 +91,7 @@ var _ = Describe("a broker restarted in the middle of an operation", func() {
 	})
 
 	It("finishes a node reset that was pending when the broker stopped, in the background round", func() {
-		f.mustProvision("d1", dedicPlanID)
-		f.agents["n0"].set(func(m *memAgent) { m.down = true })
-		code, _ := f.deprovision("d1", dedicPlanID, true)
-		Expect(code).To(Equal(http.StatusAccepted))
-		Eventually(func() any { return f.record("d1").LastOp.State }).Should(BeEquivalentTo("failed"))
-		f.b.Wait()
+		resetPending()
 
 		f.agents["n0"].set(func(m *memAgent) { m.down = false })
 		f.open()
@@ -93,8 +100,32 @@ var _ = Describe("a broker restarted in the middle of an operation", func() {
 		f.b.Run(ctx)
 		Eventually(func() *instance { return f.record("d1") }).Should(BeNil())
 		Expect(f.pool("n0").State).To(Equal(poolFree))
-		code, _ = f.lastOperation("d1")
+		code, _ := f.lastOperation("d1")
 		Expect(code).To(Equal(http.StatusGone))
+	})
+
+	It("retries a pending node reset quickly, as resize is, when the node is not up yet as the broker starts", func() {
+		resetPending()
+
+		// The broker restarts before the node agent: its first round finds
+		// the node unreachable. The round says so, which is what makes Run
+		// come again after a second rather than after the ten-minute period.
+		f.open()
+		Expect(f.b.plans[dedicPlanID].round(context.Background())).To(BeFalse())
+		Expect(f.pool("n0").State).To(Equal(poolResetting))
+
+		// Run's first round still finds the node away; the node is up from
+		// the next call on.
+		f.agents["n0"].set(func(m *memAgent) { m.down = false })
+		f.agents["n0"].failNext("delete", unavailable)
+		ctx, cancel := context.WithCancel(context.Background())
+		DeferCleanup(cancel)
+		f.b.Run(ctx)
+		// A generous bound that still tells the quick retry (1-2 s) from the
+		// period (10 min).
+		Eventually(func() *instance { return f.record("d1") }, time.Minute, 50*time.Millisecond).Should(BeNil())
+		Expect(f.pool("n0").State).To(Equal(poolFree))
+		Expect(f.b.plans[dedicPlanID].round(context.Background())).To(BeTrue())
 	})
 
 	It("reports a restore cut short by a restart as failed", func() {

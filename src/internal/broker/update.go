@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
@@ -50,6 +52,17 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 	rest, change, err := splitReplicaOf(d.RawParameters)
 	if err != nil {
 		return err
+	}
+	if l := change.leader; l != nil && l.Instance == "" {
+		// Checked before anything of the update is applied.
+		addr, err := b.checkExternalLeader(ctx, l.Leader)
+		if err != nil {
+			return err
+		}
+		if addr.String() != l.Host {
+			l.Name = l.Host
+		}
+		l.Host = addr.String()
 	}
 	p, err := params.Apply(inst.Parameters, rest)
 	if err != nil {
@@ -102,7 +115,11 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 	if f := inst.ReplicaOf; f != nil {
 		attrs["replica_of"] = f.Instance
 		if f.Instance == "" {
-			attrs["replica_of"] = fmt.Sprintf("%s:%d", f.Host, f.Port)
+			host := f.Host
+			if f.Name != "" {
+				host = f.Name
+			}
+			attrs["replica_of"] = net.JoinHostPort(host, strconv.Itoa(f.Port))
 		}
 	}
 	if v, err := b.vmOf(inst); err == nil {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -27,11 +29,12 @@ type Leader struct {
 }
 
 // Check reports a leader that cannot be written into redis.conf safely or
-// cannot be reached at all.
+// cannot be reached at all. It checks the form only: which leaders a
+// tenant may name is the broker's decision.
 func (l Leader) Check() error {
 	switch {
-	case l.Host == "" || strings.ContainsAny(l.Host, " \t\r\n\"'\\"):
-		return errors.New("leader.host must be a host name or IP address")
+	case CheckHost(l.Host) != nil:
+		return fmt.Errorf("leader.host: %w", CheckHost(l.Host))
 	case l.Port < 1 || l.Port > 65535:
 		return errors.New("leader.port must be in 1-65535")
 	case l.Username != "" && !redisconf.UsernamePattern.MatchString(l.Username):
@@ -41,6 +44,43 @@ func (l Leader) Check() error {
 	}
 	return nil
 }
+
+// CheckHost reports a host that is neither an IP address in its standard
+// form (netip's: dotted decimal IPv4, IPv6, no zone) nor a DNS name (RFC
+// 1123 labels of letters, digits and '-', at most 253 characters). A name a
+// resolver would read as an IPv4 address in another notation ("2130706433",
+// "0x7f.1", "127.1") is neither: such forms are how an address slips past
+// a check that reads it differently from the resolver.
+func CheckHost(host string) error {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return fmt.Errorf("%q is neither an IP address in standard form (no zone) nor a DNS name", host)
+		}
+		return nil
+	}
+	name := strings.TrimSuffix(host, ".")
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("%q is neither an IP address in standard form nor a DNS name", host)
+	}
+	labels := strings.Split(name, ".")
+	numeric := true
+	for _, l := range labels {
+		if !dnsLabel.MatchString(l) {
+			return fmt.Errorf("%q is neither an IP address in standard form nor a DNS name", host)
+		}
+		numeric = numeric && numberLabel.MatchString(l)
+	}
+	if numeric || allDigits.MatchString(labels[len(labels)-1]) {
+		return fmt.Errorf("%q is neither an IP address in standard form nor a DNS name", host)
+	}
+	return nil
+}
+
+var (
+	dnsLabel    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	numberLabel = regexp.MustCompile(`^(0[xX][0-9A-Fa-f]*|[0-9]+)$`)
+	allDigits   = regexp.MustCompile(`^[0-9]+$`)
+)
 
 // Conf is the leader as redisconf renders it.
 func (l *Leader) Conf() *redisconf.Leader {

@@ -44,3 +44,32 @@ func TestLeaderCheck(t *testing.T) {
 		t.Errorf("a valid leader was refused: %v", err)
 	}
 }
+
+// A host is an IP address in its standard form or a DNS name: nothing a
+// resolver could read as an IPv4 address in another base, no zone, no port.
+func TestCheckHost(t *testing.T) {
+	for _, bad := range []string{
+		"", "a b", "2130706433", "0x7f.1", "0x7f000001", "127.1", "017700000001", "1.2.3.04", "0177.0.0.1",
+		"fe80::1%eth0", "[::1]", "host:6379", "10.0.0.1:6379", "-bad.example.com", "bad-.example.com", "exa_mple.com",
+		"a..b", ".", "..", "x." + string(make([]byte, 64)), "ex\u00e4mple.com", "http://x",
+	} {
+		if replication.CheckHost(bad) == nil {
+			t.Errorf("CheckHost(%q) accepted a host that is neither an IP address nor a DNS name", bad)
+		}
+	}
+	long := ""
+	for range 63 {
+		long += "a"
+	}
+	for _, good := range []string{
+		"10.0.0.1", "::1", "2001:db8::7", "::ffff:127.0.0.1", "redis.example.com", "REDIS.example.com.", "a0", "x-1.y2.z",
+		"q-0.redis-shared.default.dep.bosh", long + ".example.com",
+	} {
+		if err := replication.CheckHost(good); err != nil {
+			t.Errorf("CheckHost(%q) refused a valid host: %v", good, err)
+		}
+	}
+	if err := (replication.Leader{Host: "0x7f.1", Port: 6379}).Check(); err == nil {
+		t.Errorf("Leader.Check accepted a hex IPv4 host")
+	}
+}
