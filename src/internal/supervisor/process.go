@@ -47,6 +47,24 @@ type proc struct {
 
 	reaped  bool
 	exitErr error // how the process ended; set by reap
+
+	// cg is the process's cgroup, nil without; oomBase is its OOMKills
+	// when the process was started or adopted.
+	cg      Cgroup
+	oomBase int64
+}
+
+// inCgroup records that p runs in cg.
+func (p *proc) inCgroup(cg Cgroup) {
+	if cg != nil {
+		p.cg, p.oomBase = cg, cg.OOMKills()
+	}
+}
+
+// oomKilled reports whether the kernel killed a process of p's cgroup for
+// exceeding its memory ceiling since p started.
+func (p *proc) oomKilled() bool {
+	return p.cg != nil && p.cg.OOMKills() > p.oomBase
 }
 
 // pollInterval is how often the fallback checks that an adopted process lives.
@@ -261,7 +279,12 @@ func (p *proc) kill() error {
 	if pgid, err := unix.Getpgid(p.pid); err == nil && pgid == p.pid && !p.exited() {
 		_ = unix.Kill(-pgid, unix.SIGKILL)
 	}
-	return p.signal(unix.SIGKILL)
+	err := p.signal(unix.SIGKILL)
+	if p.cg != nil {
+		// Whatever else runs in the cgroup: a child that left the group.
+		err = errors.Join(err, p.cg.Kill())
+	}
+	return err
 }
 
 // reap collects the exit status of an exited child (it must only be called
@@ -325,16 +348,30 @@ func (s *Supervisor) spawn() (*proc, error) {
 		defer f.Close()
 		cmd.Stdout, cmd.Stderr = f, f
 	}
+	placed := func(int) error { return nil }
+	if s.cfg.Cgroup != nil {
+		var err error
+		if placed, err = s.cfg.Cgroup.Place(cmd); err != nil {
+			return nil, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", s.cfg.Path, err)
+		return nil, errors.Join(fmt.Errorf("starting %s: %w", s.cfg.Path, err), placed(0))
 	}
 	pid := cmd.Process.Pid
+	if err := placed(pid); err != nil {
+		// A server outside its cgroup would run unbounded.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
 	p, err := watchChild(cmd)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
 	}
+	p.inCgroup(s.cfg.Cgroup)
 	if s.cfg.PidFile != "" {
 		if err := writePidFile(s.cfg.PidFile, pid); err != nil {
 			_ = p.kill()
