@@ -142,6 +142,11 @@ func (s *Server) SetMaxMemory(ctx context.Context, r Record) error {
 	if err := s.adminDo(ctx, r, "CONFIG", "SET", "maxmemory", strconv.FormatInt(r.MaxMemoryBytes, 10)); err != nil {
 		return fmt.Errorf("%w: the new limit is saved and applies at the next restart, but the running server did not take it: %v", agentapi.ErrUnavailable, err)
 	}
+	// The kernel's ceiling follows; one it cannot lower yet (the server
+	// uses more) applies at the next start.
+	if err := s.group.Create(memoryCeiling(r.MaxMemoryBytes)); err != nil {
+		s.logger.Warn("the server's memory ceiling did not change; it does at its next start", "instance", s.cfg.Name, "error", err)
+	}
 	return nil
 }
 

@@ -346,6 +346,12 @@ func (s *Supervisor) spawn() (*proc, error) {
 			return nil, fmt.Errorf("opening log file: %w", err)
 		}
 		defer f.Close()
+		// A log an earlier version created 0644 becomes 0640 too.
+		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&^0o640 != 0 {
+			if err := f.Chmod(fi.Mode().Perm() & 0o640); err != nil {
+				return nil, fmt.Errorf("making the log file private: %w", err)
+			}
+		}
 		cmd.Stdout, cmd.Stderr = f, f
 	}
 	placed := func(int) error { return nil }
