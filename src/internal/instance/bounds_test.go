@@ -15,6 +15,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 )
 
 // endlessScript writes, then loops: redis-server answers BUSY to everyone
@@ -74,7 +75,7 @@ var _ = Describe("a Server in a cgroup", func() {
 		for _, s := range []*server{hog, neighbour} {
 			lim, err := tree.Group(s.id()).Limits()
 			Expect(err).NotTo(HaveOccurred())
-			Expect(lim.Memory).To(Equal(int64(3*64<<20 + 64<<20)))
+			Expect(lim.Memory).To(Equal(redisconf.MemoryCeiling(64 << 20)))
 			Expect(tree.Group(s.id()).Contains(s.pid())).To(BeTrue())
 		}
 		nc, _ := neighbour.bind(ctx, "n")

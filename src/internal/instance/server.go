@@ -186,7 +186,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.private(); err != nil {
 		return err
 	}
-	if err := s.group.Create(memoryCeiling(r.MaxMemoryBytes)); err != nil {
+	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
 		return fmt.Errorf("setting up the server's cgroup: %w", err)
 	}
 	if err := s.sup.Start(ctx); err != nil {
@@ -202,10 +202,6 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	return nil
 }
-
-// memoryCeiling is a placeholder for redisconf.MemoryCeiling, which the
-// lead adds on main.
-func memoryCeiling(maxMemory int64) int64 { return 3*maxMemory + 64<<20 }
 
 // Recover brings the server back as an agent starts: it finishes what a
 // crash cut short (a restore is rolled back), starts or adopts
@@ -234,11 +230,8 @@ func (s *Server) converge(ctx context.Context) error {
 	if err := s.syncUsers(ctx, r); err != nil {
 		return err
 	}
-	if err := s.configSetParameters(ctx, r); err != nil {
-		return err
-	}
-	if err := s.adminDo(ctx, r, redisconf.TLSConfigSet(s.tls(r))...); err != nil {
-		return fmt.Errorf("TLS settings: %w", err)
+	if err := s.adminDo(ctx, r, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
+		return fmt.Errorf("setting the platform's settings: %w", err)
 	}
 	return s.applyReplication(ctx, r)
 }
@@ -439,7 +432,13 @@ func (s *Server) writeFiles(r Record) error {
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
-	return redisconf.WriteFile(p.Conf, redisconf.Config{
+	return redisconf.WriteFile(p.Conf, s.conf(r))
+}
+
+// conf is the redis.conf of r.
+func (s *Server) conf(r Record) redisconf.Config {
+	p := s.cfg.Paths
+	return redisconf.Config{
 		InstanceID:     s.cfg.Name,
 		Bind:           s.env.Bind,
 		Port:           r.Port,
@@ -449,7 +448,7 @@ func (s *Server) writeFiles(r Record) error {
 		Params:         r.Parameters,
 		ReplicaOf:      r.Leader.Conf(),
 		TLS:            s.tls(r),
-	})
+	}
 }
 
 // private makes the server's dirs 0700 and its data files 0600, as earlier

@@ -103,7 +103,7 @@ func (s *Server) Update(ctx context.Context, id string, req agentapi.UpdateReque
 	r, err := s.change(ctx, id, func(r *Record) error {
 		r.Parameters = req.Parameters
 		return nil
-	}, func(r Record) error { return s.configSetParameters(ctx, r) })
+	}, func(r Record) error { return s.configSet(ctx, r, "parameters are") })
 	if err != nil {
 		return agentapi.Instance{}, err
 	}
@@ -118,16 +118,15 @@ func (s *Server) ApplyParameters(ctx context.Context) error {
 	if err := s.writeFiles(r); err != nil {
 		return err
 	}
-	return s.configSetParameters(ctx, r)
+	return s.configSet(ctx, r, "parameters are")
 }
 
-func (s *Server) configSetParameters(ctx context.Context, r Record) error {
-	args := []any{"CONFIG", "SET"}
-	for _, d := range r.Parameters.Directives() {
-		args = append(args, d.Name, d.Value)
-	}
-	if err := s.adminDo(ctx, r, args...); err != nil {
-		return fmt.Errorf("%w: the parameters are saved and apply at the next restart, but the running server did not take them: %v", agentapi.ErrUnavailable, err)
+// configSet gives the running server every setting of r's redis.conf that
+// CONFIG SET can change (the parameters, the memory limit and the limits
+// derived from it, ...); what names what changed, for the error.
+func (s *Server) configSet(ctx context.Context, r Record, what string) error {
+	if err := s.adminDo(ctx, r, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
+		return fmt.Errorf("%w: the %s saved and apply at the next restart, but the running server did not take them: %v", agentapi.ErrUnavailable, what, err)
 	}
 	return nil
 }
@@ -139,12 +138,12 @@ func (s *Server) SetMaxMemory(ctx context.Context, r Record) error {
 	if err := s.writeFiles(r); err != nil {
 		return err
 	}
-	if err := s.adminDo(ctx, r, "CONFIG", "SET", "maxmemory", strconv.FormatInt(r.MaxMemoryBytes, 10)); err != nil {
-		return fmt.Errorf("%w: the new limit is saved and applies at the next restart, but the running server did not take it: %v", agentapi.ErrUnavailable, err)
+	if err := s.configSet(ctx, r, "new memory limit and the limits derived from it are"); err != nil {
+		return err
 	}
 	// The kernel's ceiling follows; one it cannot lower yet (the server
 	// uses more) applies at the next start.
-	if err := s.group.Create(memoryCeiling(r.MaxMemoryBytes)); err != nil {
+	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
 		s.logger.Warn("the server's memory ceiling did not change; it does at its next start", "instance", s.cfg.Name, "error", err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 )
 
 // endlessScript writes, then loops: redis-server answers BUSY to everyone
@@ -41,7 +42,7 @@ var _ = Describe("a node's bounds", func() {
 		Expect(group.Contains(nd.pid())).To(BeTrue())
 		lim, err := group.Limits()
 		Expect(err).NotTo(HaveOccurred())
-		Expect(lim.Memory).To(Equal(int64(3*64<<20 + 64<<20)))
+		Expect(lim.Memory).To(Equal(redisconf.MemoryCeiling(64 << 20)))
 	})
 
 	It("resets a node stuck in an endless script on the first request", func(ctx SpecContext) {

@@ -390,7 +390,8 @@ var _ = Describe("Node with redis_tls", func() {
 		Expect(err).To(HaveOccurred(), "nothing listens on the TLS port any more")
 		conf, err := os.ReadFile(filepath.Join(cfg.DataDir, "redis.conf"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).NotTo(ContainSubstring("tls-port"))
+		Expect(string(conf)).To(ContainSubstring("tls-port 0\n"))
+		Expect(string(conf)).NotTo(ContainSubstring("tls-cert-file"))
 		Expect(c.Get(ctx, "k").Val()).To(Equal("kept"))
 	})
 

@@ -33,7 +33,7 @@ type Config struct {
 	// MaxMemoryBytes is the instance's memory limit; it must be positive, as an
 	// instance without a limit could take a shared VM's memory.
 	MaxMemoryBytes int64
-	// MaxClients caps client connections; zero means 10000, Redis's default.
+	// MaxClients caps client connections; zero means DefaultMaxClients.
 	MaxClients int
 	// Params are the tenant's settings.
 	Params params.Parameters
@@ -82,7 +82,7 @@ type Leader struct {
 	User, Password string
 }
 
-var confTemplate = template.Must(template.New("redis.conf").Funcs(template.FuncMap{"quote": quote}).Parse(`# redis.conf of instance {{.InstanceID}}, rendered by its agent.
+var confTemplate = template.Must(template.New("redis.conf").Funcs(template.FuncMap{"quote": quote, "arg": arg}).Parse(`# redis.conf of instance {{.InstanceID}}, rendered by its agent.
 # Edits are overwritten: change settings through the service broker.
 bind {{.Bind}}
 port {{.Port}}
@@ -92,45 +92,147 @@ supervised no
 logfile ""
 dir {{quote .Dir}}
 aclfile {{quote .ACLFile}}
-maxclients {{.MaxClients}}
-maxmemory {{.MaxMemoryBytes}}
-{{range .Params.Directives}}{{.Name}} {{quote .Value}}
-{{end}}{{with .ReplicaOf}}
-# A follower: it replicates its leader and refuses writes.
-replicaof {{quote .Host}} {{.Port}}
-{{if .User}}masteruser {{quote .User}}
-{{end}}{{if .Password}}masterauth {{quote .Password}}
-{{end}}replica-read-only yes
-{{end}}{{with .TLS}}
-# TLS beside the plaintext port; apps authenticate as ACL users, not with
-# certificates, and replication stays on the plaintext port.
-{{range .Directives}}{{.Name}} {{quote .Value}}
-{{end}}{{end}}
-# Persistence: the append-only file, fsynced every second, plus RDB snapshots.
-appendonly yes
-appendfsync everysec
 appenddirname "appendonlydir"
-aof-use-rdb-preamble yes
 dbfilename dump.rdb
-save 3600 1 300 100 60 10000
-stop-writes-on-bgsave-error yes
 
-# The platform owns persistence, replication and the server itself.
+# The platform owns the server itself: no debugging, modules or protected
+# settings (dir, dbfilename and the like) from any client, nor from a leader.
 enable-debug-command no
 enable-module-command no
 enable-protected-configs no
-tcp-keepalive 60
-`))
+{{with .ReplicaOf}}
+# A follower: it replicates its leader and refuses writes.
+replicaof {{quote .Host}} {{.Port}}
+{{end}}
+# The settings the platform owns, which its agent also sets on the running
+# server and puts back when they drift: memory and the limits derived from
+# it, the tenant's parameters, persistence (the append-only file, fsynced
+# every second, plus RDB snapshots), replication and TLS.
+{{range .Settings}}{{.Name}} {{arg .Value}}
+{{end}}`))
 
 // Render writes the redis.conf of c to w.
 func Render(w io.Writer, c Config) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if c.MaxClients == 0 {
-		c.MaxClients = 10000
-	}
 	return confTemplate.Execute(w, c)
+}
+
+// DefaultMaxClients is maxclients when a Config leaves it zero: Redis's own
+// default.
+const DefaultMaxClients = 10000
+
+const (
+	kib = int64(1) << 10
+	mib = kib << 10
+	gib = mib << 10
+)
+
+// Limits are the bounds one instance's memory limit (maxmemory) sets on
+// what its clients may hold outside the data: a value, a request, a
+// reply backlog, all clients together.
+type Limits struct {
+	// MaxBulk is proto-max-bulk-len: the longest string a request may
+	// carry; no value can be larger than the instance.
+	MaxBulk int64
+	// QueryBuffer is client-query-buffer-limit: one client's unread
+	// requests, enough for one MaxBulk argument and the pipeline after it.
+	QueryBuffer int64
+	// ClientOutput is the hard limit of a normal client's unread replies
+	// (client-output-buffer-limit normal): enough for a reply as large as
+	// the whole instance, no more. A client over it is disconnected.
+	ClientOutput int64
+	// PubSubOutput and ReplicaOutput are the same for a subscriber and a
+	// follower; each also has a soft limit of a quarter (a subscriber) or
+	// half (a follower) of it, held for a minute.
+	PubSubOutput, ReplicaOutput int64
+	// Clients is maxmemory-clients: the memory of all normal clients
+	// together (buffers, requests, their own structures). Past it Redis
+	// disconnects the clients that hold the most, so many idle or
+	// unauthenticated connections, or many half-sent requests, cannot add
+	// up past it either.
+	Clients int64
+}
+
+// LimitsFor returns the client limits of an instance whose maxmemory is
+// maxMemory bytes.
+func LimitsFor(maxMemory int64) Limits {
+	bulk := min(max(maxMemory, mib), 512*mib)
+	return Limits{
+		MaxBulk:       bulk,
+		QueryBuffer:   min(bulk+mib, gib),
+		ClientOutput:  max(maxMemory, mib),
+		PubSubOutput:  min(max(maxMemory/2, mib), 32*mib),
+		ReplicaOutput: max(2*maxMemory, 16*mib),
+		Clients:       max(maxMemory, 32*mib),
+	}
+}
+
+// MemoryCeiling is the most memory one redis-server may take in all, given
+// its maxmemory: the data (maxmemory), its clients (Limits.Clients), as
+// much again as the data while a snapshot's fork copies pages the server
+// writes meanwhile, and 64 MiB for the server itself, Lua, the
+// replication backlog and allocator overhead. Agents hold each server to
+// it with a memory cgroup where the kernel offers one.
+func MemoryCeiling(maxMemory int64) int64 {
+	return 2*maxMemory + LimitsFor(maxMemory).Clients + 64*mib
+}
+
+// Settings returns the directives of c that a running server can be given
+// with CONFIG SET, in the order CONFIG SET must apply them: memory and the
+// limits derived from it, the tenant's parameters, persistence,
+// replication and TLS (the certificate before the port). They are the
+// settings the platform owns: an agent sets them at every start and puts
+// them back if anything (a leader's replication stream runs as an admin)
+// changes them.
+func (c Config) Settings() []params.Directive {
+	l := LimitsFor(c.MaxMemoryBytes)
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	maxClients := c.MaxClients
+	if maxClients == 0 {
+		maxClients = DefaultMaxClients
+	}
+	d := []params.Directive{
+		{Name: "maxmemory", Value: n(c.MaxMemoryBytes)},
+		{Name: "maxclients", Value: strconv.Itoa(maxClients)},
+		{Name: "maxmemory-clients", Value: n(l.Clients)},
+		{Name: "proto-max-bulk-len", Value: n(l.MaxBulk)},
+		{Name: "client-query-buffer-limit", Value: n(l.QueryBuffer)},
+		{Name: "client-output-buffer-limit", Value: fmt.Sprintf("normal %d 0 0 replica %d %d 60 pubsub %d %d 60",
+			l.ClientOutput, l.ReplicaOutput, l.ReplicaOutput/2, l.PubSubOutput, l.PubSubOutput/4)},
+	}
+	d = append(d, c.Params.Directives()...)
+	d = append(d, []params.Directive{
+		{Name: "appendonly", Value: "yes"},
+		{Name: "appendfsync", Value: "everysec"},
+		{Name: "aof-use-rdb-preamble", Value: "yes"},
+		{Name: "save", Value: "3600 1 300 100 60 10000"},
+		{Name: "stop-writes-on-bgsave-error", Value: "yes"},
+		{Name: "tcp-keepalive", Value: "60"},
+		{Name: "replica-read-only", Value: "yes"},
+	}...)
+	var user, auth string
+	if l := c.ReplicaOf; l != nil {
+		user, auth = l.User, l.Password
+	}
+	d = append(d, params.Directive{Name: "masteruser", Value: user}, params.Directive{Name: "masterauth", Value: auth})
+	if c.TLS != nil {
+		d = append(d, c.TLS.Directives()...)
+	} else {
+		d = append(d, params.Directive{Name: "tls-port", Value: "0"})
+	}
+	return d
+}
+
+// ConfigSet returns the CONFIG SET command that gives a running server
+// settings (see Settings), all at once: Redis applies them all or none.
+func ConfigSet(settings []params.Directive) []any {
+	args := []any{"CONFIG", "SET"}
+	for _, d := range settings {
+		args = append(args, d.Name, d.Value)
+	}
+	return args
 }
 
 // WriteFile renders c into path atomically, so a crash never leaves a
@@ -172,18 +274,16 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// TLSConfigSet returns the CONFIG SET command that gives a running server
-// the TLS settings of t: its certificate and TLS port, or, when t is nil,
-// no TLS port.
-func TLSConfigSet(t *TLS) []any {
-	if t == nil {
-		return []any{"CONFIG", "SET", "tls-port", "0"}
+// plainArg is a redis.conf argument that needs no quotes.
+var plainArg = regexp.MustCompile(`^[A-Za-z0-9._/:-]+$`)
+
+// arg is s as a redis.conf argument: as it is when that is unambiguous,
+// else quoted.
+func arg(s string) string {
+	if plainArg.MatchString(s) {
+		return s
 	}
-	args := []any{"CONFIG", "SET"}
-	for _, d := range t.Directives() {
-		args = append(args, d.Name, d.Value)
-	}
-	return args
+	return quote(s)
 }
 
 // quote makes a redis.conf argument of s: Redis reads double-quoted strings
@@ -227,12 +327,17 @@ var hashPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // TenantDeniedCommands are the commands a binding user may not run: the
 // platform owns configuration, persistence, replication and the server
-// process. Lua scripting, transactions, pub/sub and every keyspace command
-// stay allowed.
+// process; and no binding may stop the others, or the agent, from being
+// served (CLIENT PAUSE), close their connections (CLIENT KILL) or exempt
+// itself from the limit on all clients' memory (CLIENT NO-EVICT). MIGRATE
+// would open connections from the platform's network to any address. Lua
+// scripting, transactions, pub/sub, every keyspace command and the rest
+// of CLIENT stay allowed.
 var TenantDeniedCommands = []string{
 	"config", "debug", "shutdown", "module", "acl",
 	"replicaof", "slaveof", "sync", "psync", "replconf", "failover", "cluster",
 	"monitor", "migrate", "save", "bgsave", "bgrewriteaof", "pfdebug", "pfselftest",
+	"client|pause", "client|unpause", "client|kill", "client|no-evict",
 }
 
 // ReplicationCommands are the only commands of a RoleReplication user: what

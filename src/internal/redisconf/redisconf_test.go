@@ -2,6 +2,8 @@ package redisconf_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -41,8 +43,10 @@ var _ = Describe("Render", func() {
 		conf := b.String()
 		for _, line := range []string{
 			"port 40000", "bind 127.0.0.1", "daemonize no", `dir "/data/i 1"`, `aclfile "/data/users.acl"`,
-			"maxmemory 67108864", `maxmemory-policy "noeviction"`, `notify-keyspace-events "Ex"`, `timeout "0"`,
+			"maxmemory 67108864", "maxmemory-policy noeviction", "notify-keyspace-events Ex", "timeout 0",
 			"appendonly yes", "appendfsync everysec", "maxclients 10000", "enable-debug-command no",
+			"proto-max-bulk-len 67108864", "maxmemory-clients 67108864",
+			`client-output-buffer-limit "normal 67108864 0 0 replica 134217728 67108864 60 pubsub 33554432 8388608 60"`,
 		} {
 			Expect(conf).To(ContainSubstring(line + "\n"))
 		}
@@ -66,12 +70,13 @@ var _ = Describe("Render", func() {
 		var b strings.Builder
 		Expect(redisconf.Render(&b, valid)).To(Succeed())
 		Expect(b.String()).NotTo(ContainSubstring("replicaof"))
-		Expect(b.String()).NotTo(ContainSubstring("master"))
+		Expect(b.String()).To(ContainSubstring(`masteruser ""` + "\n"))
+		Expect(b.String()).To(ContainSubstring(`masterauth ""` + "\n"))
 		f := valid
 		f.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1", Port: 6379, User: "repl-1", Password: `p"w`}
 		b.Reset()
 		Expect(redisconf.Render(&b, f)).To(Succeed())
-		for _, line := range []string{`replicaof "10.0.0.1" 6379`, `masteruser "repl-1"`, `masterauth "p\"w"`, "replica-read-only yes"} {
+		for _, line := range []string{`replicaof "10.0.0.1" 6379`, "masteruser repl-1", `masterauth "p\"w"`, "replica-read-only yes"} {
 			Expect(b.String()).To(ContainSubstring(line + "\n"))
 		}
 	})
@@ -164,12 +169,83 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 			{"ACL", "LIST"}, {"REPLICAOF", "NO", "ONE"}, {"SLAVEOF", "NO", "ONE"}, {"FAILOVER"}, {"CLUSTER", "INFO"},
 			{"MONITOR"}, {"SAVE"}, {"BGSAVE"}, {"BGREWRITEAOF"}, {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"},
 			{"SYNC"}, {"PSYNC", "?", "-1"},
+			{"CLIENT", "PAUSE", "600000", "ALL"}, {"CLIENT", "UNPAUSE"}, {"CLIENT", "KILL", "USER", "platform-admin"},
+			{"CLIENT", "NO-EVICT", "on"},
 		} {
 			// DEBUG and MODULE are also switched off server-wide, which Redis
 			// checks before the ACL.
 			Expect(tenant.Do(ctx, cmd...).Err()).To(MatchError(MatchRegexp("NOPERM|command not allowed")), "%v", cmd)
 		}
 		Expect(admin.Do(ctx, "CONFIG", "GET", "maxmemory").Err()).To(Succeed())
+		Expect(tenant.Do(ctx, "CLIENT", "SETNAME", "app").Err()).To(Succeed())
+		Expect(tenant.Do(ctx, "CLIENT", "LIST").Err()).To(Succeed())
+	})
+
+	It("takes every setting the platform owns, as CONFIG GET reads them back", func(ctx SpecContext) {
+		got, err := admin.ConfigGet(ctx, "*").Result()
+		Expect(err).NotTo(HaveOccurred())
+		l := redisconf.LimitsFor(32 << 20)
+		Expect(got).To(HaveKeyWithValue("proto-max-bulk-len", strconv.FormatInt(l.MaxBulk, 10)))
+		Expect(got).To(HaveKeyWithValue("client-query-buffer-limit", strconv.FormatInt(l.QueryBuffer, 10)))
+		Expect(got).To(HaveKeyWithValue("maxmemory-clients", strconv.FormatInt(l.Clients, 10)))
+		Expect(got["client-output-buffer-limit"]).To(HavePrefix("normal " + strconv.FormatInt(l.ClientOutput, 10) + " 0 0 "))
+		// The live command sets the same values the file did.
+		settings := redisconf.Config{MaxMemoryBytes: 32 << 20, Params: params.Defaults()}.Settings()
+		Expect(admin.Do(ctx, redisconf.ConfigSet(settings)...).Err()).To(Succeed())
+	})
+
+	// The memory attacks a tenant can make with its own credentials, each
+	// of which took a 64 MB instance to 1.5 GB before the limits.
+	Describe("memory a client makes the server hold", func() {
+		const value = 10 << 20
+		ceiling := redisconf.MemoryCeiling(32 << 20)
+
+		peak := func(ctx context.Context) int64 {
+			v, err := admin.InfoMap(ctx, "memory").Result()
+			Expect(err).NotTo(HaveOccurred())
+			n, err := strconv.ParseInt(v["Memory"]["used_memory_peak"], 10, 64)
+			Expect(err).NotTo(HaveOccurred())
+			return n
+		}
+
+		It("disconnects a client that asks for replies it never reads", func(ctx SpecContext) {
+			// Under an eviction policy the server would evict the value
+			// itself once the replies count against maxmemory.
+			Expect(admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err()).To(Succeed())
+			Expect(tenant.Set(ctx, "big", strings.Repeat("x", value), 0).Err()).To(Succeed())
+			conn, err := net.Dial("tcp", admin.Options().Addr)
+			Expect(err).NotTo(HaveOccurred())
+			defer conn.Close()
+			var req strings.Builder
+			fmt.Fprintf(&req, "AUTH binding-1 %s\r\n", tenantPass)
+			for range 150 {
+				req.WriteString("GET big\r\n")
+			}
+			_, err = conn.Write([]byte(req.String()))
+			Expect(err).NotTo(HaveOccurred())
+			// The server closes the connection once its unread replies pass
+			// the limit; until then they would have grown to 1.5 GB.
+			Eventually(func() string { return tenant.ClientList(ctx).Val() }).WithTimeout(10 * time.Second).
+				ShouldNot(ContainSubstring("cmd=get"))
+			Expect(conn.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+			_, err = io.Copy(io.Discard, conn)
+			Expect(err).NotTo(HaveOccurred(), "the server closed the connection")
+			Expect(peak(ctx)).To(BeNumerically("<", ceiling))
+			Expect(tenant.Ping(ctx).Err()).To(Succeed())
+		})
+
+		It("refuses a request longer than the instance before reading it", func(ctx SpecContext) {
+			for range 3 {
+				conn, err := net.Dial("tcp", admin.Options().Addr)
+				Expect(err).NotTo(HaveOccurred())
+				defer conn.Close()
+				fmt.Fprintf(conn, "AUTH binding-1 %s\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n", tenantPass, 499<<20)
+				Expect(conn.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+				reply, _ := io.ReadAll(conn)
+				Expect(string(reply)).To(ContainSubstring("invalid bulk length"))
+			}
+			Expect(peak(ctx)).To(BeNumerically("<", ceiling))
+		})
 	})
 
 	It("lets a replication user replicate and read INFO replication, nothing else", func(ctx SpecContext) {

@@ -74,9 +74,9 @@ var _ = Describe("Manager with redis_tls", func() {
 
 		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).To(ContainSubstring(`tls-port "` + strconv.Itoa(inst.TLSPort) + `"`))
-		Expect(string(conf)).To(ContainSubstring(`tls-auth-clients "no"`))
-		Expect(string(conf)).To(ContainSubstring(`tls-replication "no"`))
+		Expect(string(conf)).To(ContainSubstring("tls-port " + strconv.Itoa(inst.TLSPort) + "\n"))
+		Expect(string(conf)).To(ContainSubstring("tls-auth-clients no\n"))
+		Expect(string(conf)).To(ContainSubstring("tls-replication no\n"))
 
 		capa, err := a.client.Capacity(ctx)
 		Expect(err).NotTo(HaveOccurred())
@@ -131,7 +131,8 @@ var _ = Describe("Manager with redis_tls", func() {
 		Expect(tenant(inst, "app1", pass).Get(ctx, "k").Val()).To(Equal("kept"))
 		conf, err := os.ReadFile(filepath.Join(dir, "instances", "old", "redis.conf"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(conf)).NotTo(ContainSubstring("tls-port"))
+		Expect(string(conf)).To(ContainSubstring("tls-port 0\n"))
+		Expect(string(conf)).NotTo(ContainSubstring("tls-cert-file"))
 		b, err = a.client.Bind(ctx, "old", "app1", agentapi.BindingRequest{Password: pass})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(b.TLSPort).To(BeZero())
