@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -107,6 +108,15 @@ func (t *Tree) Version() int {
 		return 2
 	}
 	return 1
+}
+
+// Dirs are the subtree's directories, for logs and checks; nil for a nil
+// Tree.
+func (t *Tree) Dirs() []string {
+	if t == nil {
+		return nil
+	}
+	return slices.Clone(t.dirs)
 }
 
 // detect finds the agent's cgroup in the hierarchies holding the memory and

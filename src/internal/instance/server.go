@@ -331,7 +331,12 @@ func (s *Server) Stop(ctx context.Context, discard bool) error {
 	if !s.sup.Status().Supervising {
 		_, recorded := os.Stat(s.cfg.Paths.Pid)
 		if _, running := s.runningPid(ctx, time.Second); recorded != nil && !running {
-			return nil // no server was left running
+			// No server was left running; a start that failed may
+			// have left its cgroup.
+			if discard {
+				return s.discardGroup()
+			}
+			return nil
 		}
 		if err := s.sup.Start(ctx); err != nil {
 			s.logger.Info("no running redis-server to stop", "instance", s.cfg.Name, "detail", err)
@@ -341,15 +346,20 @@ func (s *Server) Stop(ctx context.Context, discard bool) error {
 		if err := s.sup.Kill(ctx); err != nil {
 			return fmt.Errorf("redis-server did not stop: %w", err)
 		}
-		// Whatever else is left in the cgroup goes too: a server an
-		// earlier agent left running that was too busy to be adopted.
-		if err := errors.Join(s.group.Kill(), s.group.Remove()); err != nil {
-			return fmt.Errorf("removing the server's cgroup: %w", err)
-		}
-		return nil
+		return s.discardGroup()
 	}
 	if err := s.sup.Stop(ctx); err != nil {
 		return fmt.Errorf("redis-server did not stop: %w", err)
+	}
+	return nil
+}
+
+// discardGroup kills whatever is left in the server's cgroup (a server an
+// earlier agent left running that was too busy to be adopted) and removes
+// the cgroup.
+func (s *Server) discardGroup() error {
+	if err := errors.Join(s.group.Kill(), s.group.Remove()); err != nil {
+		return fmt.Errorf("removing the server's cgroup: %w", err)
 	}
 	return nil
 }
