@@ -318,3 +318,27 @@ func (t *Tree) Destroy() error {
 func Name(dataDir string) string {
 	return "redis" + strings.ReplaceAll(filepath.Clean(dataDir), "/", "-")
 }
+
+// DestroyUnder kills the processes of, and removes, every subtree of an
+// agent whose data dir is dir or lies below it, in the hierarchies of the
+// calling process's cgroups (where the agents it started put theirs): for
+// a test harness whose agents were killed before they could shut down.
+// Where cgroups cannot be used it does nothing.
+func DestroyUnder(dir string) error {
+	t, err := detect(Root, "/proc/self", "x")
+	if err != nil {
+		return nil
+	}
+	own := Name(dir)
+	var errs []error
+	for _, d := range t.dirs {
+		entries, _ := os.ReadDir(filepath.Dir(d))
+		for _, e := range entries {
+			if e.IsDir() && (e.Name() == own || strings.HasPrefix(e.Name(), own+"-")) {
+				sub := &Tree{v2: t.v2, dirs: []string{filepath.Join(filepath.Dir(d), e.Name())}}
+				errs = append(errs, sub.Destroy())
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

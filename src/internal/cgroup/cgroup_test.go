@@ -93,6 +93,24 @@ var _ = Describe("a Tree of real cgroups", func() {
 		Expect(g.Dirs()[0]).To(BeADirectory())
 	})
 
+	It("destroys the subtrees of agents whose data dirs lie in a dir, for a harness whose agents were killed", func() {
+		dir := GinkgoT().TempDir()
+		t, err := cgroup.Open(cgroup.Required, cgroup.Name(filepath.Join(dir, "agent-0")), slog.New(slog.DiscardHandler))
+		Expect(err).NotTo(HaveOccurred())
+		other := openTree()
+		g := t.Group("left")
+		Expect(g.Create(64 << 20)).To(Succeed())
+		p := start(g, "sleep", "600")
+		Expect(other.Group("kept").Create(64 << 20)).To(Succeed())
+
+		Expect(cgroup.DestroyUnder(dir)).To(Succeed())
+		Expect(p.Wait()).To(MatchError(ContainSubstring("killed")))
+		for _, d := range t.Dirs() {
+			Expect(d).NotTo(BeADirectory())
+		}
+		Expect(other.Group("kept").Dirs()[0]).To(BeADirectory(), "another dir's subtree stays")
+	})
+
 	It("kills every process of a group, forks included", func() {
 		t := openTree()
 		g := t.Group("forks")

@@ -137,23 +137,18 @@ func (g *Group) Limits() (Limits, error) {
 }
 
 // Place arranges for cmd, not started yet, to run in the group from its
-// first instruction where the kernel allows that (v2: clone(2) into the
-// cgroup, CLONE_INTO_CGROUP). It returns the function to call right after
-// cmd.Start, with the child's pid, or with 0 when the start failed: on v1 it
-// moves the child in, so the child runs outside the group for the moment
-// between exec and that call (microseconds, in which redis-server reads its
-// config; memory it touched then stays charged to the agent's cgroup).
+// first instruction. On v2 the kernel clones it into the cgroup
+// (CLONE_INTO_CGROUP). On v1, which cannot, cmd first runs /bin/sh waiting
+// on a pipe: the function Place returns, called right after cmd.Start with
+// the child's pid, moves the child in and only then lets the shell exec the
+// program (same pid), so nothing of the program runs, or forks, outside the
+// group. Called with 0, when the start failed, it only cleans up.
 func (g *Group) Place(cmd *exec.Cmd) (after func(pid int) error, err error) {
 	if g == nil {
 		return func(int) error { return nil }, nil
 	}
 	if !g.v2 {
-		return func(pid int) error {
-			if pid == 0 {
-				return nil
-			}
-			return g.Join(pid)
-		}, nil
+		return g.gate(cmd)
 	}
 	f, err := os.Open(g.dirs[0])
 	if err != nil {
@@ -165,6 +160,38 @@ func (g *Group) Place(cmd *exec.Cmd) (after func(pid int) error, err error) {
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(f.Fd())
 	return func(int) error { return f.Close() }, nil
+}
+
+// gateScript waits until fd 3 closes, then runs the program in its place.
+const gateScript = `read -r _ <&3; exec "$0" "$@" 3<&-`
+
+// gate makes cmd wait, before it runs its program, until the returned
+// function moved it into the v1 group.
+func (g *Group) gate(cmd *exec.Cmd) (func(pid int) error, error) {
+	if len(cmd.ExtraFiles) > 0 {
+		return nil, errors.New("cgroup: cannot gate a command with extra files")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	cmd.Args = append([]string{"/bin/sh", "-c", gateScript, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = "/bin/sh"
+	cmd.ExtraFiles = []*os.File{r}
+	return func(pid int) error {
+		r.Close()
+		defer w.Close() // lets the shell exec the program
+		if pid == 0 {
+			return nil
+		}
+		if err := g.Join(pid); err != nil {
+			// Not outside the group either: the shell dies before it
+			// reads EOF.
+			_ = unix.Kill(pid, unix.SIGKILL)
+			return err
+		}
+		return nil
+	}, nil
 }
 
 // Join moves the process pid, with all its threads, into the group.
