@@ -10,7 +10,8 @@
 // (memory.max, memory.swap.max, memory.oom.group, cpu.weight; a child is
 // cloned straight into its cgroup) and cgroup v1 (memory.limit_in_bytes,
 // memory.memsw.limit_in_bytes where swap accounting is on, cpu.shares; a
-// child is moved in right after it starts).
+// child starts as a shell that waits until it was moved in, then execs the
+// program).
 package cgroup
 
 import (
