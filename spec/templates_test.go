@@ -170,6 +170,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(field(c, "log_dir")).To(HavePrefix("/var/vcap/sys/log/redis-shared-agent/"))
 		Expect(field(c, "redis_server")).To(Equal("/var/vcap/packages/redis/bin/redis-server"))
 		Expect(j.Packages).To(ContainElement("redis"))
+		Expect(field(c, "cgroups")).To(Equal("auto"))
 		Expect(field(c, "port_range")).To(Equal(map[string]any{"min": 32768.0, "max": 61000.0}))
 		Expect(field(c, "tls")).To(BeNil())
 		Expect(strings.TrimSpace(out["config/tls.crt"])).To(BeEmpty())
@@ -185,6 +186,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 			"redis.host", "redis.example.com", "redis.bind", "0.0.0.0",
 			"redis.port_range.min", 40000, "redis.port_range.max", 40999,
 			"redis.memory_budget_mb", 4096, "redis.max_instances", 50, "open_files", 200000,
+			"redis.cgroups", "required",
 		), in, nil)
 		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "listen")).To(Equal("10.0.16.5:9101"))
@@ -193,6 +195,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(field(c, "port_range")).To(Equal(map[string]any{"min": 40000.0, "max": 40999.0}))
 		Expect(field(c, "memory_budget_mb")).To(BeEquivalentTo(4096))
 		Expect(field(c, "max_instances")).To(BeEquivalentTo(50))
+		Expect(field(c, "cgroups")).To(Equal("required"))
 		Expect(expectBPM(j, out).Limits.OpenFiles).To(Equal(200000))
 		Expect(out["bin/pre-start"]).To(ContainSubstring("net.ipv4.ip_local_reserved_ports = 40000-40999"))
 	})
@@ -336,6 +339,7 @@ var _ = Describe("redis-node templates", func() {
 		Expect(field(c, "redis_server")).To(Equal("/var/vcap/packages/redis/bin/redis-server"))
 		Expect(j.Packages).To(ContainElement("redis"))
 		Expect(field(c, "maxmemory_percent")).To(BeEquivalentTo(75))
+		Expect(field(c, "cgroups")).To(Equal("auto"))
 		Expect(expectBPM(j, out).Limits.OpenFiles).To(Equal(65536))
 	})
 

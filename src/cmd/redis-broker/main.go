@@ -39,7 +39,13 @@ func run() int {
 		logger.Error("cannot start", "error", err)
 		return 2
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	// Private, also when an earlier version (or BOSH) made it 0755: it holds
+	// every instance's record.
+	err = os.MkdirAll(cfg.StateDir, 0o700)
+	if err == nil {
+		err = os.Chmod(cfg.StateDir, 0o700)
+	}
+	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}

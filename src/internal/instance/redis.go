@@ -11,14 +11,20 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sys/unix"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Setup prepares an agent's start: it checks the TLS files (nil: no TLS),
-// makes dirs, and returns the absolute path of the redis-server binary
-// named in the config (RedisServerPath).
+// makes dirs, private to the agent's user (0700, existing ones too), and
+// returns the absolute path of the redis-server binary named in the config
+// (RedisServerPath). It sets the process's umask to 077, so every file the
+// agent and the redis-servers it starts create (RDB and AOF files, their
+// temporary files, logs) is private: redis-server creates its files with
+// the umask it inherits.
 func Setup(t *RedisTLS, redisServer string, dirs ...string) (string, error) {
+	unix.Umask(0o077)
 	if err := t.Check("redis_tls"); err != nil {
 		return "", err
 	}
@@ -26,8 +32,40 @@ func Setup(t *RedisTLS, redisServer string, dirs ...string) (string, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", err
 		}
+		// MkdirAll leaves an existing dir as it was: one an earlier
+		// version (or BOSH) made 0755.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return "", err
+		}
 	}
 	return RedisServerPath(redisServer)
+}
+
+// tighten takes group and other permissions off the files and dirs in dir
+// and its appendonlydir, as an earlier version without a umask left them
+// (0644): redis-server keeps appending to an AOF file it did not create.
+func tighten(dir string) error {
+	for _, d := range []string{dir, filepath.Join(dir, "appendonlydir")} {
+		entries, err := os.ReadDir(d)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			if mode := info.Mode().Perm(); mode&0o077 != 0 {
+				if err := os.Chmod(filepath.Join(d, e.Name()), mode&^0o077); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // RedisServerPath returns the absolute path of the redis-server binary

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/supervisor"
@@ -34,6 +35,10 @@ type Env struct {
 	Plan string
 	// Logger receives the servers' logs; nil discards them.
 	Logger *slog.Logger
+	// Cgroups, when set, runs every server in a cgroup of its own with a
+	// memory ceiling of redisconf.MemoryCeiling(maxmemory) and an equal
+	// CPU weight; nil runs them in the agent's cgroup.
+	Cgroups *cgroup.Tree
 	// Started reports whether the agent finished recovering its instances:
 	// until then a restore cut short by a crash may still be rolled back, so
 	// snapshots and restores are refused. Nil means started.
@@ -86,6 +91,8 @@ type Server struct {
 	env    *Env
 	logger *slog.Logger
 	sup    *supervisor.Supervisor
+	// group is the server's cgroup; nil without cgroups.
+	group *cgroup.Group
 
 	mu      sync.Mutex
 	closing bool
@@ -102,8 +109,12 @@ func New(cfg Config) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, env: cfg.Env, logger: logger}
+	s := &Server{cfg: cfg, env: cfg.Env, logger: logger, group: cfg.Env.Cgroups.Group(cfg.Name)}
 	p := cfg.Paths
+	var cg supervisor.Cgroup
+	if s.group != nil {
+		cg = s.group
+	}
 	s.sup = supervisor.New(supervisor.Config{
 		Name:    cfg.Name,
 		Path:    cfg.Env.RedisServer,
@@ -132,6 +143,7 @@ func New(cfg Config) *Server {
 		Find: func(ctx context.Context) (int, bool) {
 			return s.runningPid(ctx, adoptProbeTimeout)
 		},
+		Cgroup: cg,
 		Logger: logger,
 	})
 	return s
@@ -171,7 +183,24 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.writeFiles(r); err != nil {
 		return err
 	}
-	return s.sup.Start(ctx)
+	if err := s.private(); err != nil {
+		return err
+	}
+	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
+		return fmt.Errorf("setting up the server's cgroup: %w", err)
+	}
+	if err := s.sup.Start(ctx); err != nil {
+		return err
+	}
+	// An adopted server runs in its cgroup already, unless an agent
+	// without cgroups started it: bound it now.
+	if st := s.sup.Status(); st.Adopted && s.group != nil && !s.group.Contains(st.Pid) {
+		s.logger.Warn("the adopted redis-server ran outside its cgroup; moving it in", "instance", s.cfg.Name, "pid", st.Pid)
+		if err := s.group.Join(st.Pid); err != nil {
+			s.logger.Error("the adopted redis-server runs without its memory ceiling until it restarts", "instance", s.cfg.Name, "error", err)
+		}
+	}
+	return nil
 }
 
 // Recover brings the server back as an agent starts: it finishes what a
@@ -293,27 +322,44 @@ func (s *Server) stopRetry() {
 
 // Stop stops redis-server: the supervised one, or one a crashed agent left
 // running (adopted, then stopped), and any background retry. With discard,
-// whose data is about to go, its snapshot on shutdown is switched off
-// first: writing a large one would only slow the delete down. The caller
-// holds the lock.
+// whose data is about to go, the server is killed at once (SIGKILL, with
+// its snapshot child and its cgroup, which is removed): there is nothing to
+// save, and a server busy in an endless script would never agree to stop.
+// The caller holds the lock.
 func (s *Server) Stop(ctx context.Context, discard bool) error {
 	s.stopRetry()
 	if !s.sup.Status().Supervising {
 		_, recorded := os.Stat(s.cfg.Paths.Pid)
 		if _, running := s.runningPid(ctx, time.Second); recorded != nil && !running {
-			return nil // no server was left running
+			// No server was left running; a start that failed may
+			// have left its cgroup.
+			if discard {
+				return s.discardGroup()
+			}
+			return nil
 		}
 		if err := s.sup.Start(ctx); err != nil {
 			s.logger.Info("no running redis-server to stop", "instance", s.cfg.Name, "detail", err)
 		}
 	}
-	if discard && s.sup.Status().Running {
-		if err := s.adminDo(ctx, s.current(), "CONFIG", "SET", "save", ""); err != nil {
-			s.logger.Warn("could not switch off the shutdown snapshot", "instance", s.cfg.Name, "error", err)
+	if discard {
+		if err := s.sup.Kill(ctx); err != nil {
+			return fmt.Errorf("redis-server did not stop: %w", err)
 		}
+		return s.discardGroup()
 	}
 	if err := s.sup.Stop(ctx); err != nil {
 		return fmt.Errorf("redis-server did not stop: %w", err)
+	}
+	return nil
+}
+
+// discardGroup kills whatever is left in the server's cgroup (a server an
+// earlier agent left running that was too busy to be adopted) and removes
+// the cgroup.
+func (s *Server) discardGroup() error {
+	if err := errors.Join(s.group.Kill(), s.group.Remove()); err != nil {
+		return fmt.Errorf("removing the server's cgroup: %w", err)
 	}
 	return nil
 }
@@ -333,6 +379,12 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.Close()
 	if err := s.sup.Stop(ctx); err != nil {
 		s.logger.Error("stopping redis-server failed", "instance", s.cfg.Name, "error", err)
+		return
+	}
+	// The next agent makes it again; a machine with hundreds of stopped
+	// agents' groups would be hard to read.
+	if err := s.group.Remove(); err != nil {
+		s.logger.Warn("removing the server's cgroup failed", "instance", s.cfg.Name, "error", err)
 	}
 }
 
@@ -386,6 +438,7 @@ func (s *Server) writeFiles(r Record) error {
 	if err := os.MkdirAll(p.Data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
+
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
@@ -406,6 +459,21 @@ func (s *Server) conf(r Record) redisconf.Config {
 		ReplicaOf:      r.Leader.Conf(),
 		TLS:            s.tls(r),
 	}
+}
+
+// private makes the server's dirs 0700 and its data files 0600, as earlier
+// versions may have left them looser.
+func (s *Server) private() error {
+	p := s.cfg.Paths
+	for _, d := range []string{p.Dir, p.Data} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("making %s private: %w", d, err)
+		}
+	}
+	if err := tighten(p.Data); err != nil {
+		return fmt.Errorf("making the data files private: %w", err)
+	}
+	return nil
 }
 
 // tls is the TLS port and certificate of r's redis.conf; nil when the agent

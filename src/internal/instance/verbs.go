@@ -138,7 +138,15 @@ func (s *Server) SetMaxMemory(ctx context.Context, r Record) error {
 	if err := s.writeFiles(r); err != nil {
 		return err
 	}
-	return s.configSet(ctx, r, "new memory limit and the limits derived from it are")
+	if err := s.configSet(ctx, r, "new memory limit and the limits derived from it are"); err != nil {
+		return err
+	}
+	// The kernel's ceiling follows; one it cannot lower yet (the server
+	// uses more) applies at the next start.
+	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
+		s.logger.Warn("the server's memory ceiling did not change; it does at its next start", "instance", s.cfg.Name, "error", err)
+	}
+	return nil
 }
 
 // UsedMemory is the running server's INFO used_memory.

@@ -7,6 +7,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 )
@@ -66,6 +67,12 @@ type Config struct {
 	// MaxMemoryMB, when positive, is the memory limit in MB and overrides
 	// MaxMemoryPercent.
 	MaxMemoryMB int64 `json:"maxmemory_mb,omitempty"`
+	// Cgroups says whether redis-server runs in a cgroup of its own,
+	// with a memory ceiling the kernel enforces (redisconf.MemoryCeiling of
+	// its maxmemory) and an equal CPU weight: "auto" (the default, empty)
+	// where the machine allows, "required" refuses to start without, "off"
+	// never.
+	Cgroups cgroup.Mode `json:"cgroups,omitempty"`
 }
 
 // Validate checks the config and fills in defaults, naming the fields at
@@ -108,7 +115,7 @@ func (c *Config) Validate() error {
 	if c.MaxMemoryMB < 0 {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
-	errs = append(errs, agentcmd.CheckBackups(c.Backups))
+	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
 	return errors.Join(errs...)
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
@@ -55,6 +56,7 @@ type Node struct {
 	maxmemory int64
 	state     *statefile.File[state]
 	srv       *instance.Server
+	cgroups   *cgroup.Tree
 	// ops serialises the operations that change the node; Node and Get do
 	// not wait for it.
 	ops keylock.Map
@@ -84,9 +86,12 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err := n.migrate(); err != nil {
 		return nil, err
 	}
+	if n.cgroups, err = cgroup.Open(cfg.Cgroups, cgroup.Name(cfg.DataDir), n.logger); err != nil {
+		return nil, err
+	}
 	env := &instance.Env{
 		Host: cfg.Host, Bind: cfg.Bind, RedisServer: cfg.RedisServer, TLS: cfg.RedisTLS,
-		Plan: Plan, Logger: n.logger, Started: n.started.Load,
+		Plan: Plan, Logger: n.logger, Started: n.started.Load, Cgroups: n.cgroups,
 	}
 	n.srv = instance.New(instance.Config{
 		Env:   env,
@@ -154,6 +159,9 @@ func (n *Node) Shutdown(ctx context.Context) {
 		defer unlock()
 	}
 	n.srv.Shutdown(ctx)
+	if err := n.cgroups.Remove(); err != nil {
+		n.logger.Warn("removing the server's cgroup subtree failed", "error", err)
+	}
 }
 
 // RunBackups backs up the instance holding the node on the schedule of the

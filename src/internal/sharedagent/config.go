@@ -7,6 +7,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/agentcmd"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
@@ -43,6 +44,12 @@ type Config struct {
 	// Backups, when set, backs up every instance on a schedule; nil means
 	// only the backup errand does.
 	Backups *backup.Schedule `json:"backups,omitempty"`
+	// Cgroups says whether every redis-server runs in a cgroup of its own,
+	// with a memory ceiling the kernel enforces (redisconf.MemoryCeiling of
+	// its maxmemory) and an equal CPU weight: "auto" (the default, empty)
+	// where the machine allows, "required" refuses to start without, "off"
+	// never.
+	Cgroups cgroup.Mode `json:"cgroups,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -71,7 +78,7 @@ func (c *Config) Validate() error {
 	if c.MaxInstances < 0 {
 		errs = append(errs, errors.New("max_instances must not be negative"))
 	}
-	errs = append(errs, agentcmd.CheckBackups(c.Backups))
+	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
 	return errors.Join(errs...)
 }
 

@@ -16,3 +16,7 @@ func (m *Manager) Abandon() {
 func (m *Manager) SkipPortCheck() {
 	m.available = func(int) bool { return true }
 }
+
+// CgroupDirs are the dirs of the agent's cgroup subtree; none without
+// cgroups.
+func (m *Manager) CgroupDirs() []string { return m.env.Cgroups.Dirs() }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
@@ -64,6 +65,10 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	cgroups, err := cgroup.Open(cfg.Cgroups, cgroup.Name(cfg.DataDir), logger)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		cfg:       cfg,
 		logger:    logger,
@@ -74,7 +79,7 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	}
 	m.env = &instance.Env{
 		Host: cfg.Host, Bind: cfg.Bind, RedisServer: cfg.RedisServer, TLS: cfg.RedisTLS,
-		Plan: Plan, Logger: logger, Started: m.started.Load,
+		Plan: Plan, Logger: logger, Started: m.started.Load, Cgroups: cgroups,
 	}
 	return m, nil
 }
@@ -162,6 +167,9 @@ func (m *Manager) Shutdown(ctx context.Context) {
 		wg.Go(func() { s.Shutdown(ctx) })
 	}
 	wg.Wait()
+	if err := m.env.Cgroups.Remove(); err != nil {
+		m.logger.Warn("removing the instances' cgroups failed", "error", err)
+	}
 }
 
 // RunBackups backs up every instance on the schedule of the config's

@@ -57,6 +57,9 @@ func startAgent(cfg sharedagent.Config) *agent {
 func (a *agent) stop() {
 	a.srv.Close()
 	a.mgr.Shutdown(context.Background())
+	for _, d := range a.mgr.CgroupDirs() {
+		Expect(d).NotTo(BeADirectory(), "an agent that shut down leaves no cgroup behind")
+	}
 }
 
 func config(dir string) sharedagent.Config {

@@ -47,6 +47,24 @@ type proc struct {
 
 	reaped  bool
 	exitErr error // how the process ended; set by reap
+
+	// cg is the process's cgroup, nil without; oomBase is its OOMKills
+	// when the process was started or adopted.
+	cg      Cgroup
+	oomBase int64
+}
+
+// inCgroup records that p runs in cg.
+func (p *proc) inCgroup(cg Cgroup) {
+	if cg != nil {
+		p.cg, p.oomBase = cg, cg.OOMKills()
+	}
+}
+
+// oomKilled reports whether the kernel killed a process of p's cgroup for
+// exceeding its memory ceiling since p started.
+func (p *proc) oomKilled() bool {
+	return p.cg != nil && p.cg.OOMKills() > p.oomBase
 }
 
 // pollInterval is how often the fallback checks that an adopted process lives.
@@ -261,7 +279,12 @@ func (p *proc) kill() error {
 	if pgid, err := unix.Getpgid(p.pid); err == nil && pgid == p.pid && !p.exited() {
 		_ = unix.Kill(-pgid, unix.SIGKILL)
 	}
-	return p.signal(unix.SIGKILL)
+	err := p.signal(unix.SIGKILL)
+	if p.cg != nil {
+		// Whatever else runs in the cgroup: a child that left the group.
+		err = errors.Join(err, p.cg.Kill())
+	}
+	return err
 }
 
 // reap collects the exit status of an exited child (it must only be called
@@ -323,18 +346,38 @@ func (s *Supervisor) spawn() (*proc, error) {
 			return nil, fmt.Errorf("opening log file: %w", err)
 		}
 		defer f.Close()
+		// A log an earlier version created 0644 becomes 0640 too.
+		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&^0o640 != 0 {
+			if err := f.Chmod(fi.Mode().Perm() & 0o640); err != nil {
+				return nil, fmt.Errorf("making the log file private: %w", err)
+			}
+		}
 		cmd.Stdout, cmd.Stderr = f, f
 	}
+	placed := func(int) error { return nil }
+	if s.cfg.Cgroup != nil {
+		var err error
+		if placed, err = s.cfg.Cgroup.Place(cmd); err != nil {
+			return nil, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", s.cfg.Path, err)
+		return nil, errors.Join(fmt.Errorf("starting %s: %w", s.cfg.Path, err), placed(0))
 	}
 	pid := cmd.Process.Pid
+	if err := placed(pid); err != nil {
+		// A server outside its cgroup would run unbounded.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
 	p, err := watchChild(cmd)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
 	}
+	p.inCgroup(s.cfg.Cgroup)
 	if s.cfg.PidFile != "" {
 		if err := writePidFile(s.cfg.PidFile, pid); err != nil {
 			_ = p.kill()

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -103,12 +104,33 @@ type Config struct {
 	StopTimeout time.Duration
 	// Logger receives the Supervisor's logs; nil discards them.
 	Logger *slog.Logger
+	// Cgroup, if not nil, is the control group the process runs in: the
+	// kernel bounds its memory and CPU, a kill reaches every process in it
+	// (a redis-server's snapshot child too), and a death by its memory
+	// ceiling is reported as such. Nil runs the process in the agent's.
+	Cgroup Cgroup
 	// OnExit, if not nil, is called on the supervising goroutine with the
 	// reason each time the process dies unexpectedly or a restart fails.
 	// Supervision waits for it to return, so it must not call Stop,
 	// Restart or Detach (Status is fine).
 	OnExit func(err error)
 }
+
+// Cgroup is a control group a process runs in (*cgroup.Group).
+type Cgroup interface {
+	// Place prepares cmd to start in the cgroup and returns what to call
+	// right after cmd.Start with the child's pid (0 if the start failed).
+	Place(cmd *exec.Cmd) (after func(pid int) error, err error)
+	// Kill sends SIGKILL to every process in the cgroup.
+	Kill() error
+	// OOMKills counts the processes the kernel killed in the cgroup for
+	// exceeding its memory ceiling.
+	OOMKills() int64
+}
+
+// ErrMemoryCeiling is the cause of a process's death when the kernel killed
+// it for exceeding its cgroup's memory ceiling.
+var ErrMemoryCeiling = errors.New("killed by the kernel for exceeding its memory ceiling")
 
 // Status is a snapshot of a Supervisor; the zero value describes one that
 // never started.
@@ -259,6 +281,39 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Kill ends supervision and kills the process at once with SIGKILL (with
+// its process group and its cgroup), without the grace Stop gives it: for a
+// process whose data is being discarded, which has nothing to save and may
+// be too busy to stop by itself (a redis-server running an endless script
+// ignores SIGTERM). It returns once the process is gone, and removes
+// PidFile. Kill on a Supervisor that is not supervising does nothing.
+func (s *Supervisor) Kill(ctx context.Context) error {
+	s.mu.Lock()
+	if s.cancelStart != nil {
+		s.cancelStart()
+	}
+	s.mu.Unlock()
+
+	s.op.Lock()
+	defer s.op.Unlock()
+	p, ok := s.endRun()
+	if !ok {
+		return nil
+	}
+	if p != nil {
+		if err := s.terminateWithin(ctx, p, 0); err != nil {
+			s.setStopped()
+			return fmt.Errorf("supervisor: killing: %w", err) // keep the pid file: the process lives
+		}
+		s.log.Info("killed process", "pid", p.pid)
+	}
+	s.setStopped()
+	if err := removePidFile(s.cfg.PidFile); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	return nil
+}
+
 // Restart stops the process gracefully, as Stop does, and starts a new one,
 // e.g. to apply a changed configuration, returning once it is ready. If the
 // new process fails to start, Restart returns the error and the Supervisor
@@ -367,6 +422,7 @@ func (s *Supervisor) adopt(ctx context.Context) *proc {
 		return nil
 	}
 	p.started = time.Now()
+	p.inCgroup(s.cfg.Cgroup)
 	return p
 }
 
@@ -426,7 +482,11 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 // exitedEarly reaps a process that exited before it was ready and describes
 // how it died, quoting the end of its log.
 func (s *Supervisor) exitedEarly(p *proc) error {
-	err := fmt.Errorf("pid %d exited before it was ready: %w", p.pid, p.reap())
+	exitErr := p.reap()
+	if p.oomKilled() {
+		exitErr = fmt.Errorf("%w (%v)", ErrMemoryCeiling, exitErr)
+	}
+	err := fmt.Errorf("pid %d exited before it was ready: %w", p.pid, exitErr)
 	if tail := logTail(s.cfg.LogFile, logTailLines); tail != "" {
 		err = fmt.Errorf("%w; end of %s:\n%s", err, s.cfg.LogFile, tail)
 	}
@@ -437,16 +497,27 @@ func (s *Supervisor) exitedEarly(p *proc) error {
 // sends SIGKILL and waits for the process to vanish. It releases p unless the
 // process survives even SIGKILL.
 func (s *Supervisor) terminate(ctx context.Context, p *proc) error {
+	return s.terminateWithin(ctx, p, s.cfg.StopTimeout)
+}
+
+// terminateWithin is terminate with grace as the time between SIGTERM and
+// SIGKILL; no grace sends SIGKILL at once.
+func (s *Supervisor) terminateWithin(ctx context.Context, p *proc, grace time.Duration) error {
 	log := s.log.With("pid", p.pid)
 	if !p.exited() {
-		if err := p.signal(syscall.SIGTERM); err != nil {
-			log.Warn("could not send SIGTERM", "error", err)
+		exited := false
+		if grace > 0 {
+			if err := p.signal(syscall.SIGTERM); err != nil {
+				log.Warn("could not send SIGTERM", "error", err)
+			}
+			tctx, cancel := context.WithTimeout(ctx, grace)
+			exited, _ = p.wait(tctx, time.Time{})
+			cancel()
+			if !exited {
+				log.Warn("process did not exit after SIGTERM; sending SIGKILL", "stop_timeout", grace)
+			}
 		}
-		tctx, cancel := context.WithTimeout(ctx, s.cfg.StopTimeout)
-		exited, _ := p.wait(tctx, time.Time{})
-		cancel()
 		if !exited {
-			log.Warn("process did not exit after SIGTERM; sending SIGKILL", "stop_timeout", s.cfg.StopTimeout)
 			if err := p.kill(); err != nil {
 				log.Warn("could not send SIGKILL", "error", err)
 			}
@@ -506,6 +577,16 @@ func (s *Supervisor) loop(ctx context.Context, r *run, p *proc) {
 			return
 		}
 		exitErr := p.reap()
+		if p.oomKilled() {
+			exitErr = fmt.Errorf("%w (%v)", ErrMemoryCeiling, exitErr)
+		}
+		if p.cg != nil {
+			// A snapshot child left behind must not outlive its server
+			// and later rename a stale file over its successor's.
+			if err := p.cg.Kill(); err != nil {
+				s.log.Warn("could not kill what is left in the cgroup", "error", err)
+			}
+		}
 		if time.Since(p.started) >= s.cfg.StableAfter {
 			failures = 0
 		}

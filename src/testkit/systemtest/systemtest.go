@@ -28,6 +28,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
@@ -342,7 +343,8 @@ func (s *System) Stop() {
 }
 
 // KillStrays kills every process whose command line mentions dir or whose
-// working directory is inside it: the redis-servers an agent killed with -9
+// working directory is inside it, and removes the cgroups of the agents
+// whose data dirs are inside it: the redis-servers an agent killed with -9
 // left behind, for one (redis-server rewrites its command line to
 // "redis-server HOST:PORT", so only its working directory, the instance's
 // data directory, still names dir).
@@ -350,6 +352,9 @@ func KillStrays(dir string) {
 	for _, pid := range Strays(dir) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// And the cgroups of agents whose data dirs are in dir, which an agent
+	// killed with -9 never removed.
+	_ = cgroup.DestroyUnder(dir)
 }
 
 // Strays returns the pids of the processes KillStrays would kill.
