@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"time"
@@ -95,7 +96,8 @@ func (s *Server) renewAdmin() {
 // redisError reports whether err is a reply of Redis with the error code
 // code ("BUSY", "UNKILLABLE", "WRONGPASS", ...).
 func redisError(err error, code string) bool {
-	return err != nil && strings.HasPrefix(err.Error(), code+" ")
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), code+" ")
 }
 
 func isBusy(err error) bool { return redisError(err, "BUSY") }

@@ -42,8 +42,9 @@ func (s *Server) change(ctx context.Context, id string, change func(*Record) err
 		return Record{}, err
 	}
 	// A follower's settings or users change: the guard takes its baseline
-	// again rather than count the change as the leader's.
-	defer s.setBaseline(nil)
+	// again (unless apply did) rather than count the change as the
+	// leader's.
+	s.setBaseline(nil)
 	return r, apply(r)
 }
 
@@ -126,7 +127,7 @@ func (s *Server) ApplyParameters(ctx context.Context) error {
 // CONFIG SET can change (the parameters, the memory limit and the limits
 // derived from it, ...); what names what changed, for the error.
 func (s *Server) configSet(ctx context.Context, r Record, what string) error {
-	defer s.setBaseline(nil)
+	s.setBaseline(nil)
 	if err := s.adminDo(ctx, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
 		return fmt.Errorf("%w: the %s saved and apply at the next restart, but the running server did not take them: %v", agentapi.ErrUnavailable, what, err)
 	}
