@@ -32,6 +32,18 @@ const (
 	guardWorkers = 4
 )
 
+// CheckMaxScriptSeconds checks an agent's max_script_seconds and makes
+// zero (left out) DefaultMaxScriptSeconds.
+func CheckMaxScriptSeconds(n *int) error {
+	if *n == 0 {
+		*n = DefaultMaxScriptSeconds
+	}
+	if *n < 1 || *n > MaxScriptSecondsLimit {
+		return fmt.Errorf("max_script_seconds: %d is outside 1-%d", *n, MaxScriptSecondsLimit)
+	}
+	return nil
+}
+
 // GuardConfig configures a Guard.
 type GuardConfig struct {
 	// Servers returns the servers to watch now; a server that does not run

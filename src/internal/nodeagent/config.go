@@ -66,6 +66,10 @@ type Config struct {
 	// MaxMemoryMB, when positive, is the memory limit in MB and overrides
 	// MaxMemoryPercent.
 	MaxMemoryMB int64 `json:"maxmemory_mb,omitempty"`
+	// MaxScriptSeconds is how long redis-server may answer BUSY (a Lua
+	// script or function running) before the agent ends the script; zero
+	// means instance.DefaultMaxScriptSeconds.
+	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
 }
 
 // Validate checks the config and fills in defaults, naming the fields at
@@ -109,6 +113,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
 	return errors.Join(errs...)
 }
 

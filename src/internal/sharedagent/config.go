@@ -43,6 +43,10 @@ type Config struct {
 	// Backups, when set, backs up every instance on a schedule; nil means
 	// only the backup errand does.
 	Backups *backup.Schedule `json:"backups,omitempty"`
+	// MaxScriptSeconds is how long an instance may answer BUSY (a Lua
+	// script or function running) before the agent ends the script; zero
+	// means instance.DefaultMaxScriptSeconds.
+	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -72,6 +76,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("max_instances must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
 	return errors.Join(errs...)
 }
 
