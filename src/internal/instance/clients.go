@@ -2,9 +2,12 @@ package instance
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 )
 
 // UnauthenticatedGrace is how long a connection may stay open without
@@ -37,12 +40,21 @@ func unauthenticated(c clientInfo) bool {
 // who reaches the port could keep every app out. Cheap while the server
 // is not nearly full: one INFO clients.
 func (s *Server) reapUnauthenticated(ctx context.Context, g *Guard) {
+	// The process's open files bound its connections from above, and
+	// counting them costs no round trip.
+	limit := s.conf(s.current()).MaxClients
+	if limit == 0 {
+		limit = redisconf.DefaultMaxClients
+	}
+	if n, err := openFiles(s.guard.pid); err == nil && float64(n) < nearlyFull*float64(limit) {
+		return
+	}
 	info, err := s.Admin().InfoMap(ctx, "clients").Result()
 	if err != nil {
 		return
 	}
 	connected, _ := strconv.Atoi(info["Clients"]["connected_clients"])
-	limit, _ := strconv.Atoi(info["Clients"]["maxclients"])
+	limit, _ = strconv.Atoi(info["Clients"]["maxclients"])
 	if limit == 0 || float64(connected) < nearlyFull*float64(limit) {
 		return
 	}
@@ -66,6 +78,17 @@ func (s *Server) reapUnauthenticated(ctx context.Context, g *Guard) {
 		return
 	}
 	s.logger.Warn("closed connections that did not log in", "instance", s.cfg.Name, "connections", n, "connected", connected, "maxclients", limit)
+}
+
+// openFiles counts the files process pid has open.
+func openFiles(pid int) (int, error) {
+	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	return len(names), err
 }
 
 // parseClient reads one line of CLIENT LIST ("id=3 addr=... age=12 ...

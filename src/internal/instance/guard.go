@@ -123,13 +123,16 @@ func (g *Guard) run(ctx context.Context, done chan struct{}) {
 	}
 }
 
-// tick checks every server once, a few at a time.
+// tick checks every server that is due, a few at a time.
 func (g *Guard) tick(ctx context.Context, now time.Time) {
 	sem := make(chan struct{}, guardWorkers)
 	var wg sync.WaitGroup
 	for _, s := range g.cfg.Servers() {
 		if ctx.Err() != nil {
 			break
+		}
+		if !s.due(now) {
+			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -157,6 +160,19 @@ type guardState struct {
 	busySince time.Time
 }
 
+// due reports whether s is checked in the round of now: a follower in
+// every round, a server running a script until it ended, the others every
+// SlowInterval. A server that does not run is not checked (a new process
+// starts afresh).
+func (s *Server) due(now time.Time) bool {
+	gs := &s.guard
+	if !s.sup.Status().Running {
+		gs.pid = 0
+		return false
+	}
+	return gs.pid == 0 || !now.Before(gs.nextSlow) || !gs.busySince.IsZero() || s.follows.Load()
+}
+
 // check is one round of the guard on s.
 func (s *Server) check(ctx context.Context, g *Guard, now time.Time) {
 	st := s.sup.Status()
@@ -179,7 +195,7 @@ func (s *Server) check(ctx context.Context, g *Guard, now time.Time) {
 	if s.checkBusy(ctx, g, now, slow) {
 		return
 	}
-	if r := s.current(); r.following() != nil {
+	if s.follows.Load() {
 		s.checkFollower(ctx, g)
 	}
 	if slow {

@@ -114,6 +114,9 @@ type Server struct {
 	admin atomic.Pointer[redis.Client]
 	// guard is the Guard's state of the server, touched by its loop only.
 	guard guardState
+	// follows is whether the record, as last rendered into the files,
+	// follows a leader: the guard checks those every round.
+	follows atomic.Bool
 }
 
 // New returns the Server of cfg. It starts nothing.
@@ -383,6 +386,7 @@ func (s *Server) writeFiles(r Record) error {
 	if err := os.MkdirAll(p.Data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
+	s.follows.Store(r.following() != nil)
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
