@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 )
 
 // UnauthenticatedGrace is how long a connection may stay open without
@@ -42,10 +40,7 @@ func unauthenticated(c clientInfo) bool {
 func (s *Server) reapUnauthenticated(ctx context.Context, g *Guard) {
 	// The process's open files bound its connections from above, and
 	// counting them costs no round trip.
-	limit := s.conf(s.current()).MaxClients
-	if limit == 0 {
-		limit = redisconf.DefaultMaxClients
-	}
+	limit := int(s.maxClients.Load())
 	if n, err := openFiles(s.guard.pid); err == nil && float64(n) < nearlyFull*float64(limit) {
 		return
 	}

@@ -24,7 +24,7 @@ const MaxScriptSecondsLimit = 3600
 // FollowerInterval; every server's CPU and connections every SlowInterval.
 const (
 	FollowerInterval = time.Second
-	SlowInterval     = 5 * time.Second
+	SlowInterval     = 10 * time.Second
 	// checkTimeout bounds one server's check, so a server that does not
 	// answer holds up no other.
 	checkTimeout = 2 * time.Second
@@ -183,7 +183,7 @@ func (s *Server) check(ctx context.Context, g *Guard, now time.Time) {
 	}
 	if st.Pid != gs.pid {
 		// Spread the servers' slow checks over the interval.
-		*gs = guardState{pid: st.Pid, nextSlow: now.Add(time.Duration(st.Pid%5) * time.Second)}
+		*gs = guardState{pid: st.Pid, nextSlow: now.Add(time.Duration(st.Pid) % SlowInterval.Truncate(time.Second))}
 		if ticks, err := cpuTicks(st.Pid); err == nil {
 			gs.cpuTicks, gs.cpuAt = ticks, now
 		}

@@ -117,6 +117,8 @@ type Server struct {
 	// follows is whether the record, as last rendered into the files,
 	// follows a leader: the guard checks those every round.
 	follows atomic.Bool
+	// maxClients is the server's maxclients as last rendered.
+	maxClients atomic.Int64
 }
 
 // New returns the Server of cfg. It starts nothing.
@@ -386,11 +388,16 @@ func (s *Server) writeFiles(r Record) error {
 	if err := os.MkdirAll(p.Data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
+	c := s.conf(r)
 	s.follows.Store(r.following() != nil)
+	s.maxClients.Store(int64(c.MaxClients))
+	if c.MaxClients == 0 {
+		s.maxClients.Store(redisconf.DefaultMaxClients)
+	}
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
-	return redisconf.WriteFile(p.Conf, s.conf(r))
+	return redisconf.WriteFile(p.Conf, c)
 }
 
 // conf is the redis.conf of r.
