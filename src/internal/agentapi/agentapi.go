@@ -62,8 +62,14 @@ type Instance struct {
 	State string `json:"state"`
 	// Restarts counts unexpected exits of redis-server since the agent started.
 	Restarts int `json:"restarts"`
-	// LastError says why the process last stopped or failed to start.
+	// LastError says why the process last stopped or failed to start, or
+	// what the agent did to it (it ended a script that ran too long).
 	LastError string `json:"last_error,omitempty"`
+	// ReplicationStopped, when set, says why the instance no longer follows
+	// the leader of its last replication request: that leader's stream
+	// kept changing the platform's settings or users. Empty while it
+	// follows or never followed; a new replication request clears it.
+	ReplicationStopped string `json:"replication_stopped,omitempty"`
 	// Bindings are the usernames of the instance's binding users, sorted.
 	Bindings []string `json:"bindings"`
 	// NodeID is the id of the dedicated node holding the instance; empty on

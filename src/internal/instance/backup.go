@@ -57,10 +57,8 @@ func (s *Server) Snapshot(ctx context.Context, id string, req agentapi.SnapshotR
 		release()
 		return nil, err
 	}
-	c := s.client(r, adminTimeout)
-	defer c.Close()
 	p := s.cfg.Paths
-	snap, err := snapshot.Take(ctx, c, snapshot.Options{
+	snap, err := snapshot.Take(ctx, s.Admin(), snapshot.Options{
 		InstanceID: id, Plan: s.env.Plan, DataDir: p.Data, StagingDir: snapshot.StagingDir(p.Data),
 		Timeout: req.Timeout, LogFile: p.Log, Logger: s.logger,
 	})
@@ -210,7 +208,9 @@ func (r restoreServer) Stop(ctx context.Context) error {
 
 func (r restoreServer) Start(ctx context.Context) error { return r.s.Start(ctx) }
 
-func (r restoreServer) Admin() *redis.Client { return r.s.Admin() }
+// Admin is a new connection, which the restore closes: a restore restarts
+// the server anyway.
+func (r restoreServer) Admin() *redis.Client { return r.s.client(r.s.current(), adminTimeout) }
 
 // RecoverData finishes, before the server starts, what a crash cut short: a
 // restore that never verified is rolled back (with any redis-server it left

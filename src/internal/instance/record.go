@@ -49,6 +49,10 @@ type Record struct {
 	Users map[string]User `json:"bindings,omitempty"`
 	// Leader, when set, is the leader the instance follows.
 	Leader *replication.Leader `json:"leader,omitempty"`
+	// ReplicationStopped, when set, says why the agent stopped following
+	// Leader (its stream kept changing the platform's settings): the
+	// server leads until a new replication request.
+	ReplicationStopped string `json:"replication_stopped,omitempty"`
 	// CreatedAt is when the instance was created (on a node: claimed); a
 	// snapshot checks it did not change, so it never streams another
 	// tenant's data under the same id.

@@ -1,7 +1,6 @@
 package instance
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -105,19 +104,6 @@ func RedisClient(addr, user, password string, timeout time.Duration) *redis.Clie
 // client is an admin connection to the server of r.
 func (s *Server) client(r Record, timeout time.Duration) *redis.Client {
 	return RedisClient(s.addr(r), AdminUser, r.AdminPassword, timeout)
-}
-
-// Admin returns a new admin connection to the running server, with the
-// password of the record as stored now; the caller closes it.
-func (s *Server) Admin() *redis.Client { return s.client(s.current(), adminTimeout) }
-
-// adminDo runs one command as the admin user on a fresh connection: with
-// hundreds of instances per agent, idle pools would cost more than dialling
-// loopback for the rare admin command.
-func (s *Server) adminDo(ctx context.Context, r Record, args ...any) error {
-	c := s.client(r, adminTimeout)
-	defer c.Close()
-	return c.Do(ctx, args...).Err()
 }
 
 // RedisTLS turns TLS on for the Redis ports: every redis-server serves a TLS

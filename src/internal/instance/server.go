@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
@@ -101,6 +104,28 @@ type Server struct {
 	retryCancel context.CancelFunc
 	// busy is the snapshot or restore running, if any: one at a time.
 	busy string
+	// baseline is what a follower reported of the platform's settings
+	// right after the agent set them; nil when they are to be set again.
+	baseline *baseline
+	// drifts counts the changes a leader's stream made to them since the
+	// last replication request.
+	drifts int
+	// note is what the guard last did to the server (it ended a script),
+	// shown as last_error while the server had at most noteRestarts
+	// restarts.
+	note         string
+	noteRestarts int
+
+	// admin is the agent's admin connection (newAdminClient); a stopped
+	// server's is replaced, so no connection to a gone server stays open.
+	admin atomic.Pointer[redis.Client]
+	// guard is the Guard's state of the server, touched by its loop only.
+	guard guardState
+	// follows is whether the record, as last rendered into the files,
+	// follows a leader: the guard checks those every round.
+	follows atomic.Bool
+	// maxClients is the server's maxclients as last rendered.
+	maxClients atomic.Int64
 }
 
 // New returns the Server of cfg. It starts nothing.
@@ -110,6 +135,7 @@ func New(cfg Config) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, env: cfg.Env, logger: logger, group: cfg.Env.Cgroups.Group(cfg.Name)}
+	s.admin.Store(s.newAdminClient())
 	p := cfg.Paths
 	var cg supervisor.Cgroup
 	if s.group != nil {
@@ -200,7 +226,18 @@ func (s *Server) Start(ctx context.Context) error {
 			s.logger.Error("the adopted redis-server runs without its memory ceiling until it restarts", "instance", s.cfg.Name, "error", err)
 		}
 	}
+	s.started(ctx)
 	return nil
+}
+
+// started opens the admin connection of a server that now answers, while
+// it has a free slot, and has a follower's settings set again by the
+// guard (its leader may have changed them since it started).
+func (s *Server) started(ctx context.Context) {
+	s.setBaseline(nil)
+	if err := s.Admin().Ping(ctx).Err(); err != nil && !isBusy(err) {
+		s.logger.Warn("the admin connection could not be opened yet; it is dialled again at its next use", "instance", s.cfg.Name, "error", err)
+	}
 }
 
 // Recover brings the server back as an agent starts: it finishes what a
@@ -217,56 +254,10 @@ func (s *Server) Recover(ctx context.Context) {
 		return
 	}
 	if s.sup.Status().Adopted {
-		if err := s.converge(ctx); err != nil {
+		if err := s.converge(ctx, s.current()); err != nil {
 			s.logger.Error("the adopted redis-server did not take its settings; they apply at its next restart", "instance", s.cfg.Name, "error", err)
 		}
 	}
-}
-
-// converge makes a running server's users, parameters, TLS and replication
-// those of its record.
-func (s *Server) converge(ctx context.Context) error {
-	r := s.current()
-	if err := s.syncUsers(ctx, r); err != nil {
-		return err
-	}
-	if err := s.adminDo(ctx, r, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
-		return fmt.Errorf("setting the platform's settings: %w", err)
-	}
-	return s.applyReplication(ctx, r)
-}
-
-// syncUsers makes the running server's users those of r's ACL file,
-// without ACL LOAD: Redis 7.0's ACL LOAD closes the connection of every
-// client that authenticated, so an agent restart would cut every app off.
-// Each user of the file is set again (ACL SETUSER keeps its connections);
-// a user the file no longer has was revoked, and ACL DELUSER closes its
-// connections.
-func (s *Server) syncUsers(ctx context.Context, r Record) error {
-	c := s.client(r, adminTimeout)
-	defer c.Close()
-	if err := c.Do(ctx, "ACL", "SETUSER", "default", "reset").Err(); err != nil {
-		return fmt.Errorf("ACL SETUSER default: %w", err)
-	}
-	keep := map[string]bool{"default": true}
-	for _, u := range r.aclUsers() {
-		keep[u.Name] = true
-		if err := c.Do(ctx, aclSetUser(u)...).Err(); err != nil {
-			return fmt.Errorf("ACL SETUSER %s: %w", u.Name, err)
-		}
-	}
-	names, err := c.Do(ctx, "ACL", "USERS").StringSlice()
-	if err != nil {
-		return fmt.Errorf("ACL USERS: %w", err)
-	}
-	for _, name := range names {
-		if !keep[name] {
-			if err := c.Do(ctx, "ACL", "DELUSER", name).Err(); err != nil {
-				return fmt.Errorf("ACL DELUSER %s: %w", name, err)
-			}
-		}
-	}
-	return nil
 }
 
 // retry keeps trying to start the server, with backoff, until it runs, is
@@ -327,6 +318,7 @@ func (s *Server) stopRetry() {
 // save, and a server busy in an endless script would never agree to stop.
 // The caller holds the lock.
 func (s *Server) Stop(ctx context.Context, discard bool) error {
+	defer s.renewAdmin()
 	s.stopRetry()
 	if !s.sup.Status().Supervising {
 		_, recorded := os.Stat(s.cfg.Paths.Pid)
@@ -376,6 +368,7 @@ func (s *Server) Close() {
 // Shutdown stops redis-server gracefully, so it flushes its AOF, and keeps
 // it from being started again (Close).
 func (s *Server) Shutdown(ctx context.Context) {
+	defer s.Admin().Close()
 	s.Close()
 	if err := s.sup.Stop(ctx); err != nil {
 		s.logger.Error("stopping redis-server failed", "instance", s.cfg.Name, "error", err)
@@ -413,13 +406,19 @@ func (s *Server) Describe(r Record) agentapi.Instance {
 		Parameters:     r.Parameters,
 		State:          agentapi.StateStarting,
 		Bindings:       r.Usernames(),
+
+		ReplicationStopped: r.ReplicationStopped,
 	}
 	s.mu.Lock()
 	retrying := s.retryCancel != nil
+	note, noteRestarts := s.note, s.noteRestarts
 	s.mu.Unlock()
 	switch st := s.sup.Status(); {
 	case st.Supervising:
 		inst.Restarts, inst.LastError = st.Restarts, st.LastExit
+		if note != "" && st.Restarts <= noteRestarts {
+			inst.LastError = note
+		}
 		switch {
 		case st.Running:
 			inst.State = agentapi.StateRunning
@@ -438,11 +437,16 @@ func (s *Server) writeFiles(r Record) error {
 	if err := os.MkdirAll(p.Data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
-
+	c := s.conf(r)
+	s.follows.Store(r.following() != nil)
+	s.maxClients.Store(int64(c.MaxClients))
+	if c.MaxClients == 0 {
+		s.maxClients.Store(redisconf.DefaultMaxClients)
+	}
 	if err := redisconf.WriteACLFile(p.ACL, r.aclUsers()); err != nil {
 		return err
 	}
-	return redisconf.WriteFile(p.Conf, s.conf(r))
+	return redisconf.WriteFile(p.Conf, c)
 }
 
 // conf is the redis.conf of r.
@@ -456,7 +460,7 @@ func (s *Server) conf(r Record) redisconf.Config {
 		ACLFile:        p.ACL,
 		MaxMemoryBytes: r.MaxMemoryBytes,
 		Params:         r.Parameters,
-		ReplicaOf:      r.Leader.Conf(),
+		ReplicaOf:      r.following().Conf(),
 		TLS:            s.tls(r),
 	}
 }
@@ -487,8 +491,7 @@ func (s *Server) tls(r Record) *redisconf.TLS {
 }
 
 func (s *Server) applyReplication(ctx context.Context, r Record) error {
-	do := func(ctx context.Context, args ...any) error { return s.adminDo(ctx, r, args...) }
-	return replication.Apply(ctx, do, r.Leader)
+	return replication.Apply(ctx, s.adminDo, r.following())
 }
 
 func (s *Server) addr(r Record) string {

@@ -41,6 +41,10 @@ func (s *Server) change(ctx context.Context, id string, change func(*Record) err
 	if err := s.writeFiles(r); err != nil {
 		return Record{}, err
 	}
+	// A follower's settings or users change: the guard takes its baseline
+	// again (unless apply did) rather than count the change as the
+	// leader's.
+	s.setBaseline(nil)
 	return r, apply(r)
 }
 
@@ -60,16 +64,14 @@ func (s *Server) Get(ctx context.Context, id string) (agentapi.Instance, error) 
 
 // live is what r's running server reports; nil when it does not answer.
 func (s *Server) live(ctx context.Context, r Record) *agentapi.Live {
-	c := s.client(r, adminTimeout)
-	defer c.Close()
-	info, err := c.InfoMap(ctx, "server", "memory", "keyspace", "replication").Result()
+	info, err := s.Admin().InfoMap(ctx, "server", "memory", "keyspace", "replication").Result()
 	if err != nil {
 		return nil
 	}
 	l := &agentapi.Live{
 		RedisVersion:    info["Server"]["redis_version"],
 		UsedMemoryBytes: atoi(info["Memory"]["used_memory"]),
-		Replication:     replication.Read(ctx, info["Replication"], r.Leader),
+		Replication:     replication.Read(ctx, info["Replication"], r.following()),
 	}
 	for _, line := range info["Keyspace"] {
 		l.Keys += KeyspaceField(line, "keys")
@@ -125,7 +127,8 @@ func (s *Server) ApplyParameters(ctx context.Context) error {
 // CONFIG SET can change (the parameters, the memory limit and the limits
 // derived from it, ...); what names what changed, for the error.
 func (s *Server) configSet(ctx context.Context, r Record, what string) error {
-	if err := s.adminDo(ctx, r, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
+	s.setBaseline(nil)
+	if err := s.adminDo(ctx, redisconf.ConfigSet(s.conf(r).Settings())...); err != nil {
 		return fmt.Errorf("%w: the %s saved and apply at the next restart, but the running server did not take them: %v", agentapi.ErrUnavailable, what, err)
 	}
 	return nil
@@ -151,9 +154,7 @@ func (s *Server) SetMaxMemory(ctx context.Context, r Record) error {
 
 // UsedMemory is the running server's INFO used_memory.
 func (s *Server) UsedMemory(ctx context.Context) (int64, error) {
-	c := s.Admin()
-	defer c.Close()
-	info, err := c.InfoMap(ctx, "memory").Result()
+	info, err := s.Admin().InfoMap(ctx, "memory").Result()
 	if err != nil {
 		return 0, err
 	}
@@ -174,10 +175,15 @@ func (s *Server) SetReplication(ctx context.Context, id string, req agentapi.Rep
 		if l := req.Leader; l != nil && l.Port == r.Port && (l.Host == s.env.Host || l.Host == s.env.Bind) {
 			return fmt.Errorf("%w: an instance cannot follow itself", agentapi.ErrInvalid)
 		}
-		r.Leader = req.Leader
+		r.Leader, r.ReplicationStopped = req.Leader, ""
 		return nil
 	}, func(r Record) error {
-		if err := s.applyReplication(ctx, r); err != nil {
+		s.mu.Lock()
+		s.drifts = 0
+		s.mu.Unlock()
+		// A promoted follower gets the platform's settings and users back
+		// too: its leader's stream may have changed them.
+		if err := s.converge(ctx, r); err != nil {
 			return fmt.Errorf("%w: replication saved for the next restart, but the running server did not take it: %v", agentapi.ErrUnavailable, err)
 		}
 		if l := r.Leader; l != nil {
@@ -218,7 +224,7 @@ func (s *Server) Bind(ctx context.Context, id, bindingID string, req agentapi.Bi
 		return nil
 	}, func(r Record) error {
 		u := redisconf.User{Name: bindingID, PasswordHash: user.PasswordHash, Role: redisconf.Role(user.Role)}
-		if err := s.adminDo(ctx, r, aclSetUser(u)...); err != nil {
+		if err := s.adminDo(ctx, aclSetUser(u)...); err != nil {
 			return fmt.Errorf("%w: binding user saved but not yet active: %v", agentapi.ErrUnavailable, err)
 		}
 		return nil
@@ -251,7 +257,7 @@ func (s *Server) Unbind(ctx context.Context, id, bindingID string) error {
 	}, func(r Record) error {
 		// ACL DELUSER also disconnects every client authenticated as the
 		// user.
-		if err := s.adminDo(ctx, r, "ACL", "DELUSER", bindingID); err != nil {
+		if err := s.adminDo(ctx, "ACL", "DELUSER", bindingID); err != nil {
 			return fmt.Errorf("%w: binding removed from the ACL file but the running server was not reached: %v", agentapi.ErrUnavailable, err)
 		}
 		return nil

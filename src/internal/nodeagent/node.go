@@ -57,6 +57,7 @@ type Node struct {
 	state     *statefile.File[state]
 	srv       *instance.Server
 	cgroups   *cgroup.Tree
+	guard     *instance.Guard
 	// ops serialises the operations that change the node; Node and Get do
 	// not wait for it.
 	ops keylock.Map
@@ -103,6 +104,10 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 			return n.current().State != agentapi.NodeResetting
 		},
 	})
+	n.guard = instance.NewGuard(instance.GuardConfig{
+		Servers:          func() []*instance.Server { return []*instance.Server{n.srv} },
+		MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: n.logger,
+	})
 	return n, nil
 }
 
@@ -136,6 +141,7 @@ func (n *Node) Start(ctx context.Context) {
 	}
 	defer unlock()
 	defer n.started.Store(true)
+	defer n.guard.Start()
 	s := n.current()
 	switch s.State {
 	case "", agentapi.NodeResetting:
@@ -154,6 +160,7 @@ func (n *Node) Start(ctx context.Context) {
 // redis-server gracefully, so it flushes its AOF. A reset that Shutdown
 // interrupts stays "resetting" and is finished by the next Start.
 func (n *Node) Shutdown(ctx context.Context) {
+	n.guard.Stop()
 	n.srv.Close()
 	if unlock, err := n.ops.LockContext(ctx, opKey); err == nil {
 		defer unlock()

@@ -335,8 +335,12 @@ var _ = Describe("Config", func() {
 		Expect(c.Bind).To(Equal("10.0.0.7"))
 		Expect(c.MaxMemoryPercent).To(Equal(75))
 		Expect(c.LogDir).To(Equal("/var/vcap/store/redis/logs"))
+		Expect(c.MaxScriptSeconds).To(Equal(60))
 		c.MaxMemoryPercent = 101
 		Expect(c.Validate()).To(MatchError(ContainSubstring("maxmemory_percent")))
+		c.MaxMemoryPercent = 75
+		c.MaxScriptSeconds = 3601
+		Expect(c.Validate()).To(MatchError(ContainSubstring("max_script_seconds: 3601 is outside 1-3600")))
 	})
 })
 var _ = Describe("Node with redis_tls", func() {

@@ -144,9 +144,7 @@ func (n *Node) wipe() error {
 // function is loaded and that the server leads. A finding wraps errUnclean;
 // any other error means the server could not be asked.
 func (n *Node) verify(ctx context.Context) error {
-	c := n.srv.Admin()
-	defer c.Close()
-	conn := c.Conn()
+	conn := n.srv.Admin().Conn()
 	defer conn.Close()
 
 	var found []string

@@ -50,6 +50,10 @@ type Config struct {
 	// where the machine allows, "required" refuses to start without, "off"
 	// never.
 	Cgroups cgroup.Mode `json:"cgroups,omitempty"`
+	// MaxScriptSeconds is how long an instance may answer BUSY (a Lua
+	// script or function running) before the agent ends the script; zero
+	// means instance.DefaultMaxScriptSeconds.
+	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -79,6 +83,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("max_instances must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
 	return errors.Join(errs...)
 }
 

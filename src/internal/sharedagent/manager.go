@@ -37,6 +37,7 @@ const Plan = "shared-vm"
 type Manager struct {
 	cfg       Config
 	env       *instance.Env
+	guard     *instance.Guard
 	logger    *slog.Logger
 	budget    int64
 	state     *statefile.File[state]
@@ -77,6 +78,7 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 		available: portalloc.Listenable(cfg.Bind),
 		servers:   map[string]*instance.Server{},
 	}
+	m.guard = instance.NewGuard(instance.GuardConfig{Servers: m.allServers, MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: logger})
 	m.env = &instance.Env{
 		Host: cfg.Host, Bind: cfg.Bind, RedisServer: cfg.RedisServer, TLS: cfg.RedisTLS,
 		Plan: Plan, Logger: logger, Started: m.started.Load, Cgroups: cgroups,
@@ -153,15 +155,22 @@ func (m *Manager) Start(ctx context.Context) {
 	}
 	wg.Wait()
 	m.started.Store(true)
+	m.guard.Start()
 	m.logger.Info("agent started", "instances", len(recs))
+}
+
+// allServers are the Servers of the agent's instances, for the guard.
+func (m *Manager) allServers() []*instance.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Collect(maps.Values(m.servers))
 }
 
 // Shutdown stops every redis-server gracefully (each flushes its AOF), in
 // parallel, and stops background retries.
 func (m *Manager) Shutdown(ctx context.Context) {
-	m.mu.Lock()
-	servers := slices.Collect(maps.Values(m.servers))
-	m.mu.Unlock()
+	m.guard.Stop()
+	servers := m.allServers()
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		wg.Go(func() { s.Shutdown(ctx) })

@@ -1,0 +1,110 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// AdminClientName is the name the agent's admin connection gives itself
+// (CLIENT SETNAME), so CLIENT LIST tells it from tenants' connections.
+const AdminClientName = "platform-admin"
+
+// adminBufferSize is the read and write buffer of an admin connection:
+// its requests and replies are small, and a larger reply (CLIENT LIST)
+// only grows a slice while it is read. go-redis's default of 32 KiB each
+// would cost 64 KiB per instance.
+const adminBufferSize = 1 << 10
+
+// newAdminClient is the one admin connection the agent keeps to a running
+// server: opened as soon as the server answers, kept open (no idle
+// timeout), and redialled on its next use when it broke. Every dial logs
+// in with the admin password of the record as stored then, exempts the
+// connection from the eviction of clients by maxmemory-clients (CLIENT
+// NO-EVICT) and names it, so that it keeps its slot while tenants' or
+// strangers' connections fill maxclients. Pool size one serialises the
+// agent's commands; go-redis starts no goroutine for an idle connection.
+func (s *Server) newAdminClient() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: s.addr(s.current()),
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			// The record's port, as stored at every dial.
+			var d net.Dialer
+			return d.DialContext(ctx, network, s.addr(s.current()))
+		},
+		CredentialsProvider: func() (string, string) { return AdminUser, s.current().AdminPassword },
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+			for _, args := range [][]any{{"CLIENT", "SETNAME", AdminClientName}, {"CLIENT", "NO-EVICT", "on"}} {
+				// A server busy in a script answers BUSY: the
+				// connection still serves SCRIPT KILL and SHUTDOWN,
+				// and is marked the next time it is dialled.
+				if err := cn.Do(ctx, args...).Err(); err != nil && !isBusy(err) {
+					return err
+				}
+			}
+			return nil
+		},
+		Protocol:                 2,
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		// One retry, on a new connection, when the old one broke: the
+		// server restarted, or was restarted, since the last command.
+		MaxRetries:      1,
+		MinRetryBackoff: 10 * time.Millisecond,
+		MaxRetryBackoff: 100 * time.Millisecond,
+		DialerRetries:   1,
+		PoolSize:        1,
+		// Pipelines and transactions on the one connection too: a pool of
+		// their own would open a second connection, with 128 KiB buffers.
+		PipelinePoolSize: -1,
+		MaxIdleConns:     1,
+		ConnMaxIdleTime:  -1,
+		PoolTimeout:      adminTimeout,
+		DialTimeout:      2 * time.Second,
+		ReadTimeout:      adminTimeout,
+		WriteTimeout:     adminTimeout,
+		// A guard's check gives up at its context's deadline, sooner than
+		// a verb's command.
+		ContextTimeoutEnabled: true,
+		ReadBufferSize:        adminBufferSize,
+		WriteBufferSize:       adminBufferSize,
+	})
+}
+
+// Admin returns the agent's admin connection to the running server (see
+// newAdminClient). It is shared: the caller must not close it.
+func (s *Server) Admin() *redis.Client { return s.admin.Load() }
+
+// adminDo runs one command on the admin connection.
+func (s *Server) adminDo(ctx context.Context, args ...any) error {
+	return s.Admin().Do(ctx, args...).Err()
+}
+
+// renewAdmin closes the admin connection of a server that stopped and
+// makes a new one, dialled at its first use.
+func (s *Server) renewAdmin() {
+	if old := s.admin.Swap(s.newAdminClient()); old != nil {
+		old.Close()
+	}
+}
+
+// redisError reports whether err is a reply of Redis with the error code
+// code ("BUSY", "UNKILLABLE", "WRONGPASS", ...).
+func redisError(err error, code string) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), code+" ")
+}
+
+func isBusy(err error) bool { return redisError(err, "BUSY") }
+
+// lostAdmin reports whether err says the admin user's password is no
+// longer the one the agent knows, or the user is gone: on a follower, only
+// a leader's replication stream can do that.
+func lostAdmin(err error) bool {
+	return redisError(err, "WRONGPASS") || redisError(err, "NOAUTH")
+}
