@@ -153,6 +153,28 @@ func (s *system) provision(p plan, id string) {
 	}
 }
 
+// provisionForSpec provisions an instance of p that is deleted when the
+// spec ends, so a dedicated node is free for the next spec. That delete is
+// best effort: an attack that got through may have left the instance
+// undeletable, and that is the attack's spec's failure, not the cleanup's.
+func (s *system) provisionForSpec(p plan, id string) {
+	GinkgoHelper()
+	s.provision(p, id)
+	DeferCleanup(func() {
+		path := fmt.Sprintf("%s?service_id=%s&plan_id=%s&accepts_incomplete=true", instancePath(id), systemtest.ServiceID, p.id)
+		code, _, err := s.tryOSB(http.MethodDelete, path, nil)
+		if err != nil || code != http.StatusAccepted {
+			return
+		}
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			code, body, err := s.tryOSB(http.MethodGet, instancePath(id)+"/last_operation?operation=delete", nil)
+			if err != nil || code == http.StatusGone || body["state"] == "failed" {
+				return
+			}
+		}
+	})
+}
+
 // deprovisionRaw sends one delete and returns the broker's first answer.
 func (s *system) deprovisionRaw(p plan, id string) (int, map[string]any) {
 	GinkgoHelper()

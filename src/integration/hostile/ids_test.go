@@ -14,7 +14,7 @@ var reservedBindingIDs = []string{"default", "platform-admin"}
 // why; the instance then binds normally and deletes cleanly.
 func expectReservedIDsRefused(sys *system, p plan) {
 	id := newID("ids")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	for _, bindingID := range reservedBindingIDs {
 		code, body := sys.bindRaw(p, id, bindingID)
 		Expect(code).To(Equal(http.StatusBadRequest), "bind with binding_id %q: %v", bindingID, body)

@@ -35,7 +35,7 @@ var hostileStream = [][]string{
 // leader is then the hostile one, which this fake plays.
 func expectHostileLeaderContained(sys *system, p plan) {
 	id := newID("follower")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	creds := sys.bind(p, id, newID("app"))
 	app := client(creds)
 	pl := sys.locate(p, id)

@@ -61,7 +61,7 @@ func expectLeaderRefused(sys *system, id string, l leaderAddress, want string) {
 // instance of p.
 func expectPlatformLeadersRefused(sys *system, p plan) {
 	id := newID("follower")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	var accepted []string
 	for _, l := range platformLeaders(sys) {
 		code, body := sys.update(id, map[string]any{"replica_of": map[string]any{"host": l.host, "port": l.port}})

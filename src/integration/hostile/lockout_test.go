@@ -18,7 +18,7 @@ import (
 // binds and unbinds; the binding's data commands answer.
 func expectPauseRefused(sys *system, p plan) {
 	id := newID("pause")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	creds := sys.bind(p, id, newID("app"))
 	app := client(creds)
 	pl := sys.locate(p, id)
@@ -42,7 +42,7 @@ func expectPauseRefused(sys *system, p plan) {
 // connections.
 func expectClientKillRefused(sys *system, p plan) {
 	id := newID("kill")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	attacker := client(sys.bind(p, id, newID("app")))
 	victimCreds := sys.bind(p, id, newID("app"))
 	victim := client(victimCreds)
@@ -109,7 +109,7 @@ func flood(address string) int {
 // connections.
 func expectFloodSurvived(sys *system, p plan) {
 	id := newID("flood")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	creds := sys.bind(p, id, newID("app"))
 	Expect(flood(addr(creds))).To(BeNumerically(">", 0))
 

@@ -18,7 +18,7 @@ import (
 // 0700, data files, redis.conf and the ACL file 0600, logs 0640 or tighter.
 func expectFileModes(sys *system, p plan) {
 	id := newID("modes")
-	sys.provision(p, id)
+	sys.provisionForSpec(p, id)
 	app := client(sys.bind(p, id, newID("app")))
 	systemspec.WriteKeys(ctx, app, "data", 1000)
 	systemspec.WaitForAOF()
