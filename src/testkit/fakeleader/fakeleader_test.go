@@ -39,9 +39,9 @@ var _ = Describe("a fake leader", func() {
 		Expect(rc.ConfigSet(ctx, "maxmemory", "1000000").Err()).To(Succeed())
 		Consistently(maxmemory).WithTimeout(300*time.Millisecond).Should(Equal("1000000"), "without Repeat the stream is sent once")
 		l.Repeat(20 * time.Millisecond)
-		Eventually(maxmemory).WithTimeout(15 * time.Second).Should(Equal("12345678"), "the repeated stream sets it again")
+		Eventually(maxmemory).WithTimeout(15*time.Second).Should(Equal("12345678"), "the repeated stream sets it again")
 
 		Expect(rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err()).To(Succeed())
-		Eventually(l.Open).WithTimeout(15 * time.Second).Should(BeZero(), "the follower closed its connection")
+		Eventually(l.Open).WithTimeout(15*time.Second).Should(BeZero(), "the follower closed its connection")
 	})
 })
