@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
@@ -77,41 +76,11 @@ func startSystem(opts systemtest.Options) *system {
 
 func newID(kind string) string { return kind + "-" + uuid.NewString()[:8] }
 
-// httpClient opens a connection per request: brokers and agents are
-// restarted in these specs, and a kept-alive connection to a dead one would
-// fail a request the new one would answer.
-var httpClient = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
-
-// tryOSB sends one OSB request as Cloud Controller would and returns the
-// status and decoded body, or the error of a request that got no answer.
+// tryOSB sends one OSB request as Cloud Controller would (systemtest's
+// OSB) and returns the status and decoded body, or the error of a request
+// that got no answer.
 func (s *system) tryOSB(method, path string, body any) (int, map[string]any, error) {
-	var r io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		r = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, s.BrokerURL+path, r)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.SetBasicAuth(s.Username, s.Password)
-	req.Header.Set("X-Broker-API-Version", "2.17")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, err
-	}
-	out := map[string]any{}
-	_ = json.Unmarshal(data, &out)
-	return resp.StatusCode, out, nil
+	return s.OSB(method, path, body)
 }
 
 // osb is tryOSB for a broker that is expected to answer.
@@ -298,12 +267,9 @@ type place struct {
 	id   string
 	// agent is the agent or node process serving the instance.
 	agent *systemtest.Process
-	// apiURL is the agent API's base URL; api the HTTP client for it
-	// (trusting the node CA for a node).
-	apiURL string
-	api    *http.Client
-	user   string
-	pass   string
+	// api calls the agent's API as the broker does (trusting the node CA
+	// for a node).
+	api *jsonhttp.Client
 	// dir is the instance's directory (instance.PathsIn's Dir); stateDir
 	// the agent's data dir with its state file; log the server's log.
 	dir, stateDir, log string
@@ -314,7 +280,8 @@ type place struct {
 // ones on the node the broker names.
 func (s *system) locate(p plan, id string) place {
 	GinkgoHelper()
-	pl := place{plan: p, id: id, api: httpClient}
+	pl := place{plan: p, id: id}
+	caCert := ""
 	if p == sharedPlan {
 		pl.agent = s.Agents[0]
 		pl.stateDir = filepath.Join(s.Dir, "agent-0")
@@ -331,11 +298,7 @@ func (s *system) locate(p plan, id string) place {
 		Expect(pl.agent).NotTo(BeNil(), "instance %s is on node %q, not a node of the system", id, node)
 		pl.dir = pl.stateDir
 		pl.log = filepath.Join(pl.stateDir, "logs", "redis-server.log")
-		pool := x509.NewCertPool()
-		Expect(pool.AppendCertsFromPEM([]byte(s.CA.PEM))).To(BeTrue())
-		pl.api = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-			DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool},
-		}}
+		caCert = s.CA.PEM
 	}
 	data, err := os.ReadFile(pl.agent.Config)
 	Expect(err).NotTo(HaveOccurred())
@@ -347,45 +310,30 @@ func (s *system) locate(p plan, id string) place {
 		} `json:"credentials"`
 	}
 	Expect(json.Unmarshal(data, &cfg)).To(Succeed())
-	pl.user, pl.pass = cfg.Credentials.Username, cfg.Credentials.Password
-	scheme := "http"
-	if p == dedicatedPlan {
-		scheme = "https"
+	base := &url.URL{Scheme: "http", Host: cfg.Listen}
+	if caCert != "" {
+		base.Scheme = "https"
 	}
-	pl.apiURL = scheme + "://" + cfg.Listen
+	pl.api, err = jsonhttp.New(jsonhttp.Config{
+		Noun: pl.agent.Name, Base: base, Username: cfg.Credentials.Username, Password: cfg.Credentials.Password,
+		CACert: caCert, Timeout: time.Minute, Unavailable: errors.New("agent unavailable"),
+	})
+	Expect(err).NotTo(HaveOccurred())
 	return pl
 }
 
 // agentCall sends one request to the instance's agent API, as the broker
-// would, and returns the status and decoded body.
-func (pl place) agentCall(method, path string, body any) (int, map[string]any) {
-	GinkgoHelper()
-	var r io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		Expect(err).NotTo(HaveOccurred())
-		r = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, pl.apiURL+path, r)
-	Expect(err).NotTo(HaveOccurred())
-	req.SetBasicAuth(pl.user, pl.pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := pl.api.Do(req)
-	Expect(err).NotTo(HaveOccurred(), "%s %s on %s", method, path, pl.agent.Name)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	Expect(err).NotTo(HaveOccurred())
-	out := map[string]any{}
-	_ = json.Unmarshal(data, &out)
-	return resp.StatusCode, out
+// would, and decodes a 2xx answer into out (when not nil).
+func (pl place) agentCall(method, path string, in, out any) error {
+	return pl.api.Do(ctx, method, path, in, out)
 }
 
 // agentInstance is GET /v1/instances/{id} on the instance's agent.
 func (pl place) agentInstance() map[string]any {
 	GinkgoHelper()
-	code, body := pl.agentCall(http.MethodGet, "/v1/instances/"+url.PathEscape(pl.id), nil)
-	Expect(code).To(Equal(http.StatusOK), "GET instance %s on %s: %v", pl.id, pl.agent.Name, body)
-	return body
+	out := map[string]any{}
+	Expect(pl.agentCall(http.MethodGet, "/v1/instances/"+url.PathEscape(pl.id), nil, &out)).To(Succeed(), "GET instance %s on %s", pl.id, pl.agent.Name)
+	return out
 }
 
 // record reads the instance's record from its agent's state file (written

@@ -45,10 +45,9 @@ func expectHostileLeaderContained(sys *system, p plan) {
 	leader, err := fakeleader.Start(hostileStream...)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(leader.Close)
-	code, body := pl.agentCall(http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/replication", map[string]any{
+	Expect(pl.agentCall(http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/replication", map[string]any{
 		"leader": map[string]any{"host": leader.Host(), "port": leader.Port()},
-	})
-	Expect(code).To(Equal(http.StatusOK), "the agent makes the instance follow: %v", body)
+	}, nil)).To(Succeed(), "the agent makes the instance follow")
 
 	By("the follower ran the whole stream once")
 	Eventually(func() string { return app.Get(ctx, "hostile-marker").Val() }).Should(Equal("1"))

@@ -1,7 +1,6 @@
 package hostile_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -13,26 +12,16 @@ import (
 )
 
 // nodeState is the state of a node in the broker's pool (GET
-// /admin/v1/pool).
+// /admin/v1/pool, with the broker's credentials).
 func (s *system) nodeState(node string) string {
 	GinkgoHelper()
-	req, err := http.NewRequest(http.MethodGet, s.BrokerURL+"/admin/v1/pool", nil)
-	Expect(err).NotTo(HaveOccurred())
-	req.SetBasicAuth(s.Username, s.Password)
-	resp, err := httpClient.Do(req)
-	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
-	Expect(resp.StatusCode).To(Equal(http.StatusOK))
-	var out struct {
-		Nodes []struct {
-			ID    string `json:"id"`
-			State string `json:"state"`
-		} `json:"nodes"`
-	}
-	Expect(json.NewDecoder(resp.Body).Decode(&out)).To(Succeed())
-	for _, n := range out.Nodes {
-		if n.ID == node {
-			return n.State
+	code, body := s.osb(http.MethodGet, "/admin/v1/pool", nil)
+	Expect(code).To(Equal(http.StatusOK), "GET /admin/v1/pool: %v", body)
+	nodes, _ := body["nodes"].([]any)
+	for _, n := range nodes {
+		if n, _ := n.(map[string]any); n["id"] == node {
+			state, _ := n["state"].(string)
+			return state
 		}
 	}
 	Fail("node " + node + " is not in the pool")
