@@ -51,6 +51,7 @@ func newMemoryTarget(sys *system, p plan) *memoryTarget {
 // it serves a new connection and the data it held.
 func (t *memoryTarget) expectBounded() {
 	GinkgoHelper()
+	fmt.Fprintf(GinkgoWriter, "peak RSS of %s's redis-server: %s (ceiling %s)\n", t.id, mib(t.rss.Peak()), mib(t.ceiling))
 	Expect(t.rss.Peak()).To(BeNumerically("<=", t.ceiling),
 		"peak RSS of the redis-server %s, ceiling %s (3 x maxmemory %s + 64 MiB)", mib(t.rss.Peak()), mib(t.ceiling), mib(t.maxmem))
 	Eventually(func() error { return ping(t.creds) }).Should(Succeed(), "the server serves a new connection")
