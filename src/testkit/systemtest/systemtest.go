@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -120,6 +121,15 @@ type Options struct {
 	// (redis_tls), with certificates a CA of its own (System.RedisCA)
 	// signed.
 	RedisTLS bool
+	// BrokerConfig holds extra top-level keys merged into the broker's
+	// config file, replacing a key the system sets; nil adds none. It lets
+	// a test set what Options has no field for (and a broker that rejects
+	// unknown keys refuse to start).
+	BrokerConfig map[string]any
+	// AgentConfig holds extra top-level keys merged into the config file of
+	// every shared agent and every dedicated node, as BrokerConfig does for
+	// the broker; nil adds none.
+	AgentConfig map[string]any
 }
 
 // System is a running broker and its agents.
@@ -208,7 +218,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			}
 		}
 		p := &Process{Name: fmt.Sprintf("agent-%d", i), Path: bins.SharedAgent, Addr: cfg.Listen, Config: filepath.Join(dir, fmt.Sprintf("agent-%d.json", i))}
-		if err := writeJSON(p.Config, cfg); err != nil {
+		if err := writeConfig(p.Config, cfg, opts.AgentConfig); err != nil {
 			return nil, err
 		}
 		s.Agents = append(s.Agents, p)
@@ -265,7 +275,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			}
 		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
-		if err := writeJSON(p.Config, cfg); err != nil {
+		if err := writeConfig(p.Config, cfg, opts.AgentConfig); err != nil {
 			return nil, err
 		}
 		s.Nodes = append(s.Nodes, p)
@@ -296,7 +306,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 	bcfg.Backups = opts.Backups
 	s.BrokerURL = "http://" + bcfg.Listen
 	s.Broker = &Process{Name: "broker", Path: bins.Broker, Addr: bcfg.Listen, Config: filepath.Join(dir, "broker.json")}
-	if err := writeJSON(s.Broker.Config, bcfg); err != nil {
+	if err := writeConfig(s.Broker.Config, bcfg, opts.BrokerConfig); err != nil {
 		return nil, err
 	}
 	for _, p := range append(append(append([]*Process{}, s.Agents...), s.Nodes...), s.Broker) {
@@ -306,6 +316,24 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 	}
 	return s, nil
+}
+
+// writeConfig writes cfg as a JSON config file with the keys of extra added
+// at the top level (replacing cfg's own of the same name).
+func writeConfig(path string, cfg any, extra map[string]any) error {
+	if len(extra) == 0 {
+		return writeJSON(path, cfg)
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	merged := map[string]any{}
+	if err := json.Unmarshal(data, &merged); err != nil {
+		return err
+	}
+	maps.Copy(merged, extra)
+	return writeJSON(path, merged)
 }
 
 func writeJSON(path string, v any) error {
