@@ -35,7 +35,18 @@ func (s *Server) newAdminClient() *redis.Client {
 		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			// The record's port, as stored at every dial.
 			var d net.Dialer
-			return d.DialContext(ctx, network, s.addr(s.current()))
+			c, err := d.DialContext(ctx, network, s.addr(s.current()))
+			if err != nil {
+				// go-redis's pool, once as many dials as its size
+				// failed, answers every later command with that error
+				// for as long as its own redial, once a second, fails:
+				// a server the supervisor restarted would stay
+				// unreachable for up to a second after it serves again.
+				// A failed dial is handed over as a connection that
+				// fails its first use instead, so each command dials.
+				return failedConn{err: err}, nil
+			}
+			return c, nil
 		},
 		CredentialsProvider: func() (string, string) { return AdminUser, s.current().AdminPassword },
 		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
@@ -75,6 +86,22 @@ func (s *Server) newAdminClient() *redis.Client {
 		WriteBufferSize:       adminBufferSize,
 	})
 }
+
+// failedConn is a dial that failed, as a connection whose every use
+// returns the dial's error (see newAdminClient).
+type failedConn struct {
+	net.Conn
+	err error
+}
+
+func (c failedConn) Read([]byte) (int, error)         { return 0, c.err }
+func (c failedConn) Write([]byte) (int, error)        { return 0, c.err }
+func (c failedConn) Close() error                     { return nil }
+func (c failedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c failedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c failedConn) SetDeadline(time.Time) error      { return nil }
+func (c failedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c failedConn) SetWriteDeadline(time.Time) error { return nil }
 
 // Admin returns the agent's admin connection to the running server (see
 // newAdminClient). It is shared: the caller must not close it.
