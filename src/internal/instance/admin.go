@@ -129,6 +129,13 @@ func redisError(err error, code string) bool {
 
 func isBusy(err error) bool { return redisError(err, "BUSY") }
 
+// isTimeout reports whether err is a command the server did not answer
+// in time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
 // lostAdmin reports whether err says the admin user's password is no
 // longer the one the agent knows, or the user is gone: on a follower, only
 // a leader's replication stream can do that.

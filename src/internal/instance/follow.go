@@ -21,6 +21,13 @@ import (
 // this many the agent stops following it.
 const MaxDrifts = 3
 
+// MaxUnanswered is how many checks in a row a follower may leave
+// unanswered (each waits adminTimeout; BUSY is a script's and answered)
+// before the agent takes it as the stream's doing: a CLIENT PAUSE in the
+// stream stops every client's commands, the agent's too, and only a
+// restart from the server's files ends it. It counts as a drift.
+const MaxUnanswered = 2
+
 // baseline is what a server reported of the platform's settings and users
 // right after the agent set them, in the same transaction: a later answer
 // that differs was changed by someone else, however Redis normalised the
@@ -217,11 +224,24 @@ func (s *Server) checkFollower(ctx context.Context, g *Guard) {
 	}
 	what, err := s.drift(ctx, r, b)
 	lost := lostAdmin(err)
+	s.mu.Lock()
+	if err == nil || !isTimeout(err) {
+		s.unanswered = 0
+	} else {
+		s.unanswered++
+	}
+	unanswered := s.unanswered
+	s.mu.Unlock()
 	switch {
 	case lost:
 		what = "the admin user"
+	case unanswered >= MaxUnanswered:
+		s.mu.Lock()
+		s.unanswered = 0
+		s.mu.Unlock()
+		what, lost = "its answers (the server stopped answering the agent, as a CLIENT PAUSE makes it)", true
 	case err != nil:
-		return // BUSY, or no answer: next time
+		return // BUSY, or no answer yet: next time
 	case what == "":
 		return
 	}

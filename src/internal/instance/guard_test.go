@@ -17,6 +17,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+	"github.com/cf-redis/redis-for-cf/src/testkit/fakeleader"
 )
 
 // startGuard runs a Guard over s until the spec ends.
@@ -189,15 +190,18 @@ var _ = Describe("the guard against busy scripts", func() {
 var _ = Describe("a follower's leader", func() {
 	var (
 		s      *server
-		leader *fakeLeader
+		leader *fakeleader.Leader
 	)
 	BeforeEach(func(ctx SpecContext) {
 		s = newServer(tempDir(), "inst-1", nil)
 		s.start(ctx)
-		leader = startFakeLeader()
-		_, err := s.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.port()}})
+		var err error
+		leader, err = fakeleader.Start()
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(leader.synced).WithTimeout(10 * time.Second).Should(BeTrue())
+		DeferCleanup(leader.Close)
+		_, err = s.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.Port()}})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(leader.Synced).WithTimeout(10 * time.Second).Should(Equal(1))
 	})
 
 	open := func(ctx context.Context) bool {
@@ -209,8 +213,8 @@ var _ = Describe("a follower's leader", func() {
 		return s.admin().ConfigGet(ctx, "maxmemory").Val()["maxmemory"]
 	}
 	takeOver := func() {
-		leader.Send("CONFIG", "SET", "maxmemory", "0")
-		leader.Send("ACL", "SETUSER", "default", "on", "nopass", "+@all", "~*")
+		Expect(leader.Send("CONFIG", "SET", "maxmemory", "0")).To(Succeed())
+		Expect(leader.Send("ACL", "SETUSER", "default", "on", "nopass", "+@all", "~*")).To(Succeed())
 	}
 
 	It("cannot lift limits or open the instance while it follows", func(ctx SpecContext) {
@@ -251,18 +255,30 @@ var _ = Describe("a follower's leader", func() {
 		Expect(s.Start(ctx)).To(Succeed())
 		Expect(s.admin().Info(ctx, "replication").Val()).To(ContainSubstring("role:master"), "an agent restart does not reconnect")
 
-		leader.forget()
-		_, err = s.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.port()}})
+		Expect(leader.Synced()).To(Equal(0), "the link was cut")
+		_, err = s.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.Port()}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(s.Describe(s.record()).ReplicationStopped).To(BeEmpty())
-		Eventually(leader.synced).WithTimeout(10 * time.Second).Should(BeTrue())
+		Eventually(leader.Synced).WithTimeout(10 * time.Second).Should(Equal(1))
+	})
+
+	It("restarts the server from its files when the stream pauses every client, the agent's too", func(ctx SpecContext) {
+		startGuard(60, s)
+		pid := s.pid()
+		Expect(leader.Send("CLIENT", "PAUSE", "100000000", "ALL")).To(Succeed())
+		// MaxUnanswered checks of adminTimeout (10 s) each, then a restart.
+		Eventually(func() bool {
+			return s.Describe(s.record()).State == agentapi.StateRunning && s.pid() != pid
+		}).WithTimeout(60 * time.Second).Should(BeTrue())
+		Eventually(func() error { return s.admin().Ping(ctx).Err() }).WithTimeout(10 * time.Second).Should(Succeed())
+		Expect(os.ReadFile(s.paths.Conf)).To(ContainSubstring("replicaof"), "still following: one drift")
 	})
 
 	It("restarts the server from its files when the stream takes the admin's access away", func(ctx SpecContext) {
 		startGuard(60, s)
 		pid := s.pid()
 		takeOver()
-		leader.Send("ACL", "DELUSER", instance.AdminUser)
+		Expect(leader.Send("ACL", "DELUSER", instance.AdminUser)).To(Succeed())
 		Eventually(func() bool {
 			return s.Describe(s.record()).State == agentapi.StateRunning && s.pid() != pid
 		}).WithTimeout(20 * time.Second).Should(BeTrue())

@@ -110,6 +110,8 @@ type Server struct {
 	// drifts counts the changes a leader's stream made to them since the
 	// last replication request.
 	drifts int
+	// unanswered counts the follower checks in a row that got no answer.
+	unanswered int
 	// note is what the guard last did to the server (it ended a script),
 	// shown as last_error while the server had at most noteRestarts
 	// restarts.

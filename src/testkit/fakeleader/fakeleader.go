@@ -42,8 +42,12 @@ type Leader struct {
 	connections int
 	syncs       int
 	open        map[net.Conn]struct{}
-	closed      bool
-	wg          sync.WaitGroup
+	// synced are the connections past their full resync: the stream.
+	// wmu orders the writes to them.
+	synced map[net.Conn]struct{}
+	wmu    sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // Start listens on a free port of 127.0.0.1 and serves every follower that
@@ -54,7 +58,7 @@ func Start(commands ...[]string) (*Leader, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Leader{ln: ln, commands: commands, open: map[net.Conn]struct{}{}}
+	l := &Leader{ln: ln, commands: commands, open: map[net.Conn]struct{}{}, synced: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
 	return l, nil
@@ -86,6 +90,36 @@ func (l *Leader) Syncs() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.syncs
+}
+
+// Synced counts the followers in sync now: their connections are open and
+// past the full resync.
+func (l *Leader) Synced() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.synced)
+}
+
+// Send streams one more command to every follower in sync now.
+func (l *Leader) Send(args ...string) error {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.synced))
+	for c := range l.synced {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	if len(conns) == 0 {
+		return fmt.Errorf("fakeleader: no follower in sync to send %s to", args[0])
+	}
+	batch := encode([][]string{args})
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	for _, c := range conns {
+		if _, err := c.Write(batch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Open counts the connections open now.
@@ -177,14 +211,23 @@ func (l *Leader) stream(c net.Conn, r *bufio.Reader) error {
 	}
 	l.mu.Lock()
 	l.syncs++
+	l.synced[c] = struct{}{}
 	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.synced, c)
+		l.mu.Unlock()
+	}()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_, _ = io.Copy(io.Discard, r)
 	}()
 	batch := encode(l.commands)
-	if _, err := c.Write(batch); err != nil {
+	l.wmu.Lock()
+	_, err := c.Write(batch)
+	l.wmu.Unlock()
+	if err != nil {
 		return err
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -201,7 +244,10 @@ func (l *Leader) stream(c net.Conn, r *bufio.Reader) error {
 		l.mu.Unlock()
 		if every > 0 && time.Since(last) >= every {
 			last = time.Now()
-			if _, err := c.Write(batch); err != nil {
+			l.wmu.Lock()
+			_, err := c.Write(batch)
+			l.wmu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
