@@ -114,6 +114,9 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 	if err != nil {
 		return false, err
 	}
+	// Marked running before the record says in progress, so that a poll
+	// in between never takes the restore for one a restart cut short.
+	b.restoring.Store(id, true)
 	err = b.state.Update(func(s *state) error {
 		if r := s.Instances[id]; r != nil {
 			r.LastOp = operation{Type: restoreOperation, State: domain.InProgress, Description: "restoring backup " + bk.Stamp, At: now()}
@@ -121,9 +124,9 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 		return nil
 	})
 	if err != nil {
+		b.restoring.Delete(id)
 		return false, err
 	}
-	b.restoring.Store(id, true)
 	b.logger.Info("restore started", "instance", id, "backup", bk.Name, "on", v.where(), "request_id", requestID(ctx), "async", async)
 	if !async {
 		defer b.restoring.Delete(id)
@@ -198,11 +201,11 @@ func restoreFailure(err error, stamp, rid string) error {
 // interruptedRestore is the last operation of a restore that a restart of
 // the broker cut short: the agent finished or undid its part on its own, so
 // the instance holds its previous data or the whole backup, never a mix.
-func (b *Broker) interruptedRestore(inst *instance) (domain.LastOperation, bool) {
-	if inst.LastOp.Type != restoreOperation || inst.LastOp.State != domain.InProgress {
-		return domain.LastOperation{}, false
-	}
-	if _, running := b.restoring.Load(inst.ID); running {
+// restoring is whether a restore of inst ran when its record was read, or
+// just before: it is marked running before its record says in progress,
+// and its outcome is stored before the mark goes.
+func (b *Broker) interruptedRestore(inst *instance, restoring bool) (domain.LastOperation, bool) {
+	if inst.LastOp.Type != restoreOperation || inst.LastOp.State != domain.InProgress || restoring {
 		return domain.LastOperation{}, false
 	}
 	return domain.LastOperation{State: domain.Failed,

@@ -148,6 +148,9 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 // delete or restore while it runs, otherwise the outcome of the last one.
 // An instance that does not exist (deleted) answers 410.
 func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDetails) (domain.LastOperation, error) {
+	// Whether a restore runs is read before the record: a restore that
+	// ends in between has stored its outcome by then (see restore).
+	_, restoring := b.restoring.Load(id)
 	inst, err := b.find(id)
 	if err != nil {
 		return domain.LastOperation{}, b.respond(ctx, "last-operation", err)
@@ -155,7 +158,7 @@ func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDeta
 	if inst == nil {
 		return domain.LastOperation{}, apiresponses.ErrInstanceDoesNotExist
 	}
-	if op, ok := b.interruptedRestore(inst); ok {
+	if op, ok := b.interruptedRestore(inst, restoring); ok {
 		return op, nil
 	}
 	return domain.LastOperation{State: inst.LastOp.State, Description: inst.LastOp.Description}, nil
