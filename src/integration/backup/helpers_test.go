@@ -1,12 +1,9 @@
 package backup_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -88,29 +85,11 @@ func lineOf(out, id string) string {
 
 // --- OSB, as Cloud Controller speaks it ---
 
-var httpClient = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
-
 func osbCall(sys *systemtest.System, method, path string, body any) (int, map[string]any) {
 	GinkgoHelper()
-	var r io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		Expect(err).NotTo(HaveOccurred())
-		r = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, sys.BrokerURL+path, r)
+	code, out, err := sys.OSB(method, path, body)
 	Expect(err).NotTo(HaveOccurred())
-	req.SetBasicAuth(sys.Username, sys.Password)
-	req.Header.Set("X-Broker-API-Version", "2.17")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
-	out := map[string]any{}
-	data, err := io.ReadAll(resp.Body)
-	Expect(err).NotTo(HaveOccurred())
-	_ = json.Unmarshal(data, &out)
-	return resp.StatusCode, out
+	return code, out
 }
 
 func planOf(dedicated bool) string {

@@ -1,11 +1,9 @@
 package dedicatedvm_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,42 +44,10 @@ func startSystemWith(opts systemtest.Options) *systemtest.System {
 // fail a request that the new one would answer.
 var httpClient = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
 
-// tryOSB sends one OSB request as Cloud Controller would and returns the
-// status and decoded body, or the error of a request that got no answer.
-func tryOSB(sys *systemtest.System, method, path string, body any) (int, map[string]any, error) {
-	var r io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		r = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, sys.BrokerURL+path, r)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.SetBasicAuth(sys.Username, sys.Password)
-	req.Header.Set("X-Broker-API-Version", "2.17")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]any{}
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, err
-	}
-	_ = json.Unmarshal(data, &out)
-	return resp.StatusCode, out, nil
-}
-
-// osbCall is tryOSB for a broker that is expected to answer.
+// osbCall is systemtest.System.OSB for a broker that is expected to answer.
 func osbCall(sys *systemtest.System, method, path string, body any) (int, map[string]any) {
 	GinkgoHelper()
-	code, out, err := tryOSB(sys, method, path, body)
+	code, out, err := sys.OSB(method, path, body)
 	Expect(err).NotTo(HaveOccurred())
 	return code, out
 }
@@ -134,7 +100,7 @@ func deleteUntilGone(sys *systemtest.System, id string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		Expect(time.Now()).To(BeTemporally("<", deadline), "instance %s is still not deleted", id)
-		code, body, err := tryOSB(sys, "DELETE", deletePath(id), nil)
+		code, body, err := sys.OSB("DELETE", deletePath(id), nil)
 		switch {
 		case err != nil || code >= 500:
 			time.Sleep(200 * time.Millisecond)
@@ -144,7 +110,7 @@ func deleteUntilGone(sys *systemtest.System, id string) {
 		}
 		Expect(code).To(Equal(http.StatusAccepted), "delete of %s: %v", id, body)
 		for {
-			code, body, err := tryOSB(sys, "GET", "/v2/service_instances/"+id+"/last_operation?operation=delete", nil)
+			code, body, err := sys.OSB("GET", "/v2/service_instances/"+id+"/last_operation?operation=delete", nil)
 			if err == nil && code == http.StatusGone {
 				return
 			}
@@ -164,7 +130,7 @@ func deleteUntilGone(sys *systemtest.System, id string) {
 func provisionUntilDone(sys *systemtest.System, id string) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) int {
-		code, body, err := tryOSB(sys, "PUT", provisionPath(id), provisionBody(nil))
+		code, body, err := sys.OSB("PUT", provisionPath(id), provisionBody(nil))
 		g.Expect(err).NotTo(HaveOccurred())
 		if code < 500 && code != http.StatusCreated && code != http.StatusOK {
 			StopTrying(fmt.Sprintf("a provision retry answered %d: %v", code, body)).Now()
