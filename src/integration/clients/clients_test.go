@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -120,6 +121,37 @@ var _ = Describe("clients apps use", Ordered, ContinueOnFailure, func() {
 					DeferCleanup(rc.Close)
 					Expect(rc.Ping(ctx).Err()).To(HaveOccurred(), "a plaintext PING to %s", addr)
 				}
+			})
+
+			It("logs in with a password alone as its binding until the binding is deleted, which closes its connections and leaves another binding's alone", func(ctx SpecContext) {
+				inst := sys.instance(ctx, p, modePasswordOnly)
+				kept, gone := sys.bind(ctx, p, inst), sys.bind(ctx, p, inst)
+				// What an app does with host, port and password: AUTH <password>.
+				login := func(c creds) *redis.Client {
+					rc := redis.NewClient(&redis.Options{
+						Addr: net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), Password: c.Password, Protocol: 2,
+						MaxRetries: -1, PoolSize: 1, DialTimeout: 2 * time.Second, ReadTimeout: 5 * time.Second,
+					})
+					DeferCleanup(rc.Close)
+					return rc
+				}
+				keptConn, goneConn := login(kept), login(gone)
+				Expect(keptConn.Do(ctx, "ACL", "WHOAMI").Text()).To(Equal(kept.Username))
+				Expect(goneConn.Do(ctx, "ACL", "WHOAMI").Text()).To(Equal(gone.Username))
+				goneID, err := goneConn.ClientID(ctx).Result()
+				Expect(err).NotTo(HaveOccurred())
+
+				sys.unbind(ctx, p, inst, gone)
+
+				// The deleted binding's connection is closed, and its
+				// password logs in no more.
+				admin := connect(kept)
+				Eventually(func() string { return admin.ClientList(ctx).Val() }).ShouldNot(ContainSubstring(fmt.Sprintf("id=%d ", goneID)))
+				Expect(goneConn.Ping(ctx).Err()).To(HaveOccurred(), "the deleted binding's connection")
+				fresh := login(gone)
+				Expect(fresh.Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")), "a new login with the deleted binding's password")
+				// The other binding's connection was not touched.
+				Expect(keptConn.Do(ctx, "ACL", "WHOAMI").Text()).To(Equal(kept.Username))
 			})
 
 			for _, mode := range modes {

@@ -189,7 +189,8 @@ type creds struct {
 	TLSURI   string `json:"tls_uri"`
 	TLSCA    string `json:"tls_ca"`
 
-	raw json.RawMessage
+	bindingID string
+	raw       json.RawMessage
 }
 
 // bind creates a binding of instance id for a new app.
@@ -201,9 +202,25 @@ func (s *system) bind(ctx context.Context, p plan, id string) creds {
 		AppGUID: "app-" + bindingID, Context: map[string]any{"platform": "cloudfoundry"},
 	})
 	Expect(err).NotTo(HaveOccurred(), "binding %s", id)
-	c := creds{raw: raw}
+	c := creds{bindingID: bindingID, raw: raw}
 	Expect(json.Unmarshal(raw, &c)).To(Succeed())
 	return c
+}
+
+// unbind deletes the binding c of instance id, as Cloud Controller does.
+func (s *system) unbind(ctx context.Context, p plan, id string, c creds) {
+	GinkgoHelper()
+	path := osbhttp.BindingPath(id, c.bindingID)
+	q := url.Values{"service_id": {systemtest.ServiceID}, "plan_id": {p.id}, "accepts_incomplete": {"true"}}
+	r, err := s.osb.Do(ctx, http.MethodDelete, path, q, nil)
+	Expect(err).NotTo(HaveOccurred())
+	switch r.Status {
+	case http.StatusOK:
+	case http.StatusAccepted:
+		Expect(s.osb.WaitLastOperation(ctx, path, systemtest.ServiceID, p.id, osbhttp.Operation(r), true)).To(Succeed())
+	default:
+		Fail(osbhttp.Unexpected(http.MethodDelete, path, r).Error())
+	}
 }
 
 // vcapServices is the VCAP_SERVICES of an app bound to an instance of p
