@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,37 +32,24 @@ const evalScript = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET',
 
 var laddrPort = regexp.MustCompile(`laddr=\S+:(\d+)`)
 
-// appCredentials are the credentials of the service tagged redis in
-// VCAP_SERVICES, read as an app reads them.
-type appCredentials struct {
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	Username string `json:"username"`
-	Password string `json:"password"`
-	URI      string `json:"uri"`
-	TLSPort  int    `json:"tls_port"`
-	TLSURI   string `json:"tls_uri"`
-	TLSCA    string `json:"tls_ca"`
-}
-
-func findRedis(vcap string) (appCredentials, error) {
+// findRedis reads the credentials of the service tagged redis in
+// VCAP_SERVICES, as an app reads them.
+func findRedis(vcap string) (creds, error) {
 	var services map[string][]struct {
-		Tags        []string       `json:"tags"`
-		Credentials appCredentials `json:"credentials"`
+		Tags        []string `json:"tags"`
+		Credentials creds    `json:"credentials"`
 	}
 	if err := json.Unmarshal([]byte(vcap), &services); err != nil {
-		return appCredentials{}, fmt.Errorf("VCAP_SERVICES: %w", err)
+		return creds{}, fmt.Errorf("VCAP_SERVICES: %w", err)
 	}
 	for _, instances := range services {
 		for _, s := range instances {
-			for _, t := range s.Tags {
-				if t == "redis" {
-					return s.Credentials, nil
-				}
+			if slices.Contains(s.Tags, "redis") {
+				return s.Credentials, nil
 			}
 		}
 	}
-	return appCredentials{}, errors.New("no service tagged redis in VCAP_SERVICES")
+	return creds{}, errors.New("no service tagged redis in VCAP_SERVICES")
 }
 
 // results collects an app's result lines.
