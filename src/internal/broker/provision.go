@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -160,6 +161,19 @@ func (b *Broker) applyTLSOnly(planID string, raw json.RawMessage, p *params.Para
 		}
 	}
 	return nil
+}
+
+// noTLS reports whether err is a VM's refusal of a TLS-only instance for
+// want of TLS: the only parameter an agent may refuse that the broker's own
+// check let through.
+func noTLS(inst *instance, err error) bool {
+	return inst.Parameters.TLSOnly && errors.Is(err, agentapi.ErrInvalid)
+}
+
+// errNoTLS is the answer to a TLS-only instance on a plan whose VMs serve
+// no TLS.
+func errNoTLS(plan string) error {
+	return badRequest("parameter %q: the VMs of plan %s serve no TLS, so its instances cannot be TLS-only; ask your operator to turn TLS on", tlsOnlyParam, plan)
 }
 
 // tlsOnlyParam is the tenant parameter that makes an instance TLS-only.
