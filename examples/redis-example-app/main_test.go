@@ -213,6 +213,23 @@ func TestStartupErrors(t *testing.T) {
 	}
 }
 
+func TestFullInstanceAnswers507(t *testing.T) {
+	port := startRedis(t, nil, "maxmemory-policy noeviction\n")
+	base := startApp(t, vcap(bindingCredentials(port, "app", appPassword)))
+	expect(t, "PUT", base+"/foo", "data=bar", 201, "success")
+	if err := direct(t, port).ConfigSet(context.Background(), "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "PUT", base+"/more", "data=x", 507, "the Redis service instance is full")
+	expect(t, "GET", base+"/foo", "", 200, "bar")
+}
+
+func TestRefusedCredentialsAnswer502(t *testing.T) {
+	port := startRedis(t, nil, "")
+	base := startApp(t, vcap(bindingCredentials(port, "app", "not-"+appPassword)))
+	expect(t, "GET", base+"/foo", "", 502, "WRONGPASS")
+}
+
 func TestRedisGoneAnswers502(t *testing.T) {
 	base := startApp(t, vcap(bindingCredentials(freePort(t), "app", appPassword)))
 	expect(t, "GET", base+"/foo", "", 502, "cannot reach the Redis service instance")
