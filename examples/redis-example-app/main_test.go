@@ -436,6 +436,7 @@ func startRedis(t *testing.T, ca *testCA, extra string) int {
 	}
 	cmd := exec.Command(redisServer(t), confFile)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
