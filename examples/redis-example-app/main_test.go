@@ -178,7 +178,7 @@ func TestStartupErrors(t *testing.T) {
 		{"no VCAP_SERVICES", map[string]string{"PORT": "0"}, "VCAP_SERVICES is not set"},
 		{"VCAP_SERVICES not JSON", map[string]string{"PORT": "0", "VCAP_SERVICES": "{"}, "VCAP_SERVICES is not a JSON object"},
 		{"no service tagged redis", map[string]string{"PORT": "0", "VCAP_SERVICES": mysql},
-			`VCAP_SERVICES has no a service tagged \"redis\" (bound: db (p.mysql))`},
+			`VCAP_SERVICES has no service tagged \"redis\" (bound: db (p.mysql))`},
 		{"no services", map[string]string{"PORT": "0", "VCAP_SERVICES": "{}"}, "no services are bound"},
 		{"REDIS_SERVICE_NAME names none", map[string]string{"PORT": "0", "VCAP_SERVICES": good, "REDIS_SERVICE_NAME": "other"},
 			`named \"other\"`},

@@ -114,9 +114,9 @@ func findService(vcapServices, name string) (service, error) {
 		return service{}, fmt.Errorf("%d services tagged %q are bound (%s): set REDIS_SERVICE_NAME to the one to use",
 			len(found), redisTag, strings.Join(names, ", "))
 	}
-	want := fmt.Sprintf("a service tagged %q", redisTag)
+	want := fmt.Sprintf("service tagged %q", redisTag)
 	if name != "" {
-		want = fmt.Sprintf("a service named %q (REDIS_SERVICE_NAME) tagged %q", name, redisTag)
+		want = fmt.Sprintf("service named %q (REDIS_SERVICE_NAME) tagged %q", name, redisTag)
 	}
 	bound := "no services are bound"
 	if len(others) > 0 {
