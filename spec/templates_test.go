@@ -453,6 +453,7 @@ var _ = Describe("redis-broker templates", func() {
 		Expect(field(c, "shared_vm.name")).To(Equal("shared-vm"))
 		Expect(field(c, "shared_vm.max_instances")).To(BeEquivalentTo(20))
 		Expect(field(c, "shared_vm.maxmemory_mb")).To(BeEquivalentTo(256))
+		Expect(field(c, "shared_vm.tls_only")).To(Equal("optional"), "app developers may choose TLS-only by default")
 		Expect(field(c, "shared_vm.agents")).To(HaveLen(1))
 		Expect(field(c, "shared_vm.agents.0")).To(Equal(map[string]any{
 			"id":       agents[0].ID,
@@ -480,6 +481,15 @@ var _ = Describe("redis-broker templates", func() {
 		out := mustRenderAll(j, brokerProps("replication.external_leaders", []any{"0x7f.1"}), in, links)
 		_, err := checkConfig("redis-broker", out["config/config.json"])
 		Expect(err).To(MatchError(ContainSubstring(`external_leaders[0]: "0x7f.1" is not a CIDR, an IP address or a DNS name`)))
+	})
+
+	It("render each plan's tls_only, and a value the broker refuses fails the config check", func() {
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		c := mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps("shared_vm.tls_only", "always"), in, links)["config/config.json"])
+		Expect(field(c, "shared_vm.tls_only")).To(Equal("always"))
+		out := mustRenderAll(j, brokerProps("shared_vm.tls_only", "sometimes"), in, links)
+		_, err := checkConfig("redis-broker", out["config/config.json"])
+		Expect(err).To(MatchError(ContainSubstring(`shared_vm.tls_only must be "optional", "always" or "never", not "sometimes"`)))
 	})
 
 	It("render TLS everywhere, agents of two instance groups and several nodes into a config the broker accepts", func() {

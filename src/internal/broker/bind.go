@@ -80,6 +80,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	// A binding ready before this request is 200; one this request (or a
 	// retry of an earlier one that did not finish) made ready is 201.
 	alreadyExists := !created && bnd.State == stateReady
+	ca := ""
 	if bnd.State != stateReady {
 		v, err := b.vmOf(inst)
 		if err != nil {
@@ -93,21 +94,38 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
 				rb := r.Bindings[bindingID]
 				rb.State = stateReady
-				rb.Host, rb.Port, rb.TLSPort, rb.TLSCA = ep.Host, ep.Port, ep.TLSPort, ep.TLSCA
+				rb.Host, rb.Port, rb.TLSPort = ep.Host, ep.Port, ep.TLSPort
 				cp := *rb
 				bnd = &cp
+				if ep.TLSCA != "" && r.VM != "" {
+					if s.RedisCAs == nil {
+						s.RedisCAs = map[string]string{}
+					}
+					s.RedisCAs[r.VM] = ep.TLSCA
+				}
 			}
+			ca = s.RedisCAs[inst.VM]
 			return nil
 		})
 		if err != nil {
 			return domain.Binding{}, err
 		}
+	} else {
+		ca = b.redisCA(inst.VM)
 	}
 	return domain.Binding{
 		AlreadyExists: alreadyExists,
-		Credentials:   credentials(inst, bnd),
+		Credentials:   credentials(inst, bnd, ca),
 		Endpoints:     endpoints(inst, bnd),
 	}, nil
+}
+
+// redisCA is the CA of the Redis certificates of VM vmID; empty when none
+// is known.
+func (b *Broker) redisCA(vmID string) string {
+	var ca string
+	_ = b.state.View(func(s state) { ca = s.RedisCAs[vmID] })
+	return ca
 }
 
 // checkBindingID refuses, before anything is recorded or any agent asked, a
@@ -138,7 +156,10 @@ func platformUser(username string) bool {
 // a URI that go-redis ParseURL and redis-cli -u read.
 //
 // When the instance serves TLS, TLSPort is its TLS port, TLSURI the
-// rediss:// URI of it, and TLSCA the PEM CA to verify the server with.
+// rediss:// URI of it, and TLSCA the PEM CA to verify the server with. A
+// TLS-only instance has no plaintext port: Port is the TLS port and URI the
+// rediss:// one too, so clients that read only uri, or host and port, use
+// TLS; TLS says so for clients that look for a flag.
 type Credentials struct {
 	Host     string `json:"host"`
 	Hostname string `json:"hostname"`
@@ -149,6 +170,7 @@ type Credentials struct {
 	TLSPort  int    `json:"tls_port,omitempty"`
 	TLSURI   string `json:"tls_uri,omitempty"`
 	TLSCA    string `json:"tls_ca,omitempty"`
+	TLS      bool   `json:"tls,omitempty"`
 }
 
 // where returns the host and port a binding connects to: those its agent or
@@ -161,8 +183,11 @@ func where(inst *instance, bnd *binding) (string, int) {
 	return inst.Host, inst.Port
 }
 
-func credentials(inst *instance, bnd *binding) Credentials {
+func credentials(inst *instance, bnd *binding, ca string) Credentials {
 	host, port := where(inst, bnd)
+	if inst.Parameters.TLSOnly && bnd.TLSPort != 0 {
+		port = bnd.TLSPort
+	}
 	u := url.URL{
 		Scheme: "redis",
 		User:   url.UserPassword(bnd.Username, bnd.Password),
@@ -178,7 +203,10 @@ func credentials(inst *instance, bnd *binding) Credentials {
 	}
 	if bnd.TLSPort != 0 {
 		u.Scheme, u.Host = "rediss", net.JoinHostPort(host, strconv.Itoa(bnd.TLSPort))
-		c.TLSPort, c.TLSURI, c.TLSCA = bnd.TLSPort, u.String(), bnd.TLSCA
+		c.TLSPort, c.TLSURI, c.TLSCA = bnd.TLSPort, u.String(), ca
+		if inst.Parameters.TLSOnly {
+			c.URI, c.TLS = c.TLSURI, true
+		}
 	}
 	return c
 }
@@ -186,7 +214,10 @@ func credentials(inst *instance, bnd *binding) Credentials {
 func endpoints(inst *instance, bnd *binding) []domain.Endpoint {
 	host, port := where(inst, bnd)
 	ports := []string{strconv.Itoa(port)}
-	if bnd.TLSPort != 0 {
+	switch {
+	case bnd.TLSPort != 0 && inst.Parameters.TLSOnly:
+		ports = []string{strconv.Itoa(bnd.TLSPort)}
+	case bnd.TLSPort != 0:
 		ports = append(ports, strconv.Itoa(bnd.TLSPort))
 	}
 	return []domain.Endpoint{{Host: host, Ports: ports, Protocol: "tcp"}}
@@ -249,7 +280,7 @@ func (b *Broker) GetBinding(ctx context.Context, id, bindingID string, d domain.
 	bnd := inst.Bindings[bindingID]
 	p, _ := params.Object(bnd.Requested)
 	return domain.GetBindingSpec{
-		Credentials: credentials(inst, bnd),
+		Credentials: credentials(inst, bnd, b.redisCA(inst.VM)),
 		Endpoints:   endpoints(inst, bnd),
 		Parameters:  p,
 	}, nil

@@ -61,6 +61,10 @@ type state struct {
 	Instances map[string]*instance `json:"instances"`
 	// Pool holds the dedicated nodes by id.
 	Pool map[string]*poolNode `json:"pool,omitempty"`
+	// RedisCAs holds, by VM id, the PEM CA that VM's redis-servers' TLS
+	// certificates chain to, as its agent last answered a bind: kept once
+	// per VM, and given in every binding's credentials as tls_ca.
+	RedisCAs map[string]string `json:"redis_cas,omitempty"`
 }
 
 // instance is the broker's record of one service instance.
@@ -116,14 +120,15 @@ type binding struct {
 	Password  string          `json:"password"`
 	State     string          `json:"state"`
 	CreatedAt time.Time       `json:"created_at"`
-	// Host and Port are where the user connects, and TLSPort and TLSCA (a
-	// PEM CA) its TLS port, as the agent or node answered the bind. Records
-	// from before they were kept have none: the instance's host and port
-	// stand in, and no TLS.
+	// Host and Port are where the user connects, and TLSPort its TLS port,
+	// as the agent or node answered the bind. Records from before they were
+	// kept have none: the instance's host and port stand in, and no TLS.
 	Host    string `json:"host,omitempty"`
 	Port    int    `json:"port,omitempty"`
 	TLSPort int    `json:"tls_port,omitempty"`
-	TLSCA   string `json:"tls_ca,omitempty"`
+	// OldTLSCA is the CA that records of earlier versions kept in every
+	// binding; migrate moves it to state.RedisCAs.
+	OldTLSCA string `json:"tls_ca,omitempty"`
 }
 
 // Broker serves the OSB API. The zero value is not usable; call New.
@@ -137,7 +142,9 @@ type Broker struct {
 	// catalog lists them.
 	plans map[string]plan
 	order []plan
-	locks keylock.Map
+	// tlsOnly is each plan's tls_only setting, by plan id.
+	tlsOnly map[string]string
+	locks   keylock.Map
 	// resets tracks the background work: asynchronous deletes, restores
 	// and the rounds of Run.
 	resets sync.WaitGroup
@@ -161,7 +168,7 @@ var _ domain.ServiceBroker = (*Broker)(nil)
 // config (shared_vm.agents and dedicated_vm.nodes) to its agent's client;
 // NewClients makes them.
 func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, error) {
-	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, resolver: net.DefaultResolver}
+	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, tlsOnly: map[string]string{}, resolver: net.DefaultResolver}
 	allowed, errs := parseAllowList(cfg.ExternalLeaders)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -175,6 +182,7 @@ func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, er
 			b.vms[a.ID] = vm{id: a.ID, noun: "agent", kind: "shared VM", c: clients[a.ID]}
 		}
 		b.addPlan(p.PlanID, &sharedPlan{b: b, cfg: p})
+		b.tlsOnly[p.PlanID] = p.TLSOnly
 	}
 	if p := cfg.DedicatedVM; p != nil {
 		for _, n := range p.Nodes {
@@ -184,6 +192,7 @@ func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, er
 			b.vms[n.ID] = vm{id: n.ID, noun: "node", kind: "dedicated VM", c: clients[n.ID], quick: nodeOpTimeout}
 		}
 		b.addPlan(p.PlanID, &dedicatedPlan{b: b, cfg: p})
+		b.tlsOnly[p.PlanID] = p.TLSOnly
 	}
 	st, err := statefile.Open[state](filepath.Join(cfg.StateDir, "broker-state.json"))
 	if err != nil {

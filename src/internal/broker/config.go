@@ -81,6 +81,9 @@ type SharedVMPlan struct {
 	MaxInstances int `json:"max_instances"`
 	// MaxMemoryMB is every instance's memory limit.
 	MaxMemoryMB int64 `json:"maxmemory_mb"`
+	// TLSOnly says which instances listen on TLS alone (TLSOnlyOptional,
+	// TLSOnlyAlways or TLSOnlyNever); empty means TLSOnlyOptional.
+	TLSOnly string `json:"tls_only,omitempty"`
 	// Agents are the shared VMs' agents, each with a stable id that instance
 	// records refer to, so an agent may change its address.
 	Agents []AgentConfig `json:"agents"`
@@ -101,6 +104,8 @@ type DedicatedVMPlan struct {
 	Name string `json:"name,omitempty"`
 	// Description; empty means a standard one.
 	Description string `json:"description,omitempty"`
+	// TLSOnly says which instances listen on TLS alone, as for shared_vm.
+	TLSOnly string `json:"tls_only,omitempty"`
 	// Nodes are the pool. Each has a stable id that the broker's records and
 	// the node itself carry, so a node that changes address keeps its tenant
 	// and an address reused by another node cannot hand it one.
@@ -193,6 +198,7 @@ func (p *SharedVMPlan) validate(serviceID string) []error {
 	if len(p.Agents) == 0 {
 		errs = append(errs, errors.New("shared_vm.agents must name at least one agent"))
 	}
+	errs = append(errs, checkTLSOnly("shared_vm", &p.TLSOnly)...)
 	seen := map[string]bool{}
 	for i, a := range p.Agents {
 		errs = append(errs, checkVM(fmt.Sprintf("shared_vm.agents[%d]", i), a.ID, a.ClientConfig, seen)...)
@@ -214,6 +220,7 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 	if len(p.Nodes) == 0 {
 		errs = append(errs, errors.New("dedicated_vm.nodes must name at least one node"))
 	}
+	errs = append(errs, checkTLSOnly("dedicated_vm", &p.TLSOnly)...)
 	seen := map[string]bool{}
 	for i, n := range p.Nodes {
 		errs = append(errs, checkVM(fmt.Sprintf("dedicated_vm.nodes[%d]", i), n.ID, n.ClientConfig, seen)...)
@@ -225,6 +232,28 @@ func (p *DedicatedVMPlan) validate(serviceID string) []error {
 		}
 	}
 	return errs
+}
+
+// The plan settings of tls_only: whether tenants choose (optional, the
+// default: the tls_only parameter, off unless set), every instance is
+// TLS-only (always), or none is (never: the parameter is refused).
+const (
+	TLSOnlyOptional = "optional"
+	TLSOnlyAlways   = "always"
+	TLSOnlyNever    = "never"
+)
+
+// checkTLSOnly fills in the default of a plan's tls_only and refuses other
+// values.
+func checkTLSOnly(field string, v *string) []error {
+	switch *v {
+	case "":
+		*v = TLSOnlyOptional
+	case TLSOnlyOptional, TLSOnlyAlways, TLSOnlyNever:
+	default:
+		return []error{fmt.Errorf("%s.tls_only must be %q, %q or %q, not %q", field, TLSOnlyOptional, TLSOnlyAlways, TLSOnlyNever, *v)}
+	}
+	return nil
 }
 
 // checkPlan checks the plan id of the plan configured under field.

@@ -126,6 +126,17 @@ func (p *dedicatedPlan) provision(ctx context.Context, inst *instance) error {
 		}
 		inst.VM = id
 		err = p.finishClaim(ctx, inst, id)
+		if noTLS(inst, err) {
+			// The node refused before it changed anything: it goes back
+			// to the pool as it was.
+			return errors.Join(p.b.state.Update(func(s *state) error {
+				if pn := s.Pool[id]; pn != nil && pn.Instance == inst.ID {
+					pn.State, pn.Instance, pn.Since = poolFree, "", now()
+				}
+				delete(s.Instances, inst.ID)
+				return nil
+			}), errNoTLS(p.cfg.Name))
+		}
 		if errors.Is(err, agentapi.ErrBusy) || errors.Is(err, agentapi.ErrDirty) {
 			p.quarantine(id, "", err)
 			if err := p.b.setVM(inst.ID, ""); err != nil {

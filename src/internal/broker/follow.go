@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
@@ -106,6 +107,10 @@ func splitReplicaOf(raw json.RawMessage) (json.RawMessage, replicaChange, error)
 		if err := d.Decode(&l); err != nil {
 			return nil, change, fmt.Errorf("%w: parameter %q must be an instance id, an object with host, port, username and password, or null", params.ErrInvalid, ReplicaOfParam)
 		}
+		if l.TLS {
+			// Its certificate would have to chain to the platform's CA.
+			return nil, change, fmt.Errorf("%w: parameter %q: tls is not offered for leaders outside this service", params.ErrInvalid, ReplicaOfParam)
+		}
 		if err := l.Check(); err != nil {
 			return nil, change, fmt.Errorf("%w: parameter %q: %v", params.ErrInvalid, ReplicaOfParam, err)
 		}
@@ -138,6 +143,9 @@ func (b *Broker) changeReplication(ctx context.Context, inst *instance, change r
 		if err != nil {
 			return err
 		}
+		if err := b.transport(ctx, inst, v, leader, lv, next); err != nil {
+			return err
+		}
 		if err := b.setFollow(inst.ID, next); err != nil {
 			return err
 		}
@@ -158,6 +166,49 @@ func (b *Broker) changeReplication(ctx context.Context, inst *instance, change r
 		b.dropReplicator(ctx, old)
 	}
 	return nil
+}
+
+// transport makes an instance follow its leader (an instance of this
+// service) over TLS when both serve TLS, to the leader's TLS port; over
+// plaintext otherwise, which a TLS-only leader refuses. It asks both agents
+// for their TLS ports, so a VM that turned TLS on since is used.
+func (b *Broker) transport(ctx context.Context, follower *instance, fv vm, leader *instance, lv vm, f *follow) error {
+	leaderTLS, err := lv.tlsPort(ctx, leader.ID)
+	if err != nil {
+		return fmt.Errorf("reading leader %s's TLS port on %s: %w", leader.ID, lv.where(), err)
+	}
+	followerTLS, err := fv.tlsPort(ctx, follower.ID)
+	if err != nil {
+		return fmt.Errorf("reading instance %s's TLS port on %s: %w", follower.ID, fv.where(), err)
+	}
+	switch {
+	case leaderTLS != 0 && followerTLS != 0:
+		f.Host, f.Port, f.TLS = leader.Host, leaderTLS, true
+	case leader.Parameters.TLSOnly:
+		return badRequest("parameter %q: instance %s is TLS-only, and this instance's VM serves no TLS to replicate with", ReplicaOfParam, leader.ID)
+	default:
+		f.Host, f.Port, f.TLS = leader.Host, leader.Port, false
+	}
+	return nil
+}
+
+// plainFollowers refuses to make instance id TLS-only while instances
+// follow it over plaintext, which would cut them off.
+func (b *Broker) plainFollowers(id string) error {
+	var plain []string
+	_ = b.state.View(func(s state) {
+		for _, r := range s.Instances {
+			if r.ReplicaOf != nil && r.ReplicaOf.Instance == id && !r.ReplicaOf.TLS {
+				plain = append(plain, r.ID)
+			}
+		}
+	})
+	if len(plain) == 0 {
+		return nil
+	}
+	slices.Sort(plain)
+	return badRequest("parameter %q: instances %s follow this one over plaintext, which a TLS-only instance does not serve; "+
+		"update each with replica_of this instance again (it then replicates over TLS where its VM serves TLS), then retry", tlsOnlyParam, strings.Join(plain, ", "))
 }
 
 // internalLeader checks that leaderID can lead follower and returns the

@@ -223,6 +223,9 @@ func (m *memAgent) Create(ctx context.Context, id string, req agentapi.InstanceR
 	} else if m.allocated()+req.MaxMemoryBytes > m.memory {
 		return agentapi.Instance{}, fmt.Errorf("%w: no memory left", agentapi.ErrFull)
 	}
+	if req.Parameters.TLSOnly && m.tlsCA == "" {
+		return agentapi.Instance{}, fmt.Errorf("%w: tls_only: this VM serves no TLS", agentapi.ErrInvalid)
+	}
 	in := &memInstance{Instance: agentapi.Instance{ID: id, Host: m.host, Port: m.nextPort, MaxMemoryBytes: req.MaxMemoryBytes,
 		Parameters: req.Parameters, State: agentapi.StateRunning, NodeID: m.answerAs}, passwords: map[string]string{}}
 	if m.tlsCA != "" {
@@ -244,6 +247,9 @@ func (m *memAgent) Update(ctx context.Context, id string, req agentapi.UpdateReq
 	in := m.instances[id]
 	if in == nil {
 		return agentapi.Instance{}, agentapi.ErrNotFound
+	}
+	if req.Parameters.TLSOnly && m.tlsCA == "" {
+		return agentapi.Instance{}, fmt.Errorf("%w: tls_only: this VM serves no TLS", agentapi.ErrInvalid)
 	}
 	in.Parameters = req.Parameters
 	return in.Instance, m.end("update", nil)

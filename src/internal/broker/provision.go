@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -34,6 +36,9 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	}
 	p, err := params.Apply(params.Defaults(), d.RawParameters)
 	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	if err := b.applyTLSOnly(d.PlanID, d.RawParameters, &p, true); err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	unlock, err := b.locks.LockContext(ctx, id)
@@ -128,6 +133,51 @@ func (b *Broker) created(id string, got agentapi.Instance, description string) e
 		return nil
 	})
 }
+
+// applyTLSOnly applies the plan's tls_only setting to p, the parameters
+// raw asked for: a plan that is always TLS-only makes a new instance so
+// (creating), and refuses tls_only false; one that never is refuses
+// tls_only true. An instance made before its plan became always TLS-only
+// keeps its plaintext port until an update asks for tls_only: closing it
+// unasked would cut off its apps at an unrelated update.
+func (b *Broker) applyTLSOnly(planID string, raw json.RawMessage, p *params.Parameters, creating bool) error {
+	name := planID
+	if pl := b.plans[planID]; pl != nil {
+		name = pl.entry().Name
+	}
+	obj, _ := params.Object(raw)
+	_, asked := obj[tlsOnlyParam]
+	switch b.tlsOnly[planID] {
+	case TLSOnlyAlways:
+		if asked && !p.TLSOnly {
+			return badRequest("parameter %q: every instance of plan %s is TLS-only; leave the parameter out", tlsOnlyParam, name)
+		}
+		if creating {
+			p.TLSOnly = true
+		}
+	case TLSOnlyNever:
+		if p.TLSOnly && (asked || creating) {
+			return badRequest("parameter %q: plan %s offers no TLS-only instances", tlsOnlyParam, name)
+		}
+	}
+	return nil
+}
+
+// noTLS reports whether err is a VM's refusal of a TLS-only instance for
+// want of TLS: the only parameter an agent may refuse that the broker's own
+// check let through.
+func noTLS(inst *instance, err error) bool {
+	return inst.Parameters.TLSOnly && errors.Is(err, agentapi.ErrInvalid)
+}
+
+// errNoTLS is the answer to a TLS-only instance on a plan whose VMs serve
+// no TLS.
+func errNoTLS(plan string) error {
+	return badRequest("parameter %q: the VMs of plan %s serve no TLS, so its instances cannot be TLS-only; ask your operator to turn TLS on", tlsOnlyParam, plan)
+}
+
+// tlsOnlyParam is the tenant parameter that makes an instance TLS-only.
+const tlsOnlyParam = "tls_only"
 
 // checkMaintenanceInfo refuses a maintenance_info that is not the catalog's.
 func (b *Broker) checkMaintenanceInfo(mi *domain.MaintenanceInfo) error {

@@ -3,6 +3,7 @@ package broker
 import (
 	"cmp"
 	"encoding/json"
+	"time"
 )
 
 // UnmarshalJSON reads an instance record, including one written before
@@ -27,5 +28,29 @@ func (i *instance) UnmarshalJSON(data []byte) error {
 // earlier version is converted once, at start, rather than at its next
 // change.
 func (b *Broker) migrate() error {
-	return b.state.Update(func(*state) error { return nil })
+	return b.state.Update(func(s *state) error {
+		moveCAs(s)
+		return nil
+	})
+}
+
+// moveCAs moves the CA that bindings of earlier versions each kept to the
+// one CA of their VM, the newest binding's where they differ (a CA
+// rotated since).
+func moveCAs(s *state) {
+	newest := map[string]time.Time{}
+	for _, inst := range s.Instances {
+		for _, bnd := range inst.Bindings {
+			if bnd.OldTLSCA == "" {
+				continue
+			}
+			if _, kept := s.RedisCAs[inst.VM]; inst.VM != "" && (!kept || bnd.CreatedAt.After(newest[inst.VM])) {
+				if s.RedisCAs == nil {
+					s.RedisCAs = map[string]string{}
+				}
+				s.RedisCAs[inst.VM], newest[inst.VM] = bnd.OldTLSCA, bnd.CreatedAt
+			}
+			bnd.OldTLSCA = ""
+		}
+	}
 }

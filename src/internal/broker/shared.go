@@ -83,6 +83,9 @@ func (p *sharedPlan) create(ctx context.Context, inst *instance, order []string)
 			lastErr = err
 			continue
 		}
+		if noTLS(inst, err) {
+			return errors.Join(p.b.forget(inst.ID), errNoTLS(p.cfg.Name))
+		}
 		if err != nil {
 			// The record stays "creating": a retry finishes the provision, and
 			// Cloud Controller's orphan-mitigation delete removes whatever the

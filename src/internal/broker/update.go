@@ -68,6 +68,14 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 	if err != nil {
 		return err
 	}
+	if err := b.applyTLSOnly(inst.PlanID, rest, &p, false); err != nil {
+		return err
+	}
+	if p.TLSOnly && !inst.Parameters.TLSOnly {
+		if err := b.plainFollowers(id); err != nil {
+			return err
+		}
+	}
 	if p != inst.Parameters {
 		v, err := b.vmOf(inst)
 		if err != nil {

@@ -106,6 +106,15 @@ func (v vm) setReplication(ctx context.Context, id string, leader *replication.L
 	return err
 }
 
+// tlsPort is the instance's TLS port as its agent reports it; zero when it
+// serves no TLS.
+func (v vm) tlsPort(ctx context.Context, id string) (int, error) {
+	ctx, cancel := v.bounded(ctx)
+	defer cancel()
+	inst, err := v.c.Get(ctx, id)
+	return inst.TLSPort, err
+}
+
 // live returns the instance as its agent and running server report it;
 // ErrUnavailable when the server did not answer.
 func (v vm) live(ctx context.Context, id string) (agentapi.Instance, error) {

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
@@ -33,9 +34,20 @@ func (s *Server) newAdminClient() *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: s.addr(s.current()),
 		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			// The record's port, as stored at every dial.
+			// The record's port, as stored at every dial; with TLS to
+			// a TLS-only instance.
+			r := s.current()
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, s.addr(s.current()))
+			c, err := d.DialContext(ctx, network, s.addr(r))
+			if err == nil {
+				if conf := s.clientTLS(r); conf != nil {
+					tc := tls.Client(c, conf)
+					if err = tc.HandshakeContext(ctx); err != nil {
+						c.Close()
+					}
+					c = tc
+				}
+			}
 			if err != nil {
 				// go-redis's pool, once as many dials as its size
 				// failed, answers every later command with that error

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -18,8 +19,8 @@ const nearlyFull = 0.9
 
 // clientInfo is one line of CLIENT LIST.
 type clientInfo struct {
-	id, user, flags string
-	age             time.Duration
+	id, user, flags, laddr string
+	age                    time.Duration
 }
 
 // unauthenticated is the one place that says which connections have not
@@ -75,6 +76,42 @@ func (s *Server) reapUnauthenticated(ctx context.Context, g *Guard) {
 	s.logger.Warn("closed connections that did not log in", "instance", s.cfg.Name, "connections", n, "connected", connected, "maxclients", limit)
 }
 
+// closeClientsOn closes every connection made to addr (the plaintext port
+// of a server just turned TLS-only) but the agent's own, which the caller
+// renews. A failure is logged: the port is closed either way, and a tenant
+// connection left open on it ends at its next reconnect.
+func (s *Server) closeClientsOn(ctx context.Context, addr string) {
+	_, port, _ := net.SplitHostPort(addr)
+	// The admin client has one connection: its CLIENT ID is the one to
+	// spare (a name would not do: a tenant may take any name).
+	self, err := s.Admin().ClientID(ctx).Result()
+	var list string
+	if err == nil {
+		list, err = s.Admin().ClientList(ctx).Result()
+	}
+	if err != nil {
+		s.logger.Warn("listing the connections to the closed plaintext port failed", "instance", s.cfg.Name, "error", err)
+		return
+	}
+	pipe := s.Admin().Pipeline()
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		c := parseClient(line)
+		if _, p, err := net.SplitHostPort(c.laddr); err == nil && p == port && c.id != strconv.FormatInt(self, 10) {
+			pipe.Do(ctx, "CLIENT", "KILL", "ID", c.id)
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.logger.Warn("closing the connections to the closed plaintext port failed", "instance", s.cfg.Name, "error", err)
+		return
+	}
+	s.logger.Info("the instance is TLS-only: closed the connections to its plaintext port", "instance", s.cfg.Name, "connections", n)
+}
+
 // openFiles counts the files process pid has open.
 func openFiles(pid int) (int, error) {
 	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/fd")
@@ -97,6 +134,8 @@ func parseClient(line string) clientInfo {
 			c.id = v
 		case "user":
 			c.user = v
+		case "laddr":
+			c.laddr = v
 		case "flags":
 			c.flags = v
 		case "age":

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -82,10 +83,12 @@ func RedisServerPath(name string) (string, error) {
 }
 
 // RedisClient returns a client of the redis-server at addr with one
-// connection and no retries, for an agent's own commands.
-func RedisClient(addr, user, password string, timeout time.Duration) *redis.Client {
+// connection and no retries, for an agent's own commands; with TLS when
+// tlsConf is not nil.
+func RedisClient(addr string, tlsConf *tls.Config, user, password string, timeout time.Duration) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:            addr,
+		TLSConfig:       tlsConf,
 		Username:        user,
 		Password:        password,
 		Protocol:        2,
@@ -103,7 +106,7 @@ func RedisClient(addr, user, password string, timeout time.Duration) *redis.Clie
 
 // client is an admin connection to the server of r.
 func (s *Server) client(r Record, timeout time.Duration) *redis.Client {
-	return RedisClient(s.addr(r), AdminUser, r.AdminPassword, timeout)
+	return RedisClient(s.addr(r), s.clientTLS(r), AdminUser, r.AdminPassword, timeout)
 }
 
 // RedisTLS turns TLS on for the Redis ports: every redis-server serves a TLS
@@ -172,6 +175,34 @@ func (t *RedisTLS) Check(name string) error {
 		t.caPEM = string(ca)
 	}
 	return errors.Join(errs...)
+}
+
+// ClientConfig is the TLS config an agent dials its own servers' TLS ports
+// with (TLS-only instances): the server's certificate must chain to the CA.
+// Its names are not checked: the agent dials the servers' bind address,
+// which the certificate need not name (0.0.0.0, say), and only the holder
+// of a key the CA signed can answer.
+func (t *RedisTLS) ClientConfig() (*tls.Config, error) {
+	pool, err := tlsca.Pool(t.CA())
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verified below, against the CA but without a name.
+		InsecureSkipVerify: true, //nolint:gosec
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: pool, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		},
+	}, nil
 }
 
 // CA returns the CA certificate (PEM) apps verify the servers with: the

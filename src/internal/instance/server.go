@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/supervisor"
@@ -496,8 +498,47 @@ func (s *Server) applyReplication(ctx context.Context, r Record) error {
 	return replication.Apply(ctx, s.adminDo, r.following())
 }
 
+// addr is where the agent reaches r's server: its plaintext port, or the
+// TLS port of a TLS-only instance (dialled with clientTLS).
 func (s *Server) addr(r Record) string {
-	return net.JoinHostPort(s.env.Bind, strconv.Itoa(r.Port))
+	port := r.Port
+	if s.tlsOnly(r) {
+		port = r.TLSPort
+	}
+	return net.JoinHostPort(s.env.Bind, strconv.Itoa(port))
+}
+
+// tlsOnly reports whether r's server listens on its TLS port only.
+func (s *Server) tlsOnly(r Record) bool {
+	return r.Parameters.TLSOnly && s.tls(r) != nil
+}
+
+// clientTLS is the TLS config the agent dials addr(r) with; nil for
+// plaintext. A CA that no longer parses gives a config that fails every
+// handshake, naming the cause, rather than a plaintext dial.
+func (s *Server) clientTLS(r Record) *tls.Config {
+	if !s.tlsOnly(r) {
+		return nil
+	}
+	c, err := s.env.TLS.ClientConfig()
+	if err != nil {
+		return &tls.Config{MinVersion: tls.VersionTLS12, VerifyConnection: func(tls.ConnectionState) error {
+			return fmt.Errorf("the agent's Redis CA: %w", err)
+		}}
+	}
+	return c
+}
+
+// CheckParameters refuses parameters the agent's servers cannot serve: a
+// TLS-only instance on an agent without TLS.
+func CheckParameters(p params.Parameters, t *RedisTLS) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", agentapi.ErrInvalid, err)
+	}
+	if p.TLSOnly && t == nil {
+		return fmt.Errorf("%w: tls_only: this VM serves no TLS, so an instance on it cannot be TLS-only; ask your operator to turn TLS on", agentapi.ErrInvalid)
+	}
+	return nil
 }
 
 // runningPid asks the server answering on the port with the admin password

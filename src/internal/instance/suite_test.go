@@ -175,7 +175,11 @@ func (s *server) bind(ctx context.Context, bindingID string) (*redis.Client, str
 	b, created, err := s.Bind(ctx, s.id(), bindingID, agentapi.BindingRequest{Password: pw})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(created).To(BeTrue())
-	Expect(b).To(Equal(agentapi.Binding{Username: bindingID, Host: "127.0.0.1", Port: s.record().Port}))
+	want := agentapi.Binding{Username: bindingID, Host: "127.0.0.1", Port: s.record().Port}
+	if s.env.TLS != nil {
+		want.TLSPort, want.TLSCA = s.record().TLSPort, s.env.TLS.CA()
+	}
+	Expect(b).To(Equal(want))
 	return s.tenant(bindingID, pw), pw
 }
 

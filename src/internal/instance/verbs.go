@@ -99,13 +99,28 @@ func atoi(s string) int64 {
 // redis.conf, so they hold across restarts, and applied to the running
 // server with CONFIG SET.
 func (s *Server) Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error) {
-	if err := req.Parameters.Validate(); err != nil {
-		return agentapi.Instance{}, fmt.Errorf("%w: %v", agentapi.ErrInvalid, err)
+	if err := CheckParameters(req.Parameters, s.env.TLS); err != nil {
+		return agentapi.Instance{}, err
 	}
+	var closed string
 	r, err := s.change(ctx, id, func(r *Record) error {
+		if !s.tlsOnly(*r) {
+			closed = s.addr(*r)
+		}
 		r.Parameters = req.Parameters
 		return nil
-	}, func(r Record) error { return s.configSet(ctx, r, "parameters are") })
+	}, func(r Record) error {
+		if err := s.configSet(ctx, r, "parameters are"); err != nil {
+			return err
+		}
+		if closed != "" && s.tlsOnly(r) {
+			// The plaintext port no longer listens: the connections
+			// opened on it before go too, the agent's own included.
+			s.closeClientsOn(ctx, closed)
+			s.renewAdmin()
+		}
+		return nil
+	})
 	if err != nil {
 		return agentapi.Instance{}, err
 	}
@@ -172,8 +187,11 @@ func (s *Server) SetReplication(ctx context.Context, id string, req agentapi.Rep
 		}
 	}
 	_, err := s.change(ctx, id, func(r *Record) error {
-		if l := req.Leader; l != nil && l.Port == r.Port && (l.Host == s.env.Host || l.Host == s.env.Bind) {
+		if l := req.Leader; l != nil && (l.Port == r.Port || l.Port == r.TLSPort) && (l.Host == s.env.Host || l.Host == s.env.Bind) {
 			return fmt.Errorf("%w: an instance cannot follow itself", agentapi.ErrInvalid)
+		}
+		if l := req.Leader; l != nil && l.TLS && s.tls(*r) == nil {
+			return fmt.Errorf("%w: the leader is reached over TLS, and this VM serves no TLS to replicate with", agentapi.ErrInvalid)
 		}
 		r.Leader, r.ReplicationStopped = req.Leader, ""
 		return nil

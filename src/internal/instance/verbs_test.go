@@ -1,6 +1,8 @@
 package instance_test
 
 import (
+	"context"
+	"net"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -241,6 +243,106 @@ var _ = Describe("a Server with TLS", func() {
 		Expect(err).NotTo(HaveOccurred())
 		wrong := tlstest.RedisClient(GinkgoT(), "127.0.0.1", b.TLSPort, other.PEM, "b1", pw)
 		Expect(wrong.Ping(ctx).Err()).To(MatchError(ContainSubstring("certificate")))
+	})
+
+	It("closes its plaintext port and the connections on it when made TLS-only, and opens it again", func(ctx SpecContext) {
+		dir := tempDir()
+		ca, err := tlstest.NewCA("redis-ca")
+		Expect(err).NotTo(HaveOccurred())
+		s := newServer(dir, "inst-1", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
+		s.start(ctx)
+		plain, pw := s.bind(ctx, "b1")
+		Expect(plain.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		open := s.tenant("b1", pw)
+		Expect(open.Ping(ctx).Err()).To(Succeed(), "a plaintext connection opened before")
+
+		p := params.Defaults()
+		p.TLSOnly = true
+		got, err := s.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Parameters.TLSOnly).To(BeTrue())
+		Expect(s.file(s.paths.Conf)).To(ContainSubstring("\nport 0\n"))
+		_, err = net.DialTimeout("tcp", s.addr(), time.Second)
+		Expect(err).To(HaveOccurred(), "the plaintext port is closed")
+		Expect(open.Ping(ctx).Err()).To(HaveOccurred(), "the plaintext connection opened before is closed")
+		c := tlstest.RedisClient(GinkgoT(), "127.0.0.1", s.record().TLSPort, ca.PEM, "b1", pw)
+		Expect(c.Get(ctx, "k").Val()).To(Equal("v"))
+
+		By("managing it over TLS: live status, a new binding, a restart of the agent that adopts the running server")
+		st, err := s.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Live).NotTo(BeNil(), "the agent reaches the server over TLS")
+		pw2 := secret.New()
+		_, _, err = s.Bind(ctx, "inst-1", "b2", agentapi.BindingRequest{Password: pw2})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tlstest.RedisClient(GinkgoT(), "127.0.0.1", s.record().TLSPort, ca.PEM, "b2", pw2).Ping(ctx).Err()).To(Succeed())
+		pid := s.pid()
+		s.Abandon()
+		again := s.again()
+		DeferCleanup(func() { again.Shutdown(context.Background()) })
+		Expect(again.Start(ctx)).To(Succeed())
+		Expect(s.pid()).To(Equal(pid), "the running TLS-only server is adopted, not restarted")
+		st, err = again.Get(ctx, "inst-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Live).NotTo(BeNil())
+
+		By("turning TLS-only off again")
+		p.TLSOnly = false
+		_, err = again.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.tenant("b1", pw).Get(ctx, "k").Val()).To(Equal("v"))
+		Expect(c.Get(ctx, "k").Val()).To(Equal("v"), "TLS connections stay open")
+	})
+
+	It("replicates over TLS from a TLS-only leader", func(ctx SpecContext) {
+		dir := tempDir()
+		ca, err := tlstest.NewCA("redis-ca")
+		Expect(err).NotTo(HaveOccurred())
+		leader := newServer(dir, "inst-leader", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
+		follower := newServer(dir, "inst-follower", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
+		plainFollower := newServer(dir, "inst-plain", nil)
+		leader.start(ctx)
+		follower.start(ctx)
+		plainFollower.start(ctx)
+		lc, _ := leader.bind(ctx, "app-l")
+		Expect(lc.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		p := params.Defaults()
+		p.TLSOnly = true
+		_, err = leader.Update(ctx, "inst-leader", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred())
+		replPw := secret.New()
+		_, _, err = leader.Bind(ctx, "inst-leader", "repl-f", agentapi.BindingRequest{Password: replPw, Role: agentapi.RoleReplication})
+		Expect(err).NotTo(HaveOccurred())
+
+		at := &replication.Leader{Host: "127.0.0.1", Port: leader.record().TLSPort, Username: "repl-f", Password: replPw, TLS: true}
+		_, err = plainFollower.SetReplication(ctx, "inst-plain", agentapi.ReplicationRequest{Leader: at})
+		Expect(err).To(MatchError(agentapi.ErrInvalid), "a VM without TLS cannot replicate over TLS")
+		_, err = follower.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{Leader: at})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(follower.file(follower.paths.Conf)).To(ContainSubstring("\ntls-replication yes\n"))
+		Eventually(func(g Gomega) {
+			st, err := follower.Get(ctx, "inst-follower")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(st.Live).NotTo(BeNil())
+			g.Expect(st.Live.Replication.Link).To(Equal("up"))
+			g.Expect(st.Live.Keys).To(Equal(int64(1)))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+		By("promoting it, which keeps nothing of the TLS link")
+		_, err = follower.SetReplication(ctx, "inst-follower", agentapi.ReplicationRequest{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(follower.file(follower.paths.Conf)).To(ContainSubstring("\ntls-replication no\n"))
+	})
+
+	It("refuses TLS-only on an agent that serves no TLS", func(ctx SpecContext) {
+		s := newServer(tempDir(), "inst-1", nil)
+		s.start(ctx)
+		p := params.Defaults()
+		p.TLSOnly = true
+		_, err := s.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).To(MatchError(agentapi.ErrInvalid))
+		Expect(err).To(MatchError(ContainSubstring("tls_only")))
+		Expect(s.record().Parameters.TLSOnly).To(BeFalse())
 	})
 
 })

@@ -69,8 +69,8 @@ func (n *Node) Create(ctx context.Context, id string, req agentapi.InstanceReque
 	if req.MaxMemoryBytes != 0 && req.MaxMemoryBytes != n.maxmemory {
 		return agentapi.Instance{}, false, fmt.Errorf("%w: a dedicated node's memory limit is the VM's, %d MB", agentapi.ErrInvalid, n.maxmemory>>20)
 	}
-	if err := req.Parameters.Validate(); err != nil {
-		return agentapi.Instance{}, false, fmt.Errorf("%w: %v", agentapi.ErrInvalid, err)
+	if err := instance.CheckParameters(req.Parameters, n.cfg.RedisTLS); err != nil {
+		return agentapi.Instance{}, false, err
 	}
 	unlock, err := n.ops.LockContext(ctx, opKey)
 	if err != nil {

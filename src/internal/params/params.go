@@ -24,6 +24,10 @@ type Parameters struct {
 	MaxMemoryPolicy      string `json:"maxmemory-policy"`
 	NotifyKeyspaceEvents string `json:"notify-keyspace-events"`
 	Timeout              int    `json:"timeout"`
+	// TLSOnly closes the instance's plaintext port: clients connect with
+	// TLS only. It is no redis.conf directive of its own (the agent renders
+	// it as "port 0" beside the TLS port), so Directives leaves it out.
+	TLSOnly bool `json:"tls_only,omitempty"`
 }
 
 // Defaults returns the parameters of an instance created without any.
@@ -115,6 +119,22 @@ var fields = []field{
 				return fmt.Errorf("must be a whole number of seconds from 0 to %d", maxTimeout)
 			}
 			p.Timeout = n
+			return nil
+		},
+	},
+	{
+		name:        "tls_only",
+		description: "true closes the instance's plaintext port: clients connect with TLS only, and new bindings' uri is rediss://. Bindings made before it keep their old uri: bind again. Where the plan allows it.",
+		schema:      map[string]any{"type": "boolean"},
+		check: func(raw json.RawMessage, p *Parameters) error {
+			switch string(bytes.TrimSpace(raw)) {
+			case "true":
+				p.TLSOnly = true
+			case "false":
+				p.TLSOnly = false
+			default:
+				return errors.New("must be true or false")
+			}
 			return nil
 		},
 	},

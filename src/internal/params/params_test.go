@@ -2,6 +2,7 @@ package params_test
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -48,9 +49,22 @@ var _ = Describe("Apply", func() {
 		Entry("fractional timeout", `{"timeout":1.5}`, `"timeout"`),
 		Entry("huge timeout", `{"timeout":99999999999}`, `"timeout"`),
 		Entry("timeout as a string", `{"timeout":"5"}`, `"timeout"`),
+		Entry("tls_only as a string", `{"tls_only":"true"}`, `"tls_only"`),
+		Entry("tls_only null", `{"tls_only":null}`, `"tls_only"`),
+		Entry("tls_only as a number", `{"tls_only":1}`, `"tls_only"`),
 		Entry("not an object", `[1,2]`, "JSON object"),
 		Entry("not JSON", `{"timeout":`, "JSON object"),
 	)
+
+	It("turns tls_only on and off", func() {
+		p, err := params.Apply(params.Defaults(), json.RawMessage(`{"tls_only":true}`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p.TLSOnly).To(BeTrue())
+		Expect(p.Validate()).To(Succeed())
+		p, err = params.Apply(p, json.RawMessage(`{"tls_only":false}`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p).To(Equal(params.Defaults()))
+	})
 
 	It("validates every value it produces", func() {
 		Expect(params.Defaults().Validate()).To(Succeed())
@@ -73,11 +87,12 @@ var _ = Describe("Schema", func() {
 		Expect(err).NotTo(HaveOccurred())
 	})
 
-	It("gives each parameter a redis directive of the same name", func() {
+	It("gives each parameter but tls_only a redis directive of the same name", func() {
 		var names []string
 		for _, d := range params.Defaults().Directives() {
 			names = append(names, d.Name)
 		}
-		Expect(names).To(Equal(params.Names()))
+		Expect(names).To(Equal(slices.DeleteFunc(params.Names(), func(n string) bool { return n == "tls_only" })))
+		Expect(params.Names()).To(ContainElement("tls_only"))
 	})
 })

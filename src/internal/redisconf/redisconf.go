@@ -24,7 +24,9 @@ type Config struct {
 	InstanceID string
 	// Bind is the address redis-server listens on.
 	Bind string
-	// Port is the TCP port; it must be in 1-65535.
+	// Port is the plaintext TCP port; it must be in 1-65535. It is kept
+	// even while the server listens on TLS only (Params.TLSOnly), so the
+	// instance keeps it when TLS-only is turned off again.
 	Port int
 	// Dir holds dump.rdb and appendonlydir/.
 	Dir string
@@ -40,13 +42,15 @@ type Config struct {
 	// ReplicaOf, when not nil, makes the server a read-only follower of this
 	// leader; nil renders no replication directive, so the server leads.
 	ReplicaOf *Leader
-	// TLS, when not nil, adds a TLS port beside Port.
+	// TLS, when not nil, adds a TLS port beside Port; with Params.TLSOnly,
+	// the TLS port is the only one (the server renders "port 0").
 	TLS *TLS
 }
 
 // TLS is the TLS port of a redis-server and its certificate. Clients
-// authenticate with ACL users, not certificates, and replication stays on
-// the plaintext port.
+// authenticate with ACL users, not certificates. A follower whose leader
+// is reached with TLS (Leader.TLS) replicates over TLS, verifying the
+// leader with CAFile.
 type TLS struct {
 	// Port is the TLS port; it must be in 1-65535 and differ from Port.
 	Port int
@@ -59,15 +63,20 @@ type TLS struct {
 const TLSProtocols = "TLSv1.2 TLSv1.3"
 
 // Directives returns the redis.conf settings of t, in the order CONFIG SET
-// must apply them live: the certificate before the port.
-func (t *TLS) Directives() []params.Directive {
+// must apply them live: the certificate before the port. replication says
+// whether the server replicates from its leader over TLS.
+func (t *TLS) Directives(replication bool) []params.Directive {
+	tlsReplication := "no"
+	if replication {
+		tlsReplication = "yes"
+	}
 	return []params.Directive{
 		{Name: "tls-cert-file", Value: t.CertFile},
 		{Name: "tls-key-file", Value: t.KeyFile},
 		{Name: "tls-ca-cert-file", Value: t.CAFile},
 		{Name: "tls-auth-clients", Value: "no"},
 		{Name: "tls-protocols", Value: TLSProtocols},
-		{Name: "tls-replication", Value: "no"},
+		{Name: "tls-replication", Value: tlsReplication},
 		{Name: "tls-port", Value: strconv.Itoa(t.Port)},
 	}
 }
@@ -80,12 +89,14 @@ type Leader struct {
 	// User and Password authenticate the follower to the leader (masteruser
 	// and masterauth); empty leaves either out.
 	User, Password string
+	// TLS says Port is the leader's TLS port: the follower replicates over
+	// TLS (tls-replication yes), which needs Config.TLS.
+	TLS bool
 }
 
 var confTemplate = template.Must(template.New("redis.conf").Funcs(template.FuncMap{"quote": quote, "arg": arg}).Parse(`# redis.conf of instance {{.InstanceID}}, rendered by its agent.
 # Edits are overwritten: change settings through the service broker.
 bind {{.Bind}}
-port {{.Port}}
 protected-mode no
 daemonize no
 supervised no
@@ -218,11 +229,22 @@ func (c Config) Settings() []params.Directive {
 	}
 	d = append(d, params.Directive{Name: "masteruser", Value: user}, params.Directive{Name: "masterauth", Value: auth})
 	if c.TLS != nil {
-		d = append(d, c.TLS.Directives()...)
+		d = append(d, c.TLS.Directives(c.ReplicaOf != nil && c.ReplicaOf.TLS)...)
 	} else {
 		d = append(d, params.Directive{Name: "tls-port", Value: "0"})
 	}
-	return d
+	// The plaintext port last: a server turned TLS-only has its TLS port
+	// before it closes this one.
+	return append(d, params.Directive{Name: "port", Value: strconv.Itoa(c.ListenPort())})
+}
+
+// ListenPort is the plaintext port the server listens on: Port, or 0 (none)
+// when the instance is TLS-only.
+func (c Config) ListenPort() int {
+	if c.Params.TLSOnly {
+		return 0
+	}
+	return c.Port
 }
 
 // ConfigSet returns the CONFIG SET command that gives a running server
@@ -262,6 +284,12 @@ func (c Config) validate() error {
 	}
 	if l := c.ReplicaOf; l != nil && (l.Host == "" || l.Port < 1 || l.Port > 65535) {
 		errs = append(errs, fmt.Errorf("replicaof needs a host and a port in 1-65535, not %q %d", l.Host, l.Port))
+	}
+	if c.Params.TLSOnly && c.TLS == nil {
+		errs = append(errs, errors.New("a TLS-only server (tls_only) needs a TLS port and certificate"))
+	}
+	if l := c.ReplicaOf; l != nil && l.TLS && c.TLS == nil {
+		errs = append(errs, errors.New("replication over TLS needs a TLS certificate and CA (tls-replication)"))
 	}
 	if t := c.TLS; t != nil {
 		if t.Port < 1 || t.Port > 65535 || t.Port == c.Port {

@@ -64,7 +64,46 @@ var _ = Describe("Render", func() {
 		Entry("no dir", func(c *redisconf.Config) { c.Dir = "" }, "dir"),
 		Entry("bad parameter", func(c *redisconf.Config) { c.Params.MaxMemoryPolicy = "x\nslaveof 1.2.3.4 1" }, "maxmemory-policy"),
 		Entry("leader without port", func(c *redisconf.Config) { c.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1"} }, "replicaof"),
+		Entry("TLS-only without TLS", func(c *redisconf.Config) { c.Params.TLSOnly = true }, "TLS-only"),
+		Entry("replication over TLS without TLS", func(c *redisconf.Config) {
+			c.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1", Port: 6380, TLS: true}
+		}, "tls-replication"),
 	)
+
+	It("closes the plaintext port of a TLS-only server, after the TLS port", func() {
+		c := valid
+		c.TLS = &redisconf.TLS{Port: 40001, CertFile: "/c.pem", KeyFile: "/k.pem", CAFile: "/ca.pem"}
+		var b strings.Builder
+		Expect(redisconf.Render(&b, c)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\nport 40000\n"))
+		Expect(b.String()).To(ContainSubstring("\ntls-port 40001\n"))
+		Expect(strings.Count(b.String(), "\nport ")).To(Equal(1))
+		c.Params.TLSOnly = true
+		Expect(c.ListenPort()).To(Equal(0))
+		b.Reset()
+		Expect(redisconf.Render(&b, c)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\nport 0\n"))
+		Expect(strings.Count(b.String(), "\nport ")).To(Equal(1))
+		names := []string{}
+		for _, d := range c.Settings() {
+			names = append(names, d.Name)
+		}
+		Expect(names[len(names)-1]).To(Equal("port"))
+		Expect(names).To(ContainElement("tls-port"))
+	})
+
+	It("replicates over TLS only from a leader reached with TLS", func() {
+		c := valid
+		c.TLS = &redisconf.TLS{Port: 40001, CertFile: "/c.pem", KeyFile: "/k.pem", CAFile: "/ca.pem"}
+		c.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1", Port: 6379}
+		var b strings.Builder
+		Expect(redisconf.Render(&b, c)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\ntls-replication no\n"))
+		c.ReplicaOf.TLS = true
+		b.Reset()
+		Expect(redisconf.Render(&b, c)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\ntls-replication yes\n"))
+	})
 
 	It("renders a follower's replication settings only when it has a leader", func() {
 		var b strings.Builder
@@ -106,11 +145,13 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		adminPass     = secret.New()
 		tenantPass    = secret.New()
 		conf          string
+		port          int
 	)
 
 	BeforeEach(func() {
 		dir := GinkgoT().TempDir()
-		port, err := redistest.FreePort()
+		var err error
+		port, err = redistest.FreePort()
 		Expect(err).NotTo(HaveOccurred())
 		conf = filepath.Join(dir, "redis.conf")
 		acl := filepath.Join(dir, "users.acl")
@@ -190,7 +231,7 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		Expect(got).To(HaveKeyWithValue("maxmemory-clients", strconv.FormatInt(l.Clients, 10)))
 		Expect(got["client-output-buffer-limit"]).To(HavePrefix("normal " + strconv.FormatInt(l.ClientOutput, 10) + " 0 0 "))
 		// The live command sets the same values the file did.
-		settings := redisconf.Config{MaxMemoryBytes: 32 << 20, Params: params.Defaults()}.Settings()
+		settings := redisconf.Config{Port: port, MaxMemoryBytes: 32 << 20, Params: params.Defaults()}.Settings()
 		Expect(admin.Do(ctx, redisconf.ConfigSet(settings)...).Err()).To(Succeed())
 	})
 

@@ -26,6 +26,10 @@ type Leader struct {
 	Port     int    `json:"port"`
 	Username string `json:"username"`
 	Password string `json:"password"`
+	// TLS says Port is the leader's TLS port: the follower replicates over
+	// TLS, verifying the leader with its own agent's CA (leaders of this
+	// service only).
+	TLS bool `json:"tls,omitempty"`
 }
 
 // Check reports a leader that cannot be written into redis.conf safely or
@@ -87,7 +91,7 @@ func (l *Leader) Conf() *redisconf.Leader {
 	if l == nil {
 		return nil
 	}
-	return &redisconf.Leader{Host: l.Host, Port: l.Port, User: l.Username, Password: l.Password}
+	return &redisconf.Leader{Host: l.Host, Port: l.Port, User: l.Username, Password: l.Password, TLS: l.TLS}
 }
 
 // Roles of Status.Role.

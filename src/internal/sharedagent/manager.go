@@ -242,8 +242,8 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 	if req.MaxMemoryBytes <= 0 {
 		return agentapi.Instance{}, false, fmt.Errorf("%w: maxmemory_bytes must be positive", agentapi.ErrInvalid)
 	}
-	if err := req.Parameters.Validate(); err != nil {
-		return agentapi.Instance{}, false, fmt.Errorf("%w: %v", agentapi.ErrInvalid, err)
+	if err := instance.CheckParameters(req.Parameters, m.env.TLS); err != nil {
+		return agentapi.Instance{}, false, err
 	}
 	unlock := m.locks.Lock(id)
 	defer unlock()
