@@ -360,6 +360,19 @@ var _ = Describe("OSB conformance", func() {
 			}
 		})
 
+		It("echoes X-Broker-API-Request-Identity on the answers of its own (400, 401) as brokerapi does on its", func() {
+			id := func(r *http.Request) { r.Header.Set("X-Broker-API-Request-Identity", "rid-7") }
+			resp, _ := send(http.MethodPut, instancePath("new"), `[]`, id)
+			Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+			Expect(resp.Header.Get("X-Broker-API-Request-Identity")).To(Equal("rid-7"))
+			resp, _ = send(http.MethodGet, "/v2/catalog", "", id, func(r *http.Request) { r.Header.Del("Authorization") })
+			Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+			Expect(resp.Header.Get("X-Broker-API-Request-Identity")).To(Equal("rid-7"))
+			resp, _ = send(http.MethodGet, "/v2/catalog", "", id)
+			Expect(resp.StatusCode).To(Equal(http.StatusOK))
+			Expect(resp.Header.Get("X-Broker-API-Request-Identity")).To(Equal("rid-7"))
+		})
+
 		It("answers 412 with a lowercase description for a missing or old X-Broker-API-Version", func() {
 			for _, v := range []string{"", "1.13", "two"} {
 				resp, out := send(http.MethodGet, "/v2/catalog", "", func(r *http.Request) { r.Header.Set("X-Broker-API-Version", v) })

@@ -24,13 +24,21 @@ func (b *Broker) Handler() http.Handler {
 		Username: b.cfg.Credentials.Username,
 		Password: b.cfg.Credentials.Password,
 	}))
-	return jsonhttp.BasicAuth("redis-broker", b.cfg.Credentials, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	authed := jsonhttp.BasicAuth("redis-broker", b.cfg.Credentials, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/admin/v1/pool" {
 			b.servePool(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)
 	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The OSB spec: the broker SHOULD echo the platform's request
+		// identity in every answer; brokerapi does only in its own.
+		if id := r.Header.Get("X-Broker-API-Request-Identity"); id != "" {
+			w.Header().Set("X-Broker-API-Request-Identity", id)
+		}
+		authed.ServeHTTP(w, r)
+	})
 }
 
 // servePool answers GET /admin/v1/pool for operators: every dedicated node,
