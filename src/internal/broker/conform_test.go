@@ -228,9 +228,15 @@ var _ = Describe("OSB conformance", func() {
 			Expect(code).To(Equal(http.StatusCreated), description(body))
 			code, body = f.update("i1", map[string]any{"parameters": map[string]any{"timeout": 5}})
 			Expect(code).To(Equal(http.StatusOK), description(body))
-			code, body = f.update("i2", map[string]any{"parameters": map[string]any{"replica_of": "i1"}})
+			f.mustProvision("i3", sharedPlanID)
+			for follower, leader := range map[string]string{"i2": "i1", "i3": "i1"} {
+				code, body = f.update(follower, map[string]any{"parameters": map[string]any{"replica_of": leader}})
+				Expect(code).To(Equal(http.StatusBadRequest), description(body))
+				Expect(description(body)).To(ContainSubstring("instance i1 has no recorded space"))
+			}
+			code, body = f.update("i2", map[string]any{"parameters": map[string]any{"replica_of": "i3"}})
 			Expect(code).To(Equal(http.StatusBadRequest), description(body))
-			Expect(description(body)).To(ContainSubstring("space"))
+			Expect(description(body)).To(ContainSubstring("instance i2 has no recorded space"))
 			code, body = f.unbind("i1", "b1")
 			Expect(code).To(Equal(http.StatusOK), description(body))
 			code, body = f.deprovision("i1", sharedPlanID, false)
