@@ -208,7 +208,7 @@ var _ = Describe("a password sent alone", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(list).NotTo(ContainSubstring("id="+itoa(int(id1))+" "), "its go-redis password-only connection was closed")
 		Expect(list).NotTo(ContainSubstring("id="+itoa(int(raw1ID))+" "), "and its AUTH <password> connection")
-		Expect(list).To(ContainSubstring("id="+itoa(int(id2))+" "))
+		Expect(list).To(ContainSubstring("id=" + itoa(int(id2)) + " "))
 		err = raw1.Ping(ctx).Err()
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).NotTo(ContainSubstring("WRONGPASS"), "the same connection, closed, not a new one")
