@@ -87,13 +87,19 @@ var _ = Describe("the agent's way in", func() {
 		Expect(adminConns(ctx, s)).To(HaveLen(1))
 	})
 
-	It("keeps bind, unbind, GET and backup working while connections that never log in fill maxclients, and the guard closes those after 10 s", func(ctx SpecContext) {
+	It("keeps bind, unbind, GET and backup working while connections that never log in fill maxclients, and the guard closes those after 10 s and no connection that logged in by password alone", func(ctx SpecContext) {
 		// Room in maxmemory-clients for 10,000 idle connections (about 37
 		// KB each in Redis 7.0), so they fill maxclients rather than being
 		// evicted.
 		s := newServer(tempDir(), "inst-1", nil)
 		s.store.r.MaxMemoryBytes = 1 << 30
 		s.start(ctx)
+		// Logged in by its password alone before the flood, so older than
+		// every connection the guard closes.
+		_, earlyPw := s.bind(ctx, "early")
+		early := passwordOnly(s.addr(), earlyPw)
+		earlyID, err := early.ClientID(ctx).Result()
+		Expect(err).NotTo(HaveOccurred())
 		var flood []net.Conn
 		DeferCleanup(func() {
 			for _, c := range flood {
@@ -139,6 +145,7 @@ var _ = Describe("the agent's way in", func() {
 		connected, err := strconv.Atoi(info["Clients"]["connected_clients"])
 		Expect(err).NotTo(HaveOccurred())
 		Expect(connected).To(BeNumerically("<", 9000), "the connections that had not logged in for 10 s were closed")
+		Expect(early.ClientID(ctx).Val()).To(Equal(earlyID), "a password-only login is its binding's user, not default: the guard left it open")
 
 		Expect(s.Stop(ctx, true)).To(Succeed(), "delete")
 	})
