@@ -230,13 +230,13 @@ var _ = Describe("the release", Ordered, func() {
 		}
 	})
 
-	It("compiles redis-server 7.0.15 from its source blobs with Debian's security patches, as the tests' build, with TLS", func() {
+	It("compiles redis-server 7.0.15 from its source blobs with Debian's security patches and the release's own, as the tests' build, with TLS", func() {
 		Eventually(redisDone).WithTimeout(10 * time.Minute).Should(BeClosed())
 		Expect(redisErr).NotTo(HaveOccurred())
 		bin := filepath.Join(packagesDir, "redis", "bin")
 		out, err := exec.Command(filepath.Join(bin, "redis-server"), "--version").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(out)).To(MatchRegexp(`^Redis server v=7\.0\.15 sha=deb12u\d+:0 `), "--version names the Debian revision")
+		Expect(string(out)).To(MatchRegexp(`^Redis server v=7\.0\.15 sha=deb12u\d+\+cf1:0 `), "--version names the Debian revision and the release's one patch")
 		Expect(filepath.Join(bin, "redis-cli")).To(BeARegularFile())
 
 		// The package is built as the tests' Redis is: from the same blobs,
@@ -250,10 +250,11 @@ var _ = Describe("the release", Ordered, func() {
 			k, v, _ := strings.Cut(line, "=")
 			info[k] = v
 		}
-		for _, k := range []string{"debian_version", "orig_sha256", "debian_sha256", "build_script_sha256", "applied", "excluded"} {
+		for _, k := range []string{"debian_version", "orig_sha256", "debian_sha256", "build_script_sha256", "applied", "excluded", "cf_applied", "cf_patches_sha256"} {
 			Expect(info[k]).To(Equal(tests.Info[k]), k)
 		}
 		Expect(strings.Fields(info["applied"])).To(ContainElement("CVE-2025-49844.patch"))
+		Expect(info["cf_applied"]).To(Equal("cf-password-only-login.patch"))
 
 		// A TLS-only redis-server answers PING over TLS.
 		p := newPKI("127.0.0.1")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Redis from Debian's source package, with Debian's security patches,
-# and installs it into PREFIX:
+# Builds Redis from Debian's source package, with Debian's security patches
+# and the release's own patches (patches/ beside this script), and installs
+# it into PREFIX:
 #
 #   build.sh ORIG_TARBALL DEBIAN_TARBALL PREFIX
 #
@@ -14,15 +15,20 @@
 # It unpacks both into the current directory as dpkg-source does, applies
 # the series' patches in series order with `patch -p1 --fuzz=0` (as quilt
 # does for Debian), leaving out Debian's build choices (EXCLUDED below),
-# builds with TLS (make BUILD_TLS=yes, Redis's bundled jemalloc and Lua),
+# then the release's own patches, patches/series beside this script, in
+# series order the same way (today one: cf-password-only-login.patch, a
+# password sent alone logs in as the binding whose password it is; its
+# header says exactly how), builds with TLS (make BUILD_TLS=yes, Redis's bundled jemalloc and Lua),
 # installs bin/redis-server, redis-cli, redis-benchmark and the check tools,
 # and writes PREFIX/build-info: the Debian version, the patches applied and
-# left out, the sha256 of the two tarballs, of this script and of the
-# installed programs (the tests check them: src/testkit/redistest).
+# left out, the release's patches applied and their sha256, the sha256 of the
+# two tarballs, of this script and of the installed programs (the tests
+# check them: src/testkit/redistest).
 #
 # redis-server --version says which revision it is: its "sha" field (the
 # git commit of a build from a git checkout, 00000000 from a tarball) is the
-# Debian revision's label, e.g. "sha=deb12u10:0". The build id is
+# Debian revision's label followed by "+cf" and the number of the release's
+# own patches it carries, e.g. "sha=deb12u10+cf1:0". The build id is
 # reproducible: it comes from debian/changelog's date (SOURCE_DATE_EPOCH),
 # not from this machine's name and clock.
 set -euo pipefail
@@ -46,6 +52,8 @@ if [ $# -ne 3 ]; then
   exit 2
 fi
 self=$(readlink -f "${BASH_SOURCE[0]}")
+patches=$(dirname "$self")/patches
+[ -f "$patches/series" ] || { echo "build.sh: no $patches/series (the release's own patches)" >&2; exit 1; }
 orig=$(readlink -f "$1")
 debian=$(readlink -f "$2")
 prefix=$3
@@ -97,6 +105,23 @@ while read -r entry _; do
 done <debian/patches/series
 [ ${#applied[@]} -gt 0 ] || { echo "build.sh: debian/patches/series lists no patch to apply" >&2; exit 1; }
 
+# The release's own patches, after Debian's: made against the source with
+# Debian's patches applied, so a Debian bump that moves their context stops
+# here (--fuzz=0) rather than building something else.
+cf_applied=()
+cf_sha256=()
+while read -r entry _; do
+  case "$entry" in '' | '#'*) continue ;; esac
+  if ! out=$(patch -p1 --fuzz=0 --forward --batch --no-backup-if-mismatch <"$patches/$entry" 2>&1); then
+    echo "build.sh: the release's patch $entry does not apply after Debian's:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  cf_applied+=("$entry")
+  cf_sha256+=("$(sha256sum "$patches/$entry" | cut -d' ' -f1)")
+done <"$patches/series"
+label="$label+cf${#cf_applied[@]}"
+
 # The revision as the "sha" of --version and INFO (redis_git_sha1), a clean
 # tree (dirty 0), whatever git repository the build folder may be in.
 sed -i "s/^GIT_SHA1=.*/GIT_SHA1=$label/; s/^GIT_DIRTY=.*/GIT_DIRTY=0/" src/mkreleasehdr.sh
@@ -111,9 +136,11 @@ make PREFIX="$prefix" install >>build.log 2>&1 || { tail -n 40 build.log >&2; ex
   echo "debian_sha256=$(sha256sum "$debian" | cut -d' ' -f1)"
   echo "applied=${applied[*]}"
   echo "excluded=${excluded[*]}"
+  echo "cf_applied=${cf_applied[*]}"
+  echo "cf_patches_sha256=${cf_sha256[*]}"
   echo "build_script_sha256=$(sha256sum "$self" | cut -d' ' -f1)"
   for program in redis-server redis-cli redis-benchmark; do
     echo "${program//-/_}_sha256=$(sha256sum "$prefix/bin/$program" | cut -d' ' -f1)"
   done
 } >"$prefix/build-info"
-echo "build.sh: built $("$prefix/bin/redis-server" --version) with ${#applied[@]} Debian patches (left out: ${excluded[*]})"
+echo "build.sh: built $("$prefix/bin/redis-server" --version) with ${#applied[@]} Debian patches (left out: ${excluded[*]}) and the release's ${cf_applied[*]}"

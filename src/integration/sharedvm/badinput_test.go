@@ -45,11 +45,12 @@ var _ = Describe("Bad input", Ordered, ContinueOnFailure, func() {
 	}
 
 	Context("to the broker", func() {
-		It("answers malformed JSON on provision with 422 or 400 and keeps serving", func() {
-			for _, body := range []string{`{"service_id": `, `not json at all`, `{"service_id": 1}`, "\x00\xff"} {
+		It("answers malformed JSON on provision with 400 and a description, and keeps serving", func() {
+			for _, body := range []string{`{"service_id": `, `not json at all`, `{"service_id": 1}`, "\x00\xff", `[]`, ``} {
 				id := newID("inst")
 				status, resp := sys.do(http.MethodPut, instancePath(id), body)
-				Expect(status).To(BeElementOf(http.StatusBadRequest, http.StatusUnprocessableEntity), "%q: %s", body, resp)
+				Expect(status).To(Equal(http.StatusBadRequest), "%q: %s", body, resp)
+				Expect(string(resp)).To(ContainSubstring(`"description":`))
 				expectNoSecret(resp)
 				Expect(sys.brokerRecords()).NotTo(HaveKey(id))
 			}
@@ -101,11 +102,12 @@ var _ = Describe("Bad input", Ordered, ContinueOnFailure, func() {
 			expectBrokerServes()
 		})
 
-		It("answers a text/plain body with 415", func() {
+		It("answers a text/plain body with 400 (the OSB spec's answer to a mismatched Content-Type)", func() {
 			status, resp := sys.do(http.MethodPut, instancePath(newID("inst")), provisionBody(""), func(r *http.Request) {
 				r.Header.Set("Content-Type", "text/plain")
 			})
-			Expect(status).To(Equal(http.StatusUnsupportedMediaType), string(resp))
+			Expect(status).To(Equal(http.StatusBadRequest), string(resp))
+			Expect(string(resp)).To(ContainSubstring("application/json"))
 			expectNoSecret(resp)
 			expectBrokerServes()
 		})

@@ -120,6 +120,63 @@ var _ = Describe("TLS on the Redis ports", Ordered, ContinueOnFailure, func() {
 		Expect(bad.Ping(ctx).Err()).To(MatchError(ContainSubstring("certificate")))
 	})
 
+	It("closes an instance's plaintext port when it is made TLS-only, hands out rediss:// credentials, and opens it again", func(ctx SpecContext) {
+		id := newID("inst-tls-only")
+		sys.provision(id, nil)
+		plain := sys.bind(id, newID("bind"))
+		before := connect(plain)
+		Expect(before.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+
+		_, err := sys.osb.UpdateInstance(updateRequest(id, map[string]any{"tls_only": true}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(before.Ping(ctx).Err()).To(HaveOccurred(), "the plaintext connection opened before is closed")
+		_, err = net.DialTimeout("tcp", net.JoinHostPort(plain.Host, strconv.Itoa(plain.Port)), time.Second)
+		Expect(err).To(HaveOccurred(), "nothing listens on the plaintext port")
+
+		status, r := sys.bindRaw(id, newID("bind"), "app-1")
+		Expect(status).To(Equal(http.StatusCreated), r.Description)
+		tc := r.tlsCreds()
+		Expect(tc.Port).To(Equal(tc.TLSPort), "port is the TLS port")
+		Expect(tc.URI).To(Equal(tc.TLSURI))
+		Expect(r.Endpoints[0].Ports).To(Equal([]string{strconv.Itoa(tc.TLSPort)}))
+		// An app that reads only uri, trusting tls_ca, uses TLS.
+		tc.TLSURI = tc.URI
+		Expect(connectTLS(tc).Get(ctx, "k").Val()).To(Equal("v"))
+
+		_, err = sys.osb.UpdateInstance(updateRequest(id, map[string]any{"tls_only": false}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(connect(plain).Get(ctx, "k").Val()).To(Equal("v"), "the plaintext port serves again")
+		sys.deprovision(id)
+	})
+
+	It("makes a follower replicate over TLS from a TLS-only leader", func(ctx SpecContext) {
+		leader, follower := newID("inst-leader"), newID("inst-follower")
+		sys.provision(leader, map[string]any{"tls_only": true})
+		sys.provision(follower, nil)
+		status, r := sys.bindRaw(leader, newID("bind"), "app-1")
+		Expect(status).To(Equal(http.StatusCreated), r.Description)
+		lc := connectTLS(r.tlsCreds())
+		Expect(lc.Set(ctx, "from-leader", "1", 0).Err()).To(Succeed())
+
+		_, err := sys.osb.UpdateInstance(updateRequest(follower, map[string]any{"replica_of": leader}))
+		Expect(err).NotTo(HaveOccurred())
+		fc := connect(sys.bind(follower, newID("bind")))
+		// The leader has no plaintext port: the data arrives over TLS.
+		Eventually(func() string { return fc.Get(ctx, "from-leader").Val() }).WithContext(ctx).WithTimeout(30 * time.Second).Should(Equal("1"))
+		Expect(infoField(ctx, fc, "replication", "master_port")).To(Equal(strconv.Itoa(r.tlsCreds().TLSPort)))
+
+		_, err = sys.osb.UpdateInstance(updateRequest(follower, map[string]any{"replica_of": nil}))
+		Expect(err).NotTo(HaveOccurred())
+		sys.deprovision(follower)
+		sys.deprovision(leader)
+	})
+
+	It("refuses tls_only that is not a boolean with a 400 naming it", func() {
+		status, body := sys.do(http.MethodPut, instancePath(newID("inst"))+"?accepts_incomplete=true", provisionBody(`{"tls_only": "yes"}`))
+		Expect(status).To(Equal(http.StatusBadRequest), string(body))
+		Expect(description(body)).To(ContainSubstring("tls_only"))
+	})
+
 	It("writes no binding password into the broker's or agent's logs", func() {
 		logs := sys.Broker.Log()
 		for _, a := range sys.Agents {

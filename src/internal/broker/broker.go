@@ -74,6 +74,9 @@ type instance struct {
 	PlanID    string `json:"plan_id"`
 	OrgGUID   string `json:"organization_guid"`
 	SpaceGUID string `json:"space_guid"`
+	// Kubernetes is the cluster and namespace of an instance a Kubernetes
+	// platform provisioned (its org and space may be empty); nil otherwise.
+	Kubernetes *kubeContext `json:"kubernetes,omitempty"`
 	// Requested is the parameters of the provision request as sent, compared
 	// to tell a repeated request (200) from a conflicting one (409).
 	Requested  json.RawMessage   `json:"requested_parameters,omitempty"`

@@ -223,7 +223,11 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 			reason = errors.New("an instance cannot follow itself")
 		case leader == nil || leader.State != stateReady:
 			reason = fmt.Errorf("no instance %s of this service is ready to lead", leaderID)
-		case leader.SpaceGUID != follower.SpaceGUID || leader.OrgGUID != follower.OrgGUID:
+		case leader.space() == "":
+			reason = fmt.Errorf("instance %s has no recorded space (it was made before the broker required one), so it can lead no instance: a leader must be in the follower's space", leaderID)
+		case follower.space() == "":
+			reason = fmt.Errorf("instance %s has no recorded space (it was made before the broker required one), so it can follow no instance: a leader must be in the follower's space", follower.ID)
+		case leader.space() != follower.space():
 			// Following an instance copies its data: only one the tenant
 			// could bind to anyway may lead.
 			reason = fmt.Errorf("instance %s is in another space; a leader must be in the follower's space", leaderID)

@@ -1,12 +1,8 @@
 package broker
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -20,46 +16,28 @@ import (
 // maxBody bounds OSB request bodies: real ones are a few kilobytes.
 const maxBody = 1 << 20
 
-// Handler serves the broker's OSB API with basic auth, the version header
-// check, and guards against oversized or non-JSON bodies that brokerapi
-// would otherwise read whole.
+// Handler serves the broker's OSB API and its admin endpoints behind basic
+// auth (401 in JSON with a Basic challenge), with the OSB conformance layer
+// (conform.go) in front of brokerapi.
 func (b *Broker) Handler() http.Handler {
-	api := brokerapi.New(b, b.logger, brokerapi.BrokerCredentials{
+	api := b.conform(brokerapi.New(b, b.logger, brokerapi.BrokerCredentials{
 		Username: b.cfg.Credentials.Username,
 		Password: b.cfg.Credentials.Password,
-	})
-	pool := jsonhttp.RequireBasicAuth(b.cfg.Credentials, http.HandlerFunc(b.servePool))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}))
+	authed := jsonhttp.BasicAuth("redis-broker", b.cfg.Credentials, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/admin/v1/pool" {
-			pool.ServeHTTP(w, r)
+			b.servePool(w, r)
 			return
 		}
-		if r.Body != nil && r.ContentLength != 0 && (r.Method == http.MethodPut || r.Method == http.MethodPatch) {
-			if ct := r.Header.Get("Content-Type"); ct != "" {
-				if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-					writeJSONError(w, http.StatusUnsupportedMediaType, "request bodies must be application/json")
-					return
-				}
-			}
-			if r.ContentLength > maxBody {
-				writeJSONError(w, http.StatusRequestEntityTooLarge, "request body is larger than 1 MiB")
-				return
-			}
-			// Read the body here, not in brokerapi, so a chunked body over the
-			// limit is a 413 too rather than brokerapi's 422 for bad JSON.
-			data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-			var tooBig *http.MaxBytesError
-			switch {
-			case errors.As(err, &tooBig):
-				writeJSONError(w, http.StatusRequestEntityTooLarge, "request body is larger than 1 MiB")
-				return
-			case err != nil:
-				writeJSONError(w, http.StatusBadRequest, "the request body could not be read")
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(data))
-		}
 		api.ServeHTTP(w, r)
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The OSB spec: the broker SHOULD echo the platform's request
+		// identity in every answer; brokerapi does only in its own.
+		if id := r.Header.Get("X-Broker-API-Request-Identity"); id != "" {
+			w.Header().Set("X-Broker-API-Request-Identity", id)
+		}
+		authed.ServeHTTP(w, r)
 	})
 }
 

@@ -34,6 +34,10 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	if err := b.checkMaintenanceInfo(d.MaintenanceInfo); err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
+	kube, err := tenancy(d)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
 	p, err := params.Apply(params.Defaults(), d.RawParameters)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
@@ -54,6 +58,7 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 	if existing != nil {
 		same := existing.ServiceID == d.ServiceID && existing.PlanID == d.PlanID &&
 			existing.OrgGUID == d.OrganizationGUID && existing.SpaceGUID == d.SpaceGUID &&
+			equalPtr(existing.Kubernetes, kube) &&
 			sameJSON(existing.Requested, d.RawParameters)
 		switch {
 		case !same:
@@ -77,6 +82,7 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		PlanID:             d.PlanID,
 		OrgGUID:            d.OrganizationGUID,
 		SpaceGUID:          d.SpaceGUID,
+		Kubernetes:         kube,
 		Requested:          d.RawParameters,
 		Parameters:         p,
 		MaintenanceVersion: b.cfg.Catalog.MaintenanceVersion,
@@ -89,6 +95,70 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	return domain.ProvisionedServiceSpec{}, pl.provision(ctx, inst)
+}
+
+// kubeContext is where a Kubernetes platform provisions an instance, from the
+// OSB profile's Kubernetes context object: the cluster and namespace stand in
+// for Cloud Foundry's org and space.
+type kubeContext struct {
+	ClusterID string `json:"clusterid"`
+	Namespace string `json:"namespace"`
+}
+
+// tenancy checks where a provision request says the instance lives and
+// returns its Kubernetes context, nil for any other platform. The OSB spec
+// requires organization_guid and space_guid as non-empty strings; a
+// Kubernetes context (platform "kubernetes") carries the required clusterid
+// and namespace instead, and then they may be left out.
+func tenancy(d domain.ProvisionDetails) (*kubeContext, error) {
+	var c struct {
+		Platform  string `json:"platform"`
+		ClusterID string `json:"clusterid"`
+		Namespace string `json:"namespace"`
+	}
+	if len(d.RawContext) > 0 && string(d.RawContext) != "null" {
+		if err := json.Unmarshal(d.RawContext, &c); err != nil {
+			return nil, badRequest("context must be a JSON object whose platform, clusterid and namespace are strings")
+		}
+	}
+	if c.Platform == "kubernetes" {
+		switch {
+		case c.ClusterID == "":
+			return nil, badRequest("context.clusterid is required for the kubernetes platform: a non-empty string")
+		case c.Namespace == "":
+			return nil, badRequest("context.namespace is required for the kubernetes platform: a non-empty string")
+		}
+		return &kubeContext{ClusterID: c.ClusterID, Namespace: c.Namespace}, nil
+	}
+	switch {
+	case d.OrganizationGUID == "":
+		return nil, badRequest("organization_guid is required: the non-empty GUID of the organization the instance is for")
+	case d.SpaceGUID == "":
+		return nil, badRequest("space_guid is required: the non-empty GUID of the space the instance is for")
+	}
+	return nil, nil
+}
+
+// space names where an instance lives for the rules that keep tenants apart
+// (a leader must be in its follower's space): Cloud Foundry's org and space,
+// or a Kubernetes cluster and namespace. It is empty for a record that has
+// neither (one written before the broker required them), which shares a
+// space with no instance.
+func (i *instance) space() string {
+	switch {
+	case i.Kubernetes != nil:
+		return "kubernetes/" + i.Kubernetes.ClusterID + "/" + i.Kubernetes.Namespace
+	case i.OrgGUID == "" || i.SpaceGUID == "":
+		return ""
+	}
+	return "cloudfoundry/" + i.OrgGUID + "/" + i.SpaceGUID
+}
+
+func equalPtr[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // insert stores a new instance record, after check (when not nil) agreed

@@ -26,9 +26,10 @@ type clientInfo struct {
 // unauthenticated is the one place that says which connections have not
 // logged in: while the default user is off, every connection starts as it
 // and stays so until AUTH or HELLO succeeds. The master link of a follower
-// (flag M) is the leader's, not a stranger's. Should the default user ever
-// be switched on (a password-only login), this must tell its connections
-// apart another way.
+// (flag M) is the leader's, not a stranger's. A password-only login (the
+// release's Redis patch, src/redis/patches) logs in as the binding's own
+// user, so it is not default here. Should the default user ever be switched
+// on, this must tell its connections apart another way.
 func unauthenticated(c clientInfo) bool {
 	return c.user == "default" && !strings.Contains(c.flags, "M") && c.age >= UnauthenticatedGrace
 }

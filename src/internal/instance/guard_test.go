@@ -16,8 +16,10 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/testkit/fakeleader"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
 // startGuard runs a Guard over s until the spec ends.
@@ -85,13 +87,19 @@ var _ = Describe("the agent's way in", func() {
 		Expect(adminConns(ctx, s)).To(HaveLen(1))
 	})
 
-	It("keeps bind, unbind, GET and backup working while connections that never log in fill maxclients, and the guard closes those after 10 s", func(ctx SpecContext) {
+	It("keeps bind, unbind, GET and backup working while connections that never log in fill maxclients, and the guard closes those after 10 s and no connection that logged in by password alone", func(ctx SpecContext) {
 		// Room in maxmemory-clients for 10,000 idle connections (about 37
 		// KB each in Redis 7.0), so they fill maxclients rather than being
 		// evicted.
 		s := newServer(tempDir(), "inst-1", nil)
 		s.store.r.MaxMemoryBytes = 1 << 30
 		s.start(ctx)
+		// Logged in by its password alone before the flood, so older than
+		// every connection the guard closes.
+		_, earlyPw := s.bind(ctx, "early")
+		early := passwordOnly(s.addr(), earlyPw)
+		earlyID, err := early.ClientID(ctx).Result()
+		Expect(err).NotTo(HaveOccurred())
 		var flood []net.Conn
 		DeferCleanup(func() {
 			for _, c := range flood {
@@ -137,6 +145,7 @@ var _ = Describe("the agent's way in", func() {
 		connected, err := strconv.Atoi(info["Clients"]["connected_clients"])
 		Expect(err).NotTo(HaveOccurred())
 		Expect(connected).To(BeNumerically("<", 9000), "the connections that had not logged in for 10 s were closed")
+		Expect(early.ClientID(ctx).Val()).To(Equal(earlyID), "a password-only login is its binding's user, not default: the guard left it open")
 
 		Expect(s.Stop(ctx, true)).To(Succeed(), "delete")
 	})
@@ -285,5 +294,39 @@ var _ = Describe("a follower's leader", func() {
 		Eventually(func() bool { return maxmemory(ctx) == "67108864" && !open(ctx) }).
 			WithTimeout(10 * time.Second).Should(BeTrue())
 		Expect(os.ReadFile(s.paths.Conf)).To(ContainSubstring("replicaof"), "still following: one drift")
+	})
+})
+
+var _ = Describe("a TLS-only follower's leader", func() {
+	It("cannot open its plaintext port again", func(ctx SpecContext) {
+		dir := tempDir()
+		ca, err := tlstest.NewCA("redis-ca")
+		Expect(err).NotTo(HaveOccurred())
+		s := newServer(dir, "inst-1", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
+		s.start(ctx)
+		p := params.Defaults()
+		p.TLSOnly = true
+		_, err = s.Update(ctx, "inst-1", agentapi.UpdateRequest{Parameters: p})
+		Expect(err).NotTo(HaveOccurred())
+		leader, err := fakeleader.Start()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(leader.Close)
+		_, err = s.SetReplication(ctx, "inst-1", agentapi.ReplicationRequest{Leader: &replication.Leader{Host: "127.0.0.1", Port: leader.Port()}})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(leader.Synced).WithTimeout(10 * time.Second).Should(Equal(1))
+		startGuard(60, s)
+
+		Expect(leader.Send("CONFIG", "SET", "port", strconv.Itoa(s.record().Port))).To(Succeed())
+		listening := func() bool {
+			c, err := net.DialTimeout("tcp", s.addr(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}
+		// The stream's change lands, then the guard closes the port again.
+		Eventually(listening).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(BeTrue(), "the stream opened it")
+		Eventually(listening).WithTimeout(10 * time.Second).Should(BeFalse())
+		Consistently(listening).WithTimeout(2 * time.Second).Should(BeFalse())
 	})
 })

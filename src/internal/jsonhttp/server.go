@@ -19,14 +19,21 @@ type Credentials struct {
 }
 
 // RequireBasicAuth answers 401 to a request without creds, comparing in
-// constant time.
+// constant time; the challenge names the realm "redis-agent".
 func RequireBasicAuth(creds Credentials, next http.Handler) http.Handler {
+	return BasicAuth("redis-agent", creds, next)
+}
+
+// BasicAuth answers 401 with an ErrorBody and a Basic challenge for realm to
+// a request without creds, comparing in constant time.
+func BasicAuth(realm string, creds Credentials, next http.Handler) http.Handler {
+	challenge := fmt.Sprintf("Basic realm=%q", realm)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
 		userOK := subtle.ConstantTimeCompare([]byte(u), []byte(creds.Username)) == 1
 		passOK := subtle.ConstantTimeCompare([]byte(p), []byte(creds.Password)) == 1
 		if !ok || !userOK || !passOK {
-			w.Header().Set("WWW-Authenticate", `Basic realm="redis-agent"`)
+			w.Header().Set("WWW-Authenticate", challenge)
 			WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong credentials")
 			return
 		}

@@ -61,7 +61,8 @@ func TestRequestsCarryTheCredentialsAndVersion(t *testing.T) {
 		t.Fatalf("%d, %v", r.Status, err)
 	}
 	msg := osbhttp.Unexpected(http.MethodGet, "/v2/catalog", r).Error()
-	if msg != "the broker answered GET /v2/catalog with 401 Unauthorized" {
+	// The broker's 401 carries an OSB error body, whose words are shown.
+	if msg != "the broker answered GET /v2/catalog with 401 Unauthorized (unauthorized): missing or wrong credentials" {
 		t.Fatalf("%q", msg)
 	}
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // TestPackageFiles lays out the redis package as bosh create-release does:
-// the files its spec names, from src/ (the build script) and blobs/ (the
-// two tarballs), at their paths in the package.
+// the files its spec names, from src/ (the build script and the release's
+// own Redis patches) and blobs/ (the two tarballs), at their paths in the
+// package.
 func TestPackageFiles(t *testing.T) {
 	d := newTestDirector(t, Options{})
 	spec, err := os.ReadFile(filepath.Join("..", "..", "..", "packages", "redis", "spec"))
@@ -19,6 +20,8 @@ func TestPackageFiles(t *testing.T) {
 	files := map[string]string{
 		"packages/redis/spec":                               string(spec),
 		"src/redis/build.sh":                                "build",
+		"src/redis/patches/series":                          "cf.patch\n",
+		"src/redis/patches/cf.patch":                        "patch",
 		"blobs/redis/redis_7.0.15.orig.tar.gz":              "orig",
 		"blobs/redis/redis_7.0.15-1~deb12u10.debian.tar.xz": "debian",
 	}
@@ -37,6 +40,8 @@ func TestPackageFiles(t *testing.T) {
 	}
 	want := map[string]string{
 		"redis/build.sh":                              "src/redis/build.sh",
+		"redis/patches/series":                        "src/redis/patches/series",
+		"redis/patches/cf.patch":                      "src/redis/patches/cf.patch",
 		"redis/redis_7.0.15.orig.tar.gz":              "blobs/redis/redis_7.0.15.orig.tar.gz",
 		"redis/redis_7.0.15-1~deb12u10.debian.tar.xz": "blobs/redis/redis_7.0.15-1~deb12u10.debian.tar.xz",
 	}

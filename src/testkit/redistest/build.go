@@ -18,9 +18,9 @@ import (
 // BuildPointer is the file, relative to the repository's root, that names
 // the folder of the Redis build the tests run. scripts/setup builds Redis
 // from the release's redis blobs with src/redis/build.sh (the script the
-// release's redis package compiles with) into a cache folder keyed by the
-// blobs' and the script's sha256, and writes that folder's absolute path
-// here.
+// release's redis package compiles with) and the release's own patches
+// (src/redis/patches) into a cache folder keyed by their sha256, and writes
+// that folder's absolute path here.
 const BuildPointer = ".local/redis-build"
 
 // Build is a Redis build from the release's blobs, as scripts/setup made
@@ -31,7 +31,9 @@ type Build struct {
 	// Info is build-info's KEY=VALUE lines: debian_version (e.g.
 	// "5:7.0.15-1~deb12u10"), orig_sha256, debian_sha256,
 	// build_script_sha256, applied and excluded (the Debian patches, space
-	// separated) and PROGRAM_sha256 of each program (redis_server_sha256...).
+	// separated), cf_applied and cf_patches_sha256 (the release's own
+	// patches in series order and their sha256, space separated) and
+	// PROGRAM_sha256 of each program (redis_server_sha256...).
 	Info map[string]string
 }
 
@@ -107,6 +109,7 @@ func repoRoot() (string, error) {
 // LoadBuild reads the build that root's BuildPointer names and checks that
 // it is the build of root's release: made from the redis blobs that
 // root/config/blobs.yml records, by root/src/redis/build.sh as it is now,
+// with the patches root/src/redis/patches/series lists as they are now,
 // with programs whose sha256 are the ones the build recorded. Any
 // difference is an error that says to run scripts/setup.
 func LoadBuild(root string) (*Build, error) {
@@ -146,10 +149,16 @@ func LoadBuild(root string) (*Build, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}
+	names, sums, err := releasePatches(filepath.Join(root, "src", "redis", "patches"))
+	if err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
+	}
 	for key, sum := range map[string]string{
 		"orig_sha256":         want.orig,
 		"debian_sha256":       want.debian,
 		"build_script_sha256": script,
+		"cf_applied":          names,
+		"cf_patches_sha256":   sums,
 	} {
 		if b.Info[key] != sum {
 			return nil, fmt.Errorf("redistest: the Redis build %s is not this release's: its %s is %q, the release's %q: %s", b.Dir, key, b.Info[key], sum, fix)
@@ -230,6 +239,30 @@ func redisBlobs(path string) (redisBlobSums, error) {
 		return redisBlobSums{}, fmt.Errorf("redistest: %s records no redis/*.orig.tar.gz and redis/*.debian.tar.xz blobs", path)
 	}
 	return s, nil
+}
+
+// releasePatches reads the series of the release's own Redis patches in
+// dir: their names and their sha256, each space separated in series order,
+// as build.sh records them in build-info.
+func releasePatches(dir string) (names, sums string, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, "series"))
+	if err != nil {
+		return "", "", err
+	}
+	var ns, ss []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		sum, err := fileSHA256(filepath.Join(dir, fields[0]))
+		if err != nil {
+			return "", "", err
+		}
+		ns = append(ns, fields[0])
+		ss = append(ss, sum)
+	}
+	return strings.Join(ns, " "), strings.Join(ss, " "), nil
 }
 
 func fileSHA256(path string) (string, error) {

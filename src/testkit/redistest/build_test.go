@@ -29,7 +29,7 @@ func copyRoot() string {
 	GinkgoHelper()
 	root := repoRoot()
 	dir := GinkgoT().TempDir()
-	for _, f := range []string{redistest.BuildPointer, "config/blobs.yml", "src/redis/build.sh"} {
+	for _, f := range []string{redistest.BuildPointer, "config/blobs.yml", "src/redis/build.sh", "src/redis/patches/series", "src/redis/patches/cf-password-only-login.patch"} {
 		data, err := os.ReadFile(filepath.Join(root, f))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)).To(Succeed())
@@ -54,14 +54,18 @@ var _ = Describe("the tests' Redis build", func() {
 		Expect(string(blobs)).To(ContainSubstring("sha: sha256:" + b.Info["orig_sha256"] + "\n"))
 		Expect(strings.Fields(b.Info["applied"])).To(ContainElements("CVE-2025-49844.patch", "CVE-2025-46817.patch", "CVE-2025-46818.patch", "CVE-2025-46819.patch"))
 		Expect(strings.Fields(b.Info["excluded"])).To(ConsistOf(HavePrefix("debian-packaging/"), ContainSubstring("USE_SYSTEM_JEMALLOC")))
+		// And then the release's own patch, after Debian's.
+		Expect(b.Info["cf_applied"]).To(Equal("cf-password-only-login.patch"))
+		Expect(b.Info["cf_patches_sha256"]).To(MatchRegexp(`^[0-9a-f]{64}$`))
 
-		// --version names the revision.
+		// --version names the revision and says it carries the release's
+		// patch.
 		server, err := redistest.Program("redis-server")
 		Expect(err).NotTo(HaveOccurred())
 		out, err := exec.Command(server, "--version").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		label := noEpoch[strings.LastIndex(noEpoch, "~")+1:]
-		Expect(string(out)).To(HavePrefix(fmt.Sprintf("Redis server v=7.0.15 sha=%s:0 ", label)))
+		Expect(string(out)).To(HavePrefix(fmt.Sprintf("Redis server v=7.0.15 sha=%s+cf1:0 ", label)))
 	})
 
 	It("is what Start runs", func(ctx SpecContext) {
@@ -100,7 +104,7 @@ var _ = Describe("the tests' Redis build", func() {
 		}
 	})
 
-	It("refuses a build of other blobs, another build script, or none, and says to run scripts/setup", func() {
+	It("refuses a build of other blobs, another build script, other patches of the release's, or none, and says to run scripts/setup", func() {
 		dir := copyRoot()
 		blobs := filepath.Join(dir, "config/blobs.yml")
 		data, err := os.ReadFile(blobs)
@@ -119,6 +123,18 @@ var _ = Describe("the tests' Redis build", func() {
 		Expect(f.Close()).To(Succeed())
 		_, err = redistest.LoadBuild(dir)
 		Expect(err).To(MatchError(And(ContainSubstring("build_script_sha256"), ContainSubstring("run scripts/setup"))))
+
+		for _, f := range []string{"src/redis/patches/cf-password-only-login.patch", "src/redis/patches/series"} {
+			dir = copyRoot()
+			f, err := os.OpenFile(filepath.Join(dir, f), os.O_APPEND|os.O_WRONLY, 0)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = f.WriteString("other.patch\n")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(f.Close()).To(Succeed())
+			Expect(os.WriteFile(filepath.Join(dir, "src/redis/patches/other.patch"), nil, 0o644)).To(Succeed())
+			_, err = redistest.LoadBuild(dir)
+			Expect(err).To(MatchError(And(MatchRegexp("cf_patches_sha256|cf_applied"), ContainSubstring("run scripts/setup"))))
+		}
 
 		dir = copyRoot()
 		Expect(os.Remove(filepath.Join(dir, redistest.BuildPointer))).To(Succeed())
