@@ -298,11 +298,13 @@ var _ = Describe("a Server with TLS", func() {
 		dir := tempDir()
 		ca, err := tlstest.NewCA("redis-ca")
 		Expect(err).NotTo(HaveOccurred())
+		// Each started before the next picks its free ports, so none picks
+		// one another holds but does not listen on yet.
 		leader := newServer(dir, "inst-leader", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
-		follower := newServer(dir, "inst-follower", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
-		plainFollower := newServer(dir, "inst-plain", nil)
 		leader.start(ctx)
+		follower := newServer(dir, "inst-follower", ca.RedisTLS(GinkgoT(), dir, "127.0.0.1"))
 		follower.start(ctx)
+		plainFollower := newServer(dir, "inst-plain", nil)
 		plainFollower.start(ctx)
 		lc, _ := leader.bind(ctx, "app-l")
 		Expect(lc.Set(ctx, "k", "v", 0).Err()).To(Succeed())
