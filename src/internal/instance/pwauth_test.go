@@ -133,6 +133,9 @@ var _ = Describe("a password sent alone", func() {
 		Expect(cli(ctx, "-h", "127.0.0.1", "-p", port, "-a", p1, "ACL", "WHOAMI")).To(Equal("b1"))
 		Expect(cli(ctx, "-u", "redis://:"+p2+"@127.0.0.1:"+port, "ACL", "WHOAMI")).To(Equal("b2"))
 		Expect(cli(ctx, "-u", "redis://:"+p1+"@127.0.0.1:"+port, "GET", "k")).To(Equal("v1"))
+		// Clever Cloud's form, the password where a URI puts the user name,
+		// which redis-cli sends as AUTH <password>.
+		Expect(cli(ctx, "-u", "redis://"+p2+"@127.0.0.1:"+port, "ACL", "WHOAMI")).To(Equal("b2"))
 
 		By("the connection is the binding's as a named login's is: its user in CLIENT LIST, its ACL")
 		id, err := c1.ClientID(ctx).Result()
