@@ -229,7 +229,7 @@ var _ = Describe("the release", Ordered, func() {
 			// Stamped with the release's version by the packaging script.
 			out, err = exec.Command(filepath.Join(bin, "bin", c), "-version").CombinedOutput()
 			Expect(err).NotTo(HaveOccurred(), "%s -version: %s", c, out)
-			Expect(string(out)).To(Equal(c+" version "+mf.Version+"\n"))
+			Expect(string(out)).To(Equal(c + " version " + mf.Version + "\n"))
 		}
 		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator"} {
 			Expect(filepath.Join(root, "src/cmd", tool)).To(BeADirectory())
