@@ -230,6 +230,9 @@ var _ = Describe("the release", Ordered, func() {
 			out, err = exec.Command(filepath.Join(bin, "bin", c), "-version").CombinedOutput()
 			Expect(err).NotTo(HaveOccurred(), "%s -version: %s", c, out)
 			Expect(string(out)).To(Equal(c + " version " + mf.Version + "\n"))
+			// And says it first when it starts, before it reads its config.
+			out, _ = exec.Command(filepath.Join(bin, "bin", c), "-config", filepath.Join(work, "no-such-config.json")).CombinedOutput()
+			Expect(string(out)).To(ContainSubstring(mf.Version), "%s logs its version at start", c)
 		}
 		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator"} {
 			Expect(filepath.Join(root, "src/cmd", tool)).To(BeADirectory())
