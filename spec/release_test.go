@@ -176,6 +176,8 @@ var _ = Describe("the release", Ordered, func() {
 
 	It("holds every job and package, as files only", func() {
 		Expect(mf.Name).To(Equal("redis-for-cf"))
+		// A version of its own: the last final release's, +dev.TIMESTAMP.
+		Expect(mf.Version).To(MatchRegexp(`^\d+(\.\d+){0,2}\+dev\.\d{14}$`))
 		jobs, err := jobNames()
 		Expect(err).NotTo(HaveOccurred())
 		var got []string
@@ -223,6 +225,14 @@ var _ = Describe("the release", Ordered, func() {
 			Expect(errors.As(err, &exit)).To(BeTrue(), "%s without -config must refuse to start", c)
 			Expect(exit.ExitCode()).To(Equal(2))
 			Expect(string(out)).To(And(ContainSubstring("usage"), ContainSubstring(c)))
+
+			// Stamped with the release's version by the packaging script.
+			out, err = exec.Command(filepath.Join(bin, "bin", c), "-version").CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "%s -version: %s", c, out)
+			Expect(string(out)).To(Equal(c + " version " + mf.Version + "\n"))
+			// And says it first when it starts, before it reads its config.
+			out, _ = exec.Command(filepath.Join(bin, "bin", c), "-config", filepath.Join(work, "no-such-config.json")).CombinedOutput()
+			Expect(string(out)).To(ContainSubstring(mf.Version), "%s logs its version at start", c)
 		}
 		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator"} {
 			Expect(filepath.Join(root, "src/cmd", tool)).To(BeADirectory())

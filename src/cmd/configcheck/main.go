@@ -19,6 +19,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
@@ -30,6 +31,10 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) == 2 && (os.Args[1] == "-version" || os.Args[1] == "--version") {
+		fmt.Println(buildinfo.Line("configcheck"))
+		return 0
+	}
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: configcheck redis-broker|redis-shared-agent|redis-node-agent|redis-backup|smoke-tests|broker-registrar|broker-deregistrar CONFIG_FILE")
 		return 2

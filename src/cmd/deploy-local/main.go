@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
@@ -65,8 +66,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep-on-failure", false, "leave the VMs running when the deploy or an errand fails (default: stop them, keeping disks and logs)")
 	down := fs.Bool("down", false, "delete the deployment: stop every VM (drain first), remove its namespaces and its state folder")
 	stop := fs.Bool("stop", false, "stop every VM (drain first) and remove its namespaces, keeping disks, credentials and logs")
+	showVersion := buildinfo.Flag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, buildinfo.Line("deploy-local"))
+		return 0
 	}
 	if fs.NArg() > 0 || (*down && *stop) {
 		fmt.Fprintln(stderr, "usage: deploy-local [-o OPS_FILE]... [-v NAME=VALUE]... [-l VARS_FILE]... [--name NAME] [--state DIR] | --stop | --down")

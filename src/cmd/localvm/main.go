@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/release/localvm"
 )
 
@@ -34,6 +35,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "-version", "--version":
+		fmt.Fprintln(stdout, buildinfo.Line("localvm"))
+		return 0
 	case "init":
 		return runInit(args[1:], stderr)
 	case "bpm":

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 )
 
@@ -48,10 +49,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	instance := fs.String("instance", "", "the instance to restore or list")
 	from := fs.String("from", "", `the backup to restore: an object name, a time (or the start of one), "latest", or a local .tar.gz file`)
 	allowOther := fs.Bool("allow-other-instance", false, "restore a backup taken of another instance")
-	if err := fs.Parse(args); err != nil || *configPath == "" || fs.NArg() > 0 {
+	showVersion := buildinfo.Flag(fs)
+	err := fs.Parse(args)
+	if err == nil && *showVersion {
+		fmt.Fprintln(stdout, buildinfo.Line("redis-backup"))
+		return 0
+	}
+	if err != nil || *configPath == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
+	fmt.Fprintln(stdout, buildinfo.Line("redis-backup"))
 	var cfg backup.ErrandConfig
 	if err := configfile.Load(*configPath, &cfg); err != nil {
 		fmt.Fprintln(stderr, "redis-backup:", err)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
@@ -23,12 +24,18 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	configPath := flag.String("config", "", "path of the broker's JSON config file")
+	showVersion := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line("redis-broker"))
+		return 0
+	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{ReplaceAttr: broker.RedactAttr}))
 	if *configPath == "" {
 		fmt.Fprintln(os.Stderr, "usage: redis-broker -config FILE")
 		return 2
 	}
+	logger.Info("starting", "version", buildinfo.Version())
 	var cfg broker.Config
 	if err := configfile.Load(*configPath, &cfg); err != nil {
 		logger.Error("cannot start", "error", err)

@@ -20,6 +20,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/smoke"
 )
@@ -28,11 +29,17 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	configPath := flag.String("config", "", "path of the errand's JSON config file")
+	showVersion := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line("smoke-tests"))
+		return 0
+	}
 	if *configPath == "" || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: smoke-tests -config FILE")
 		return 2
 	}
+	fmt.Println(buildinfo.Line("smoke-tests"))
 	var cfg smoke.Config
 	if err := configfile.Load(*configPath, &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "smoke-tests:", err)

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/release/tile"
 )
 
@@ -30,7 +31,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage:
   tile-generator -release TARBALL [-release TARBALL...] [-tile tile/tile.yml] [-migrations DIR] [-version VERSION] [-output DIR]
-  tile-generator check FILE.pivotal`
+  tile-generator check FILE.pivotal
+  tile-generator version                 the generator's own version`
 
 // files collects a repeated flag.
 type files []string
@@ -39,6 +41,11 @@ func (f *files) String() string     { return fmt.Sprint(*f) }
 func (f *files) Set(v string) error { *f = append(*f, v); return nil }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// -version is the tile's version, so the generator's own is a verb.
+	if len(args) == 1 && args[0] == "version" {
+		fmt.Fprintln(stdout, buildinfo.Line("tile-generator"))
+		return 0
+	}
 	if len(args) > 0 && args[0] == "check" {
 		if len(args) != 2 {
 			fmt.Fprintln(stderr, usage)

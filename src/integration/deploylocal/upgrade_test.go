@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
+	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
@@ -327,7 +328,7 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		for _, t := range tenants[:3] {
 			inst, err := b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", "1.0.0"))), t.id)
+			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", broker.Version))), t.id)
 			Expect(b.Update(ctx, t.id, serviceID, t.plan.ID, nil, v2.maintenanceVersion)).To(Succeed())
 			inst, err = b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())

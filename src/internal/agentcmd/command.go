@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
@@ -53,12 +54,18 @@ type Command struct {
 // config.
 func (c Command) Main() int {
 	configPath := flag.String("config", "", "path of the agent's JSON config file")
+	showVersion := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line(c.Name))
+		return 0
+	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if *configPath == "" {
 		fmt.Fprintf(os.Stderr, "usage: %s -config FILE\n", c.Name)
 		return 2
 	}
+	logger.Info("starting", "version", buildinfo.Version())
 	if err := configfile.Load(*configPath, c.Config); err != nil {
 		logger.Error("cannot start", "error", err)
 		return 2

@@ -25,6 +25,7 @@ import (
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
@@ -32,8 +33,10 @@ import (
 )
 
 // Version is the version of what a new instance runs; it is the catalog's
-// maintenance_info.version unless the config says otherwise.
-const Version = "1.0.0"
+// maintenance_info.version unless the config says otherwise: the release's
+// version as a semantic version (buildinfo.SemVer), so that every new release
+// offers Cloud Foundry's instance upgrade.
+var Version = buildinfo.SemVer()
 
 // Agent is what the broker needs of the agent of one VM, a shared VM (many
 // instances) or a dedicated node (one instance, the VM handed out whole):

@@ -65,7 +65,7 @@ type Catalog struct {
 	// Shareable lets instances be shared between spaces.
 	Shareable bool `json:"shareable,omitempty"`
 	// MaintenanceVersion is the semantic version of what instances run
-	// (maintenance_info.version); empty means the broker's built-in version.
+	// (maintenance_info.version); empty means Version, the release's.
 	MaintenanceVersion string `json:"maintenance_version,omitempty"`
 }
 

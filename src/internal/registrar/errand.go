@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/ccapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
 )
@@ -31,11 +32,17 @@ func (c *DeregisterConfig) cloudController() ccapi.Config { return c.CloudContro
 // failed (the reason is on stderr), 2 bad usage or config.
 func Main[C errandConfig](name string, cfg C, do func(context.Context, *ccapi.Client, C, io.Writer) error) int {
 	configPath := flag.String("config", "", "path of the errand's JSON config file")
+	showVersion := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line(name))
+		return 0
+	}
 	if *configPath == "" || flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "usage: %s -config FILE\n", name)
 		return 2
 	}
+	fmt.Println(buildinfo.Line(name))
 	if err := configfile.Load(*configPath, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		return 2

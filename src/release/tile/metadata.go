@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
@@ -490,24 +491,17 @@ func marshal(v any) ([]byte, error) {
 
 var (
 	versionRe = regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-	devRe     = regexp.MustCompile(`^(\d+(?:\.\d+){0,2})(?:\+dev\.(\d+))?$`)
 )
 
-// DeriveVersion turns a release version into a tile version: a final
-// release's X.Y.Z is the tile's, X or X.Y are padded with zeros, and a dev
-// release's N+dev.M becomes N.0.0-dev.M (a pre-release, so that the final
-// tile of the same version sorts after it).
+// DeriveVersion turns a release version into a tile version, as
+// buildinfo.ToSemVer does for maintenance_info: a final release's X.Y.Z is
+// the tile's (X or X.Y padded with zeros), and a dev release X.Y.Z+dev.N,
+// made after the final X.Y.Z, becomes X.Y.(Z+1)-dev.N, so that Ops Manager
+// orders the tiles as BOSH orders the releases.
 func DeriveVersion(release string) (string, error) {
-	m := devRe.FindStringSubmatch(release)
-	if m == nil {
-		return "", fmt.Errorf("release version %q gives no tile version: give one", release)
-	}
-	v := m[1]
-	for strings.Count(v, ".") < 2 {
-		v += ".0"
-	}
-	if m[2] != "" {
-		v += "-dev." + m[2]
+	v, err := buildinfo.ToSemVer(release)
+	if err != nil {
+		return "", fmt.Errorf("release version %q gives no tile version: give one (%w)", release, err)
 	}
 	return v, nil
 }

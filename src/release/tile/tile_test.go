@@ -157,8 +157,8 @@ var _ = Describe("Build", func() {
 		b, err := build()
 		Expect(err).NotTo(HaveOccurred())
 		m := b.Metadata
-		Expect(m.ProductVersion).To(Equal("0.0.0-dev.3"), "from the first release's dev version")
-		Expect(m.ProvidesProductVersions).To(ConsistOf(tile.ProductVersion{Name: "p-test", Version: "0.0.0-dev.3"}))
+		Expect(m.ProductVersion).To(Equal("0.0.1-dev.3"), "from the first release's dev version")
+		Expect(m.ProvidesProductVersions).To(ConsistOf(tile.ProductVersion{Name: "p-test", Version: "0.0.1-dev.3"}))
 		Expect(m.Releases).To(Equal([]tile.ReleaseRef{
 			{Name: "app", File: "app-0+dev.3.tgz", Version: "0+dev.3"},
 			{Name: "bpm", File: "bpm-1.2.17.tgz", Version: "1.2.17"},
@@ -533,7 +533,8 @@ var _ = Describe("DeriveVersion", func() {
 		func(release, want string) {
 			Expect(tile.DeriveVersion(release)).To(Equal(want))
 		},
-		Entry("a dev release", "0+dev.7", "0.0.0-dev.7"),
+		Entry("a dev release before the first final one", "0+dev.7", "0.0.1-dev.7"),
+		Entry("a dev release after a final one, as scripts/create-release names it", "1.4.2+dev.20261203224600", "1.4.3-dev.20261203224600"),
 		Entry("a final release", "12", "12.0.0"),
 		Entry("a final release with a minor", "1.4", "1.4.0"),
 		Entry("a full version", "1.4.2", "1.4.2"),
@@ -572,7 +573,7 @@ var _ = Describe("the .pivotal file", func() {
 	It("is a zip of the metadata, the releases and the migrations, which reads back and passes the checks", func() {
 		path, err := built.Write(out)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(path).To(Equal(filepath.Join(out, "p-test-0.0.0-dev.3.pivotal")))
+		Expect(path).To(Equal(filepath.Join(out, "p-test-0.0.1-dev.3.pivotal")))
 		zr, err := zip.OpenReader(path)
 		Expect(err).NotTo(HaveOccurred())
 		defer zr.Close()
@@ -594,7 +595,7 @@ var _ = Describe("the .pivotal file", func() {
 	})
 
 	It("is written whole or not at all", func() {
-		earlier := filepath.Join(out, "p-test-0.0.0-dev.3.pivotal")
+		earlier := filepath.Join(out, "p-test-0.0.1-dev.3.pivotal")
 		Expect(os.WriteFile(earlier, []byte("an earlier tile"), 0o644)).To(Succeed())
 		Expect(os.Remove(built.Releases[1].Path)).To(Succeed())
 		_, err := built.Write(out)
