@@ -345,16 +345,6 @@ var _ = Describe("redis-backup templates", func() {
 		Expect(field(c, "destination.s3.bucket")).To(Equal("redis-backups"))
 	})
 
-	// runUntilExec runs a rendered bin/run up to its exec (which it must not
-	// reach) and returns its exit code and output.
-	runUntilExec := func(run string) (int, string) {
-		GinkgoHelper()
-		Expect(run).To(ContainSubstring("\nexec /var/vcap/packages/"))
-		cmd := exec.Command("bash", "-c", strings.Replace(run, "\nexec /var/vcap/packages/", "\necho reached exec; exit 0\n#", 1))
-		out, _ := cmd.CombinedOutput()
-		return cmd.ProcessState.ExitCode(), string(out)
-	}
-
 	It("deploy with backups off on this VM (BOSH renders errands at every deploy), and fail when run, saying why", func() {
 		out := mustRenderAll(j, nil, agents[0], map[string]LinkData{"redis-shared-agent": agentLink()})
 		expectRun(j, out)
@@ -419,3 +409,13 @@ var _ = Describe("redis-backup templates", func() {
 		Expect(err).To(MatchError(ContainSubstring("destination.s3.endpoint must be an http or https URL")))
 	})
 })
+
+// runUntilExec runs a rendered bin/run up to its exec (which it must not
+// reach) and returns its exit code and output.
+func runUntilExec(run string) (int, string) {
+	GinkgoHelper()
+	Expect(run).To(ContainSubstring("\nexec /var/vcap/packages/"))
+	cmd := exec.Command("bash", "-c", strings.Replace(run, "\nexec /var/vcap/packages/", "\necho reached exec; exit 0\n#", 1))
+	out, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(out)
+}

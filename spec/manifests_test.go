@@ -2,6 +2,7 @@ package spec
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"hash/fnv"
@@ -32,8 +33,14 @@ type (
 // the ops files, generating the manifest's variables into a vars store and
 // taking the operator's own variables from vars.
 func interpolate(ops []string, vars map[string]string) (string, error) {
+	return interpolateInto(filepath.Join(GinkgoT().TempDir(), "vars.yml"), ops, vars)
+}
+
+// interpolateInto is interpolate with the vars store at store, for tests
+// that read the generated certificates.
+func interpolateInto(store string, ops []string, vars map[string]string) (string, error) {
 	args := []string{"tool", "bosh-cli", "interpolate", filepath.Join(root, "manifests/redis.yml"),
-		"--var-errs", "--vars-store", filepath.Join(GinkgoT().TempDir(), "vars.yml")}
+		"--var-errs", "--vars-store", store}
 	for _, o := range ops {
 		args = append(args, "-o", filepath.Join(root, "manifests/operations", o))
 	}
@@ -166,13 +173,19 @@ var _ = Describe("manifests/redis.yml", func() {
 	if err != nil {
 		panic(err)
 	}
-	operatorVars := map[string]string{"redis_node_instances": "3", "redis_shared_vm_instances": "2",
+	// A deployment and network named otherwise than the manifest's
+	// examples: every check below holds under the operator's names.
+	operatorVars := map[string]string{"deployment_name": "payments-cache", "network_name": "services",
+		"redis_for_cf_version": "1.2.3", "redis_for_cf_url": "https://example.com/redis-for-cf-1.2.3.tgz", "redis_for_cf_sha1": "sha256:0123",
+		"bpm_version": "1.4.7", "bpm_url": "https://bosh.io/d/github.com/cloudfoundry/bpm-release?v=1.4.7", "bpm_sha1": "sha256:4567",
+		"redis_node_instances": "3", "redis_shared_vm_instances": "2",
 		"cf_api_url": "https://api.sys.example.com", "cf_ca_cert": cf.ca, "cf_client_id": "redis-registrar", "cf_client_secret": "registrar-secret",
 		"backup_s3_endpoint": "https://s3.example.com", "backup_s3_region": "eu-west-1", "backup_s3_bucket": "redis-backups",
 		"backup_s3_access_key_id": "AKID", "backup_s3_secret_access_key": "s3-secret"}
 	combinations := [][]string{
 		nil,
 		{"scale-dedicated-nodes.yml"},
+		{"dev-releases.yml"},
 		{"extra-shared-vms.yml"},
 		{"shared-agent-tls.yml"},
 		{"extra-shared-vms.yml", "extra-shared-vms-tls.yml"},
@@ -282,6 +295,15 @@ var _ = Describe("manifests/redis.yml", func() {
 							Expect(err).NotTo(HaveOccurred())
 							out, err := j.renderAll(mj.Properties, in, links)
 							Expect(err).NotTo(HaveOccurred(), "%s/%d %s", g.Name, in.Index, mj.Name)
+							var conf map[string]any
+							if mj.Name == "redis-backup" && json.Unmarshal([]byte(out["config/config.json"]), &conf) == nil && len(conf) == 0 {
+								// Backups off: no config, and the errand fails
+								// when run, saying why (the table below).
+								code, msg := runUntilExec(out["bin/run"])
+								Expect(code).To(Equal(1))
+								Expect(msg).To(ContainSubstring("backups are off"))
+								continue
+							}
 							c := mustCheckConfig(programs[mj.Name], out["config/config.json"])
 							if field(c, "redis_tls") != nil {
 								// Apps verify the instances' TLS port against the CA
@@ -339,6 +361,131 @@ var _ = Describe("manifests/redis.yml", func() {
 		})
 	}
 
+	It("names every certificate for the BOSH DNS addresses of the instances that serve it, under the deployment and network names given", func() {
+		all := combinations[len(combinations)-1]
+		store := filepath.Join(GinkgoT().TempDir(), "vars.yml")
+		doc, err := interpolateInto(store, all, operatorVars)
+		Expect(err).NotTo(HaveOccurred())
+		d := &deployment{}
+		Expect(yaml.Unmarshal([]byte(doc), &d.m)).To(Succeed())
+		Expect(d.m.Name).To(Equal("payments-cache"))
+		Expect(d.m.Features.UseDNSAddresses).To(BeTrue(), "the certificates name BOSH DNS addresses, not IPs")
+		var generated map[string]any
+		Expect(yaml.Unmarshal(must(os.ReadFile(store)), &generated)).To(Succeed())
+		ca, _ := field(generated, "redis_ca.certificate").(string)
+		Expect(ca).To(ContainSubstring("BEGIN CERTIFICATE"))
+		servers := 0
+		for _, g := range d.m.InstanceGroups {
+			Expect(g.Networks).NotTo(BeEmpty(), g.Name)
+			for _, n := range g.Networks {
+				Expect(n.Name).To(Equal("services"), "instance group %s", g.Name)
+			}
+			for _, mj := range g.Jobs {
+				for _, cert := range serverCertificates(mj.Properties) {
+					servers++
+					// Every instance of the group by its own address, and the
+					// group's BOSH DNS queries (q-s0.GROUP.NETWORK.DEPLOYMENT.bosh).
+					hosts := []string{fmt.Sprintf("q-s0.%s.services.payments-cache.bosh", g.Name)}
+					for _, in := range d.instances(g) {
+						Expect(in.Address).To(HaveSuffix("." + g.Name + ".services.payments-cache.bosh"))
+						hosts = append(hosts, in.Address)
+					}
+					for _, h := range hosts {
+						Expect(verifyServer(cert, ca, h)).To(Succeed(), "%s/%s for %s", g.Name, mj.Name, h)
+					}
+					// And nothing of another deployment or network.
+					Expect(verifyServer(cert, ca, strings.Replace(hosts[0], ".services.", ".default.", 1))).NotTo(Succeed())
+					Expect(verifyServer(cert, ca, strings.Replace(hosts[0], ".payments-cache.", ".redis.", 1))).NotTo(Succeed())
+				}
+			}
+		}
+		// redis-node (api and redis TLS), the broker's OSB API, both shared
+		// agents' APIs and both shared groups' instances.
+		Expect(servers).To(Equal(7))
+	})
+
+	It("pins every release by the version, url and sha1 the operator gives; dev-releases.yml takes the releases uploaded last instead", func() {
+		type release struct{ Name, Version, URL, SHA1 string }
+		var raw struct{ Releases []release }
+		Expect(yaml.Unmarshal(must(os.ReadFile(filepath.Join(root, "manifests/redis.yml"))), &raw)).To(Succeed())
+		Expect(raw.Releases).NotTo(BeEmpty())
+		for _, r := range raw.Releases {
+			v := strings.ReplaceAll(r.Name, "-", "_")
+			Expect(r).To(Equal(release{Name: r.Name, Version: "((" + v + "_version))", URL: "((" + v + "_url))", SHA1: "((" + v + "_sha1))"}))
+		}
+
+		var pinned struct{ Releases []release }
+		Expect(yaml.Unmarshal([]byte(must(interpolate(nil, operatorVars))), &pinned)).To(Succeed())
+		Expect(pinned.Releases).To(ContainElements(
+			release{"redis-for-cf", "1.2.3", "https://example.com/redis-for-cf-1.2.3.tgz", "sha256:0123"},
+			release{"bpm", "1.4.7", "https://bosh.io/d/github.com/cloudfoundry/bpm-release?v=1.4.7", "sha256:4567"}))
+
+		_, err := interpolate(nil, map[string]string{"deployment_name": "redis", "network_name": "default"})
+		Expect(err).To(MatchError(And(ContainSubstring("redis_for_cf_version"), ContainSubstring("redis_for_cf_url"), ContainSubstring("redis_for_cf_sha1"),
+			ContainSubstring("bpm_version"), ContainSubstring("bpm_url"), ContainSubstring("bpm_sha1"))))
+
+		var dev struct{ Releases []release }
+		Expect(yaml.Unmarshal([]byte(must(interpolate([]string{"dev-releases.yml"}, map[string]string{"deployment_name": "redis", "network_name": "default"}))), &dev)).To(Succeed())
+		Expect(dev.Releases).To(ConsistOf(release{Name: "redis-for-cf", Version: "latest"}, release{Name: "bpm", Version: "latest"}))
+	})
+
+	DescribeTable("has a backup errand, as `bosh run-errand backup` expects: an errand VM that backs up every agent and node, or says what to configure",
+		func(ops []string, on bool) {
+			d := &deployment{jobs: map[string]*Job{}}
+			Expect(yaml.Unmarshal([]byte(must(interpolate(ops, operatorVars))), &d.m)).To(Succeed())
+			var backup *instanceGroup
+			for i, g := range d.m.InstanceGroups {
+				for _, mj := range g.Jobs {
+					if mj.Name == "redis-backup" {
+						Expect(g.Name).To(Equal("backup"), "one way to run it: bosh run-errand backup (or redis-backup, the job's name)")
+						backup = &d.m.InstanceGroups[i]
+					}
+				}
+			}
+			Expect(backup).NotTo(BeNil())
+			Expect(backup.Lifecycle).To(Equal("errand"))
+			Expect(backup.Jobs).To(HaveLen(1))
+			mj := backup.Jobs[0]
+			for _, g := range d.m.InstanceGroups {
+				for _, gj := range g.Jobs {
+					if gj.Release == "redis-for-cf" && d.jobs[gj.Name] == nil {
+						d.jobs[gj.Name] = must(loadJob(gj.Name))
+					}
+				}
+			}
+			links := must(d.links(mj))
+			out, err := d.jobs[mj.Name].renderAll(mj.Properties, d.instances(*backup)[0], links)
+			Expect(err).NotTo(HaveOccurred())
+			code, msg := runUntilExec(out["bin/run"])
+			if !on {
+				Expect(code).To(Equal(1), "with backups off the errand fails: a backup that did not happen is no success")
+				Expect(msg).To(ContainSubstring("backups are off: set backups.enabled (and a destination) on the redis-shared-agent and redis-node jobs, then deploy"))
+				Expect(msg).To(ContainSubstring("manifests/operations/backups-s3.yml"))
+				return
+			}
+			Expect(code).To(Equal(0), msg)
+			Expect(msg).To(Equal("reached exec\n"))
+			c := mustCheckConfig("redis-backup", out["config/config.json"])
+			agents, nodes := 0, 0
+			for _, g := range d.m.InstanceGroups {
+				for _, gj := range g.Jobs {
+					switch gj.Name {
+					case "redis-shared-agent":
+						agents += g.Instances
+					case "redis-node":
+						nodes += g.Instances
+					}
+				}
+			}
+			Expect(field(c, "agents")).To(HaveLen(agents), "every shared VM's agent, the extra shared VMs' too")
+			Expect(field(c, "nodes")).To(HaveLen(nodes))
+		},
+		Entry("backups off", nil, false),
+		Entry("backups off, extra shared VMs", []string{"extra-shared-vms.yml"}, false),
+		Entry("backups-s3.yml", []string{"backups-s3.yml"}, true),
+		Entry("backups-s3.yml, extra shared VMs", []string{"extra-shared-vms.yml", "backups-s3.yml", "extra-shared-vms-backups.yml"}, true),
+	)
+
 	It("names the operator's variables it lacks", func() {
 		_, err := interpolate([]string{"scale-dedicated-nodes.yml", "extra-shared-vms.yml"}, nil)
 		Expect(err).To(MatchError(And(ContainSubstring("redis_node_instances"), ContainSubstring("redis_shared_vm_instances"))))
@@ -358,6 +505,27 @@ var _ = Describe("manifests/redis.yml", func() {
 		}
 	})
 })
+
+// serverCertificates returns the PEM certificates a job's properties give
+// it to serve with: every certificate beside a private_key.
+func serverCertificates(props any) []string {
+	var out []string
+	switch t := props.(type) {
+	case map[string]any:
+		cert, ok := t["certificate"].(string)
+		if _, key := t["private_key"]; ok && key {
+			out = append(out, cert)
+		}
+		for _, sub := range t {
+			out = append(out, serverCertificates(sub)...)
+		}
+	case []any:
+		for _, sub := range t {
+			out = append(out, serverCertificates(sub)...)
+		}
+	}
+	return out
+}
 
 // collectSecrets lists "path=value" for every value under a key that names
 // a secret (password, private_key, S3 keys).

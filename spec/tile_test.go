@@ -689,7 +689,7 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 			errand := ts["backup/redis-backup"]
 			Expect(errand.Release).To(Equal("redis-for-cf"))
 			Expect(errand.Manifest).To(MatchYAML("only_this_vm: false"))
-			Expect(errand.Consumes).To(MatchYAML("redis-shared-agent: {from: shared-agents}\nredis-node: {from: redis-nodes}"))
+			Expect(errand.Consumes).To(MatchYAML("redis-shared-agent: {from: shared-agents}\nmore-redis-shared-agents: nil\nredis-node: {from: redis-nodes}"))
 			Expect(meta.PostDeployErrands).To(ContainElement(HaveField("Name", "backup")))
 			for _, jt := range meta.JobTypes {
 				if jt.Name == "backup" {

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
@@ -177,8 +178,14 @@ func errands(ctx context.Context, d *localbosh.Director, out io.Writer) error {
 		}
 	}
 	fmt.Fprintln(out, "\nBackup errand")
-	if d.HasErrand("redis-backup") {
-		errs = append(errs, runErrand(ctx, d, "redis-backup", out))
+	switch {
+	case !d.HasErrand("backup"):
+		fmt.Fprintln(out, "  skipped: the deployment has no backup errand")
+	case !backupsOn(d.Manifest()):
+		// It would fail, rightly: it says what to configure.
+		fmt.Fprintln(out, "  skipped: backups are off (--no-s3): bosh run-errand backup would fail, saying how to turn them on")
+	default:
+		errs = append(errs, runErrand(ctx, d, "backup", out))
 		if s3, err := d.S3(); err == nil {
 			objs, err := s3.Objects(ctx)
 			if err != nil {
@@ -187,10 +194,20 @@ func errands(ctx context.Context, d *localbosh.Director, out io.Writer) error {
 				printBackups(out, s3, objs)
 			}
 		}
-	} else {
-		fmt.Fprintln(out, "  skipped: the deployment has no redis-backup errand")
 	}
 	return errors.Join(errs...)
+}
+
+// backupsOn reports whether any job of the manifest has backups.enabled.
+func backupsOn(m boshrender.Manifest) bool {
+	for _, g := range m.InstanceGroups {
+		for _, mj := range g.Jobs {
+			if b, ok := mj.Properties["backups"].(map[string]any); ok && b["enabled"] == true {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func runErrand(ctx context.Context, d *localbosh.Director, name string, out io.Writer) error {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
 // ErrNoErrand is returned by RunErrand when no instance group of the
@@ -21,26 +23,37 @@ type ErrandResult struct {
 	Stdout, Stderr string
 }
 
-// HasErrand reports whether a job named name is in the deployed manifest.
+// HasErrand reports whether the deployed manifest has an errand name, as
+// RunErrand finds it.
 func (d *Director) HasErrand(name string) bool {
 	if d.loadDeployed() != nil {
 		return false
 	}
 	for _, g := range d.manifest.InstanceGroups {
-		for _, mj := range g.Jobs {
-			if mj.Name == name {
-				return true
-			}
+		if errandJob(g, name) != "" {
+			return true
 		}
 	}
 	return false
 }
 
-// RunErrand runs the errand job name as `bosh run-errand` does: on a VM
-// of its own, made for the run and deleted after it, when its instance
-// group is an errand group; on every instance that has the job when it is
-// colocated with running jobs. It returns each run's output; a run that
-// exits non-zero makes the error.
+// errandJob is the job that `bosh run-errand name` runs on the group's
+// instances: the group's own errand job when the group is an errand group
+// named name, else the group's job named name; "" when none.
+func errandJob(g boshrender.InstanceGroup, name string) string {
+	for _, mj := range g.Jobs {
+		if mj.Name == name || (isErrandGroup(g) && g.Name == name && mj.Name != "bpm") {
+			return mj.Name
+		}
+	}
+	return ""
+}
+
+// RunErrand runs the errand name as `bosh run-errand` does: name is an
+// errand instance group's or a job's. An errand group's job runs on a VM of
+// its own, made for the run and deleted after it; a job colocated with
+// running jobs runs on every instance that has it. It returns each run's
+// output; a run that exits non-zero makes the error.
 func (d *Director) RunErrand(ctx context.Context, name string) ([]ErrandResult, error) {
 	unlock, err := d.lockState()
 	if err != nil {
@@ -57,11 +70,8 @@ func (d *Director) RunErrand(ctx context.Context, name string) ([]ErrandResult, 
 	var errs []error
 	found := false
 	for _, g := range d.manifest.InstanceGroups {
-		has := false
-		for _, mj := range g.Jobs {
-			has = has || mj.Name == name
-		}
-		if !has {
+		job := errandJob(g, name)
+		if job == "" {
 			continue
 		}
 		found = true
@@ -70,7 +80,7 @@ func (d *Director) RunErrand(ctx context.Context, name string) ([]ErrandResult, 
 			if err != nil {
 				return results, err
 			}
-			r, err := d.runErrandOn(ctx, in, name, isErrandGroup(g))
+			r, err := d.runErrandOn(ctx, in, job, isErrandGroup(g))
 			results = append(results, r)
 			if err != nil {
 				errs = append(errs, err)

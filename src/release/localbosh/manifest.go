@@ -17,6 +17,15 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 )
 
+// DevReleasesOpsFile is the ops file, in the release, that makes the
+// manifest take the releases last uploaded instead of pinned ones: every
+// local deploy applies it, as the release is built from the checkout.
+const DevReleasesOpsFile = "manifests/operations/dev-releases.yml"
+
+// defaultNames are the deployment_name and network_name the manifest's
+// BOSH DNS names and certificates are built from, unless -v or -l give them.
+var defaultNames = [][2]string{{"deployment_name", "redis"}, {"network_name", "default"}}
+
 // interpolate runs `bosh interpolate` on the manifest with the ops files
 // and variables, generating the manifest's own variables (passwords, CA,
 // certificates) into the vars store, where they stay for the next deploy.
@@ -24,8 +33,21 @@ import (
 func (d *Director) interpolate(ctx context.Context) ([]byte, error) {
 	args := []string{"tool", "bosh-cli", "interpolate", d.opts.Manifest, "--var-errs",
 		"--vars-store", filepath.Join(d.opts.StateDir, "vars.yml")}
-	for _, o := range append(slices.Clone(d.opts.OpsFiles), d.extraOps...) {
+	ops := append(slices.Clone(d.opts.OpsFiles), d.extraOps...)
+	if dev := filepath.Join(d.opts.ReleaseDir, DevReleasesOpsFile); !slices.Contains(ops, dev) {
+		ops = append(ops, dev)
+	}
+	for _, o := range ops {
 		args = append(args, "-o", o)
+	}
+	given, err := givenVars(d.opts.Vars, d.opts.VarsFiles)
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range defaultNames {
+		if !given[kv[0]] {
+			args = append(args, "-v", kv[0]+"="+kv[1])
+		}
 	}
 	for _, v := range d.opts.Vars {
 		args = append(args, "-v", v)
