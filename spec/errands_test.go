@@ -198,18 +198,18 @@ var _ = Describe("broker-registrar and broker-deregistrar templates", func() {
 		Expect(field(c, "service_access")).To(Equal("none"))
 	})
 
-	It("render the deregistrar with the spec defaults, and with purge and a user", func() {
+	It("render the deregistrar with the spec defaults (purge on, as Redis for PCF), and with purge off and a user", func() {
 		out := mustRenderAll(deregistrar, client(), in, nil)
 		expectRun(deregistrar, out)
 		c := mustCheckConfig("broker-deregistrar", out["config/config.json"])
 		Expect(field(c, "cloud_controller.client_id")).To(Equal("redis-registrar"))
 		Expect(field(c, "broker_name")).To(Equal("redis-for-cf"))
-		Expect(field(c, "purge")).To(BeNil(), "false, left out")
+		Expect(field(c, "purge")).To(BeTrue())
 		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
 
-		out = mustRenderAll(deregistrar, user("purge", true, "broker_name", "redis-east", "cf.ca_cert", tls.ca), in, nil)
+		out = mustRenderAll(deregistrar, user("purge", false, "broker_name", "redis-east", "cf.ca_cert", tls.ca), in, nil)
 		c = mustCheckConfig("broker-deregistrar", out["config/config.json"])
-		Expect(field(c, "purge")).To(BeTrue())
+		Expect(field(c, "purge")).To(BeNil(), "false, left out")
 		Expect(field(c, "broker_name")).To(Equal("redis-east"))
 		Expect(field(c, "cloud_controller.username")).To(Equal("admin"))
 	})

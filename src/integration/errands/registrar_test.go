@@ -267,24 +267,36 @@ var _ = Describe("broker registration", Ordered, func() {
 			Expect(r.Stdout).To(ContainSubstring(`no service broker "redis" is registered: nothing to do`))
 		})
 
-		It("refuses while service instances exist, naming them, and purges them when told to", func() {
+		It("refuses while service instances exist, naming them, when purge is false", func() {
 			plans := cc.Plans()
 			Expect(plans).To(HaveLen(2))
 			cc.AddServiceInstance("cache", plans[0].GUID)
 			cc.AddServiceInstance("sessions", plans[0].GUID)
 
-			r := runErrand(errands.Deregistrar, deregistrarConfig(cc))
+			r := runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", false))
 			Expect(r.Code).To(Equal(1))
 			Expect(r.Stderr).To(Equal(`broker-deregistrar: FAILED: service instances exist: service broker "redis" still has 2 service instance(s): cache, sessions. ` +
-				"Delete them with cf delete-service, or set purge to remove them from Cloud Controller without asking the broker (their data is then left on the VMs)\n"))
+				"Delete them with cf delete-service, or set purge to remove them from Cloud Controller with the service offering (cf purge-service-offering), " +
+				"without asking the broker (their data is then left on the VMs)\n"))
 			Expect(cc.Brokers()).To(HaveLen(1))
 			Expect(cc.ServiceInstances()).To(HaveLen(2))
+			Expect(count(cc.Requests(), "DELETE ")).To(BeZero())
+		})
 
-			r = runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", true))
+		It("with purge, purges the service offering (cf purge-service-offering) with its instances, then deletes the broker", func() {
+			plans := cc.Plans()
+			Expect(plans).To(HaveLen(2))
+			cc.AddServiceInstance("cache", plans[0].GUID)
+			cc.AddServiceInstance("sessions", plans[1].GUID)
+
+			r := runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", true))
 			Expect(r.Code).To(Equal(0), r.Output())
-			Expect(r.Stdout).To(ContainSubstring("purged service instance cache ("))
-			Expect(r.Stdout).To(ContainSubstring("purged service instance sessions ("))
+			Expect(r.Stdout).To(MatchRegexp(`purged service offering \S+ \(guid [0-9a-f-]+\) with its plans and 2 service instance\(s\): cache, sessions\n`))
 			Expect(cc.ServiceInstances()).To(BeEmpty())
+			Expect(cc.Plans()).To(BeEmpty())
+			Expect(cc.Brokers()).To(BeEmpty())
+			Expect(count(cc.Requests(), "DELETE /v3/service_offerings/")).To(Equal(1))
+			Expect(count(cc.Requests(), "DELETE /v3/service_instances/")).To(BeZero(), "one purge of the offering, not one per instance")
 			Expect(cc.Brokers()).To(BeEmpty())
 		})
 	})
