@@ -200,6 +200,19 @@ var _ = Describe("the Cloud Controller client", func() {
 		Expect(err).To(MatchError(ContainSubstring("x509: certificate signed by unknown authority")))
 	})
 
+	It("trusts any certificate with SkipSSLValidation, and says so", func() {
+		cfg.CACert = ""
+		_, err := newClient(cfg).Info(ctx)
+		Expect(err).To(MatchError(ContainSubstring("x509: certificate signed by unknown authority")))
+		cfg.SkipSSLValidation = true
+		client := newClient(cfg)
+		Expect(client.SkipsVerification()).To(BeTrue())
+		_, err = client.Authenticate(ctx)
+		Expect(err).NotTo(HaveOccurred(), "UAA's certificate is not verified either")
+		_, err = client.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+	})
+
 	DescribeTable("config validation names the field at fault",
 		func(c ccapi.Config, message string) {
 			Expect(c.Validate("cloud_controller")).To(MatchError(ContainSubstring(message)))

@@ -215,6 +215,9 @@ func names(instances []ccapi.ServiceInstance) string {
 // login finds Cloud Controller's UAA and authenticates there, saying where
 // and as whom on out.
 func login(ctx context.Context, cc *ccapi.Client, out io.Writer) error {
+	if cc.SkipsVerification() {
+		fmt.Fprintln(out, "WARNING: skip_ssl_validation is set: Cloud Controller's and UAA's certificates are not verified")
+	}
 	info, err := cc.Info(ctx)
 	if err != nil {
 		return err
