@@ -55,11 +55,15 @@ func brokerLink(in Instance, kv ...any) LinkData {
 
 var _ = Describe("errand jobs", func() {
 	for name := range errandProgram {
-		It(name+" is an errand: bin/run and its config, nothing for monit or bpm, and no way to skip TLS verification", func() {
+		It(name+" is an errand: bin/run and its config, nothing for monit or bpm, and TLS verification skipped only toward Cloud Controller, off by default", func() {
 			j := mustLoadJob(name)
 			Expect(isErrand(j)).To(BeTrue())
 			Expect(j.Templates).To(HaveKeyWithValue("config.json.erb", "config/config.json"))
-			for p := range j.Properties {
+			for p, prop := range j.Properties {
+				if p == "cf.skip_ssl_validation" && (name == "broker-registrar" || name == "broker-deregistrar") {
+					Expect(prop.Default).To(BeFalse())
+					continue
+				}
 				Expect(p).NotTo(MatchRegexp(`skip|insecure`), "certificates are always verified")
 			}
 		})
@@ -87,7 +91,7 @@ var _ = Describe("smoke-tests templates", func() {
 			"url": "http://" + broker.Address + ":8080", "username": "broker", "password": "cc-secret",
 		}))
 		Expect(field(c, "service")).To(Equal("p-redis"))
-		Expect(field(c, "plans")).To(BeNil(), "every plan")
+		Expect(field(c, "plans")).To(Equal([]any{"shared-vm"}), "the shared-vm plan alone: a dedicated test takes a VM")
 		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
 		Expect(field(c, "cleanup_timeout_seconds")).To(BeEquivalentTo(120))
 	})
@@ -110,6 +114,14 @@ var _ = Describe("smoke-tests templates", func() {
 		out = mustRenderAll(j, props("service", "6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"), in, links(l))
 		c = mustCheckConfig("smoke-tests", out["config/config.json"])
 		Expect(field(c, "service")).To(Equal("6e1d2e3f-6b5a-4b8e-9a61-2f0c9d1e7a10"))
+	})
+
+	It("test the shared-vm plan by the name the broker gives it, unless told otherwise", func() {
+		l := brokerLink(broker, "shared_vm.name", "redis-small")
+		c := mustCheckConfig("smoke-tests", mustRenderAll(j, nil, in, links(l))["config/config.json"])
+		Expect(field(c, "plans")).To(Equal([]any{"redis-small"}))
+		c = mustCheckConfig("smoke-tests", mustRenderAll(j, props("plans", []any{"redis-small", "dedicated-vm"}), in, links(l))["config/config.json"])
+		Expect(field(c, "plans")).To(Equal([]any{"redis-small", "dedicated-vm"}))
 	})
 
 	It("bracket an IPv6 broker address", func() {
@@ -198,20 +210,32 @@ var _ = Describe("broker-registrar and broker-deregistrar templates", func() {
 		Expect(field(c, "service_access")).To(Equal("none"))
 	})
 
-	It("render the deregistrar with the spec defaults, and with purge and a user", func() {
+	It("render the deregistrar with the spec defaults (purge on, as Redis for PCF), and with purge off and a user", func() {
 		out := mustRenderAll(deregistrar, client(), in, nil)
 		expectRun(deregistrar, out)
 		c := mustCheckConfig("broker-deregistrar", out["config/config.json"])
 		Expect(field(c, "cloud_controller.client_id")).To(Equal("redis-registrar"))
 		Expect(field(c, "broker_name")).To(Equal("redis-for-cf"))
-		Expect(field(c, "purge")).To(BeNil(), "false, left out")
+		Expect(field(c, "purge")).To(BeTrue())
 		Expect(field(c, "timeout_seconds")).To(BeEquivalentTo(600))
 
-		out = mustRenderAll(deregistrar, user("purge", true, "broker_name", "redis-east", "cf.ca_cert", tls.ca), in, nil)
+		out = mustRenderAll(deregistrar, user("purge", false, "broker_name", "redis-east", "cf.ca_cert", tls.ca), in, nil)
 		c = mustCheckConfig("broker-deregistrar", out["config/config.json"])
-		Expect(field(c, "purge")).To(BeTrue())
+		Expect(field(c, "purge")).To(BeNil(), "false, left out")
 		Expect(field(c, "broker_name")).To(Equal("redis-east"))
 		Expect(field(c, "cloud_controller.username")).To(Equal("admin"))
+	})
+
+	It("render Ops Manager's CA and skip_ssl_validation into configs both programs accept", func() {
+		for _, j := range []*Job{registrar, deregistrar} {
+			out := mustRenderAll(j, client("cf.ca_cert", tls.ca, "cf.skip_ssl_validation", true), in, links())
+			c := mustCheckConfig(j.Name, out["config/config.json"])
+			Expect(field(c, "cloud_controller.ca_cert")).To(Equal(tls.ca))
+			Expect(field(c, "cloud_controller.skip_ssl_validation")).To(BeTrue())
+
+			c = mustCheckConfig(j.Name, mustRenderAll(j, client(), in, links())["config/config.json"])
+			Expect(field(c, "cloud_controller.skip_ssl_validation")).To(BeNil(), "false, left out")
+		}
 	})
 
 	It("give both errands the same broker name by default", func() {

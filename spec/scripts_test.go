@@ -138,6 +138,40 @@ cat /var/vcap/sys/log/`+job+`/drain.log
 			Expect(out).To(MatchRegexp(`drain: ` + job + ` stopped after [2-9]s`))
 		})
 
+		It("of "+job+" fails the update, and leaves the process to finish, when it has not stopped within drain.timeout_seconds", func() {
+			drain := renderScript(job, "bin/drain", props("drain.timeout_seconds", 1))
+			out, err := inNamespaces(fakeBPM+`
+# The "agent": ignores SIGTERM, like one whose redis-server is still writing a large snapshot.
+bash -c 'trap "" TERM; while :; do sleep 0.05; done' &
+agent=$!
+echo $agent >/var/vcap/fake.pid
+sleep 0.2
+status=0
+stdout=$(bash "$DRAIN" job_shutdown hash_unchanged) || status=$?
+echo "status=$status stdout=[$stdout]"
+kill -0 $agent && echo "agent still runs"
+cat /var/vcap/bpm.calls 2>/dev/null || echo "no bpm stop"
+cat /var/vcap/sys/log/`+job+`/drain.log
+kill -KILL $agent
+`, "DRAIN="+drain)
+			Expect(err).NotTo(HaveOccurred(), out)
+			Expect(out).To(ContainSubstring("status=1 stdout=[]\n"), "a non-zero exit fails the BOSH update")
+			Expect(out).To(ContainSubstring("agent still runs\n"), "no SIGKILL: its redis-servers finish writing")
+			Expect(out).To(ContainSubstring("no bpm stop"))
+			Expect(out).To(ContainSubstring("drain: FAILED: " + job + " still runs after 1s (drain.timeout_seconds)"))
+		})
+
+		It("of "+job+" waits 600 s by default", func() {
+			drain := renderScript(job, "bin/drain", props())
+			Expect(drain).To(BeAnExistingFile())
+			data, err := os.ReadFile(drain)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(data)).To(ContainSubstring("\nlimit=600\n"))
+			j := mustLoadJob(job)
+			Expect(j.Properties).To(HaveKey("drain.timeout_seconds"))
+			Expect(j.Properties["drain.timeout_seconds"].Default).To(BeEquivalentTo(600))
+		})
+
 		It("of "+job+" does nothing when it is not running", func() {
 			drain := renderScript(job, "bin/drain", props())
 			out, err := inNamespaces(fakeBPM+`

@@ -598,6 +598,26 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		}
 	})
 
+	It("has the broker errands trust Ops Manager's CA and follow the cf tile's certificate verification, and purge on delete by default", func() {
+		seen := 0
+		for _, jt := range meta.JobTypes {
+			for _, t := range jt.Templates {
+				if t.Name != "broker-registrar" && t.Name != "broker-deregistrar" {
+					continue
+				}
+				seen++
+				m := map[string]any{}
+				Expect(yaml.Unmarshal([]byte(t.Manifest), &m)).To(Succeed())
+				Expect(field(m, "cf.ca_cert")).To(Equal("(( $ops_manager.ca_certificate ))"), t.Name)
+				Expect(field(m, "cf.skip_ssl_validation")).To(Equal("(( ..cf.ha_proxy.skip_cert_verify.value ))"), t.Name)
+			}
+		}
+		Expect(seen).To(Equal(2))
+		i := slices.IndexFunc(meta.PropertyBlueprints, func(b tileBlueprint) bool { return b.Name == "purge_on_delete" })
+		Expect(i).NotTo(BeNumerically("<", 0))
+		Expect(meta.PropertyBlueprints[i].Default).To(BeTrue())
+	})
+
 	Describe("backups", func() {
 		// templates finds the job types' templates by JOBTYPE/JOB.
 		templates := func() map[string]struct{ Name, Release, Manifest, Consumes, Provides string } {

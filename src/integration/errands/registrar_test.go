@@ -2,6 +2,8 @@ package errands_test
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -210,6 +212,47 @@ var _ = Describe("broker registration", Ordered, func() {
 			}, `unreachable: cannot reach Cloud Controller at {CC}: tls: failed to verify certificate: x509: certificate signed by unknown authority`),
 		)
 
+		It("verifies Cloud Controller and UAA against the VM's trust store plus ca_cert: refused without the CA, accepted with it, the trust store kept beside it", func() {
+			c := registrarConfig(cc, sys)
+			delete(c["cloud_controller"].(map[string]any), "ca_cert")
+			r := runErrand(errands.Registrar, c)
+			Expect(r.Code).To(Equal(1), r.Output())
+			Expect(r.Stderr).To(Equal("broker-registrar: FAILED: unreachable: cannot reach Cloud Controller at " + cc.URL +
+				": tls: failed to verify certificate: x509: certificate signed by unknown authority\n"))
+
+			r = runErrand(errands.Registrar, registrarConfig(cc, sys))
+			Expect(r.Code).To(Equal(0), r.Output())
+			Expect(r.Output()).NotTo(ContainSubstring("WARNING"))
+
+			// The trust store (SSL_CERT_FILE stands in for the VM's, where BOSH
+			// puts the director's trusted certificates) holds Cloud
+			// Controller's CA; ca_cert, another CA (Ops Manager's), is added to it.
+			store := filepath.Join(GinkgoT().TempDir(), "trust-store.pem")
+			Expect(os.WriteFile(store, []byte(cc.CA), 0o644)).To(Succeed())
+			opsman, err := tlstest.NewCA("ops-manager")
+			Expect(err).NotTo(HaveOccurred())
+			c = registrarConfig(cc, sys)
+			c["cloud_controller"].(map[string]any)["ca_cert"] = opsman.PEM
+			r = runErrand(errands.Registrar, c, "SSL_CERT_FILE="+store)
+			Expect(r.Code).To(Equal(0), r.Output())
+			r = runErrand(errands.Registrar, c)
+			Expect(r.Code).To(Equal(1), "without the trust store, Ops Manager's CA alone does not sign Cloud Controller's: "+r.Output())
+		})
+
+		It("skips certificate verification with skip_ssl_validation, saying so", func() {
+			c := registrarConfig(cc, sys)
+			c["cloud_controller"] = map[string]any{"url": cc.URL, "client_id": clientID, "client_secret": clientSecret, "skip_ssl_validation": true}
+			r := runErrand(errands.Registrar, c)
+			Expect(r.Code).To(Equal(0), r.Output())
+			Expect(r.Stdout).To(ContainSubstring("WARNING: skip_ssl_validation is set: Cloud Controller's and UAA's certificates are not verified\n"))
+			Expect(cc.Brokers()).To(HaveLen(1))
+
+			r = runErrand(errands.Deregistrar, map[string]any{"cloud_controller": c["cloud_controller"], "broker_name": "redis"})
+			Expect(r.Code).To(Equal(0), r.Output())
+			Expect(r.Stdout).To(ContainSubstring("WARNING: skip_ssl_validation is set"))
+			Expect(cc.Brokers()).To(BeEmpty())
+		})
+
 		It("quotes Cloud Controller's error when its job to read the catalog fails, and updates the failed broker on the next run", func() {
 			c := registrarConfig(cc, sys)
 			c["broker"].(map[string]any)["password"] = "wrong"
@@ -267,24 +310,36 @@ var _ = Describe("broker registration", Ordered, func() {
 			Expect(r.Stdout).To(ContainSubstring(`no service broker "redis" is registered: nothing to do`))
 		})
 
-		It("refuses while service instances exist, naming them, and purges them when told to", func() {
+		It("refuses while service instances exist, naming them, when purge is false", func() {
 			plans := cc.Plans()
 			Expect(plans).To(HaveLen(2))
 			cc.AddServiceInstance("cache", plans[0].GUID)
 			cc.AddServiceInstance("sessions", plans[0].GUID)
 
-			r := runErrand(errands.Deregistrar, deregistrarConfig(cc))
+			r := runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", false))
 			Expect(r.Code).To(Equal(1))
 			Expect(r.Stderr).To(Equal(`broker-deregistrar: FAILED: service instances exist: service broker "redis" still has 2 service instance(s): cache, sessions. ` +
-				"Delete them with cf delete-service, or set purge to remove them from Cloud Controller without asking the broker (their data is then left on the VMs)\n"))
+				"Delete them with cf delete-service, or set purge to remove them from Cloud Controller with the service offering (cf purge-service-offering), " +
+				"without asking the broker (their data is then left on the VMs)\n"))
 			Expect(cc.Brokers()).To(HaveLen(1))
 			Expect(cc.ServiceInstances()).To(HaveLen(2))
+			Expect(count(cc.Requests(), "DELETE ")).To(BeZero())
+		})
 
-			r = runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", true))
+		It("with purge, purges the service offering (cf purge-service-offering) with its instances, then deletes the broker", func() {
+			plans := cc.Plans()
+			Expect(plans).To(HaveLen(2))
+			cc.AddServiceInstance("cache", plans[0].GUID)
+			cc.AddServiceInstance("sessions", plans[1].GUID)
+
+			r := runErrand(errands.Deregistrar, deregistrarConfig(cc, "purge", true))
 			Expect(r.Code).To(Equal(0), r.Output())
-			Expect(r.Stdout).To(ContainSubstring("purged service instance cache ("))
-			Expect(r.Stdout).To(ContainSubstring("purged service instance sessions ("))
+			Expect(r.Stdout).To(MatchRegexp(`purged service offering \S+ \(guid [0-9a-f-]+\) with its plans and 2 service instance\(s\): cache, sessions\n`))
 			Expect(cc.ServiceInstances()).To(BeEmpty())
+			Expect(cc.Plans()).To(BeEmpty())
+			Expect(cc.Brokers()).To(BeEmpty())
+			Expect(count(cc.Requests(), "DELETE /v3/service_offerings/")).To(Equal(1))
+			Expect(count(cc.Requests(), "DELETE /v3/service_instances/")).To(BeZero(), "one purge of the offering, not one per instance")
 			Expect(cc.Brokers()).To(BeEmpty())
 		})
 	})

@@ -214,6 +214,39 @@ var _ = Describe("smoke-tests", Ordered, func() {
 		expectNothingLeft(sys)
 	})
 
+	It("passes when the dedicated pool is full, testing shared-vm and naming dedicated-vm as not tested", func() {
+		// An app's instance takes the one dedicated node.
+		const appInstance = "app-instance-on-the-only-node"
+		path := "/v2/service_instances/" + appInstance + "?accepts_incomplete=true"
+		Eventually(func(g Gomega) int {
+			code, body, err := sys.OSB("PUT", path, map[string]any{
+				"service_id": systemtest.ServiceID, "plan_id": systemtest.DedicatedPlanID, "organization_guid": "org", "space_guid": "space",
+			})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(code).To(BeNumerically("<", 500), "%v", body)
+			return code
+		}).WithTimeout(time.Minute).Should(BeElementOf(http.StatusCreated, http.StatusOK))
+		DeferCleanup(func() {
+			del := "/v2/service_instances/" + appInstance + "?accepts_incomplete=true&service_id=" + systemtest.ServiceID + "&plan_id=" + systemtest.DedicatedPlanID
+			Eventually(func(g Gomega) int {
+				code, body, err := sys.OSB("DELETE", del, nil)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(code).To(BeNumerically("<", 500), "%v", body)
+				return code
+			}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Equal(http.StatusGone))
+			expectNothingLeft(sys)
+		})
+
+		r := runErrand(errands.SmokeTests, smokeConfig(sys, proxy.URL, "plans", []string{"shared-vm", "dedicated-vm"}))
+		Expect(r.Code).To(Equal(0), r.Output())
+		Expect(r.Stdout).To(MatchRegexp(`(?m)^shared-vm: deprovision: ok \(`))
+		Expect(r.Stdout).To(ContainSubstring("dedicated-vm: NOT TESTED: the broker says the plan is full: The dedicated-vm plan is full: all 1 dedicated VMs are in use."))
+		Expect(r.Stdout).To(MatchRegexp(`(?m)^PASSED: shared-vm; NOT TESTED: dedicated-vm: full \(`))
+		Expect(r.Stdout).To(HaveSuffix("smoke-tests: passed; not tested, as the broker says they are full: dedicated-vm\n"))
+		Expect(r.Stdout).NotTo(ContainSubstring("cleanup:"), "nothing was created on the full plan")
+		Expect(r.Stderr).To(BeEmpty())
+	})
+
 	It("fails at the catalog step, naming the plans there are, for a plan the catalog lacks", func() {
 		r := runErrand(errands.SmokeTests, smokeConfig(sys, proxy.URL, "plans", []string{"large"}))
 		Expect(r.Code).To(Equal(1))

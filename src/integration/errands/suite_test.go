@@ -88,8 +88,9 @@ type result struct {
 // Output is everything the errand wrote, as `bosh run-errand` shows it.
 func (r result) Output() string { return r.Stdout + r.Stderr }
 
-// runErrand writes config as the errand's config file and runs it.
-func runErrand(bin string, config any) result {
+// runErrand writes config as the errand's config file and runs it, with
+// env added to this process's environment.
+func runErrand(bin string, config any, env ...string) result {
 	GinkgoHelper()
 	data, err := json.MarshalIndent(config, "", "  ")
 	Expect(err).NotTo(HaveOccurred())
@@ -99,7 +100,7 @@ func runErrand(bin string, config any) result {
 	cmd := exec.Command(bin, "-config", path)
 	// The race detector's runtime sleeps a second before a clean exit,
 	// waiting for reports a short-lived errand does not need.
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	start := time.Now()

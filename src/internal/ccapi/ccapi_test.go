@@ -177,7 +177,14 @@ var _ = Describe("the Cloud Controller client", func() {
 		instances, err := client.ServiceInstances(ctx, []string{plans[0].GUID})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(instances).To(HaveLen(1))
-		Expect(client.PurgeServiceInstance(ctx, instances[0].GUID)).To(Succeed())
+		offerings, err := client.ServiceOfferings(ctx, b.GUID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(offerings).To(HaveLen(1))
+		Expect(offerings[0].GUID).To(Equal(plans[0].Relationships.ServiceOffering.Data.GUID))
+		Expect(offerings[0].Name).NotTo(BeEmpty())
+		Expect(client.PurgeServiceOffering(ctx, offerings[0].GUID)).To(Succeed())
+		Expect(cc.ServiceInstances()).To(BeEmpty(), "purged with its offering")
+		Expect(cc.Requests()).To(ContainElement("DELETE /v3/service_offerings/" + offerings[0].GUID + "?purge=true"))
 		_, err = client.DeleteServiceBroker(ctx, b.GUID)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cc.Brokers()).To(HaveLen(1), "the failed one stays, as in Cloud Controller")
@@ -191,6 +198,19 @@ var _ = Describe("the Cloud Controller client", func() {
 		_, err = newClient(cfg).Info(ctx)
 		Expect(errors.Is(err, ccapi.ErrUnreachable)).To(BeTrue())
 		Expect(err).To(MatchError(ContainSubstring("x509: certificate signed by unknown authority")))
+	})
+
+	It("trusts any certificate with SkipSSLValidation, and says so", func() {
+		cfg.CACert = ""
+		_, err := newClient(cfg).Info(ctx)
+		Expect(err).To(MatchError(ContainSubstring("x509: certificate signed by unknown authority")))
+		cfg.SkipSSLValidation = true
+		client := newClient(cfg)
+		Expect(client.SkipsVerification()).To(BeTrue())
+		_, err = client.Authenticate(ctx)
+		Expect(err).NotTo(HaveOccurred(), "UAA's certificate is not verified either")
+		_, err = client.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
 	})
 
 	DescribeTable("config validation names the field at fault",

@@ -13,10 +13,18 @@ import (
 type Config struct {
 	// URL is Cloud Controller's API URL, e.g. https://api.sys.example.com.
 	URL string `json:"url"`
-	// CACert is the PEM CA (or several) that signed Cloud Controller's and
-	// UAA's certificates; empty means the system roots. Certificates are
-	// always verified: there is no way to skip it.
+	// CACert is PEM CA certificates (Ops Manager's, an operator's) that
+	// may have signed Cloud Controller's and UAA's certificates. They are
+	// trusted beside the system's roots (the VM's trust store, where BOSH
+	// puts the director's trusted certificates); empty means those roots
+	// alone.
 	CACert string `json:"ca_cert,omitempty"`
+	// SkipSSLValidation, when true, accepts any certificate from Cloud
+	// Controller and UAA, as cf api --skip-ssl-validation does: for
+	// foundations whose certificates nothing here can verify (Ops
+	// Manager's "Disable SSL certificate verification"). The zero value
+	// verifies them.
+	SkipSSLValidation bool `json:"skip_ssl_validation,omitempty"`
 	// ClientID and ClientSecret are a UAA client's. Without Username they are
 	// used in a client-credentials grant, and both are required. With
 	// Username they are the client of a password grant; an empty ClientID

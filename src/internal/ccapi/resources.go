@@ -155,8 +155,15 @@ func (c *Client) ReplaceVisibility(ctx context.Context, planGUID string, v Visib
 
 // ServiceInstance is an instance of a plan.
 type ServiceInstance struct {
-	GUID string `json:"guid"`
-	Name string `json:"name"`
+	GUID          string `json:"guid"`
+	Name          string `json:"name"`
+	Relationships struct {
+		ServicePlan struct {
+			Data struct {
+				GUID string `json:"guid"`
+			} `json:"data"`
+		} `json:"service_plan"`
+	} `json:"relationships"`
 }
 
 // ServiceInstances lists the instances of the given plans.
@@ -167,16 +174,22 @@ func (c *Client) ServiceInstances(ctx context.Context, planGUIDs []string) ([]Se
 	return list[ServiceInstance](ctx, c, "/v3/service_instances"+query("service_plan_guids", planGUIDs, "per_page", 5000))
 }
 
-// PurgeServiceInstance removes an instance and its bindings from Cloud
-// Controller's records without asking the broker.
-func (c *Client) PurgeServiceInstance(ctx context.Context, guid string) error {
-	job, err := c.do(ctx, http.MethodDelete, "/v3/service_instances/"+url.PathEscape(guid)+"?purge=true", nil, nil)
-	if err != nil {
-		return err
-	}
-	if job != "" {
-		_, err = c.WaitJob(ctx, job)
-	}
+// ServiceOffering is a service offering (cf marketplace's "service").
+type ServiceOffering struct {
+	GUID string `json:"guid"`
+	Name string `json:"name"`
+}
+
+// ServiceOfferings lists a broker's offerings.
+func (c *Client) ServiceOfferings(ctx context.Context, brokerGUID string) ([]ServiceOffering, error) {
+	return list[ServiceOffering](ctx, c, "/v3/service_offerings"+query("service_broker_guids", []string{brokerGUID}, "per_page", 5000))
+}
+
+// PurgeServiceOffering removes an offering with its plans, their instances
+// and the instances' bindings and keys from Cloud Controller's records
+// without asking the broker: what cf purge-service-offering does.
+func (c *Client) PurgeServiceOffering(ctx context.Context, guid string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v3/service_offerings/"+url.PathEscape(guid)+"?purge=true", nil, nil)
 	return err
 }
 

@@ -92,9 +92,11 @@ type DeregisterConfig struct {
 	CloudController ccapi.Config `json:"cloud_controller"`
 	// BrokerName is the broker's name in Cloud Controller.
 	BrokerName string `json:"broker_name"`
-	// Purge, when true, removes the broker's service instances from Cloud
-	// Controller's records (without asking the broker) so the broker can go;
-	// false refuses while any exists.
+	// Purge, when true, purges the broker's service offerings, with their
+	// instances, from Cloud Controller's records (cf purge-service-offering:
+	// without asking the broker) so the broker can go; false (the zero
+	// value, for a hand-written config) refuses while any instance exists.
+	// The job's purge property defaults to true, as Redis for PCF purged.
 	Purge bool `json:"purge,omitempty"`
 	// TimeoutSeconds bounds the whole deregistration; zero means 600.
 	TimeoutSeconds int `json:"timeout_seconds,omitempty"`

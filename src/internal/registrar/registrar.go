@@ -129,9 +129,11 @@ var ErrNoSuchOrg = errors.New("no such org")
 var ErrInstancesExist = errors.New("service instances exist")
 
 // Deregister removes the broker named in cfg from Cloud Controller. While
-// its plans have service instances it refuses, unless cfg.Purge is set: then
-// the instances are purged from Cloud Controller's records first. A broker
-// that is not registered is not an error.
+// its plans have service instances it refuses, unless cfg.Purge is set:
+// then each of its service offerings is purged first, as cf
+// purge-service-offering does (the offering, its plans, their instances,
+// bindings and keys leave Cloud Controller's records without a call to the
+// broker). A broker that is not registered is not an error.
 func Deregister(ctx context.Context, cc *ccapi.Client, cfg *DeregisterConfig, out io.Writer) error {
 	if err := login(ctx, cc, out); err != nil {
 		return err
@@ -149,8 +151,10 @@ func Deregister(ctx context.Context, cc *ccapi.Client, cfg *DeregisterConfig, ou
 		return fmt.Errorf("listing the plans of service broker %q: %w", broker.Name, err)
 	}
 	var planGUIDs []string
+	offeringOf := map[string]string{} // plan guid to offering guid
 	for _, p := range plans {
 		planGUIDs = append(planGUIDs, p.GUID)
+		offeringOf[p.GUID] = p.Relationships.ServiceOffering.Data.GUID
 	}
 	instances, err := cc.ServiceInstances(ctx, planGUIDs)
 	if err != nil {
@@ -158,14 +162,30 @@ func Deregister(ctx context.Context, cc *ccapi.Client, cfg *DeregisterConfig, ou
 	}
 	if len(instances) > 0 && !cfg.Purge {
 		return fmt.Errorf("%w: service broker %q still has %d service instance(s): %s. Delete them with cf delete-service, "+
-			"or set purge to remove them from Cloud Controller without asking the broker (their data is then left on the VMs)",
+			"or set purge to remove them from Cloud Controller with the service offering (cf purge-service-offering), "+
+			"without asking the broker (their data is then left on the VMs)",
 			ErrInstancesExist, broker.Name, len(instances), names(instances))
 	}
-	for _, inst := range instances {
-		if err := cc.PurgeServiceInstance(ctx, inst.GUID); err != nil {
-			return fmt.Errorf("purging service instance %s (%s): %w", inst.Name, inst.GUID, err)
+	if len(instances) > 0 {
+		offerings, err := cc.ServiceOfferings(ctx, broker.GUID)
+		if err != nil {
+			return fmt.Errorf("listing the service offerings of broker %q: %w", broker.Name, err)
 		}
-		fmt.Fprintf(out, "purged service instance %s (%s)\n", inst.Name, inst.GUID)
+		for _, o := range offerings {
+			var of []ccapi.ServiceInstance
+			for _, inst := range instances {
+				if offeringOf[inst.Relationships.ServicePlan.Data.GUID] == o.GUID {
+					of = append(of, inst)
+				}
+			}
+			if len(of) == 0 {
+				continue
+			}
+			if err := cc.PurgeServiceOffering(ctx, o.GUID); err != nil {
+				return fmt.Errorf("purging service offering %s (%s): %w", o.Name, o.GUID, err)
+			}
+			fmt.Fprintf(out, "purged service offering %s (guid %s) with its plans and %d service instance(s): %s\n", o.Name, o.GUID, len(of), names(of))
+		}
 	}
 	fmt.Fprintf(out, "deleting service broker %q (guid %s)\n", broker.Name, broker.GUID)
 	warnings, err := cc.DeleteServiceBroker(ctx, broker.GUID)
@@ -195,6 +215,9 @@ func names(instances []ccapi.ServiceInstance) string {
 // login finds Cloud Controller's UAA and authenticates there, saying where
 // and as whom on out.
 func login(ctx context.Context, cc *ccapi.Client, out io.Writer) error {
+	if cc.SkipsVerification() {
+		fmt.Fprintln(out, "WARNING: skip_ssl_validation is set: Cloud Controller's and UAA's certificates are not verified")
+	}
 	info, err := cc.Info(ctx)
 	if err != nil {
 		return err

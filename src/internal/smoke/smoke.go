@@ -17,12 +17,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/osbhttp"
 )
 
 // StepError is the first failure of a run: the plan (empty before any plan
@@ -53,15 +56,29 @@ const (
 	appGUID   = "smoke-tests-app"
 )
 
+// Outcome says which plans a run tested, and which it could not because the
+// broker said they were full.
+type Outcome struct {
+	// Passed are the plans that passed every step, in the order tested.
+	Passed []string
+	// Full are the plans whose provision the broker refused as full (every
+	// dedicated VM in use, every shared VM out of room): nothing of theirs
+	// was tested. A full plan is the service working as designed, so it does
+	// not fail the run: a deployment whose dedicated pool is all taken by
+	// apps still passes its post-deploy errand.
+	Full []string
+}
+
 // Run runs the smoke tests of cfg (which must have passed Validate) and
-// writes what it does to out, one line per step. It returns nil when every
-// plan passed, or the first failure as a *StepError, after the cleanup.
-func Run(ctx context.Context, cfg *Config, out io.Writer) error {
+// writes what it does to out, one line per step. It returns what it tested,
+// and nil when every plan passed or was full, or the first failure as a
+// *StepError, after the cleanup.
+func Run(ctx context.Context, cfg *Config, out io.Writer) (Outcome, error) {
 	red := &redactor{out: out}
 	red.add(cfg.Broker.Password)
 	client, err := newBrokerClient(cfg.Broker)
 	if err != nil {
-		return err
+		return Outcome{}, err
 	}
 	r := &runner{broker: client, out: red}
 
@@ -82,14 +99,14 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 		leftErr = fmt.Errorf("%w: %s", ErrLeftBehind, strings.Join(left, "; "))
 	}
 	if failure == nil {
-		return leftErr
+		return r.report, leftErr
 	}
 	// The message is blanked out here once: the caller prints it.
 	failure = redacted(failure, red)
 	if leftErr != nil {
-		return fmt.Errorf("%w (and the cleanup %w)", failure, leftErr)
+		return r.report, fmt.Errorf("%w (and the cleanup %w)", failure, leftErr)
 	}
-	return failure
+	return r.report, failure
 }
 
 // redacted returns err with its message blanked out, keeping its step.
@@ -108,6 +125,7 @@ type runner struct {
 	// created is what the run created (or asked for) and has not deleted
 	// yet, oldest first: the cleanup deletes it newest first.
 	created []resource
+	report  Outcome
 }
 
 // resource is an instance, or a binding of one, that the run created.
@@ -168,12 +186,34 @@ func (r *runner) run(ctx context.Context, cfg *Config) error {
 	r.printf("testing service %s (%s) at %s, plans %s", svc.Name, svc.ID, r.broker.base, strings.Join(names, ", "))
 	start := time.Now()
 	for _, p := range plans {
-		if err := r.plan(ctx, svc, p); err != nil {
+		full, err := r.plan(ctx, svc, p)
+		if err != nil {
 			return err
 		}
+		if full {
+			r.report.Full = append(r.report.Full, p.Name)
+		} else {
+			r.report.Passed = append(r.report.Passed, p.Name)
+		}
 	}
-	r.printf("PASSED: %s (%s)", strings.Join(names, ", "), time.Since(start).Round(time.Millisecond))
+	took := time.Since(start).Round(time.Millisecond)
+	switch {
+	case len(r.report.Full) == 0:
+		r.printf("PASSED: %s (%s)", strings.Join(names, ", "), took)
+	case len(r.report.Passed) == 0:
+		r.printf("NOT TESTED: %s: full (%s)", strings.Join(r.report.Full, ", "), took)
+	default:
+		r.printf("PASSED: %s; NOT TESTED: %s: full (%s)", strings.Join(r.report.Passed, ", "), strings.Join(r.report.Full, ", "), took)
+	}
 	return nil
+}
+
+// planFull reports whether the broker refused a provision because the plan
+// has no room: 422 with the broker's "plan is full" message (the broker's
+// ErrPlanFull; the integration tests hold a real broker to this wording).
+func planFull(err error) bool {
+	var e *osbhttp.Error
+	return errors.As(err, &e) && e.Status == http.StatusUnprocessableEntity && strings.Contains(e.Description, " plan is full")
 }
 
 // choose finds the offering and plans to test in the catalog.
@@ -240,24 +280,38 @@ func newID(plan string) string {
 	return "smoke-tests-" + name + "-" + hex.EncodeToString(b)
 }
 
-// plan runs every step on one plan.
-func (r *runner) plan(ctx context.Context, svc catalogService, p catalogPlan) error {
+// plan runs every step on one plan. It returns true, having tested
+// nothing, when the broker says the plan is full.
+func (r *runner) plan(ctx context.Context, svc catalogService, p catalogPlan) (full bool, err error) {
 	inst := resource{plan: p.Name, instanceID: newID(p.Name), serviceID: svc.ID, planID: p.ID}
 	r.printf("%s: provisioning instance %s", p.Name, inst.instanceID)
-	err := r.step(p.Name, "provision", func() error {
+	err = r.step(p.Name, "provision", func() error {
 		// Recorded before it is asked for: an answer lost on the way must
 		// not leave an instance nobody deletes.
 		r.created = append(r.created, inst)
-		return r.broker.provision(ctx, inst.instanceID, svc, p, orgGUID, spaceGUID)
-	})
-	if err != nil {
+		err := r.broker.provision(ctx, inst.instanceID, svc, p, orgGUID, spaceGUID)
+		if planFull(err) {
+			// Refused before anything was created.
+			r.forget(inst)
+			full = true
+			r.printf("%s: NOT TESTED: the broker says the plan is full: %s", p.Name, err.(*osbhttp.Error).Description)
+			return nil
+		}
 		return err
+	})
+	if err != nil || full {
+		return full, err
 	}
+	return false, r.steps(ctx, svc, p, inst)
+}
+
+// steps runs the steps after the provision on one plan.
+func (r *runner) steps(ctx context.Context, svc catalogService, p catalogPlan, inst resource) error {
 
 	bnd := inst
 	bnd.bindingID = newID(p.Name)
 	var opts, tlsOpts *redis.Options
-	err = r.step(p.Name, "bind", func() error {
+	err := r.step(p.Name, "bind", func() error {
 		r.created = append(r.created, bnd)
 		creds, err := r.broker.bind(ctx, inst.instanceID, bnd.bindingID, svc.ID, p.ID, appGUID)
 		if err != nil {

@@ -165,7 +165,7 @@ var _ = Describe("a broker served over HTTPS", func() {
 		cfg := Config{Broker: Broker{URL: brokerURL, Username: "cc", Password: "broker-secret", CACert: caPEM}, CleanupTimeoutSeconds: 1}
 		Expect(cfg.Validate()).To(Succeed())
 		var out bytes.Buffer
-		err := Run(context.Background(), &cfg, &out)
+		_, err := Run(context.Background(), &cfg, &out)
 		return out.String(), err
 	}
 

@@ -1,6 +1,7 @@
 // Package tlsca turns the PEM CA certificates of a config into what a TLS
 // client verifies servers with. Certificates are always verified: there is
-// no way here to skip it.
+// no way here to skip it (a caller that offers one sets InsecureSkipVerify
+// itself, where its config says so).
 package tlsca
 
 import (
@@ -35,6 +36,27 @@ func ClientConfig(pemCerts string) (*tls.Config, error) {
 	pool, err := Pool(pemCerts)
 	if err != nil {
 		return nil, err
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// SystemClientConfig is ClientConfig with the system's roots (the VM's trust
+// store) trusted beside the CAs in pemCerts, for servers whose certificates
+// may come from a public CA, the BOSH director's trusted certificates or an
+// operator's CA. An empty pemCerts means the system's roots alone; when
+// they cannot be read, pemCerts alone. Its only error is ErrNoCertificate.
+func SystemClientConfig(pemCerts string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if pemCerts == "" {
+		return cfg, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM([]byte(pemCerts)) {
+		return nil, ErrNoCertificate
 	}
 	cfg.RootCAs = pool
 	return cfg, nil

@@ -2,6 +2,7 @@ package tlsca_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log"
@@ -102,5 +103,37 @@ func TestPoolRefusesWhatHoldsNoCertificate(t *testing.T) {
 	pool, err := tlsca.Pool(caPEM)
 	if err != nil || pool == nil {
 		t.Fatalf("%v, %v", pool, err)
+	}
+}
+
+func TestSystemClientConfigAddsTheCAsToTheSystemRoots(t *testing.T) {
+	srv, caPEM := server(t)
+	_, otherPEM := server(t)
+	cfg, err := tlsca.SystemClientConfig(caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MinVersion != tls.VersionTLS12 || cfg.InsecureSkipVerify {
+		t.Fatalf("MinVersion %x, InsecureSkipVerify %v", cfg.MinVersion, cfg.InsecureSkipVerify)
+	}
+	if err := get(cfg, srv.URL); err != nil {
+		t.Fatalf("the server's own CA: %v", err)
+	}
+	other, err := tlsca.SystemClientConfig(otherPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get(other, srv.URL); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("another CA was trusted: %v", err)
+	}
+	// The system's roots are still there: the pool holds more than the one
+	// CA given (Debian's ca-certificates are installed on these machines).
+	if system, err := x509.SystemCertPool(); err == nil && len(system.Subjects()) > 0 { //nolint:staticcheck // counting only
+		if n := len(other.RootCAs.Subjects()); n != len(system.Subjects())+1 { //nolint:staticcheck // counting only
+			t.Fatalf("%d roots, want the system's %d and the one given", n, len(system.Subjects()))
+		}
+	}
+	if _, err := tlsca.SystemClientConfig("not PEM"); !errors.Is(err, tlsca.ErrNoCertificate) {
+		t.Fatalf("not PEM: %v", err)
 	}
 }

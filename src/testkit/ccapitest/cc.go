@@ -23,12 +23,13 @@ func (s *Server) ccRoutes() http.Handler {
 	v3.HandleFunc("DELETE /v3/service_brokers/{guid}", s.deleteBroker)
 	v3.HandleFunc("GET /v3/jobs/{guid}", s.getJob)
 	v3.HandleFunc("GET /v3/service_plans", s.listPlans)
+	v3.HandleFunc("GET /v3/service_offerings", s.listOfferings)
+	v3.HandleFunc("DELETE /v3/service_offerings/{guid}", s.deleteOffering)
 	v3.HandleFunc("GET /v3/service_plans/{guid}/visibility", s.getVisibility)
 	v3.HandleFunc("POST /v3/service_plans/{guid}/visibility", s.setVisibility)
 	v3.HandleFunc("PATCH /v3/service_plans/{guid}/visibility", s.setVisibility)
 	v3.HandleFunc("GET /v3/organizations", s.listOrgs)
 	v3.HandleFunc("GET /v3/service_instances", s.listInstances)
-	v3.HandleFunc("DELETE /v3/service_instances/{guid}", s.deleteInstance)
 	v3.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		ccError(w, http.StatusNotFound, 10000, "CF-NotFound", "Unknown request")
 	})
@@ -532,20 +533,66 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// deleteInstance supports the purge only: a real delete would ask the
-// broker, which the registrar never needs.
-func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("purge") != "true" {
-		ccError(w, http.StatusNotImplemented, 10000, "CF-NotImplemented", "ccapitest deletes service instances with purge=true only")
-		return
+// offering is a service offering as the fake derives it from its plans:
+// every plan records its offering's guid and name.
+type offering struct{ guid, name, brokerGUID string }
+
+// offerings returns the offerings of the registered plans; called with s.mu
+// held.
+func (s *Server) offerings() []offering {
+	seen := map[string]offering{}
+	for _, p := range s.plans {
+		seen[p.ServiceGUID] = offering{guid: p.ServiceGUID, name: p.ServiceName, brokerGUID: p.BrokerGUID}
 	}
+	return sortedValues(seen, func(o offering) string { return o.name + o.guid })
+}
+
+func (s *Server) listOfferings(w http.ResponseWriter, r *http.Request) {
+	s.list(w, r, "service_broker_guids", func(keep func(string) bool) (items []any) {
+		for _, o := range s.offerings() {
+			if keep(o.brokerGUID) {
+				items = append(items, map[string]any{
+					"guid": o.guid, "name": o.name,
+					"relationships": map[string]any{"service_broker": map[string]any{"data": map[string]string{"guid": o.brokerGUID}}},
+				})
+			}
+		}
+		return items
+	})
+}
+
+// deleteOffering is DELETE /v3/service_offerings/:guid. Like Cloud
+// Controller's, it refuses an offering whose plans have instances unless
+// purge=true; with it, the offering, its plans and their instances go from
+// the records without a call to the broker (cf purge-service-offering).
+func (s *Server) deleteOffering(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.instance[r.PathValue("guid")] == nil {
-		ccError(w, http.StatusNotFound, 60004, "CF-ServiceInstanceNotFound", "Service instance not found")
+	guid := r.PathValue("guid")
+	i := slices.IndexFunc(s.offerings(), func(o offering) bool { return o.guid == guid })
+	if i < 0 {
+		ccError(w, http.StatusNotFound, 10010, "CF-ResourceNotFound", "Service offering not found")
 		return
 	}
-	delete(s.instance, r.PathValue("guid"))
+	var instances []string
+	for g, inst := range s.instance {
+		if p := s.plans[inst.PlanGUID]; p != nil && p.ServiceGUID == guid {
+			instances = append(instances, g)
+		}
+	}
+	if len(instances) > 0 && r.URL.Query().Get("purge") != "true" {
+		ccError(w, http.StatusUnprocessableEntity, 10008, "CF-UnprocessableEntity",
+			"Please delete the service_instances associations for your services.")
+		return
+	}
+	for _, g := range instances {
+		delete(s.instance, g)
+	}
+	for g, p := range s.plans {
+		if p.ServiceGUID == guid {
+			delete(s.plans, g)
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
