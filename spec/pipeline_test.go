@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"archive/zip"
 	"fmt"
 	"os"
 	"os/exec"
@@ -434,5 +435,127 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(after).To(Equal(before), "nothing changed")
 		}
+	})
+})
+
+var _ = Describe("scripts/unpack-release", func() {
+	// fakeRelease is a redis-for-cf release tarball as scripts/create-release
+	// makes one, small: a job, the redis-for-cf package (a program, internal
+	// code, the vendor tree's go.mod copy) and the redis package (a blob and
+	// a source file), each file marked so the test can tell it from the
+	// checkout's.
+	fakeRelease := func(name, gomod string) []byte {
+		GinkgoHelper()
+		return targzOf(map[string]string{
+			"release.MF": "name: " + name + "\nversion: 7.1.0\ncommit_hash: abc1234\n",
+			"jobs/redis-broker.tgz": string(targzOf(map[string]string{
+				"./job.MF":                    "---\nname: redis-broker\ntemplates: {config.json.erb: config/config.json}\n",
+				"./templates/config.json.erb": "published template\n",
+			})),
+			"packages/redis-for-cf.tgz": string(targzOf(map[string]string{
+				"./packaging":                 "echo published packaging\n",
+				"./cmd/redis-broker/main.go":  "package main // published\n",
+				"./internal/broker/broker.go": "package broker // published\n",
+				"./vendor/go.mod.release":     gomod,
+				"./vendor/modules.txt":        "# published\n",
+				"./vendor/example.org/m/m.go": "package m\n",
+			})),
+			"packages/redis.tgz": string(targzOf(map[string]string{
+				"./packaging":                      "echo published redis packaging\n",
+				"./redis/build.sh":                 "# published build.sh\n",
+				"./redis/redis_7.0.15.orig.tar.gz": "published blob\n",
+			})),
+			"packages/golang-1-linux.tgz": string(targzOf(map[string]string{"./packaging": "# go\n"})),
+		})
+	}
+	gomod := func() string {
+		GinkgoHelper()
+		data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+		Expect(err).NotTo(HaveOccurred())
+		return string(data)
+	}
+	unpack := func(input, dir string) (string, error) {
+		out, err := exec.Command(filepath.Join(root, "scripts/unpack-release"), input, dir).CombinedOutput()
+		return string(out), err
+	}
+	read := func(path string) string {
+		GinkgoHelper()
+		data, err := os.ReadFile(path)
+		Expect(err).NotTo(HaveOccurred())
+		return string(data)
+	}
+	// tileOf zips a release into a tile as build-tile does.
+	tileOf := func(path string, files map[string][]byte) {
+		GinkgoHelper()
+		f, err := os.Create(path)
+		Expect(err).NotTo(HaveOccurred())
+		zw := zip.NewWriter(f)
+		for name, data := range files {
+			w, err := zw.Create(name)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = w.Write(data)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Expect(zw.Close()).To(Succeed())
+		Expect(f.Close()).To(Succeed())
+	}
+
+	It("lays out the release a tile carries over a copy of the checkout: its jobs, packaging, sources and blobs, the deploy tooling kept", func() {
+		work := GinkgoT().TempDir()
+		tile := filepath.Join(work, "p-redis-7.1.0.pivotal")
+		tileOf(tile, map[string][]byte{
+			"metadata/p-redis.yml":            []byte("name: p-redis\n"),
+			"releases/redis-for-cf-7.1.0.tgz": fakeRelease("redis-for-cf", gomod()),
+			"releases/bpm-1.4.38.tgz":         targzOf(map[string]string{"release.MF": "name: bpm\n"}),
+		})
+		dir := filepath.Join(work, "deploy")
+		out, err := unpack(tile, dir)
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(HaveSuffix(dir + "\n"))
+
+		Expect(read(filepath.Join(dir, "jobs/redis-broker/spec"))).To(ContainSubstring("name: redis-broker"))
+		Expect(read(filepath.Join(dir, "jobs/redis-broker/templates/config.json.erb"))).To(Equal("published template\n"))
+		Expect(filepath.Join(dir, "jobs/redis-node")).NotTo(BeADirectory(), "only the release's jobs")
+		Expect(read(filepath.Join(dir, "packages/redis-for-cf/packaging"))).To(Equal("echo published packaging\n"))
+		Expect(read(filepath.Join(dir, "packages/redis/packaging"))).To(Equal("echo published redis packaging\n"))
+		Expect(read(filepath.Join(dir, "packages/redis-for-cf/spec"))).To(Equal(read(filepath.Join(root, "packages/redis-for-cf/spec"))))
+		Expect(read(filepath.Join(dir, "src/cmd/redis-broker/main.go"))).To(Equal("package main // published\n"))
+		Expect(read(filepath.Join(dir, "src/internal/broker/broker.go"))).To(Equal("package broker // published\n"))
+		Expect(filepath.Join(dir, "src/internal/store")).NotTo(BeADirectory(), "src/internal is the release's alone")
+		Expect(read(filepath.Join(dir, "src/cmd/deploy-local/main.go"))).To(Equal(read(filepath.Join(root, "src/cmd/deploy-local/main.go"))), "the tooling stays")
+		Expect(filepath.Join(dir, "src/vendor")).NotTo(BeADirectory())
+		Expect(read(filepath.Join(dir, "blobs/redis/redis_7.0.15.orig.tar.gz"))).To(Equal("published blob\n"), "a file blobs.yml names is a blob")
+		Expect(read(filepath.Join(dir, "src/redis/build.sh"))).To(Equal("# published build.sh\n"))
+		Expect(filepath.Join(dir, "scripts/deploy-local")).To(BeARegularFile())
+		Expect(filepath.Join(dir, "manifests/redis.yml")).To(BeARegularFile())
+		Expect(filepath.Join(dir, ".git")).NotTo(BeADirectory())
+	})
+
+	It("refuses a tile without the release, another release, a release of another go.mod, and a folder in use", func() {
+		work := GinkgoT().TempDir()
+		tile := filepath.Join(work, "p-redis-1.0.0.pivotal")
+		tileOf(tile, map[string][]byte{"metadata/p-redis.yml": []byte("name: p-redis\n")})
+		out, err := unpack(tile, filepath.Join(work, "a"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("carries 0 redis-for-cf releases, not one"))
+
+		other := filepath.Join(work, "other.tgz")
+		Expect(os.WriteFile(other, fakeRelease("cf-redis", gomod()), 0o644)).To(Succeed())
+		out, err = unpack(other, filepath.Join(work, "b"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("holds release 'cf-redis', not redis-for-cf"))
+
+		older := filepath.Join(work, "older.tgz")
+		Expect(os.WriteFile(older, fakeRelease("redis-for-cf", "module example.org/old\n"), 0o644)).To(Succeed())
+		out, err = unpack(older, filepath.Join(work, "c"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("built with another go.mod"))
+
+		used := filepath.Join(work, "d")
+		Expect(os.MkdirAll(used, 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(used, "x"), nil, 0o644)).To(Succeed())
+		out, err = unpack(older, used)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("is not empty"))
 	})
 })
