@@ -392,6 +392,49 @@ var _ = Describe("ci/pipeline.yml", Ordered, func() {
 		Expect(deployers).To(BeNumerically(">", 0), "a job deploys")
 	})
 
+	It("gives the task that runs scripts/test Node 20 or later (the client suite's; Debian bookworm's is 18), on its PATH", func() {
+		nodeResources := map[string]bool{}
+		for _, r := range p.Resources {
+			repo, _ := r.Source["repository"].(string)
+			tag, _ := r.Source["tag"].(string)
+			major, _, _ := strings.Cut(tag, "-")
+			if r.Type == "registry-image" && repo == "node" && len(major) >= 2 && major >= "20" {
+				nodeResources[r.Name] = true
+			}
+		}
+		found := false
+		for _, j := range p.Jobs {
+			var node string
+			for _, s := range steps(j.Plan) {
+				if name, ok := s["get"].(string); ok && nodeResources[name] {
+					params, _ := s["params"].(map[string]any)
+					Expect(params).To(HaveKeyWithValue("format", "rootfs"), "job %s: get %s as a root file system", j.Name, name)
+					node = name
+				}
+			}
+			for _, s := range steps(j.Plan) {
+				file, ok := s["file"].(string)
+				if !ok {
+					continue
+				}
+				_, rest, _ := strings.Cut(file, "/")
+				script := filepath.Join(root, strings.TrimSuffix(rest, ".yml")+".sh")
+				if !slices.Contains(scriptsCalled(script), "test") {
+					continue
+				}
+				found = true
+				Expect(node).NotTo(BeEmpty(), "job %s runs scripts/test without a node image", j.Name)
+				data, err := os.ReadFile(filepath.Join(root, rest))
+				Expect(err).NotTo(HaveOccurred())
+				var t concourseTask
+				Expect(yaml.Unmarshal(data, &t)).To(Succeed())
+				Expect(t.Inputs).To(ContainElement(HaveField("Name", node)), "task %s takes %s", rest, node)
+				Expect(string(mustRead(script))).To(MatchRegexp(`(?m)^PATH=\$work/` + regexp.QuoteMeta(node) + `/rootfs/usr/local/bin:\$PATH scripts/test$`))
+			}
+		}
+		Expect(found).To(BeTrue(), "a task runs scripts/test")
+	})
+
 	It("has no task file or script the pipeline does not run", func() {
 		files, err := filepath.Glob(filepath.Join(root, "ci/tasks/*"))
 		Expect(err).NotTo(HaveOccurred())
