@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"archive/zip"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,9 +54,10 @@ type concourseTask struct {
 var concourseCoreTypes = []string{"git", "s3", "time", "registry-image", "docker-image", "bosh-io-release", "bosh-io-stemcell", "github-release", "semver", "pool", "mock"}
 
 // taskScriptLine is what a task script may do: set shell options, go to the
-// checkout, remember a folder, clean up with a script, and call scripts/.
+// checkout or a remembered folder, remember a folder, clean up with a
+// script, and call scripts/.
 var (
-	taskScriptLine = regexp.MustCompile(`^(set -euo pipefail|cd "\$\(dirname "\$0"\)/\.\./\.\."|[a-z_]+=\$PWD(/[a-z._-]+)*|trap 'scripts/[a-z-]+( [^']*)?' EXIT|(exec )?([A-Z_]+=\S+ )*scripts/[a-z-]+( .*)?)$`)
+	taskScriptLine = regexp.MustCompile(`^(set -euo pipefail|cd "\$\(dirname "\$0"\)/\.\./\.\."|[a-z_]+=\$PWD(/[a-z._-]+)*|cd "\$[a-z_]+(/[a-z._-]+)*"|trap 'scripts/[a-z-]+( [^']*)?' EXIT|(exec |([A-Z_]+=\S+ )*)scripts/[a-z-]+( .*)?)$`)
 	scriptCall     = regexp.MustCompile(`scripts/([a-z-]+)`)
 )
 
@@ -290,6 +292,149 @@ var _ = Describe("ci/pipeline.yml", Ordered, func() {
 		Expect(tasks).NotTo(BeEmpty())
 	})
 
+	It("deploys only what an earlier job published: each get of a published resource has passed jobs that chain back to its put", func() {
+		// puts[r] are the jobs that put resource r; gets[job][r] the passed
+		// jobs of the job's get of r.
+		puts := map[string][]string{}
+		gets := map[string]map[string][]string{}
+		resourceOf := func(s map[string]any, verb string) string {
+			name, _ := s[verb].(string)
+			if r, ok := s["resource"].(string); ok {
+				return r
+			}
+			return name
+		}
+		for _, j := range p.Jobs {
+			gets[j.Name] = map[string][]string{}
+			for _, s := range steps(j.Plan) {
+				if _, ok := s["put"].(string); ok {
+					puts[resourceOf(s, "put")] = append(puts[resourceOf(s, "put")], j.Name)
+				}
+				if _, ok := s["get"].(string); ok {
+					gets[j.Name][resourceOf(s, "get")] = strs(s["passed"])
+				}
+			}
+		}
+		// chains says whether job has res from a put: its own, or through
+		// passed jobs that each have it from a put.
+		var chains func(job, res string, seen map[string]bool) bool
+		chains = func(job, res string, seen map[string]bool) bool {
+			if slices.Contains(puts[res], job) {
+				return true
+			}
+			passed := gets[job][res]
+			if seen[job] || len(passed) == 0 {
+				return false
+			}
+			seen[job] = true
+			for _, up := range passed {
+				if !chains(up, res, seen) {
+					return false
+				}
+			}
+			return true
+		}
+		for _, j := range p.Jobs {
+			for res, passed := range gets[j.Name] {
+				if len(puts[res]) == 0 || slices.Contains(puts[res], j.Name) {
+					continue
+				}
+				Expect(passed).NotTo(BeEmpty(), "job %s gets %s, which job %v publishes, without passed: it would take whatever version is newest", j.Name, res, puts[res])
+				Expect(chains(j.Name, res, map[string]bool{})).To(BeTrue(), "job %s gets %s passed %v, which do not all have it from a put", j.Name, res, passed)
+			}
+		}
+
+		// The job that deploys takes the published artifact into the task
+		// that deploys it, triggered by it, and lays out the release that
+		// artifact carries instead of building one.
+		deployers := 0
+		for _, j := range p.Jobs {
+			triggered := map[string]bool{}
+			for _, s := range steps(j.Plan) {
+				if name, ok := s["get"].(string); ok && s["trigger"] == true && len(puts[resourceOf(s, "get")]) > 0 {
+					triggered[name] = true
+				}
+			}
+			for _, s := range steps(j.Plan) {
+				file, ok := s["file"].(string)
+				if _, task := s["task"]; !ok || !task {
+					continue
+				}
+				_, rest, _ := strings.Cut(file, "/")
+				called := scriptsCalled(filepath.Join(root, strings.TrimSuffix(rest, ".yml")+".sh"))
+				if !slices.Contains(called, "deploy-local") {
+					continue
+				}
+				deployers++
+				where := fmt.Sprintf("job %s: task %s", j.Name, s["task"])
+				Expect(called).NotTo(ContainElements("create-release"), "%s builds a release instead of deploying the published one", where)
+				Expect(called).NotTo(ContainElements("build-tile"), "%s builds a tile instead of deploying the published one", where)
+				Expect(called).To(ContainElement("unpack-release"), "%s deploys the release the published artifact carries", where)
+				Expect(slices.Index(called, "unpack-release")).To(BeNumerically("<", slices.Index(called, "deploy-local")), where)
+				data, err := os.ReadFile(filepath.Join(root, rest))
+				Expect(err).NotTo(HaveOccurred())
+				var t concourseTask
+				Expect(yaml.Unmarshal(data, &t)).To(Succeed())
+				inputMapping, _ := s["input_mapping"].(map[string]any)
+				published := false
+				for _, in := range t.Inputs {
+					artifact := in.Name
+					if m, ok := inputMapping[in.Name].(string); ok {
+						artifact = m
+					}
+					if triggered[artifact] {
+						published = true
+					}
+				}
+				Expect(published).To(BeTrue(), "%s takes no input that an earlier job published and that triggers the job", where)
+			}
+		}
+		Expect(deployers).To(BeNumerically(">", 0), "a job deploys")
+	})
+
+	It("gives the task that runs scripts/test Node 20 or later (the client suite's; Debian bookworm's is 18), on its PATH", func() {
+		nodeResources := map[string]bool{}
+		for _, r := range p.Resources {
+			repo, _ := r.Source["repository"].(string)
+			tag, _ := r.Source["tag"].(string)
+			major, _, _ := strings.Cut(tag, "-")
+			if r.Type == "registry-image" && repo == "node" && len(major) >= 2 && major >= "20" {
+				nodeResources[r.Name] = true
+			}
+		}
+		found := false
+		for _, j := range p.Jobs {
+			var node string
+			for _, s := range steps(j.Plan) {
+				if name, ok := s["get"].(string); ok && nodeResources[name] {
+					params, _ := s["params"].(map[string]any)
+					Expect(params).To(HaveKeyWithValue("format", "rootfs"), "job %s: get %s as a root file system", j.Name, name)
+					node = name
+				}
+			}
+			for _, s := range steps(j.Plan) {
+				file, ok := s["file"].(string)
+				if !ok {
+					continue
+				}
+				_, rest, _ := strings.Cut(file, "/")
+				script := filepath.Join(root, strings.TrimSuffix(rest, ".yml")+".sh")
+				if !slices.Contains(scriptsCalled(script), "test") {
+					continue
+				}
+				found = true
+				Expect(node).NotTo(BeEmpty(), "job %s runs scripts/test without a node image", j.Name)
+				data, err := os.ReadFile(filepath.Join(root, rest))
+				Expect(err).NotTo(HaveOccurred())
+				var t concourseTask
+				Expect(yaml.Unmarshal(data, &t)).To(Succeed())
+				Expect(t.Inputs).To(ContainElement(HaveField("Name", node)), "task %s takes %s", rest, node)
+				Expect(string(mustRead(script))).To(MatchRegexp(`(?m)^PATH=\$work/` + regexp.QuoteMeta(node) + `/rootfs/usr/local/bin:\$PATH scripts/test$`))
+			}
+		}
+		Expect(found).To(BeTrue(), "a task runs scripts/test")
+	})
+
 	It("has no task file or script the pipeline does not run", func() {
 		files, err := filepath.Glob(filepath.Join(root, "ci/tasks/*"))
 		Expect(err).NotTo(HaveOccurred())
@@ -376,6 +521,32 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	// localBlobstore points the release's config/final.yml at a blobstore
+	// folder (bosh-cli's local provider) and marks the golang blob as
+	// uploaded there already, and returns the folder.
+	localBlobstore := func(dir string) string {
+		GinkgoHelper()
+		store := GinkgoT().TempDir()
+		final, err := os.OpenFile(filepath.Join(dir, "config/final.yml"), os.O_APPEND|os.O_WRONLY, 0)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = fmt.Fprintf(final, "blobstore:\n  provider: local\n  options:\n    blobstore_path: %s\n", store)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(final.Close()).To(Succeed())
+		blobs, err := os.ReadFile(filepath.Join(dir, "config/blobs.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		re := regexp.MustCompile(`(?m)^(golang/[^\n]*:\n(  [a-z]+: [^\n]*\n)*)`)
+		Expect(re.Match(blobs)).To(BeTrue())
+		blobs = re.ReplaceAll(blobs, []byte("${1}  object_id: golang-stand-in\n"))
+		Expect(os.WriteFile(filepath.Join(dir, "config/blobs.yml"), blobs, 0o644)).To(Succeed())
+		return store
+	}
+	gitInit := func(dir string) {
+		GinkgoHelper()
+		for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before"}} {
+			out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(out))
+		}
+	}
 	sha256Of := func(path string) string {
 		GinkgoHelper()
 		sum, err := exec.Command("sha256sum", path).Output()
@@ -383,15 +554,18 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		return strings.Fields(string(sum))[0]
 	}
 
-	It("pins the newer Debian revision and both tarballs' sha256, swaps the blobs, and commits with --commit", func() {
+	It("pins the newer Debian revision and both tarballs' sha256, swaps the blobs, uploads them, and commits with --commit", func() {
 		dir := release()
-		for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before"}} {
-			out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
-			Expect(err).NotTo(HaveOccurred(), string(out))
-		}
+		store := localBlobstore(dir)
+		gitInit(dir)
 		src := sourcePackage("1~deb12u99")
-		out, err := run(dir, "--commit", src)
+		cmd := exec.Command(filepath.Join(dir, "scripts/bump-redis-blob"), "--commit", src)
+		cmd.Env = append(os.Environ(), "BLOBSTORE_ACCESS_KEY_ID=ci-key", "BLOBSTORE_SECRET_ACCESS_KEY=ci-'secret")
+		o, err := cmd.CombinedOutput()
+		out := string(o)
 		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).NotTo(ContainSubstring("secret"))
+		Expect(filepath.Join(dir, "config/private.yml")).NotTo(BeAnExistingFile(), "the credentials it wrote are gone")
 		Expect(out).To(ContainSubstring("redis " + pinned() + " -> 5:7.0.15-1~deb12u99"))
 
 		addBlobs, err := os.ReadFile(filepath.Join(dir, "scripts/add-blobs"))
@@ -406,6 +580,17 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		Expect(strings.Count(string(blobs), "redis/redis")).To(Equal(2), "the old Debian tarball is gone")
 		Expect(string(blobs)).To(ContainSubstring("golang/"), "the other blobs stay")
 		Expect(filepath.Join(dir, "blobs/redis/redis_7.0.15-1~deb12u99.debian.tar.xz")).To(BeARegularFile())
+		// Uploaded before the commit: each redis blob has an object id,
+		// under which the blobstore holds its bytes.
+		ids := regexp.MustCompile(`(?m)^(redis/[^\n]*):\n(?:  [a-z]+: [^\n]*\n)*?  object_id: (\S+)\n`).FindAllStringSubmatch(string(blobs), -1)
+		Expect(ids).To(HaveLen(2), string(blobs))
+		for _, id := range ids {
+			stored, err := os.ReadFile(filepath.Join(store, id[2]))
+			Expect(err).NotTo(HaveOccurred(), "%s is in the blobstore", id[1])
+			local, err := os.ReadFile(filepath.Join(dir, "blobs", id[1]))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(stored).To(Equal(local))
+		}
 
 		log, err := exec.Command("git", "-C", dir, "log", "-1", "--format=%B", "--name-only").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(log))
@@ -413,6 +598,18 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		Expect(string(log)).To(ContainSubstring("CVE-2099-12345: a fix."), "the commit quotes the new changelog entries")
 		Expect(string(log)).NotTo(ContainSubstring("an older fix"), "and only those")
 		Expect(string(log)).To(And(ContainSubstring("scripts/add-blobs"), ContainSubstring("config/blobs.yml")))
+	})
+
+	It("commits nothing with --commit when it cannot upload the blobs", func() {
+		dir := release()
+		gitInit(dir)
+		out, err := run(dir, "--commit", sourcePackage("1~deb12u99"))
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("bosh upload-blobs failed (config/final.yml needs a blobstore"))
+		Expect(out).To(ContainSubstring("nothing committed"))
+		log, err := exec.Command("git", "-C", dir, "log", "--format=%s").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(log))
+		Expect(string(log)).To(Equal("before\n"))
 	})
 
 	It("changes nothing for a revision that is not newer, and refuses what is not Redis's source package", func() {
@@ -434,5 +631,127 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(after).To(Equal(before), "nothing changed")
 		}
+	})
+})
+
+var _ = Describe("scripts/unpack-release", func() {
+	// fakeRelease is a redis-for-cf release tarball as scripts/create-release
+	// makes one, small: a job, the redis-for-cf package (a program, internal
+	// code, the vendor tree's go.mod copy) and the redis package (a blob and
+	// a source file), each file marked so the test can tell it from the
+	// checkout's.
+	fakeRelease := func(name, gomod string) []byte {
+		GinkgoHelper()
+		return targzOf(map[string]string{
+			"release.MF": "name: " + name + "\nversion: 7.1.0\ncommit_hash: abc1234\n",
+			"jobs/redis-broker.tgz": string(targzOf(map[string]string{
+				"./job.MF":                    "---\nname: redis-broker\ntemplates: {config.json.erb: config/config.json}\n",
+				"./templates/config.json.erb": "published template\n",
+			})),
+			"packages/redis-for-cf.tgz": string(targzOf(map[string]string{
+				"./packaging":                 "echo published packaging\n",
+				"./cmd/redis-broker/main.go":  "package main // published\n",
+				"./internal/broker/broker.go": "package broker // published\n",
+				"./vendor/go.mod.release":     gomod,
+				"./vendor/modules.txt":        "# published\n",
+				"./vendor/example.org/m/m.go": "package m\n",
+			})),
+			"packages/redis.tgz": string(targzOf(map[string]string{
+				"./packaging":                      "echo published redis packaging\n",
+				"./redis/build.sh":                 "# published build.sh\n",
+				"./redis/redis_7.0.15.orig.tar.gz": "published blob\n",
+			})),
+			"packages/golang-1-linux.tgz": string(targzOf(map[string]string{"./packaging": "# go\n"})),
+		})
+	}
+	gomod := func() string {
+		GinkgoHelper()
+		data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+		Expect(err).NotTo(HaveOccurred())
+		return string(data)
+	}
+	unpack := func(input, dir string) (string, error) {
+		out, err := exec.Command(filepath.Join(root, "scripts/unpack-release"), input, dir).CombinedOutput()
+		return string(out), err
+	}
+	read := func(path string) string {
+		GinkgoHelper()
+		data, err := os.ReadFile(path)
+		Expect(err).NotTo(HaveOccurred())
+		return string(data)
+	}
+	// tileOf zips a release into a tile as build-tile does.
+	tileOf := func(path string, files map[string][]byte) {
+		GinkgoHelper()
+		f, err := os.Create(path)
+		Expect(err).NotTo(HaveOccurred())
+		zw := zip.NewWriter(f)
+		for name, data := range files {
+			w, err := zw.Create(name)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = w.Write(data)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Expect(zw.Close()).To(Succeed())
+		Expect(f.Close()).To(Succeed())
+	}
+
+	It("lays out the release a tile carries over a copy of the checkout: its jobs, packaging, sources and blobs, the deploy tooling kept", func() {
+		work := GinkgoT().TempDir()
+		tile := filepath.Join(work, "p-redis-7.1.0.pivotal")
+		tileOf(tile, map[string][]byte{
+			"metadata/p-redis.yml":            []byte("name: p-redis\n"),
+			"releases/redis-for-cf-7.1.0.tgz": fakeRelease("redis-for-cf", gomod()),
+			"releases/bpm-1.4.38.tgz":         targzOf(map[string]string{"release.MF": "name: bpm\n"}),
+		})
+		dir := filepath.Join(work, "deploy")
+		out, err := unpack(tile, dir)
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(HaveSuffix(dir + "\n"))
+
+		Expect(read(filepath.Join(dir, "jobs/redis-broker/spec"))).To(ContainSubstring("name: redis-broker"))
+		Expect(read(filepath.Join(dir, "jobs/redis-broker/templates/config.json.erb"))).To(Equal("published template\n"))
+		Expect(filepath.Join(dir, "jobs/redis-node")).NotTo(BeADirectory(), "only the release's jobs")
+		Expect(read(filepath.Join(dir, "packages/redis-for-cf/packaging"))).To(Equal("echo published packaging\n"))
+		Expect(read(filepath.Join(dir, "packages/redis/packaging"))).To(Equal("echo published redis packaging\n"))
+		Expect(read(filepath.Join(dir, "packages/redis-for-cf/spec"))).To(Equal(read(filepath.Join(root, "packages/redis-for-cf/spec"))))
+		Expect(read(filepath.Join(dir, "src/cmd/redis-broker/main.go"))).To(Equal("package main // published\n"))
+		Expect(read(filepath.Join(dir, "src/internal/broker/broker.go"))).To(Equal("package broker // published\n"))
+		Expect(filepath.Join(dir, "src/internal/store")).NotTo(BeADirectory(), "src/internal is the release's alone")
+		Expect(read(filepath.Join(dir, "src/cmd/deploy-local/main.go"))).To(Equal(read(filepath.Join(root, "src/cmd/deploy-local/main.go"))), "the tooling stays")
+		Expect(filepath.Join(dir, "src/vendor")).NotTo(BeADirectory())
+		Expect(read(filepath.Join(dir, "blobs/redis/redis_7.0.15.orig.tar.gz"))).To(Equal("published blob\n"), "a file blobs.yml names is a blob")
+		Expect(read(filepath.Join(dir, "src/redis/build.sh"))).To(Equal("# published build.sh\n"))
+		Expect(filepath.Join(dir, "scripts/deploy-local")).To(BeARegularFile())
+		Expect(filepath.Join(dir, "manifests/redis.yml")).To(BeARegularFile())
+		Expect(filepath.Join(dir, ".git")).NotTo(BeADirectory())
+	})
+
+	It("refuses a tile without the release, another release, a release of another go.mod, and a folder in use", func() {
+		work := GinkgoT().TempDir()
+		tile := filepath.Join(work, "p-redis-1.0.0.pivotal")
+		tileOf(tile, map[string][]byte{"metadata/p-redis.yml": []byte("name: p-redis\n")})
+		out, err := unpack(tile, filepath.Join(work, "a"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("carries 0 redis-for-cf releases, not one"))
+
+		other := filepath.Join(work, "other.tgz")
+		Expect(os.WriteFile(other, fakeRelease("cf-redis", gomod()), 0o644)).To(Succeed())
+		out, err = unpack(other, filepath.Join(work, "b"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("holds release 'cf-redis', not redis-for-cf"))
+
+		older := filepath.Join(work, "older.tgz")
+		Expect(os.WriteFile(older, fakeRelease("redis-for-cf", "module example.org/old\n"), 0o644)).To(Succeed())
+		out, err = unpack(older, filepath.Join(work, "c"))
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("built with another go.mod"))
+
+		used := filepath.Join(work, "d")
+		Expect(os.MkdirAll(used, 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(used, "x"), nil, 0o644)).To(Succeed())
+		out, err = unpack(older, used)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("is not empty"))
 	})
 })

@@ -59,6 +59,13 @@ func migrate(properties map[string]any) map[string]any {
 	return result.Properties
 }
 
+func mustRead(path string) []byte {
+	GinkgoHelper()
+	data, err := os.ReadFile(path)
+	Expect(err).NotTo(HaveOccurred())
+	return data
+}
+
 // tileProperties lists the properties tile/tile.yml defines: on forms,
 // pending or not, a selector's options' own (.properties.SELECTOR.OPTION.NAME),
 // and generated.
@@ -97,6 +104,95 @@ func tileProperties() []string {
 }
 
 func value(v any) map[string]any { return map[string]any{"value": v} }
+
+// tileSetting is a property of a tile/tile.yml as Ops Manager stores it: its
+// type and, for a dropdown or a selector, its options.
+type tileSetting struct {
+	Type    string
+	Options []string
+}
+
+// tileSettings lists the properties a tile/tile.yml puts in the tile (its
+// forms that are not pending, their selectors' options' properties, and its
+// generated credentials), by Ops Manager's name for them.
+func tileSettings(data []byte) map[string]tileSetting {
+	GinkgoHelper()
+	var desc struct {
+		Forms []struct {
+			Pending    string
+			Properties []struct {
+				Name    string
+				Type    string
+				Options []struct {
+					Name       any
+					Properties []struct{ Name, Type string }
+				}
+			}
+		}
+		Generated []struct{ Name, Type string }
+	}
+	Expect(yaml.Unmarshal(data, &desc)).To(Succeed())
+	out := map[string]tileSetting{}
+	for _, f := range desc.Forms {
+		if f.Pending != "" {
+			continue // never in a tile, so never in an installation
+		}
+		for _, p := range f.Properties {
+			s := tileSetting{Type: p.Type}
+			for _, o := range p.Options {
+				s.Options = append(s.Options, fmt.Sprint(o.Name))
+				for _, q := range o.Properties {
+					out[fmt.Sprintf(".properties.%s.%v.%s", p.Name, o.Name, q.Name)] = tileSetting{Type: q.Type}
+				}
+			}
+			out[".properties."+p.Name] = s
+		}
+	}
+	for _, g := range desc.Generated {
+		out[".properties."+g.Name] = tileSetting{Type: g.Type}
+	}
+	return out
+}
+
+// earlierTiles returns tile/tile.yml as every commit that changed it left
+// it: each version of this tile there has been, by commit.
+func earlierTiles() map[string][]byte {
+	GinkgoHelper()
+	shallow, err := exec.Command("git", "-C", root, "rev-parse", "--is-shallow-repository").Output()
+	Expect(err).NotTo(HaveOccurred(), "the migration tests read tile/tile.yml's history from git")
+	Expect(strings.TrimSpace(string(shallow))).To(Equal("false"), "a shallow clone lacks the tile's history: git fetch --unshallow")
+	commits, err := exec.Command("git", "-C", root, "log", "--format=%h", "--", "tile/tile.yml").Output()
+	Expect(err).NotTo(HaveOccurred())
+	out := map[string][]byte{}
+	for _, c := range strings.Fields(string(commits)) {
+		data, err := exec.Command("git", "-C", root, "show", c+":tile/tile.yml").Output()
+		Expect(err).NotTo(HaveOccurred(), c)
+		out[c] = data
+	}
+	Expect(out).NotTo(BeEmpty())
+	return out
+}
+
+// operatorValue is a value an operator could have given a setting of the
+// type: not the default, a dropdown's or selector's last option.
+func operatorValue(s tileSetting) any {
+	switch s.Type {
+	case "integer", "port":
+		return 7
+	case "boolean":
+		return true
+	case "dropdown_select", "selector":
+		return s.Options[len(s.Options)-1]
+	case "secret":
+		return map[string]any{"secret": "operator-secret"}
+	case "simple_credentials":
+		return map[string]any{"identity": "operator", "password": "operator-password"}
+	case "rsa_cert_credentials":
+		return map[string]any{"cert_pem": "-----BEGIN CERTIFICATE-----\n", "private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n"}
+	default:
+		return "set by the operator"
+	}
+}
 
 var _ = Describe("the tile's migrations", func() {
 	// What an installation of the earlier p-redis tile (broker job type
@@ -169,6 +265,46 @@ var _ = Describe("the tile's migrations", func() {
 		once := migrate(legacy())
 		Expect(migrate(once)).To(Equal(once))
 	})
+
+	It("keep every setting of every earlier version of this tile, under a name and type the tile still has", func() {
+		current := tileSettings(mustRead(filepath.Join(root, "tile/tile.yml")))
+		for commit, data := range earlierTiles() {
+			installation := map[string]any{}
+			settings := tileSettings(data)
+			for name, s := range settings {
+				installation[name] = value(operatorValue(s))
+			}
+			// As JSON, the way the migrations hand them back.
+			var want map[string]any
+			raw, err := json.Marshal(installation)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(json.Unmarshal(raw, &want)).To(Succeed())
+			got := migrate(installation)
+			for name, s := range settings {
+				Expect(got).To(HaveKeyWithValue(name, want[name]), "tile/tile.yml of %s: %s is kept", commit, name)
+				Expect(current).To(HaveKey(name), "tile/tile.yml of %s has %s, which this tile lacks: Ops Manager would drop the operator's value (rename it in a migration)", commit, name)
+				Expect(current[name].Type).To(Equal(s.Type), "tile/tile.yml of %s: %s was a %s", commit, name, s.Type)
+				if s.Options != nil {
+					Expect(current[name].Options).To(ContainElement(operatorValue(s)), "tile/tile.yml of %s: %s's option %v is gone", commit, name, operatorValue(s))
+				}
+			}
+		}
+	})
+
+	DescribeTable("keep the settings added since the first tile",
+		func(name string, v any) {
+			props := map[string]any{name: value(v)}
+			Expect(migrate(props)).To(Equal(props))
+			Expect(tileSettings(mustRead(filepath.Join(root, "tile/tile.yml")))).To(HaveKey(name))
+		},
+		Entry("TLS: shared-VM TLS only", ".properties.shared_vm_tls_only", "always"),
+		Entry("TLS: dedicated-VM TLS only", ".properties.dedicated_vm_tls_only", "never"),
+		Entry("TLS on the Redis ports", ".properties.redis_tls_enabled", true),
+		Entry("replication's external leaders", ".properties.replication_external_leaders", "10.0.0.5:6379, 10.0.0.6:6379"),
+		Entry("backups to S3", ".properties.backups", "s3"),
+		Entry("the S3 bucket", ".properties.backups.s3.bucket", "redis-backups"),
+		Entry("the S3 secret key", ".properties.backups.s3.secret_access_key", map[string]any{"secret": "k"}),
+	)
 
 	It("are named as Ops Manager runs them, in order, once each", func() {
 		files, err := filepath.Glob(filepath.Join(root, "tile/migrations/v1/*"))

@@ -27,6 +27,7 @@ import (
 type tileMetadata struct {
 	Name               string `yaml:"name"`
 	ProductVersion     string `yaml:"product_version"`
+	ServiceBroker      bool   `yaml:"service_broker"`
 	Releases           []struct{ Name, File, Version string }
 	PostDeployErrands  []struct{ Name string } `yaml:"post_deploy_errands"`
 	PreDeleteErrands   []struct{ Name string } `yaml:"pre_delete_errands"`
@@ -356,6 +357,10 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		Expect(rel).To(Equal([]string{"redis-for-cf", "bpm"}))
 		Expect(meta.Releases[0].Version).To(MatchRegexp(`^0\+dev\.\d+$`), "the dev release build-tile created")
 		Expect(filepath.Base(pivotal)).To(Equal("p-redis-" + meta.ProductVersion + ".pivotal"))
+	})
+
+	It("tells Ops Manager it is a service broker, deployed after the Cloud Foundry tile", func() {
+		Expect(meta.ServiceBroker).To(BeTrue())
 	})
 
 	It("is read back by om: product-metadata and config-template succeed", func() {

@@ -39,6 +39,10 @@ type Description struct {
 	MinimumVersionForUpgrade string `yaml:"minimum_version_for_upgrade"`
 	Rank                     int    `yaml:"rank"`
 	Serial                   bool   `yaml:"serial"`
+	// ServiceBroker marks a tile that registers a service broker with
+	// Cloud Foundry: Ops Manager then deploys it after the Cloud Foundry
+	// tile and runs its errands against a running Cloud Controller.
+	ServiceBroker bool `yaml:"service_broker"`
 	// Releases names the BOSH releases the tile packs; their tarballs are
 	// given to the generator. The first one's version is the tile's version
 	// unless another is given.

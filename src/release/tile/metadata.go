@@ -27,6 +27,7 @@ type Metadata struct {
 	Description              string           `yaml:"description"`
 	Rank                     int              `yaml:"rank"`
 	Serial                   bool             `yaml:"serial"`
+	ServiceBroker            bool             `yaml:"service_broker"`
 	IconImage                string           `yaml:"icon_image"`
 	StemcellCriteria         StemcellCriteria `yaml:"stemcell_criteria"`
 	ProvidesProductVersions  []ProductVersion `yaml:"provides_product_versions"`
@@ -238,6 +239,7 @@ func Build(d *Description, o Options) (*Built, error) {
 		Description:              d.Description,
 		Rank:                     d.Rank,
 		Serial:                   d.Serial,
+		ServiceBroker:            d.ServiceBroker,
 		IconImage:                base64.StdEncoding.EncodeToString(icon),
 		StemcellCriteria:         d.StemcellCriteria,
 		ProvidesProductVersions:  []ProductVersion{{Name: d.Name, Version: version}},

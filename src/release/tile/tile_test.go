@@ -200,6 +200,19 @@ var _ = Describe("Build", func() {
 		Expect(smoke.InstanceDefinition.Configurable).To(BeFalse())
 	})
 
+	It("says in the metadata whether the tile is a service broker, as its description does", func() {
+		b, err := build()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(b.Metadata.ServiceBroker).To(BeFalse())
+		d.ServiceBroker = true
+		b, err = build()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(b.Metadata.ServiceBroker).To(BeTrue())
+		out, err := yaml.Marshal(b.Metadata)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(out)).To(ContainSubstring("\nservice_broker: true\n"))
+	})
+
 	It("takes the version it is given", func() {
 		b, err := tile.Build(d, tile.Options{Dir: dir, Releases: releases, Version: "1.4.0"})
 		Expect(err).NotTo(HaveOccurred())
