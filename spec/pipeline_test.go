@@ -637,7 +637,7 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 var _ = Describe("scripts/unpack-release", func() {
 	// fakeRelease is a redis-for-cf release tarball as scripts/create-release
 	// makes one, small: a job, the redis-for-cf package (a program, internal
-	// code, the vendor tree's go.mod copy) and the redis package (a blob and
+	// code, the vendor blob with its go.mod copy) and the redis package (a blob and
 	// a source file), each file marked so the test can tell it from the
 	// checkout's.
 	fakeRelease := func(name, gomod string) []byte {
@@ -652,9 +652,13 @@ var _ = Describe("scripts/unpack-release", func() {
 				"./packaging":                 "echo published packaging\n",
 				"./cmd/redis-broker/main.go":  "package main // published\n",
 				"./internal/broker/broker.go": "package broker // published\n",
-				"./vendor/go.mod.release":     gomod,
-				"./vendor/modules.txt":        "# published\n",
-				"./vendor/example.org/m/m.go": "package m\n",
+				// The vendored modules are a blob, with the go.mod they
+				// were vendored for.
+				"./go-vendor/redis-for-cf.tgz": string(targzOf(map[string]string{
+					"vendor/go.mod.release":     gomod,
+					"vendor/modules.txt":        "# published\n",
+					"vendor/example.org/m/m.go": "package m\n",
+				})),
 			})),
 			"packages/redis.tgz": string(targzOf(map[string]string{
 				"./packaging":                      "echo published redis packaging\n",
@@ -721,6 +725,7 @@ var _ = Describe("scripts/unpack-release", func() {
 		Expect(read(filepath.Join(dir, "src/cmd/deploy-local/main.go"))).To(Equal(read(filepath.Join(root, "src/cmd/deploy-local/main.go"))), "the tooling stays")
 		Expect(filepath.Join(dir, "src/vendor")).NotTo(BeADirectory())
 		Expect(read(filepath.Join(dir, "blobs/redis/redis_7.0.15.orig.tar.gz"))).To(Equal("published blob\n"), "a file blobs.yml names is a blob")
+		Expect(filepath.Join(dir, "blobs/go-vendor/redis-for-cf.tgz")).To(BeARegularFile(), "the vendor blob too")
 		Expect(read(filepath.Join(dir, "src/redis/build.sh"))).To(Equal("# published build.sh\n"))
 		Expect(filepath.Join(dir, "scripts/deploy-local")).To(BeARegularFile())
 		Expect(filepath.Join(dir, "manifests/redis.yml")).To(BeARegularFile())
