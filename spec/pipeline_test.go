@@ -522,21 +522,26 @@ var _ = Describe("scripts/bump-redis-blob", func() {
 		return string(out), err
 	}
 	// localBlobstore points the release's config/final.yml at a blobstore
-	// folder (bosh-cli's local provider) and marks the golang blob as
+	// folder (bosh-cli's local provider) and marks the other blobs as
 	// uploaded there already, and returns the folder.
 	localBlobstore := func(dir string) string {
 		GinkgoHelper()
 		store := GinkgoT().TempDir()
-		final, err := os.OpenFile(filepath.Join(dir, "config/final.yml"), os.O_APPEND|os.O_WRONLY, 0)
+		// The release's own blobstore (an S3 bucket) gives way to the
+		// folder: everything from its "blobstore:" key on is replaced.
+		final, err := os.ReadFile(filepath.Join(dir, "config/final.yml"))
 		Expect(err).NotTo(HaveOccurred())
-		_, err = fmt.Fprintf(final, "blobstore:\n  provider: local\n  options:\n    blobstore_path: %s\n", store)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(final.Close()).To(Succeed())
+		at := regexp.MustCompile(`(?m)^blobstore:`).FindIndex(final)
+		Expect(at).NotTo(BeNil(), "config/final.yml names a blobstore")
+		final = append(final[:at[0]:at[0]], fmt.Sprintf("blobstore:\n  provider: local\n  options:\n    blobstore_path: %s\n", store)...)
+		Expect(os.WriteFile(filepath.Join(dir, "config/final.yml"), final, 0o644)).To(Succeed())
 		blobs, err := os.ReadFile(filepath.Join(dir, "config/blobs.yml"))
 		Expect(err).NotTo(HaveOccurred())
-		re := regexp.MustCompile(`(?m)^(golang/[^\n]*:\n(  [a-z]+: [^\n]*\n)*)`)
-		Expect(re.Match(blobs)).To(BeTrue())
-		blobs = re.ReplaceAll(blobs, []byte("${1}  object_id: golang-stand-in\n"))
+		// Every blob but Redis's (the Go toolchain, the vendored modules)
+		// counts as uploaded already.
+		re := regexp.MustCompile(`(?m)^((golang|go-vendor)/[^\n]*:\n(  [a-z]+: [^\n]*\n)*)`)
+		Expect(re.FindAll(blobs, -1)).To(HaveLen(2))
+		blobs = re.ReplaceAll(blobs, []byte("${1}  object_id: stand-in-${2}\n"))
 		Expect(os.WriteFile(filepath.Join(dir, "config/blobs.yml"), blobs, 0o644)).To(Succeed())
 		return store
 	}

@@ -20,7 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
-	"github.com/cf-redis/redis-for-cf/src/internal/broker"
+	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 )
 
@@ -33,8 +33,10 @@ const name = "rcft"
 // changes, and the programs' build.
 type release struct {
 	sharedMaxMemoryMB, nodeMaxMemoryMB int
-	maintenanceVersion                 string
-	version                            string // goes into the programs' -ldflags
+	// version is the release version stamped into the programs, as the
+	// release's packaging script stamps it; the catalog's
+	// maintenance_info.version follows it.
+	version string
 	// redisTLS turns TLS on the instances' ports on (manifests/operations/redis-tls.yml).
 	redisTLS bool
 }
@@ -49,18 +51,21 @@ func (r release) opsFile(dir string) string {
   path: /instance_groups/name=redis-node/jobs/name=redis-node/properties/redis?/maxmemory_mb
   value: %d
 `, r.sharedMaxMemoryMB, r.nodeMaxMemoryMB)
-	if r.maintenanceVersion != "" {
-		ops += fmt.Sprintf(`- type: replace
-  path: /instance_groups/name=redis-broker/jobs/name=redis-broker/properties/catalog?/maintenance_version
-  value: %q
-`, r.maintenanceVersion)
-	}
 	path := filepath.Join(dir, r.version+".yml")
 	Expect(os.WriteFile(path, []byte(ops), 0o600)).To(Succeed())
 	return path
 }
 
-func (r release) ldflags() string { return "-X main.version=" + r.version }
+func (r release) ldflags() string {
+	return "-X github.com/cf-redis/redis-for-cf/src/internal/buildinfo.version=" + r.version
+}
+
+// maintenanceVersion is the maintenance_info.version a broker of r offers.
+func (r release) maintenanceVersion() string {
+	v, err := buildinfo.ToSemVer(r.version)
+	Expect(err).NotTo(HaveOccurred())
+	return v
+}
 
 // tenant is a service instance as its app sees it: its bindings'
 // credentials and what it wrote.
@@ -86,8 +91,8 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		plans     map[string]localbosh.Plan
 		tenants   []*tenant
 		v1Package string
-		v1        = release{sharedMaxMemoryMB: 64, nodeMaxMemoryMB: 100, version: "deploylocal-v1"}
-		v2        = release{sharedMaxMemoryMB: 96, nodeMaxMemoryMB: 160, maintenanceVersion: "1.1.0", version: "deploylocal-v2", redisTLS: true}
+		v1        = release{sharedMaxMemoryMB: 64, nodeMaxMemoryMB: 100, version: "1.0.0"}
+		v2        = release{sharedMaxMemoryMB: 96, nodeMaxMemoryMB: 160, version: "1.1.0+dev.20261204031500", redisTLS: true}
 	)
 
 	deploy := func(r release) {
@@ -205,7 +210,7 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		for _, p := range svc.Plans {
 			plans[p.Name] = p
 			Expect(p.MaintenanceInfo).NotTo(BeNil())
-			Expect(p.MaintenanceInfo.Version).To(Equal("1.0.0"))
+			Expect(p.MaintenanceInfo.Version).To(Equal(v1.maintenanceVersion()))
 		}
 		Expect(plans).To(HaveKey("shared-vm"))
 		Expect(plans).To(HaveKey("dedicated-vm"))
@@ -323,16 +328,16 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		svc, err := b.Catalog(ctx)
 		Expect(err).NotTo(HaveOccurred())
 		for _, p := range svc.Plans {
-			Expect(p.MaintenanceInfo.Version).To(Equal(v2.maintenanceVersion), p.Name)
+			Expect(p.MaintenanceInfo.Version).To(Equal(v2.maintenanceVersion()), p.Name)
 		}
 		for _, t := range tenants[:3] {
 			inst, err := b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", broker.Version))), t.id)
-			Expect(b.Update(ctx, t.id, serviceID, t.plan.ID, nil, v2.maintenanceVersion)).To(Succeed())
+			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v1.maintenanceVersion()))), t.id)
+			Expect(b.Update(ctx, t.id, serviceID, t.plan.ID, nil, v2.maintenanceVersion())).To(Succeed())
 			inst, err = b.Instance(ctx, t.id)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v2.maintenanceVersion))), t.id)
+			Expect(inst).To(HaveKeyWithValue("metadata", HaveKeyWithValue("attributes", HaveKeyWithValue("maintenance_version", v2.maintenanceVersion()))), t.id)
 		}
 	})
 
