@@ -4,6 +4,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,9 @@ type Server struct {
 	Handler http.Handler
 	// CertFile and KeyFile, when both set, serve HTTPS (TLS 1.2 or later).
 	CertFile, KeyFile string
+	// TLSConfig, when set, serves HTTPS with it (its certificates, client
+	// certificate checks); CertFile and KeyFile are then unused.
+	TLSConfig *tls.Config
 	// WriteTimeout bounds a whole request; zero means 120s, enough for the
 	// slowest operation (creating an instance that loads a large AOF).
 	WriteTimeout time.Duration
@@ -52,7 +56,10 @@ func (s Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		if s.CertFile != "" {
+		if s.TLSConfig != nil {
+			srv.TLSConfig = s.TLSConfig
+			errc <- srv.ServeTLS(ln, "", "")
+		} else if s.CertFile != "" {
 			errc <- srv.ServeTLS(ln, s.CertFile, s.KeyFile)
 		} else {
 			errc <- srv.Serve(ln)
