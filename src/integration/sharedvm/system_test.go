@@ -362,11 +362,17 @@ func connect(c creds) *redis.Client {
 	return rc
 }
 
-// serverPid is the process_id redis-server reports in INFO server.
+// serverPid is the process_id redis-server reports in INFO server, once it
+// has loaded its dataset.
 func serverPid(ctx context.Context, rc *redis.Client) (int, error) {
-	info, err := rc.InfoMap(ctx, "server").Result()
+	info, err := rc.InfoMap(ctx, "server", "persistence").Result()
 	if err != nil {
 		return 0, err
+	}
+	// A restarted server answers INFO while it loads its dataset, and
+	// LOADING to everything else: it serves once loading is 0.
+	if loading := info["Persistence"]["loading"]; loading != "0" {
+		return 0, fmt.Errorf("redis-server is loading its dataset (loading:%s)", loading)
 	}
 	return strconv.Atoi(info["Server"]["process_id"])
 }
