@@ -141,6 +141,7 @@ func (p *sharedPlan) askCapacity(ctx context.Context) ([]placement.Candidate, ma
 	}
 	// An agent that does not answer quickly is skipped rather than waited
 	// for: placement has others to choose from.
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, capacityTimeout)
 	defer cancel()
 	results := make(chan result, len(p.cfg.Agents))
@@ -168,19 +169,26 @@ func (p *sharedPlan) askCapacity(ctx context.Context) ([]placement.Candidate, ma
 	for _, c := range candidates {
 		p.seen[c.AgentID] = c.Capacity
 	}
-	for id := range failed {
-		delete(p.seen, id)
+	// An agent the caller stopped waiting for (a request that ended, a
+	// broker stopping) may well be there.
+	if outer.Err() == nil {
+		for id := range failed {
+			delete(p.seen, id)
+		}
 	}
 	return candidates, failed
 }
 
 // gather asks the agents for their capacity, for the metrics; unless ctx
 // ended, an agent that does not answer counts as holding nothing until it
-// does.
+// does. It logs an agent once when it stops answering, not every period.
 func (p *sharedPlan) gather(ctx context.Context) {
+	p.mu.Lock()
+	before := maps.Clone(p.seen)
+	p.mu.Unlock()
 	_, failed := p.askCapacity(ctx)
 	for id, err := range failed {
-		if ctx.Err() == nil {
+		if _, was := before[id]; was && ctx.Err() == nil {
 			p.b.logger.Warn("agent unreachable: its shared VM counts no capacity in the metrics until it answers", "agent", id, "error", err)
 		}
 	}
@@ -212,6 +220,9 @@ func (p *sharedPlan) capacity(s state) (total, left int) {
 // slots is how many instances of maxmemory bytes an agent of capacity c
 // holds in all and how many more fit, as agentapi.Capacity.Fits counts.
 func slots(c agentapi.Capacity, maxmemory int64) (total, left int) {
+	if maxmemory <= 0 {
+		return 0, 0
+	}
 	ports := max(1, c.PortsPerInstance)
 	total = min(int(c.MemoryBytes/maxmemory), (c.FreePorts+c.Instances*ports)/ports)
 	left = min(int(max(0, c.MemoryBytes-c.AllocatedBytes)/maxmemory), c.FreePorts/ports)
