@@ -3,7 +3,6 @@ package sharedvm_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -41,14 +40,7 @@ var _ = Describe("the broker's metrics", Ordered, func() {
 		s = startSystem(systemtest.Options{BrokerConfig: map[string]any{"metrics": metrics.Config{
 			Listen: listen, CertFile: cert, KeyFile: key, CAFile: caFile}}})
 		url = "https://" + listen + metrics.Path
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM([]byte(ca.PEM))
-		certFile, keyFile, err := ca.Issue(dir, "scraper")
-		Expect(err).NotTo(HaveOccurred())
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-		Expect(err).NotTo(HaveOccurred())
-		client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
-		anon = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		client, anon = ca.ClientTLS(GinkgoT(), dir, "scraper"), ca.ClientTLS(GinkgoT(), dir, "")
 	})
 
 	scrape := func() map[string]*dto.MetricFamily {

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,15 +58,7 @@ func serveMetrics(f *fixture) *scraper {
 	case err := <-done:
 		Fail(fmt.Sprintf("metrics server: %v", err))
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM([]byte(ca.PEM))
-	certFile, keyFile, err := ca.Issue(dir, "scraper")
-	Expect(err).NotTo(HaveOccurred())
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	Expect(err).NotTo(HaveOccurred())
-	return &scraper{url: url,
-		client: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}},
-		anon:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return &scraper{url: url, client: ca.ClientTLS(GinkgoT(), dir, "scraper"), anon: ca.ClientTLS(GinkgoT(), dir, "")}
 }
 
 // scrape fetches every family.
