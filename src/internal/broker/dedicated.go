@@ -74,7 +74,7 @@ func (p *dedicatedPlan) open() error {
 	})
 }
 
-func (p *dedicatedPlan) name() string { return p.cfg.Name }
+func (p *dedicatedPlan) label() string { return "dedicated-vm" }
 
 // capacity counts the pool's nodes: every one that is not quarantined can
 // hold an instance (free ones now, claimed and resetting ones hold or are

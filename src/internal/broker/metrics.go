@@ -123,12 +123,12 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		bindings := map[string]int{}
 		for _, p := range b.order {
 			for _, st := range instanceStates {
-				instances[[2]string{p.name(), st}] = 0
+				instances[[2]string{p.label(), st}] = 0
 			}
-			bindings[p.name()] = 0
+			bindings[p.label()] = 0
 		}
 		for _, inst := range s.Instances {
-			plan := b.planName(inst.PlanID)
+			plan := b.planLabel(inst.PlanID)
 			instances[[2]string{plan, inst.State}]++
 			for _, bnd := range inst.Bindings {
 				if bnd.State == stateReady {
@@ -144,8 +144,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, p := range b.order {
 			total, left := p.capacity(s)
-			gauge(capacityDesc, total, p.name())
-			gauge(capacityLeftDesc, left, p.name())
+			gauge(capacityDesc, total, p.label())
+			gauge(capacityLeftDesc, left, p.label())
 		}
 		if b.cfg.DedicatedVM != nil || len(s.Pool) > 0 {
 			nodes := map[string]int{}
@@ -162,11 +162,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-// planName is the plan's name for metric labels; the id of a plan the
-// config no longer has.
-func (b *Broker) planName(planID string) string {
+// planLabel is the plan label of an instance of planID (plan.label); the
+// id of a plan the config no longer has.
+func (b *Broker) planLabel(planID string) string {
 	if p := b.plans[planID]; p != nil {
-		return p.name()
+		return p.label()
 	}
 	return planID
 }

@@ -179,6 +179,21 @@ var _ = Describe("metrics", func() {
 		Expect(s.value("redis_broker_instances", "plan", "dedicated-vm", "state", "ready")).To(BeZero())
 	})
 
+	It("label the plans shared-vm and dedicated-vm whatever the catalog names them, as the agents label their instances", func() {
+		f.cfg.SharedVM.Name, f.cfg.DedicatedVM.Name = "small", "large"
+		f.open()
+		s = serveMetrics(f)
+		f.mustProvision("i1", sharedPlanID)
+		f.mustProvision("d1", dedicPlanID)
+		Expect(s.value("redis_broker_instances", "plan", "shared-vm", "state", "ready")).To(Equal(1.0))
+		Expect(s.value("redis_broker_instances", "plan", "dedicated-vm", "state", "ready")).To(Equal(1.0))
+		for _, m := range s.scrape()["redis_broker_instances"].Metric {
+			for _, l := range m.Label {
+				Expect(l.GetValue()).NotTo(BeElementOf("small", "large"))
+			}
+		}
+	})
+
 	It("count OSB requests by verb and status code and time them by verb, never labelling an id", func() {
 		code, _ := f.call(http.MethodGet, "/v2/catalog", nil)
 		Expect(code).To(Equal(http.StatusOK))

@@ -14,8 +14,10 @@ import (
 type plan interface {
 	// entry is the plan's catalog entry.
 	entry() domain.ServicePlan
-	// name is the plan's name, as the catalog and the metrics give it.
-	name() string
+	// label is the plan's kind as the metrics label it, shared-vm or
+	// dedicated-vm whatever the catalog names the plan, as the agents label
+	// their instances.
+	label() string
 	// capacity is how many instances the plan can hold now in total and
 	// how many more fit, as the state s and the last gathering see it;
 	// it must not wait on the network (a metrics scrape calls it).

@@ -233,7 +233,7 @@ func slots(c agentapi.Capacity, maxmemory int64) (total, left int) {
 	return total, left
 }
 
-func (p *sharedPlan) name() string { return p.cfg.Name }
+func (p *sharedPlan) label() string { return "shared-vm" }
 
 func (p *sharedPlan) full() error {
 	return &userError{
