@@ -374,14 +374,28 @@ var _ = Describe("manifests/redis.yml", func() {
 		Expect(yaml.Unmarshal(must(os.ReadFile(store)), &generated)).To(Succeed())
 		ca, _ := field(generated, "redis_ca.certificate").(string)
 		Expect(ca).To(ContainSubstring("BEGIN CERTIFICATE"))
-		servers := 0
+		metricsCA, _ := field(generated, "metrics_ca.certificate").(string)
+		Expect(metricsCA).To(ContainSubstring("BEGIN CERTIFICATE"))
+		servers, metricsServers := 0, 0
 		for _, g := range d.m.InstanceGroups {
 			Expect(g.Networks).NotTo(BeEmpty(), g.Name)
 			for _, n := range g.Networks {
 				Expect(n.Name).To(Equal("services"), "instance group %s", g.Name)
 			}
 			for _, mj := range g.Jobs {
-				for _, cert := range serverCertificates(mj.Properties) {
+				// The metrics endpoints' certificates chain to metrics_ca,
+				// every other one to redis_ca.
+				props := maps.Clone(mj.Properties)
+				delete(props, "metrics")
+				for _, cert := range serverCertificates(field(mj.Properties, "metrics")) {
+					metricsServers++
+					for _, in := range d.instances(g) {
+						Expect(verifyServer(cert, metricsCA, in.Address)).To(Succeed(), "%s/%s metrics for %s", g.Name, mj.Name, in.Address)
+					}
+					Expect(verifyServer(cert, metricsCA, field(mj.Properties, "metrics.server_name").(string))).To(Succeed(), "%s/%s metrics.server_name", g.Name, mj.Name)
+					Expect(verifyServer(cert, ca, d.instances(g)[0].Address)).NotTo(Succeed(), "a metrics certificate of redis_ca")
+				}
+				for _, cert := range serverCertificates(props) {
 					servers++
 					// Every instance of the group by its own address, and the
 					// group's BOSH DNS queries (q-s0.GROUP.NETWORK.DEPLOYMENT.bosh).
@@ -402,6 +416,8 @@ var _ = Describe("manifests/redis.yml", func() {
 		// redis-node (api and redis TLS), the broker's OSB API, both shared
 		// agents' APIs and both shared groups' instances.
 		Expect(servers).To(Equal(7))
+		// The broker's metrics endpoint.
+		Expect(metricsServers).To(Equal(1))
 	})
 
 	It("pins every release by the version, url and sha1 the operator gives; dev-releases.yml takes the releases uploaded last instead", func() {

@@ -436,8 +436,14 @@ var _ = Describe("redis-broker templates", func() {
 		return props("api.password", "agent-secret", "api.port", 9443, "api.tls.enabled", true,
 			"api.tls.certificate", agentTLS.cert, "api.tls.private_key", agentTLS.key, "api.tls.ca", agentTLS.ca)
 	}
+	// metricsTLS is the broker's metrics certificate (server_name
+	// redis-broker-metrics) and the scrapers' CA, as the manifest gives them.
+	var metricsTLS pki
+	BeforeEach(func() { metricsTLS = newPKI("redis-broker-metrics") })
 	brokerProps := func(kv ...any) map[string]any {
-		return props(append([]any{"broker.password", "cc-secret"}, kv...)...)
+		return props(append([]any{"broker.password", "cc-secret",
+			"metrics.tls.certificate", metricsTLS.cert, "metrics.tls.private_key", metricsTLS.key,
+			"metrics.tls.ca", metricsTLS.ca, "metrics.server_name", "redis-broker-metrics"}, kv...)...)
 	}
 
 	It("render with the spec defaults and one shared agent into a config the broker accepts", func() {
@@ -464,6 +470,41 @@ var _ = Describe("redis-broker templates", func() {
 		Expect(field(c, "dedicated_vm")).To(BeNil())
 		Expect(field(c, "external_leaders")).To(BeNil(), "no leader outside the service unless the operator lists it")
 		expectBPM(j, out)
+	})
+
+	It("render the metrics endpoint (HTTPS, the scrapers' CA) and the prom scraper's file, by default on port 9090", func() {
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		out := mustRenderAll(j, brokerProps(), in, links)
+		c := mustCheckConfig("redis-broker", out["config/config.json"])
+		Expect(field(c, "metrics")).To(Equal(map[string]any{
+			"listen":    "0.0.0.0:9090",
+			"cert_file": "/var/vcap/jobs/redis-broker/config/metrics.crt",
+			"key_file":  "/var/vcap/jobs/redis-broker/config/metrics.key",
+			"ca_file":   "/var/vcap/jobs/redis-broker/config/metrics_ca.crt",
+		}))
+		Expect(strings.TrimSpace(out["config/metrics.crt"])).To(Equal(strings.TrimSpace(metricsTLS.cert)))
+		Expect(strings.TrimSpace(out["config/metrics.key"])).To(Equal(strings.TrimSpace(metricsTLS.key)))
+		Expect(strings.TrimSpace(out["config/metrics_ca.crt"])).To(Equal(strings.TrimSpace(metricsTLS.ca)))
+		var scraper map[string]any
+		Expect(yaml.Unmarshal([]byte(out["config/prom_scraper_config.yml"]), &scraper)).To(Succeed())
+		Expect(scraper).To(Equal(map[string]any{
+			"port": 9090, "source_id": "redis-broker", "instance_id": in.ID, "scheme": "https",
+			"server_name": "redis-broker-metrics", "path": "/metrics",
+		}))
+
+		out = mustRenderAll(j, brokerProps("metrics.port", 9191, "broker.listen_address", "10.0.16.5"), in, links)
+		Expect(field(mustCheckConfig("redis-broker", out["config/config.json"]), "metrics.listen")).To(Equal("10.0.16.5:9191"))
+		Expect(out["config/prom_scraper_config.yml"]).To(ContainSubstring("port: 9191\n"))
+	})
+
+	It("render no metrics, no certificates and an empty prom scraper file with metrics.port 0, and need no certificates then", func() {
+		links := map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		out := mustRenderAll(j, props("broker.password", "cc-secret", "metrics.port", 0), in, links)
+		c := mustCheckConfig("redis-broker", out["config/config.json"])
+		Expect(field(c, "metrics")).To(BeNil())
+		for _, f := range []string{"config/metrics.crt", "config/metrics.key", "config/metrics_ca.crt", "config/prom_scraper_config.yml"} {
+			Expect(strings.TrimSpace(out[f])).To(BeEmpty(), f)
+		}
 	})
 
 	It("render external leaders from a list, or from the tile's text field, into a config the broker accepts", func() {
@@ -597,6 +638,12 @@ var _ = Describe("redis-broker templates", func() {
 		Entry("TLS without a certificate", props("broker.password", "s", "broker.tls.enabled", true), func() map[string]LinkData {
 			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
 		}, "broker.tls.certificate is required when broker.tls.enabled is true"),
+		Entry("metrics without their certificates", props("broker.password", "s"), func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		}, "metrics.tls.certificate is required unless metrics.port is 0"),
+		Entry("metrics without a server name", props("broker.password", "s", "metrics.tls.certificate", "C", "metrics.tls.private_key", "K", "metrics.tls.ca", "CA"), func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		}, "metrics.server_name is required unless metrics.port is 0"),
 	)
 })
 

@@ -17,6 +17,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
@@ -61,6 +62,11 @@ func run() int {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
+	reg := metrics.NewRegistry()
+	if err := b.RegisterMetrics(reg); err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	b.Run(ctx)
@@ -68,10 +74,24 @@ func run() int {
 	if cfg.TLS != nil {
 		srv.CertFile, srv.KeyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
 	}
+	// The metrics endpoint lives and dies with the OSB API: either one
+	// failing stops both.
+	metricsDone := make(chan error, 1)
+	go func() {
+		err := cfg.Metrics.Serve(ctx, reg, logger, func(a net.Addr) { logger.Info("serving metrics", "address", a.String()) })
+		if err != nil {
+			stop()
+		}
+		metricsDone <- err
+	}()
 	err = srv.Run(ctx, func(a net.Addr) { logger.Info("serving", "address", a.String(), "tls", cfg.TLS != nil) })
 	// Background resets end with ctx; a reset in flight finishes first.
 	stop()
 	b.Wait()
+	if mErr := <-metricsDone; mErr != nil {
+		logger.Error("metrics server failed", "error", mErr)
+		return 1
+	}
 	if err != nil {
 		logger.Error("server failed", "error", err)
 		return 1

@@ -165,6 +165,11 @@ type Broker struct {
 	// platformSeen holds every address a platform host's name resolved to
 	// (netip.Addr keys), for the leader check.
 	platformSeen sync.Map
+	// metrics are the counters and histograms of RegisterMetrics.
+	metrics *brokerMetrics
+	// regather asks Run's gathering to ask the agents again now (a create
+	// or delete changed a shared VM's capacity); it holds one request.
+	regather chan struct{}
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -174,7 +179,8 @@ var _ domain.ServiceBroker = (*Broker)(nil)
 // config (shared_vm.agents and dedicated_vm.nodes) to its agent's client;
 // NewClients makes them.
 func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, error) {
-	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, tlsOnly: map[string]string{}, resolver: net.DefaultResolver}
+	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, tlsOnly: map[string]string{}, resolver: net.DefaultResolver,
+		metrics: newBrokerMetrics(), regather: make(chan struct{}, 1)}
 	allowed, errs := parseAllowList(cfg.ExternalLeaders)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

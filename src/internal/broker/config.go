@@ -11,6 +11,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 )
 
 // Config is the broker's config file.
@@ -43,6 +44,11 @@ type Config struct {
 	// (loopback, link-local, the broker's, agents' and nodes') never lead,
 	// whatever the list says.
 	ExternalLeaders []string `json:"external_leaders,omitempty"`
+	// Metrics, when its listen address is set, serves the broker's
+	// Prometheus metrics over HTTPS to scrapers with a client certificate
+	// of its CA (package metrics; RegisterMetrics says what they are). The
+	// zero value serves none.
+	Metrics metrics.Config `json:"metrics,omitzero"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -157,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Backups != nil {
 		errs = append(errs, c.Backups.Validate("backups"))
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	_, leaderErrs := parseAllowList(c.ExternalLeaders)
 	errs = append(errs, leaderErrs...)

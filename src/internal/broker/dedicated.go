@@ -74,6 +74,28 @@ func (p *dedicatedPlan) open() error {
 	})
 }
 
+func (p *dedicatedPlan) label() string { return "dedicated-vm" }
+
+// capacity counts the pool's nodes: every one that is not quarantined can
+// hold an instance (free ones now, claimed and resetting ones hold or are
+// releasing one), and the free ones are what is left.
+func (p *dedicatedPlan) capacity(s state) (total, left int) {
+	for _, n := range p.cfg.Nodes {
+		switch pn := s.Pool[n.ID]; {
+		case pn == nil || pn.State == poolQuarantined:
+		case pn.State == poolFree:
+			total++
+			left++
+		default:
+			total++
+		}
+	}
+	return total, left
+}
+
+// gather has nothing to ask: the pool is the broker's own record.
+func (p *dedicatedPlan) gather(context.Context) {}
+
 // admit lets every instance in: the claim finds out whether a node is free.
 func (p *dedicatedPlan) admit(*state) error { return nil }
 

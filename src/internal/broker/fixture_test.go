@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -215,6 +216,18 @@ func description(body map[string]any) string {
 func credentialsOf(body map[string]any) map[string]any {
 	c, _ := body["credentials"].(map[string]any)
 	return c
+}
+
+// backupTaken is when storeBackup's backups were taken.
+var backupTaken = time.Date(2026, 1, 21, 3, 0, 0, 0, time.UTC)
+
+// storeBackup puts a backup of instance id, taken at backupTaken, in the
+// fixture's backup folder.
+func storeBackup(f *fixture, id, content string) {
+	GinkgoHelper()
+	path := filepath.Join(f.dir, backupsFolder, filepath.FromSlash(backup.ObjectName("", id, backupTaken)))
+	Expect(os.MkdirAll(filepath.Dir(path), 0o700)).To(Succeed())
+	Expect(os.WriteFile(path, []byte(content), 0o600)).To(Succeed())
 }
 
 // ctx is the context of test calls to agents.

@@ -16,29 +16,33 @@ import (
 // maxBody bounds OSB request bodies: real ones are a few kilobytes.
 const maxBody = 1 << 20
 
+// poolPath is the operators' list of the dedicated nodes.
+const poolPath = "/admin/v1/pool"
+
 // Handler serves the broker's OSB API and its admin endpoints behind basic
 // auth (401 in JSON with a Basic challenge), with the OSB conformance layer
-// (conform.go) in front of brokerapi.
+// (conform.go) in front of brokerapi. Every request, refused or not, is
+// counted and timed for the metrics (metrics.go).
 func (b *Broker) Handler() http.Handler {
 	api := b.conform(brokerapi.New(b, b.logger, brokerapi.BrokerCredentials{
 		Username: b.cfg.Credentials.Username,
 		Password: b.cfg.Credentials.Password,
 	}))
 	authed := jsonhttp.BasicAuth("redis-broker", b.cfg.Credentials, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/admin/v1/pool" {
+		if r.URL.Path == poolPath {
 			b.servePool(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)
 	}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return b.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The OSB spec: the broker SHOULD echo the platform's request
 		// identity in every answer; brokerapi does only in its own.
 		if id := r.Header.Get("X-Broker-API-Request-Identity"); id != "" {
 			w.Header().Set("X-Broker-API-Request-Identity", id)
 		}
 		authed.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // servePool answers GET /admin/v1/pool for operators: every dedicated node,

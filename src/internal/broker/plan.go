@@ -14,6 +14,17 @@ import (
 type plan interface {
 	// entry is the plan's catalog entry.
 	entry() domain.ServicePlan
+	// label is the plan's kind as the metrics label it, shared-vm or
+	// dedicated-vm whatever the catalog names the plan, as the agents label
+	// their instances.
+	label() string
+	// capacity is how many instances the plan can hold now in total and
+	// how many more fit, as the state s and the last gathering see it;
+	// it must not wait on the network (a metrics scrape calls it).
+	capacity(s state) (total, left int)
+	// gather asks the plan's VMs what capacity needs of them; Run calls
+	// it in the background.
+	gather(ctx context.Context)
 	// open prepares the plan's records when the broker starts.
 	open() error
 	// admit refuses, within the transaction that stores a new instance's
@@ -43,10 +54,36 @@ const roundPeriod = 10 * time.Minute
 // Run does, in the background, now and every ten minutes until ctx ends,
 // what needs no request: each plan's round (plan.round). A round that could
 // not reach everything (agents start beside the broker, or after it) comes
-// again after a second, backing off up to the period.
+// again after a second, backing off up to the period. It also gathers, now
+// and every gatherPeriod, what the capacity metrics need of the VMs.
 func (b *Broker) Run(ctx context.Context) {
 	for _, p := range b.order {
 		b.repeat(ctx, p.round)
+	}
+	b.resets.Go(func() { b.gather(ctx) })
+}
+
+// gather runs each plan's gather now, every gatherPeriod and when asked
+// (b.regather), until ctx ends.
+func (b *Broker) gather(ctx context.Context) {
+	for {
+		for _, p := range b.order {
+			p.gather(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.regather:
+		case <-time.After(gatherPeriod):
+		}
+	}
+}
+
+// askGather asks Run's gathering to run again now, without waiting.
+func (b *Broker) askGather() {
+	select {
+	case b.regather <- struct{}{}:
+	default:
 	}
 }
 

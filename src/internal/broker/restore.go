@@ -156,7 +156,9 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v 
 	}()
 	op := operation{Type: restoreOperation, State: domain.Succeeded, At: now()}
 	var answer error
+	result := restoreResultSuccess
 	if err != nil {
+		result = restoreResultFailure
 		b.logger.Error("restore failed", "instance", id, "backup", bk.Name, "on", v.where(), "request_id", rid, "error", err)
 		answer = restoreFailure(err, bk.Stamp, rid)
 		op.State, op.Description = domain.Failed, answer.Error()
@@ -164,6 +166,7 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v 
 		b.logger.Info("restore done", "instance", id, "backup", bk.Name, "keys", res.Keys, "request_id", rid)
 		op.Description = fmt.Sprintf("restored backup %s (taken %s, %d keys)", bk.Stamp, res.Backup.CreatedAt.Format(time.RFC3339), res.Keys)
 	}
+	b.metrics.restores.WithLabelValues(result).Inc()
 	if err := b.state.Update(func(s *state) error {
 		// A delete that started meanwhile owns the last operation now.
 		if r := s.Instances[id]; r != nil && r.LastOp.Type == restoreOperation {

@@ -3,28 +3,16 @@ package broker
 import (
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
-	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 )
 
 var _ = Describe("restore through update", func() {
 	var f *fixture
-	taken := time.Date(2026, 1, 21, 3, 0, 0, 0, time.UTC)
-
-	// store puts a backup of id in the fixture's backup folder.
-	store := func(id, content string) {
-		GinkgoHelper()
-		path := filepath.Join(f.dir, backupsFolder, filepath.FromSlash(backup.ObjectName("", id, taken)))
-		Expect(os.MkdirAll(filepath.Dir(path), 0o700)).To(Succeed())
-		Expect(os.WriteFile(path, []byte(content), 0o600)).To(Succeed())
-	}
+	store := func(id, content string) { GinkgoHelper(); storeBackup(f, id, content) }
 	restore := func(id, ref string, async bool) (int, map[string]any) {
 		GinkgoHelper()
 		path := instancePath(id)

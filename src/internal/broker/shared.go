@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
@@ -19,6 +21,10 @@ import (
 type sharedPlan struct {
 	b   *Broker
 	cfg *SharedVMPlan
+	// seen holds each agent's capacity as it last answered, for the
+	// metrics; an agent that did not answer the last query is absent.
+	mu   sync.Mutex
+	seen map[string]agentapi.Capacity
 }
 
 var _ plan = (*sharedPlan)(nil)
@@ -92,6 +98,7 @@ func (p *sharedPlan) create(ctx context.Context, inst *instance, order []string)
 			// agent did.
 			return fmt.Errorf("creating instance %s on agent %s: %w", inst.ID, id, err)
 		}
+		p.b.askGather()
 		return p.b.created(inst.ID, created, "instance created")
 	}
 	if err := p.b.forget(inst.ID); err != nil {
@@ -108,6 +115,25 @@ const capacityTimeout = 5 * time.Second
 // that can take an instance, best first (placement.Order). Unreachable
 // agents are skipped and logged.
 func (p *sharedPlan) placeOrder(ctx context.Context) ([]string, error) {
+	candidates, failed := p.askCapacity(ctx)
+	for id, err := range failed {
+		p.b.logger.Error("agent unreachable; placing instances elsewhere", "agent", id, "error", err)
+	}
+	if len(candidates) == 0 {
+		return nil, fmt.Errorf("%w: %w", errNoAgent, errors.Join(slices.Collect(maps.Values(failed))...))
+	}
+	order := placement.Order(candidates, p.maxmemory())
+	if len(order) == 0 {
+		return nil, p.full()
+	}
+	return order, nil
+}
+
+// askCapacity asks every agent for its capacity at once, each within
+// capacityTimeout, and keeps the answers for the capacity metrics: what
+// placement sees is what they report. It returns the agents that answered
+// and the errors of those that did not, by agent id.
+func (p *sharedPlan) askCapacity(ctx context.Context) ([]placement.Candidate, map[string]error) {
 	type result struct {
 		id  string
 		c   agentapi.Capacity
@@ -115,6 +141,7 @@ func (p *sharedPlan) placeOrder(ctx context.Context) ([]string, error) {
 	}
 	// An agent that does not answer quickly is skipped rather than waited
 	// for: placement has others to choose from.
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, capacityTimeout)
 	defer cancel()
 	results := make(chan result, len(p.cfg.Agents))
@@ -125,25 +152,88 @@ func (p *sharedPlan) placeOrder(ctx context.Context) ([]string, error) {
 		}()
 	}
 	var candidates []placement.Candidate
-	var failed []error
+	failed := map[string]error{}
 	for range p.cfg.Agents {
 		r := <-results
 		if r.err != nil {
-			p.b.logger.Error("agent unreachable; placing instances elsewhere", "agent", r.id, "error", r.err)
-			failed = append(failed, r.err)
+			failed[r.id] = r.err
 			continue
 		}
 		candidates = append(candidates, placement.Candidate{AgentID: r.id, Capacity: r.c})
 	}
-	if len(candidates) == 0 {
-		return nil, fmt.Errorf("%w: %w", errNoAgent, errors.Join(failed...))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = map[string]agentapi.Capacity{}
 	}
-	order := placement.Order(candidates, p.maxmemory())
-	if len(order) == 0 {
-		return nil, p.full()
+	for _, c := range candidates {
+		p.seen[c.AgentID] = c.Capacity
 	}
-	return order, nil
+	// An agent the caller stopped waiting for (a request that ended, a
+	// broker stopping) may well be there.
+	if outer.Err() == nil {
+		for id := range failed {
+			delete(p.seen, id)
+		}
+	}
+	return candidates, failed
 }
+
+// gather asks the agents for their capacity, for the metrics; unless ctx
+// ended, an agent that does not answer counts as holding nothing until it
+// does. It logs an agent once when it stops answering, not every period.
+func (p *sharedPlan) gather(ctx context.Context) {
+	p.mu.Lock()
+	before := maps.Clone(p.seen)
+	p.mu.Unlock()
+	_, failed := p.askCapacity(ctx)
+	for id, err := range failed {
+		if _, was := before[id]; was && ctx.Err() == nil {
+			p.b.logger.Warn("agent unreachable: its shared VM counts no capacity in the metrics until it answers", "agent", id, "error", err)
+		}
+	}
+}
+
+// capacity is, for the shared VMs the last capacity query reached, how many
+// instances of the plan's memory limit they hold in all and how many more
+// fit (their memory budget, ports and instance cap), within the plan's
+// max_instances.
+func (p *sharedPlan) capacity(s state) (total, left int) {
+	used := 0
+	for _, r := range s.Instances {
+		if r.PlanID == p.cfg.PlanID {
+			used++
+		}
+	}
+	p.mu.Lock()
+	for _, a := range p.cfg.Agents {
+		if c, ok := p.seen[a.ID]; ok {
+			t, l := slots(c, p.maxmemory())
+			total += t
+			left += l
+		}
+	}
+	p.mu.Unlock()
+	return min(total, p.cfg.MaxInstances), max(0, min(left, p.cfg.MaxInstances-used))
+}
+
+// slots is how many instances of maxmemory bytes an agent of capacity c
+// holds in all and how many more fit, as agentapi.Capacity.Fits counts.
+func slots(c agentapi.Capacity, maxmemory int64) (total, left int) {
+	if maxmemory <= 0 {
+		return 0, 0
+	}
+	ports := max(1, c.PortsPerInstance)
+	total = min(int(c.MemoryBytes/maxmemory), (c.FreePorts+c.Instances*ports)/ports)
+	left = min(int(max(0, c.MemoryBytes-c.AllocatedBytes)/maxmemory), c.FreePorts/ports)
+	if c.MaxInstances > 0 {
+		total = min(total, c.MaxInstances)
+		left = min(left, max(0, c.MaxInstances-c.Instances))
+	}
+	return total, left
+}
+
+func (p *sharedPlan) label() string { return "shared-vm" }
 
 func (p *sharedPlan) full() error {
 	return &userError{
@@ -166,6 +256,7 @@ func (p *sharedPlan) deprovision(ctx context.Context, inst *instance, _ bool) (b
 			return false, fmt.Errorf("deleting instance %s on agent %s: %w", inst.ID, inst.VM, err)
 		}
 	}
+	p.b.askGather()
 	if err := p.b.forget(inst.ID); err != nil {
 		return false, err
 	}

@@ -126,6 +126,30 @@ func (ca *CA) RedisTLS(t T, dir string, hosts ...string) *instance.RedisTLS {
 	return &instance.RedisTLS{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
 }
 
+// ClientTLS is the TLS config of a client that trusts ca for the server
+// and, when name is not empty, presents a certificate ca issued for name
+// (written into dir): a metrics scraper's, say. An empty name presents
+// none.
+func (ca *CA) ClientTLS(t T, dir, name string) *tls.Config {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if name == "" {
+		return conf
+	}
+	certFile, keyFile, err := ca.Issue(dir, name)
+	if err != nil {
+		t.Fatalf("tlstest: %v", err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatalf("tlstest: %v", err)
+	}
+	conf.Certificates = []tls.Certificate{pair}
+	return conf
+}
+
 // RedisClient is a go-redis client of host:port over TLS that verifies the
 // server against caPEM, logged in as user, as an app with a binding's
 // tls_uri connects; it is closed when the test ends.

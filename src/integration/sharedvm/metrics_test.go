@@ -1,0 +1,119 @@
+package sharedvm_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
+)
+
+// The broker program serves its metrics when its config has a metrics
+// object: over HTTPS, to scrapers with a client certificate of the metrics
+// CA, beside the OSB API and stopping with it.
+var _ = Describe("the broker's metrics", Ordered, func() {
+	var (
+		s      *system
+		url    string
+		client *tls.Config
+		anon   *tls.Config
+	)
+	BeforeAll(func() {
+		ca, err := tlstest.NewCA("metrics")
+		Expect(err).NotTo(HaveOccurred())
+		dir := GinkgoT().TempDir()
+		cert, key, caFile, err := ca.RedisFiles(dir, "127.0.0.1")
+		Expect(err).NotTo(HaveOccurred())
+		port, err := redistest.FreePort()
+		Expect(err).NotTo(HaveOccurred())
+		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s = startSystem(systemtest.Options{BrokerConfig: map[string]any{"metrics": metrics.Config{
+			Listen: listen, CertFile: cert, KeyFile: key, CAFile: caFile}}})
+		url = "https://" + listen + metrics.Path
+		client, anon = ca.ClientTLS(GinkgoT(), dir, "scraper"), ca.ClientTLS(GinkgoT(), dir, "")
+	})
+
+	scrape := func() map[string]*dto.MetricFamily {
+		GinkgoHelper()
+		fams, err := metrics.Scrape(context.Background(), url, client)
+		Expect(err).NotTo(HaveOccurred())
+		return fams
+	}
+	// value is the one series of name whose labels include the pairs given.
+	value := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		GinkgoHelper()
+		Expect(fams).To(HaveKey(name))
+		var found []float64
+	next:
+		for _, m := range fams[name].Metric {
+			got := map[string]string{}
+			for _, l := range m.Label {
+				got[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				found = append(found, m.Gauge.GetValue())
+			case m.Counter != nil:
+				found = append(found, m.Counter.GetValue())
+			}
+		}
+		Expect(found).To(HaveLen(1), "series %s%v", name, labels)
+		return found[0]
+	}
+
+	It("refuses a scraper without a client certificate: 403 and no data", func() {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get(url)
+		Expect(err).NotTo(HaveOccurred())
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(string(body)).NotTo(ContainSubstring("redis_broker"))
+	})
+
+	It("count a provision and a binding on a real agent, with the plan's capacity as that agent reports it", func() {
+		id := newID("metrics")
+		s.provision(id, nil)
+		s.bind(id, newID("binding"))
+		fams := scrape()
+		Expect(value(fams, "redis_broker_instances", "plan", "shared-vm", "state", "ready")).To(Equal(1.0))
+		Expect(value(fams, "redis_broker_bindings", "plan", "shared-vm")).To(Equal(1.0))
+		Expect(value(fams, "redis_broker_osb_requests_total", "verb", "provision", "code", "201")).To(Equal(1.0))
+		Expect(value(fams, "redis_broker_osb_requests_total", "verb", "bind", "code", "201")).To(Equal(1.0))
+		Expect(fams).To(HaveKey("go_goroutines"))
+		// The agent's 8 GB budget holds 512 instances of 16 MB, more than the
+		// plan's 100: 100 in all, 99 left once the agent has answered after
+		// the create.
+		Eventually(func() [2]float64 {
+			f := scrape()
+			return [2]float64{value(f, "redis_broker_plan_capacity_instances", "plan", "shared-vm"),
+				value(f, "redis_broker_plan_capacity_left_instances", "plan", "shared-vm")}
+		}).Should(Equal([2]float64{100, 99}))
+	})
+
+	It("stops with the broker and comes back with it, from the broker's records", func() {
+		Expect(s.Broker.Stop()).To(Succeed())
+		_, err := metrics.Scrape(context.Background(), url, client)
+		Expect(err).To(HaveOccurred(), "metrics still served after the broker stopped")
+		Expect(s.Broker.Start()).To(Succeed())
+		Eventually(func() error { _, err := metrics.Scrape(context.Background(), url, client); return err }).Should(Succeed())
+		Expect(value(scrape(), "redis_broker_instances", "plan", "shared-vm", "state", "ready")).To(Equal(1.0))
+		Expect(value(scrape(), "redis_broker_restores_total", "result", "failure")).To(BeZero())
+	})
+})
