@@ -19,8 +19,8 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
-	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
