@@ -84,10 +84,11 @@ func idleCores(b *testing.B, n, hz int) (float64, error) {
 		return 0, err
 	}
 	var cmds []*exec.Cmd
+	var exits []<-chan struct{}
 	defer func() {
-		for _, c := range cmds {
+		for i, c := range cmds {
 			_ = c.Process.Kill()
-			_ = c.Wait()
+			<-exits[i]
 		}
 	}()
 	var pids []int
@@ -96,33 +97,12 @@ func idleCores(b *testing.B, n, hz int) (float64, error) {
 		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 			return 0, err
 		}
-		port, err := redistest.FreePort()
+		cmd, exited, err := startIdle(server, dir, hz)
 		if err != nil {
 			return 0, err
 		}
-		acl := filepath.Join(dir, "users.acl")
-		if err := redisconf.WriteACLFile(acl, []redisconf.User{{Name: "admin", PasswordHash: secret.Hash(secret.New()), Admin: true}}); err != nil {
-			return 0, err
-		}
-		conf := filepath.Join(dir, "redis.conf")
-		if err := redisconf.WriteFile(conf, redisconf.Config{
-			InstanceID: "idle", Bind: "127.0.0.1", Port: port, Dir: filepath.Join(dir, "data"), ACLFile: acl,
-			MaxMemoryBytes: 8 << 20, Params: params.Defaults(), Hz: hz,
-		}); err != nil {
-			return 0, err
-		}
-		cmd := exec.Command(server, conf)
-		cmd.Dir = dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		cmds = append(cmds, cmd)
+		cmds, exits = append(cmds, cmd), append(exits, exited)
 		pids = append(pids, cmd.Process.Pid)
-		// Listening before the next port is picked.
-		if err := waitListening(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
-			return 0, err
-		}
 	}
 	if err := likeAnInstance(b, parent, 8<<20, pids...); err != nil {
 		return 0, err
@@ -141,13 +121,69 @@ func idleCores(b *testing.B, n, hz int) (float64, error) {
 	return float64(after-before) / float64(time.Since(start)), nil
 }
 
-// waitListening waits until addr accepts connections.
-func waitListening(addr string) error {
+// startIdle starts a redis-server from the redis.conf an agent renders for
+// an 8 MB instance at hz, in dir, and waits until it listens. A port taken
+// between picking and binding it (other work on the machine) is picked
+// again.
+func startIdle(server, dir string, hz int) (*exec.Cmd, <-chan struct{}, error) {
+	acl := filepath.Join(dir, "users.acl")
+	if err := redisconf.WriteACLFile(acl, []redisconf.User{{Name: "admin", PasswordHash: secret.Hash(secret.New()), Admin: true}}); err != nil {
+		return nil, nil, err
+	}
+	var last error
+	for range 5 {
+		port, err := redistest.FreePort()
+		if err != nil {
+			return nil, nil, err
+		}
+		conf := filepath.Join(dir, "redis.conf")
+		if err := redisconf.WriteFile(conf, redisconf.Config{
+			InstanceID: "idle", Bind: "127.0.0.1", Port: port, Dir: filepath.Join(dir, "data"), ACLFile: acl,
+			MaxMemoryBytes: 8 << 20, Params: params.Defaults(), Hz: hz,
+		}); err != nil {
+			return nil, nil, err
+		}
+		logf, err := os.Create(filepath.Join(dir, "redis.log"))
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd := exec.Command(server, conf)
+		cmd.Dir = dir
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = cmd.Start()
+		logf.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		if last = waitListening(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited); last == nil {
+			return cmd, exited, nil
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+		last = fmt.Errorf("%w; its log: %s", last, log)
+		if !strings.Contains(string(log), "Address already in use") {
+			break
+		}
+	}
+	return nil, nil, last
+}
+
+// waitListening waits until addr accepts connections, or the server exited.
+func waitListening(addr string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			return c.Close()
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server for %s exited", addr)
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nothing listens on %s after %v: %w", addr, readyTimeout, err)
