@@ -358,10 +358,11 @@ func redisServerPath() (string, error) {
 	return redistest.Program("redis-server")
 }
 
-// startBare writes a minimal redis.conf into a new directory under parent
-// and runs redis-server on it; the clock starts at exec and stops at the
-// first PONG, polled every millisecond on a fresh connection.
-func startBare(parent string) (*bareServer, time.Duration, error) {
+// startBare writes a minimal redis.conf, plus the lines extra, into a new
+// directory under parent and runs redis-server on it; the clock starts at
+// exec and stops at the first PONG, polled every millisecond on a fresh
+// connection.
+func startBare(parent string, extra ...string) (*bareServer, time.Duration, error) {
 	dir, err := os.MkdirTemp(parent, "bare-")
 	if err != nil {
 		return nil, 0, err
@@ -381,6 +382,7 @@ func startBare(parent string) (*bareServer, time.Duration, error) {
 		`save ""`,
 		"appendonly no",
 	}
+	lines = append(lines, extra...)
 	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return nil, 0, err
 	}

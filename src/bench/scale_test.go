@@ -17,7 +17,11 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
-var scalePorts = flag.String("scale.ports", "", "port range MIN-MAX of the scale benchmark's agent; empty means the product default")
+var (
+	scalePorts      = flag.String("scale.ports", "", "port range MIN-MAX of the scale benchmark's agent; empty means the product default")
+	scaleInstanceMB = flag.Int64("scale.instance-mb", 8, "maxmemory of each instance the scale benchmark provisions (the plan's), in MB")
+	scaleBudgetMB   = flag.Int64("scale.budget-mb", 0, "the scale benchmark's agent memory budget in MB; 0 means instances x instance-mb, enough for all of them")
+)
 
 // cpuWindow is how long the scale benchmark watches idle instances' CPU use.
 const cpuWindow = 5 * time.Second
@@ -40,7 +44,13 @@ func BenchmarkScale(b *testing.B) {
 
 func scaleOnce(b *testing.B, n, workers int) {
 	ctx := context.Background()
-	opts := systemtest.Options{MaxInstances: n + 100, MaxMemoryMB: 8, AgentMemoryMB: 8192}
+	// The budget is a number the agent hands out, not memory it takes: idle
+	// instances hold a few MB each whatever their maxmemory.
+	budget := *scaleBudgetMB
+	if budget == 0 {
+		budget = int64(n) * *scaleInstanceMB
+	}
+	opts := systemtest.Options{MaxInstances: n + 100, MaxMemoryMB: *scaleInstanceMB, AgentMemoryMB: budget}
 	if *scalePorts != "" {
 		lo, hi, _ := strings.Cut(*scalePorts, "-")
 		var err1, err2 error
@@ -183,6 +193,8 @@ func scaleOnce(b *testing.B, n, workers int) {
 	b.ReportMetric(float64(n), "instances")
 	b.ReportMetric(float64(failed.n), "errors")
 	b.ReportMetric(float64(requested), "requested")
+	b.ReportMetric(float64(opts.MaxMemoryMB), "instance-MB")
+	b.ReportMetric(float64(opts.AgentMemoryMB), "budget-MB")
 	b.ReportMetric(took.Seconds(), "s-total")
 	b.ReportMetric(summarize(first).p50, "first50-ms-p50")
 	b.ReportMetric(summarize(last).p50, "last50-ms-p50")

@@ -38,6 +38,9 @@ type Env struct {
 	TLS *RedisTLS
 	// Plan is the plan name snapshots record in their manifest.
 	Plan string
+	// Hz is the servers' hz (redisconf.Config.Hz); zero means Redis's
+	// default.
+	Hz int
 	// Logger receives the servers' logs; nil discards them.
 	Logger *slog.Logger
 	// Cgroups, when set, runs every server in a cgroup of its own with a
@@ -463,6 +466,7 @@ func (s *Server) conf(r Record) redisconf.Config {
 		Dir:            p.Data,
 		ACLFile:        p.ACL,
 		MaxMemoryBytes: r.MaxMemoryBytes,
+		Hz:             s.env.Hz,
 		Params:         r.Parameters,
 		ReplicaOf:      r.following().Conf(),
 		TLS:            s.tls(r),

@@ -19,6 +19,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
@@ -88,6 +89,14 @@ var _ = Describe("a dedicated node", func() {
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
 		_, err = nd.client.Create(ctx, "inst-3", agentapi.InstanceRequest{Parameters: params.Parameters{MaxMemoryPolicy: "bad"}})
 		Expect(err).To(MatchError(agentapi.ErrInvalid))
+	})
+
+	It("runs its one server's background tasks at Redis's default rate", func(ctx SpecContext) {
+		nd.claim(ctx, "inst-1")
+		c, _ := nd.bind(ctx, "inst-1", "b1")
+		info, err := c.InfoMap(ctx, "server").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info["Server"]).To(HaveKeyWithValue("configured_hz", strconv.Itoa(redisconf.DefaultHz)))
 	})
 
 	It("serves the instance's verbs only to the instance holding the node", func(ctx SpecContext) {

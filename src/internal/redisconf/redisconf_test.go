@@ -1,7 +1,9 @@
 package redisconf_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,6 +71,19 @@ var _ = Describe("Render", func() {
 			c.ReplicaOf = &redisconf.Leader{Host: "10.0.0.1", Port: 6380, TLS: true}
 		}, "tls-replication"),
 	)
+
+	It("runs background tasks at Redis's rate unless told otherwise", func() {
+		var b strings.Builder
+		Expect(redisconf.Render(&b, valid)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\nhz 10\ndynamic-hz yes\n"))
+		c := valid
+		c.Hz = redisconf.SharedHz
+		b.Reset()
+		Expect(redisconf.Render(&b, c)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("\nhz 1\ndynamic-hz yes\n"))
+		c.Hz = 501
+		Expect(redisconf.Render(&b, c)).To(MatchError(ContainSubstring("hz 501")))
+	})
 
 	It("closes the plaintext port of a TLS-only server, after the TLS port", func() {
 		c := valid
@@ -164,6 +179,7 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		Expect(redisconf.WriteFile(conf, redisconf.Config{
 			InstanceID: "t", Bind: "127.0.0.1", Port: port, Dir: filepath.Join(dir, "data"), ACLFile: acl,
 			MaxMemoryBytes: 32 << 20, Params: params.Parameters{MaxMemoryPolicy: "allkeys-lru", NotifyKeyspaceEvents: "KEA", Timeout: 30},
+			Hz: redisconf.SharedHz,
 		})).To(Succeed())
 
 		cmd := exec.Command(redistest.MustProgram(GinkgoT(), "redis-server"), conf)
@@ -190,6 +206,73 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		Expect(got).To(HaveKeyWithValue("appendonly", "yes"))
 		Expect(got).To(HaveKeyWithValue("appendfsync", "everysec"))
 		Expect(got["notify-keyspace-events"]).To(ContainSubstring("K"))
+	})
+
+	// Shared instances wake once a second (hz 1) instead of Redis's ten
+	// times, which on a VM of 2,000 instances is most of its idle CPU;
+	// dynamic-hz raises it again when an instance has many clients.
+	It("runs a shared instance's background tasks once a second, faster with many clients", func(ctx SpecContext) {
+		got, err := admin.ConfigGet(ctx, "*").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(HaveKeyWithValue("hz", "1"))
+		Expect(got).To(HaveKeyWithValue("dynamic-hz", "yes"))
+	})
+
+	// What a tenant relies on from the background tasks still happens at
+	// SharedHz: keys nobody reads expire and say so, idle connections close
+	// after the tenant's timeout, blocking commands end at theirs.
+	Describe("at that rate", func() {
+		It("expires keys nobody reads, and tells subscribers", func(ctx SpecContext) {
+			sub := tenant.Subscribe(ctx, "__keyevent@0__:expired")
+			defer sub.Close()
+			_, err := sub.Receive(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(tenant.Set(ctx, "short", "v", 50*time.Millisecond).Err()).To(Succeed())
+			Expect(tenant.Set(ctx, "long", "v", time.Hour).Err()).To(Succeed())
+			var msg *redis.Message
+			Eventually(sub.Channel()).WithTimeout(10 * time.Second).Should(Receive(&msg))
+			Expect(msg.Payload).To(Equal("short"))
+			// Removed by the server itself, not by a read: the keyspace
+			// counts one key, and the expired-keys counter one.
+			info, err := admin.InfoMap(ctx, "keyspace", "stats").Result()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(info["Keyspace"]["db0"]).To(HavePrefix("keys=1,expires=1,"))
+			Expect(info["Stats"]["expired_keys"]).To(Equal("1"))
+		})
+
+		It("closes connections idle longer than the tenant's timeout, and only those", func(ctx SpecContext) {
+			Expect(admin.ConfigSet(ctx, "timeout", "1").Err()).To(Succeed())
+			idle, err := net.Dial("tcp", admin.Options().Addr)
+			Expect(err).NotTo(HaveOccurred())
+			defer idle.Close()
+			fmt.Fprintf(idle, "AUTH binding-1 %s\r\n", tenantPass)
+			r := bufio.NewReader(idle)
+			Expect(r.ReadString('\n')).To(Equal("+OK\r\n"))
+			Expect(idle.SetReadDeadline(time.Now().Add(30 * time.Second))).To(Succeed())
+			// The busy client keeps talking while the idle one waits for
+			// the server to close it.
+			closed := make(chan error, 1)
+			go func() { _, err := r.ReadString('\n'); closed <- err }()
+			Eventually(func() error {
+				if err := tenant.Ping(ctx).Err(); err != nil {
+					return err
+				}
+				select {
+				case err := <-closed:
+					return err
+				default:
+					return errors.New("the idle connection is still open")
+				}
+			}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Equal(io.EOF))
+			Expect(tenant.Ping(ctx).Err()).To(Succeed())
+		})
+
+		It("ends a blocking command at its timeout", func(ctx SpecContext) {
+			// go-redis rounds BLPop's timeout up to a second; Do does not.
+			Expect(tenant.Do(ctx, "BLPOP", "empty", "0.2").Err()).To(Equal(redis.Nil))
+			_, err := tenant.XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "$"}, Block: 200 * time.Millisecond}).Result()
+			Expect(err).To(Equal(redis.Nil))
+		})
 	})
 
 	It("refuses the default user and wrong passwords", func(ctx SpecContext) {

@@ -25,6 +25,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
@@ -82,6 +83,8 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	m.env = &instance.Env{
 		Host: cfg.Host, Bind: cfg.Bind, RedisServer: cfg.RedisServer, TLS: cfg.RedisTLS,
 		Plan: Plan, Logger: logger, Started: m.started.Load, Cgroups: cgroups,
+		// Many small servers, mostly idle: see redisconf.SharedHz.
+		Hz: redisconf.SharedHz,
 	}
 	return m, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
+	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
@@ -122,6 +123,20 @@ var _ = Describe("Manager", func() {
 		Expect(again.Port).To(Equal(inst.Port))
 		_, err = a.client.Create(ctx, "i1", request(32))
 		Expect(err).To(MatchError(agentapi.ErrConflict))
+	})
+
+	It("runs its many small servers' background tasks at redisconf.SharedHz, not Redis's default", func(ctx SpecContext) {
+		inst, err := a.client.Create(ctx, "i1", request(16))
+		Expect(err).NotTo(HaveOccurred())
+		pw := secret.New()
+		_, err = a.client.Bind(ctx, "i1", "b1", agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+		info, err := tenant(inst, "b1", pw).InfoMap(ctx, "server").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info["Server"]).To(HaveKeyWithValue("configured_hz", strconv.Itoa(redisconf.SharedHz)))
+		conf, err := os.ReadFile(filepath.Join(dir, "instances", "i1", "redis.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(conf)).To(ContainSubstring(fmt.Sprintf("\nhz %d\n", redisconf.SharedHz)))
 	})
 
 	It("serves each instance's verbs on that instance alone, and none on an instance it does not hold", func(ctx SpecContext) {
