@@ -234,7 +234,7 @@ var _ = Describe("the release", Ordered, func() {
 			out, _ = exec.Command(filepath.Join(bin, "bin", c), "-config", filepath.Join(work, "no-such-config.json")).CombinedOutput()
 			Expect(string(out)).To(ContainSubstring(mf.Version), "%s logs its version at start", c)
 		}
-		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator"} {
+		for _, tool := range []string{"configcheck", "deploy-local", "localvm", "tile-generator", "vcap-services"} {
 			Expect(filepath.Join(root, "src/cmd", tool)).To(BeADirectory())
 			Expect(filepath.Join(bin, "bin", tool)).NotTo(BeAnExistingFile(), "tools stay out of the release")
 		}
