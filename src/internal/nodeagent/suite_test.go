@@ -256,7 +256,10 @@ func makeUnwipeable(dir string) (how string, undo func()) {
 	}
 	if err := syscall.Mount(locked, locked, "", syscall.MS_BIND, ""); err == nil {
 		if err := syscall.Mount("", locked, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err == nil {
-			return "a read-only bind mount", func() { _ = syscall.Unmount(locked, syscall.MNT_DETACH) }
+			return "a read-only bind mount", func() {
+				_ = syscall.Unmount(locked, syscall.MNT_DETACH)
+				_ = syscall.Unmount(movedAside, syscall.MNT_DETACH)
+			}
 		}
 		_ = syscall.Unmount(locked, syscall.MNT_DETACH)
 	}
