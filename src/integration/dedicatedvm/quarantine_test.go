@@ -62,6 +62,7 @@ var _ = Describe("a node whose reset fails", func() {
 		p = expectPoolConsistent(sys, "q1", "q2")
 		Expect(p[node]).NotTo(HaveKey("problem"))
 		Expect(filepath.Join(sys.NodeDirs[i], "data", "locked")).NotTo(BeAnExistingFile())
+		Expect(filepath.Join(sys.NodeDirs[i], "data.wiped")).NotTo(BeAnExistingFile())
 
 		code, body = provision(sys, "q5", nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)

@@ -172,7 +172,7 @@ var _ = Describe("a state file of the broker before one VM field", func() {
 		Expect(f.record("d1").VM).To(Equal("n1"))
 		data, err := os.ReadFile(path)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(data)).To(ContainSubstring(`"vm": "a1"`))
+		Expect(string(data)).To(MatchRegexp(`"vm":\s*"a1"`))
 		Expect(string(data)).NotTo(ContainSubstring(`"agent"`))
 		Expect(string(data)).NotTo(ContainSubstring(`"node"`))
 

@@ -71,7 +71,7 @@ var _ = Describe("a dedicated node", func() {
 		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeClaimed, InstanceID: "inst-1"}))
 		state, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "state.json"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(state)).To(ContainSubstring(`"instance_id": "inst-1"`), "the claim is on disk before the answer")
+		Expect(string(state)).To(MatchRegexp(`"instance_id":\s*"inst-1"`), "the claim is on disk before the answer")
 
 		again := nd.claim(ctx, "inst-1")
 		Expect(again.ID).To(Equal("inst-1"))
@@ -225,6 +225,7 @@ var _ = Describe("a dedicated node", func() {
 		Expect(nd.client.Delete(ctx, "inst-1")).To(Succeed())
 		Expect(nd.node(ctx)).To(Equal(agentapi.Node{NodeID: "node-127-0-0-1", State: agentapi.NodeFree}))
 		Expect(filepath.Join(nd.cfg.DataDir, "data", "locked")).NotTo(BeAnExistingFile())
+		Expect(filepath.Join(nd.cfg.DataDir, "data.wiped")).NotTo(BeAnExistingFile())
 		Expect(nd.claim(ctx, "inst-2").ID).To(Equal("inst-2"))
 	})
 
@@ -250,7 +251,7 @@ var _ = Describe("a dedicated node", func() {
 	})
 
 	DescribeTable("finishes on start a reset that a crash interrupted",
-		func(ctx SpecContext, serverDied bool) {
+		func(ctx SpecContext, serverDied, movedAside bool) {
 			nd.claim(ctx, "inst-1")
 			c, pw := nd.bind(ctx, "inst-1", "b1")
 			for i := range 100 {
@@ -261,6 +262,13 @@ var _ = Describe("a dedicated node", func() {
 			if serverDied {
 				Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
 				Eventually(func() error { return processAlive(pid) }).Should(HaveOccurred())
+			}
+			dataDir := filepath.Join(nd.cfg.DataDir, "data")
+			if movedAside {
+				// It died after moving the tenant's data aside for removal,
+				// before the removal finished.
+				Expect(os.Rename(dataDir, dataDir+".wiped")).To(Succeed())
+				Expect(os.Mkdir(dataDir, 0o700)).To(Succeed())
 			}
 
 			// The agent died right after recording the reset's first step.
@@ -281,10 +289,12 @@ var _ = Describe("a dedicated node", func() {
 			Expect(nd.pid()).NotTo(Equal(pid), "the old server was stopped")
 			Eventually(func() error { return processAlive(pid) }).Should(HaveOccurred())
 			Expect(nd.tenant("b1", pw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
+			Expect(dataDir+".wiped").NotTo(BeAnExistingFile(), "nothing of the tenant's data is left beside the data directory")
 			nd.claim(ctx, "inst-2")
 		},
-		Entry("with its redis-server still running", false),
-		Entry("with its redis-server killed too", true),
+		Entry("with its redis-server still running", false, false),
+		Entry("with its redis-server killed too", true, false),
+		Entry("with the tenant's data moved aside, not yet removed", true, true),
 	)
 
 	It("serves only clients that trust its CA and know its credentials", func(ctx SpecContext) {

@@ -73,7 +73,11 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 
 	failure := n.srv.Stop(ctx, true)
 	if failure == nil {
-		if err := n.wipe(); err != nil {
+		// The tenant's data is moved aside at once and removed while the
+		// wiped server starts and verifies: the reset answers once both
+		// are done, so it takes about as long as the removal alone.
+		removed := make(chan error, 1)
+		if err := n.wipe(removed); err != nil {
 			// Go on: a server started with an ACL file holding only the
 			// admin locks the tenant out, and the verification tells what
 			// is left. The node stays quarantined either way.
@@ -98,7 +102,7 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 		if err == nil {
 			err = n.verify(ctx)
 		}
-		failure = errors.Join(failure, err)
+		failure = errors.Join(failure, err, <-removed)
 	}
 
 	if failure != nil && (n.srv.Closing() || ctx.Err() != nil) {
@@ -126,13 +130,33 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 	return s, nil
 }
 
-// wipe deletes redis-server's data directory (dump.rdb, appendonlydir and
-// anything else in it) and creates it again, empty.
-func (n *Node) wipe() error {
+// wipedSuffix names the folder beside the data directory that a reset
+// moves the tenant's data to before removing it.
+const wipedSuffix = ".wiped"
+
+// wipe moves redis-server's data directory (dump.rdb, appendonlydir and
+// anything else in it) aside, creates it again, empty, and removes what it
+// moved in the background, sending the outcome on removed (once, always).
+// What an interrupted reset moved aside is removed first: a crash may leave
+// it, and the reset that Start finishes then removes it.
+func (n *Node) wipe(removed chan<- error) error {
 	data := n.srv.Paths().Data
-	if err := os.RemoveAll(data); err != nil {
-		return fmt.Errorf("wiping the data directory: %w", err)
+	wiped := data + wipedSuffix
+	if err := os.RemoveAll(wiped); err != nil {
+		removed <- nil
+		return fmt.Errorf("removing the data of an interrupted reset: %w", err)
 	}
+	if err := os.Rename(data, wiped); err != nil && !errors.Is(err, os.ErrNotExist) {
+		removed <- nil
+		return fmt.Errorf("moving the data directory aside: %w", err)
+	}
+	go func() {
+		if err := os.RemoveAll(wiped); err != nil {
+			removed <- fmt.Errorf("wiping the data directory: %w", err)
+			return
+		}
+		removed <- nil
+	}()
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}

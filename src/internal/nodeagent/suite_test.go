@@ -232,21 +232,34 @@ func (nd *node) adminPassword() string {
 // immutable attribute (chattr +i), or a read-only bind mount where the file
 // system has no such attribute; otherwise a directory without write
 // permission.
+//
+// A reset moves the data directory aside (dir + ".wiped") before it removes
+// it, so undo acts on the locked folder in either place.
 func makeUnwipeable(dir string) (how string, undo func()) {
 	locked := filepath.Join(dir, "locked")
 	Expect(os.MkdirAll(locked, 0o700)).To(Succeed())
 	file := filepath.Join(locked, "stuck")
 	Expect(os.WriteFile(file, []byte("x"), 0o600)).To(Succeed())
+	movedAside := filepath.Join(dir+".wiped", "locked")
 	if os.Geteuid() != 0 {
 		Expect(os.Chmod(locked, 0o500)).To(Succeed())
-		return "a directory without write permission", func() { _ = os.Chmod(locked, 0o700) }
+		return "a directory without write permission", func() {
+			_ = os.Chmod(locked, 0o700)
+			_ = os.Chmod(movedAside, 0o700)
+		}
 	}
 	if exec.Command("chattr", "+i", file).Run() == nil {
-		return "an immutable file (chattr +i)", func() { _ = exec.Command("chattr", "-i", file).Run() }
+		return "an immutable file (chattr +i)", func() {
+			_ = exec.Command("chattr", "-i", file).Run()
+			_ = exec.Command("chattr", "-i", filepath.Join(movedAside, "stuck")).Run()
+		}
 	}
 	if err := syscall.Mount(locked, locked, "", syscall.MS_BIND, ""); err == nil {
 		if err := syscall.Mount("", locked, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err == nil {
-			return "a read-only bind mount", func() { _ = syscall.Unmount(locked, syscall.MNT_DETACH) }
+			return "a read-only bind mount", func() {
+				_ = syscall.Unmount(locked, syscall.MNT_DETACH)
+				_ = syscall.Unmount(movedAside, syscall.MNT_DETACH)
+			}
 		}
 		_ = syscall.Unmount(locked, syscall.MNT_DETACH)
 	}
