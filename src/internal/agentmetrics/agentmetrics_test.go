@@ -38,15 +38,18 @@ const mb = 1 << 20
 // harness is a collector of a real agent's metrics, served over the real
 // metrics endpoint with a metrics CA's certificates.
 type harness struct {
-	t         *testing.T
+	t         testing.TB
 	collector *agentmetrics.Collector
 	url       string
 	scraper   *tls.Config
 	anon      *tls.Config
+	// files are the CA's, a scraper's certificate's and its key's files,
+	// for a scraper in another process.
+	files [3]string
 }
 
 // serve makes the collector of src (its INFO timeout given) and serves it.
-func serve(t *testing.T, src agentmetrics.Source, timeout time.Duration) *harness {
+func serve(t testing.TB, src agentmetrics.Source, timeout time.Duration) *harness {
 	t.Helper()
 	ca, err := tlstest.NewCA("metrics")
 	if err != nil {
@@ -72,6 +75,10 @@ func serve(t *testing.T, src agentmetrics.Source, timeout time.Duration) *harnes
 		}
 	})
 	h := &harness{t: t, collector: c, scraper: ca.ClientTLS(t, dir, "scraper"), anon: ca.ClientTLS(t, dir, "")}
+	h.files[0] = caFile
+	if h.files[1], h.files[2], err = ca.Issue(t.TempDir(), "other-scraper"); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case a := <-addr:
 		h.url = "https://" + a.String() + metrics.Path
@@ -138,7 +145,7 @@ func num(t *testing.T, s string) float64 {
 
 // sharedAgent is a real shared agent on dir with real redis-servers; it
 // shuts down when the test ends.
-func sharedAgent(t *testing.T, dir string, change func(*sharedagent.Config)) *sharedagent.Manager {
+func sharedAgent(t testing.TB, dir string, change func(*sharedagent.Config)) *sharedagent.Manager {
 	t.Helper()
 	t.Cleanup(func() { systemtest.KillStrays(dir) })
 	cfg := sharedagent.Config{
@@ -633,3 +640,11 @@ func boolean(b bool) float64 {
 	}
 	return 0
 }
+
+// go-redis logs every refused dial of the readiness probes that poll a
+// starting redis-server: noise here.
+func init() { redis.SetLogger(quietLogger{}) }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
