@@ -2,10 +2,15 @@ package deploylocal_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -215,6 +220,75 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		Expect(plans).To(HaveKey("shared-vm"))
 		Expect(plans).To(HaveKey("dedicated-vm"))
 		v1Package = programsFromPackage()
+	})
+
+	It("serves every job's metrics where its prom scraper file says, under the name it gives, to the manifest's scraper certificate only", func() {
+		var vars struct {
+			Scraper struct {
+				Certificate string `yaml:"certificate"`
+				PrivateKey  string `yaml:"private_key"`
+				CA          string `yaml:"ca"`
+			} `yaml:"metrics_scraper_tls"`
+		}
+		data, err := os.ReadFile(filepath.Join(state, "vars.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(yaml.Unmarshal(data, &vars)).To(Succeed())
+		pair, err := tls.X509KeyPair([]byte(vars.Scraper.Certificate), []byte(vars.Scraper.PrivateKey))
+		Expect(err).NotTo(HaveOccurred())
+		roots := x509.NewCertPool()
+		Expect(roots.AppendCertsFromPEM([]byte(vars.Scraper.CA))).To(BeTrue())
+		for _, vm := range []struct {
+			group, job, series string
+			index              int
+		}{
+			{"redis-broker", "redis-broker", "redis_broker_instances", 0},
+			{"redis-broker", "redis-shared-agent", "redis_for_cf_agent_instances", 0},
+			{"redis-node", "redis-node", "redis_for_cf_node_state", 0},
+			{"redis-node", "redis-node", "redis_for_cf_node_state", 1},
+		} {
+			var file struct {
+				Port       int    `yaml:"port"`
+				SourceID   string `yaml:"source_id"`
+				InstanceID string `yaml:"instance_id"`
+				Scheme     string `yaml:"scheme"`
+				ServerName string `yaml:"server_name"`
+				Path       string `yaml:"path"`
+			}
+			text := readVMFile(d, vm.group, vm.index, "jobs/"+vm.job+"/config/prom_scraper_config.yml")
+			Expect(yaml.Unmarshal([]byte(text), &file)).To(Succeed(), "%s/%d %s: %q", vm.group, vm.index, vm.job, text)
+			Expect(file.SourceID).To(Equal(vm.job))
+			Expect(file.Scheme).To(Equal("https"))
+			Expect(file.Path).To(Equal("/metrics"))
+			Expect(file.InstanceID).NotTo(BeEmpty())
+			Expect(file.Port).NotTo(BeZero())
+			ip, err := d.IP(vm.group, vm.index)
+			Expect(err).NotTo(HaveOccurred())
+			url := fmt.Sprintf("https://%s%s", net.JoinHostPort(ip, strconv.Itoa(file.Port)), file.Path)
+			get := func(certs []tls.Certificate) (int, string) {
+				GinkgoHelper()
+				c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+					DialContext: d.Dial,
+					// The prom scraper checks the endpoint's certificate
+					// against server_name, as this does.
+					TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: file.ServerName, Certificates: certs, MinVersion: tls.VersionTLS12},
+				}}
+				defer c.CloseIdleConnections()
+				var resp *http.Response
+				// The agents serve their metrics as soon as they start;
+				// the first sweep may still be under way.
+				Eventually(func() error { var err error; resp, err = c.Get(url); return err }).WithTimeout(time.Minute).Should(Succeed())
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				Expect(err).NotTo(HaveOccurred())
+				return resp.StatusCode, string(body)
+			}
+			code, body := get([]tls.Certificate{pair})
+			Expect(code).To(Equal(http.StatusOK), "%s on %s/%d: %s", vm.job, vm.group, vm.index, body)
+			Expect(body).To(ContainSubstring(vm.series), "%s on %s/%d", vm.job, vm.group, vm.index)
+			code, body = get(nil)
+			Expect(code).To(Equal(http.StatusForbidden), "%s on %s/%d without a client certificate", vm.job, vm.group, vm.index)
+			Expect(body).NotTo(ContainSubstring("redis_"))
+		}
 	})
 
 	It("holds instances of both plans with data and bindings", func() {

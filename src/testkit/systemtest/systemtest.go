@@ -450,7 +450,7 @@ type Process struct {
 	// Options.MetricsCA is set; empty otherwise.
 	MetricsURL string
 	cmd        *exec.Cmd
-	done chan struct{}
+	done       chan struct{}
 }
 
 // Start runs the process and waits until its port accepts connections.
