@@ -254,8 +254,11 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 				ServerName string `yaml:"server_name"`
 				Path       string `yaml:"path"`
 			}
-			text := readVMFile(d, vm.group, vm.index, "jobs/"+vm.job+"/config/prom_scraper_config.yml")
-			Expect(yaml.Unmarshal([]byte(text), &file)).To(Succeed(), "%s/%d %s: %q", vm.group, vm.index, vm.job, text)
+			// Read inside the VM: /var/vcap/jobs/JOB links to its
+			// rendered folder by the VM's own paths.
+			text, err := d.Exec(ctx, vm.group, vm.index, "cat", "/var/vcap/jobs/"+vm.job+"/config/prom_scraper_config.yml")
+			Expect(err).NotTo(HaveOccurred(), "%s/%d %s: %s", vm.group, vm.index, vm.job, text)
+			Expect(yaml.Unmarshal(text, &file)).To(Succeed(), "%s/%d %s: %q", vm.group, vm.index, vm.job, text)
 			Expect(file.SourceID).To(Equal(vm.job))
 			Expect(file.Scheme).To(Equal("https"))
 			Expect(file.Path).To(Equal("/metrics"))
@@ -273,19 +276,21 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 					TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: file.ServerName, Certificates: certs, MinVersion: tls.VersionTLS12},
 				}}
 				defer c.CloseIdleConnections()
-				var resp *http.Response
-				// The agents serve their metrics as soon as they start;
-				// the first sweep may still be under way.
-				Eventually(func() error { var err error; resp, err = c.Get(url); return err }).WithTimeout(time.Minute).Should(Succeed())
+				resp, err := c.Get(url)
+				Expect(err).NotTo(HaveOccurred())
 				body, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				Expect(err).NotTo(HaveOccurred())
 				return resp.StatusCode, string(body)
 			}
-			code, body := get([]tls.Certificate{pair})
-			Expect(code).To(Equal(http.StatusOK), "%s on %s/%d: %s", vm.job, vm.group, vm.index, body)
-			Expect(body).To(ContainSubstring(vm.series), "%s on %s/%d", vm.job, vm.group, vm.index)
-			code, body = get(nil)
+			// An agent's values come with its first sweep, once it has
+			// recovered its instances.
+			Eventually(func(g Gomega) {
+				code, body := get([]tls.Certificate{pair})
+				g.Expect(code).To(Equal(http.StatusOK), "%s on %s/%d: %s", vm.job, vm.group, vm.index, body)
+				g.Expect(strings.Contains(body, vm.series)).To(BeTrue(), "%s on %s/%d serves no %s", vm.job, vm.group, vm.index, vm.series)
+			}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+			code, body := get(nil)
 			Expect(code).To(Equal(http.StatusForbidden), "%s on %s/%d without a client certificate", vm.job, vm.group, vm.index)
 			Expect(body).NotTo(ContainSubstring("redis_"))
 		}

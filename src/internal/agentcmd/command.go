@@ -100,15 +100,16 @@ func (c Command) Main() int {
 		srv.CertFile, srv.KeyFile = api.TLS.CertFile, api.TLS.KeyFile
 	}
 	// The metrics endpoint lives and dies with the API: either one failing
-	// stops both. Its values are gathered in the background from the
-	// start, while Start recovers the instances too.
+	// stops both. Its values are gathered in the background once Start
+	// has recovered the agent (a node's first start ends with its first
+	// reset); until then a scrape has only the API's and the process's.
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	metricsDone := make(chan error, 1)
+	var collector *agentmetrics.Collector
 	if api.Metrics.Enabled() {
-		collector := agentmetrics.New(agentmetrics.Config{Source: agent.Metrics(), Logger: logger})
+		collector = agentmetrics.New(agentmetrics.Config{Source: agent.Metrics(), Logger: logger})
 		reg.MustRegister(collector)
-		go collector.Run(apiCtx)
 	}
 	go func() {
 		err := api.Metrics.Serve(apiCtx, reg, logger, func(a net.Addr) { logger.Info("serving metrics", "address", a.String()) })
@@ -125,6 +126,9 @@ func (c Command) Main() int {
 		go run()
 	}
 	agent.Start(apiCtx)
+	if collector != nil {
+		go collector.Run(apiCtx)
+	}
 	// Scheduled backups, when the config has them; the errand is the
 	// on-demand path.
 	go func() {
