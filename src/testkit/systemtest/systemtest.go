@@ -343,7 +343,7 @@ func metricsConfig(ca *tlstest.CA, dir, host string) (metrics.Config, string, er
 	if err != nil {
 		return metrics.Config{}, "", err
 	}
-	port, err := freePortOn(host)
+	port, err := redistest.FreePortOn(host)
 	if err != nil {
 		return metrics.Config{}, "", err
 	}
