@@ -21,6 +21,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/store"
 	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
@@ -270,6 +271,14 @@ func (f *firstByteReader) Read(p []byte) (int, error) {
 }
 
 func (f *firstByteReader) Close() error { return f.r.Close() }
+
+// Head passes on the archive's late head (store.LateHead).
+func (f *firstByteReader) Head() []byte {
+	if lh, ok := f.r.(store.LateHead); ok {
+		return lh.Head()
+	}
+	return nil
+}
 
 // fillUnique writes mb MB of unique values through a tenant's uri, with
 // four connections of pipelines, and waits until redis-server has written
