@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -230,6 +231,12 @@ func BenchmarkBackup(b *testing.B) {
 			b.Logf("run %d: BGSAVE %.1f s; backup %.1f s (first byte %.1f s, last %.1f s) of %.0f MB archive; PUT %.1f s; restore %.1f s (archive read by %.1f s); bare load %.1f s",
 				run+1, bgsaveS[len(bgsaveS)-1], res.Duration.Seconds(), firstByte.Seconds(), lastByte.Seconds(), float64(res.Bytes)/1e6, putS[len(putS)-1],
 				restoreS[len(restoreS)-1], staged.Seconds(), d.Seconds())
+		}
+	}
+	// The agent's own account of each restore's install.
+	for _, line := range strings.Split(sys.Agents[0].Log(), "\n") {
+		if strings.Contains(line, "restore installed") {
+			b.Log(line)
 		}
 	}
 	bs := summarize(backupS)
