@@ -45,7 +45,9 @@ func compressionWorkers() int {
 // each compressed on its own as one gzip member, and the members are
 // written in order. A gzip file may hold several members one after the
 // other (RFC 1952, 2.2), which gzip, tar and Go's gzip.Reader read as one
-// stream, so the archive stays a plain tar.gz.
+// stream, so the archive stays a plain tar.gz. Each member says its own
+// length in an extra field of its header (which gzip skips), so that a
+// restore can decompress several at once (multiGunzip), as BGZF does.
 type multiGzip struct {
 	w         io.Writer
 	blockSize int
@@ -145,11 +147,14 @@ func (m *multiGzip) flushBlock() {
 		} else {
 			gz.Reset(&out)
 		}
+		gz.Header.Extra = memberLengthField()
 		// Writes to a bytes.Buffer cannot fail.
 		gz.Write(block)
 		gz.Close()
 		m.gzips.Put(gz)
-		result <- out.Bytes()
+		member := out.Bytes()
+		setMemberLength(member)
+		result <- member
 	}()
 }
 
