@@ -163,7 +163,10 @@ func (r *tail) step() error {
 		s.openTemp()
 	}
 	if time.Since(s.checked) < lookEvery {
-		return sleepOrLook(s.ctx, tailPause)
+		// Even once the snapshot's time is up: the next look says whether
+		// the rewrite ended in time.
+		time.Sleep(tailPause)
+		return nil
 	}
 	s.checked = time.Now()
 	// The rewrite may have ended long before the upload caught up: ask
@@ -235,8 +238,6 @@ func (s *Stream) openTemp() {
 	}
 }
 
-// sleepOrLook pauses d; once ctx ended too, as the next look says
-// whether the rewrite ended in time.
 // findChild notes the pid of the rewrite's child, once there is one.
 func (t *taker) findChild() {
 	if t.child != 0 {
@@ -247,9 +248,4 @@ func (t *taker) findChild() {
 			t.child = pid
 		}
 	}
-}
-
-func sleepOrLook(ctx context.Context, d time.Duration) error {
-	time.Sleep(d)
-	return nil
 }
