@@ -40,8 +40,14 @@ func WriteLateHead(w io.Writer, m Manifest, rdb io.Reader, rest func() ([]Entry,
 	if _, err := w.Write(make([]byte, HeadSize(m))); err != nil {
 		return m, nil, err
 	}
-	return writeLate(w, m, rdb, rest, check, compressionWorkers())
+	return writeLate(w, m, rdb, rest, check, lateWorkers())
 }
+
+// lateWorkers is how many cores compress an archive that streams while
+// Redis writes it: one fewer than compressionWorkers, at least one, as the
+// rewrite's child keeps a core busy and sets the pace (one core compresses
+// faster than the child writes); more would only take its CPU.
+func lateWorkers() int { return max(1, compressionWorkers()-1) }
 
 func writeLate(w io.Writer, m Manifest, rdb io.Reader, rest func() ([]Entry, error), check func() error, workers int) (Manifest, []byte, error) {
 	out, err := startArchive(w, workers)

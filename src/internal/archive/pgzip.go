@@ -16,14 +16,11 @@ import (
 // MiB of memory.
 const blockSize = 1 << 20
 
-// newCompressor returns the gzip writer of an archive: on one core a plain
-// gzip stream, on more a parallel one (multiGzip) using up to workers
-// cores.
+// newCompressor returns the gzip writer of an archive: a parallel one
+// (multiGzip) using up to workers cores, even one, so that every archive's
+// members say their length and a restore can decompress them in parallel.
 func newCompressor(w io.Writer, workers int) (io.WriteCloser, error) {
-	if workers <= 1 {
-		return gzip.NewWriterLevel(w, compressionLevel)
-	}
-	return newMultiGzip(w, workers, blockSize), nil
+	return newMultiGzip(w, max(workers, 1), blockSize), nil
 }
 
 // compressionWorkers is how many cores compress an archive: all of them
