@@ -20,6 +20,12 @@ import (
 //	    X-Snapshot-Status: complete. Errors before the first byte are JSON
 //	    error bodies; an error midway aborts the connection, so a client
 //	    never takes a cut archive for a whole one.
+//	POST /v1/instances/{id}/snapshot?timeout_seconds=N&late_head=true
+//	    200 application/gzip at once: the archive streams while the snapshot
+//	    is written, its first bytes zeros until the trailer X-Snapshot-Head
+//	    (base64) gives them, with X-Snapshot-Status: complete. A snapshot
+//	    that fails midway ends with X-Snapshot-Status: failed and the error
+//	    in X-Snapshot-Error.
 //	POST /v1/instances/{id}/restore?from_instance=ID
 //	    body application/gzip: an archive. 200 with a RestoreResult once the
 //	    data loaded and verified; the instance keeps its data otherwise.
@@ -32,6 +38,12 @@ type SnapshotRequest struct {
 	// Timeout bounds the snapshot (the wait for another one included); zero
 	// means the agent's default, an hour.
 	Timeout time.Duration
+	// LateHead asks for the archive to stream while the snapshot is being
+	// written: its first archive.HeadSize bytes are zeros, and the trailer
+	// TrailerHead (base64) carries the bytes that replace them. The client
+	// must write them over the start of what it stored (store.LateHead).
+	// Without it, the archive streams once the snapshot is complete.
+	LateHead bool
 }
 
 // Archive is a snapshot taken and staged, ready to stream: WriteTo streams
@@ -61,6 +73,9 @@ func snapshotQuery(req SnapshotRequest) url.Values {
 	if req.Timeout > 0 {
 		q.Set("timeout_seconds", strconv.Itoa(int(max(req.Timeout, time.Second)/time.Second)))
 	}
+	if req.LateHead {
+		q.Set("late_head", "true")
+	}
 	return q
 }
 
@@ -72,6 +87,13 @@ func parseSnapshotQuery(q url.Values) (SnapshotRequest, error) {
 			return req, fmt.Errorf("%w: timeout_seconds must be 1-%d", ErrInvalid, int(maxTimeout/time.Second))
 		}
 		req.Timeout = time.Duration(n) * time.Second
+	}
+	switch q.Get("late_head") {
+	case "", "false":
+	case "true":
+		req.LateHead = true
+	default:
+		return req, fmt.Errorf("%w: late_head must be true or false", ErrInvalid)
 	}
 	return req, nil
 }

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,8 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-
-	"github.com/klauspost/compress/gzip"
 )
 
 // Limits of what Extract accepts; real archives hold a handful of entries
@@ -40,10 +37,11 @@ func Extract(r io.Reader, dir string) (Manifest, error) {
 		}
 		return Manifest{}, err
 	}
-	gz, err := gzip.NewReader(bufio.NewReaderSize(src, 256<<10))
-	if err != nil {
-		return fail(fmt.Errorf("%w: not gzip: %v", ErrCorrupt, err))
-	}
+	// Members that say their length (multiGzip's) are decompressed on
+	// every core; the checksums are computed as the files come out, so
+	// the archive is read once.
+	gz := newMultiGunzip(src, compressionWorkers())
+	defer gz.Close()
 	tr := tar.NewReader(gz)
 	var (
 		folder   string

@@ -16,14 +16,11 @@ import (
 // MiB of memory.
 const blockSize = 1 << 20
 
-// newCompressor returns the gzip writer of an archive: on one core a plain
-// gzip stream, on more a parallel one (multiGzip) using up to workers
-// cores.
+// newCompressor returns the gzip writer of an archive: a parallel one
+// (multiGzip) using up to workers cores, even one, so that every archive's
+// members say their length and a restore can decompress them in parallel.
 func newCompressor(w io.Writer, workers int) (io.WriteCloser, error) {
-	if workers <= 1 {
-		return gzip.NewWriterLevel(w, compressionLevel)
-	}
-	return newMultiGzip(w, workers, blockSize), nil
+	return newMultiGzip(w, max(workers, 1), blockSize), nil
 }
 
 // compressionWorkers is how many cores compress an archive: all of them
@@ -45,7 +42,9 @@ func compressionWorkers() int {
 // each compressed on its own as one gzip member, and the members are
 // written in order. A gzip file may hold several members one after the
 // other (RFC 1952, 2.2), which gzip, tar and Go's gzip.Reader read as one
-// stream, so the archive stays a plain tar.gz.
+// stream, so the archive stays a plain tar.gz. Each member says its own
+// length in an extra field of its header (which gzip skips), so that a
+// restore can decompress several at once (multiGunzip), as BGZF does.
 type multiGzip struct {
 	w         io.Writer
 	blockSize int
@@ -145,11 +144,14 @@ func (m *multiGzip) flushBlock() {
 		} else {
 			gz.Reset(&out)
 		}
+		gz.Header.Extra = memberLengthField()
 		// Writes to a bytes.Buffer cannot fail.
 		gz.Write(block)
 		gz.Close()
 		m.gzips.Put(gz)
-		result <- out.Bytes()
+		member := out.Bytes()
+		setMemberLength(member)
+		result <- member
 	}()
 }
 

@@ -179,7 +179,7 @@ func TestAParallelArchiveExtracts(t *testing.T) {
 	}
 }
 
-// BenchmarkCompress compares one gzip stream with the parallel writer on
+// BenchmarkCompress compares the gzip writer on one core with all cores on
 // RDB-shaped data: go test ./src/internal/archive -run '^$' -bench Compress -count 5
 func BenchmarkCompress(b *testing.B) {
 	in := sample(64 << 20)

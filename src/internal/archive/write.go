@@ -55,34 +55,59 @@ func WriteChecked(w io.Writer, m Manifest, entries []Entry, check func() error) 
 func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, workers int) (Manifest, error) {
 	m.Format = Format
 	m.Files = map[string]File{}
-	folder := Folder(m)
-	bw := bufio.NewWriterSize(w, 256<<10)
-	gz, err := newCompressor(bw, workers)
+	out, err := startArchive(w, workers)
 	if err != nil {
 		return m, err
 	}
 	// An archive that stops short stops its compressor too (a second
-	// Close, after the one below, does nothing).
-	defer gz.Close()
-	tw := tar.NewWriter(gz)
-	// Whole seconds, so plain ustar headers do (no PAX records); the tar
-	// writer switches to PAX or GNU by itself for what ustar cannot hold,
-	// such as a file of 8 GiB or more.
-	mtime := m.CreatedAt.UTC().Truncate(time.Second)
-	header := func(name string, typ byte, size int64, mode int64) *tar.Header {
-		return &tar.Header{Name: name, Typeflag: typ, Size: size, Mode: mode, ModTime: mtime}
-	}
-	if err := tw.WriteHeader(header(folder+"/", tar.TypeDir, 0, 0o700)); err != nil {
+	// Close, after the one in finish, does nothing).
+	defer out.gz.Close()
+	tw := tar.NewWriter(out.gz)
+	if err := tw.WriteHeader(out.header(m, Folder(m)+"/", tar.TypeDir, 0, 0o700)); err != nil {
 		return m, err
 	}
-	dirs := map[string]bool{}
+	if err := tw.Flush(); err != nil {
+		return m, err
+	}
+	return out.finish(m, entries, check, map[string]bool{})
+}
+
+// output is an archive being written: the tar stream goes into gz, which
+// compresses into bw, which buffers the writes to the destination.
+type output struct {
+	bw *bufio.Writer
+	gz io.WriteCloser
+}
+
+func startArchive(w io.Writer, workers int) (*output, error) {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	gz, err := newCompressor(bw, workers)
+	if err != nil {
+		return nil, err
+	}
+	return &output{bw: bw, gz: gz}, nil
+}
+
+// header is the tar header of an entry: whole seconds, so plain ustar
+// headers do (no PAX records); the tar writer switches to PAX or GNU by
+// itself for what ustar cannot hold, such as a file of 8 GiB or more.
+func (o *output) header(m Manifest, name string, typ byte, size int64, mode int64) *tar.Header {
+	return &tar.Header{Name: name, Typeflag: typ, Size: size, Mode: mode, ModTime: m.CreatedAt.UTC().Truncate(time.Second)}
+}
+
+// finish writes entries (after whatever the stream holds already, which
+// ends at a tar block boundary; dirs are the folders written), then check,
+// manifest.json and the end of the archive, and flushes it all.
+func (o *output) finish(m Manifest, entries []Entry, check func() error, dirs map[string]bool) (Manifest, error) {
+	tw := tar.NewWriter(o.gz)
+	folder := Folder(m)
 	for _, e := range entries {
 		if !validPath(e.Name) || e.Name == ManifestName {
 			return m, fmt.Errorf("archive: %q is not a file of a backup", e.Name)
 		}
 		if dir := path.Dir(e.Name); dir != "." && !dirs[dir] {
 			dirs[dir] = true
-			if err := tw.WriteHeader(header(folder+"/"+dir+"/", tar.TypeDir, 0, 0o700)); err != nil {
+			if err := tw.WriteHeader(o.header(m, folder+"/"+dir+"/", tar.TypeDir, 0, 0o700)); err != nil {
 				return m, err
 			}
 		}
@@ -91,7 +116,7 @@ func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, 
 			if !ok {
 				return m, fmt.Errorf("archive: %s links to %s, which comes before it in no archive", e.Name, e.LinkTo)
 			}
-			h := header(folder+"/"+e.Name, tar.TypeLink, 0, 0o600)
+			h := o.header(m, folder+"/"+e.Name, tar.TypeLink, 0, 0o600)
 			h.Linkname = folder + "/" + e.LinkTo
 			if err := tw.WriteHeader(h); err != nil {
 				return m, err
@@ -99,7 +124,7 @@ func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, 
 			m.Files[e.Name] = f
 			continue
 		}
-		f, err := writeFile(tw, header(folder+"/"+e.Name, tar.TypeReg, 0, 0o600), e)
+		f, err := writeFile(tw, o.header(m, folder+"/"+e.Name, tar.TypeReg, 0, 0o600), e)
 		if err != nil {
 			return m, err
 		}
@@ -115,7 +140,7 @@ func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, 
 		return m, err
 	}
 	data = append(data, '\n')
-	if err := tw.WriteHeader(header(folder+"/"+ManifestName, tar.TypeReg, int64(len(data)), 0o600)); err != nil {
+	if err := tw.WriteHeader(o.header(m, folder+"/"+ManifestName, tar.TypeReg, int64(len(data)), 0o600)); err != nil {
 		return m, err
 	}
 	if _, err := tw.Write(data); err != nil {
@@ -124,10 +149,10 @@ func writeArchive(w io.Writer, m Manifest, entries []Entry, check func() error, 
 	if err := tw.Close(); err != nil {
 		return m, err
 	}
-	if err := gz.Close(); err != nil {
+	if err := o.gz.Close(); err != nil {
 		return m, err
 	}
-	return m, bw.Flush()
+	return m, o.bw.Flush()
 }
 
 func writeFile(tw *tar.Writer, h *tar.Header, e Entry) (File, error) {

@@ -230,7 +230,7 @@ func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, sr
 		Name:      name,
 		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, src) },
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
-			a, err := src.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: s.SnapshotTimeout()})
+			a, err := src.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: s.SnapshotTimeout(), LateHead: true})
 			if err != nil {
 				return nil, err
 			}

@@ -146,12 +146,14 @@ func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
 }
 
 // SourceOf backs up every instance of an agent or node through its API.
+// The archive streams while the snapshot is written (a late head, which
+// the store writes over its start: store.LateHead).
 func SourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
 	return Source{
 		Name:      name,
 		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, c) },
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
-			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout})
+			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout, LateHead: true})
 		},
 	}
 }

@@ -15,18 +15,40 @@ type Archive interface {
 	Close() error
 }
 
+// lateArchive is an Archive that streams before its head is known
+// (jsonhttp.LateHeadWriterTo).
+type lateArchive interface {
+	WriteLateHead(w io.Writer) (int64, []byte, error)
+}
+
 // Pipe streams a, written in the background, as a reader; a failure while
 // writing comes out of Read, and Close stops the writing early. Either way
-// a is closed.
+// a is closed. An archive with a late head is written as such, and the
+// reader is then a store.LateHead that returns it once read to its end.
 func Pipe(a Archive) io.ReadCloser {
 	pr, pw := io.Pipe()
+	p := &pipe{PipeReader: pr}
 	go func() {
-		_, err := a.WriteTo(pw)
+		var err error
+		if late, ok := a.(lateArchive); ok {
+			// Set before the pipe closes, which the reader's EOF follows.
+			_, p.head, err = late.WriteLateHead(pw)
+		} else {
+			_, err = a.WriteTo(pw)
+		}
 		a.Close()
 		pw.CloseWithError(err)
 	}()
-	return pr
+	return p
 }
+
+type pipe struct {
+	*io.PipeReader
+	head []byte
+}
+
+// Head is the archive's late head once it was read to its end, or nil.
+func (p *pipe) Head() []byte { return p.head }
 
 // LogWriter turns a Runner's lines into log records at level info, so an
 // agent's scheduled backups report the way the errand does.

@@ -58,10 +58,34 @@ func (s *Server) Snapshot(ctx context.Context, id string, req agentapi.SnapshotR
 		return nil, err
 	}
 	p := s.cfg.Paths
-	snap, err := snapshot.Take(ctx, s.Admin(), snapshot.Options{
+	o := snapshot.Options{
 		InstanceID: id, Plan: s.env.Plan, DataDir: p.Data, StagingDir: snapshot.StagingDir(p.Data),
 		Timeout: req.Timeout, LogFile: p.Log, Logger: s.logger,
-	})
+	}
+	alive := func() error {
+		if !s.same(r) {
+			return fmt.Errorf("%w: instance %s was deleted during its backup", agentapi.ErrNotFound, id)
+		}
+		return nil
+	}
+	if req.LateHead {
+		st, err := snapshot.Begin(ctx, s.Admin(), o)
+		if err == nil && !s.same(r) {
+			st.Close()
+			err = errDeleted
+		}
+		if err != nil {
+			release()
+			return nil, s.snapshotError(r, err)
+		}
+		return &HeldStream{Stream: st, Release: release, Alive: alive, Error: func(err error) error {
+			if errors.Is(err, agentapi.ErrNotFound) {
+				return err
+			}
+			return s.snapshotError(r, err)
+		}}, nil
+	}
+	snap, err := snapshot.Take(ctx, s.Admin(), o)
 	if err == nil && !s.same(r) {
 		snap.Close()
 		err = errDeleted
@@ -71,12 +95,7 @@ func (s *Server) Snapshot(ctx context.Context, id string, req agentapi.SnapshotR
 		return nil, s.snapshotError(r, err)
 	}
 	s.logger.Info("snapshot taken", "instance", id, "keys", snap.Manifest().Keys)
-	return &HeldArchive{Snapshot: snap, Release: release, Alive: func() error {
-		if !s.same(r) {
-			return fmt.Errorf("%w: instance %s was deleted during its backup", agentapi.ErrNotFound, id)
-		}
-		return nil
-	}}, nil
+	return &HeldArchive{Snapshot: snap, Release: release, Alive: alive}, nil
 }
 
 var errDeleted = errors.New("deleted")
@@ -122,6 +141,47 @@ func (a *HeldArchive) WriteTo(w io.Writer) (int64, error) {
 func (a *HeldArchive) Close() error {
 	defer a.Release()
 	return a.Snapshot.Close()
+}
+
+// HeldStream is HeldArchive for a snapshot that streams while its rewrite
+// runs (snapshot.Begin): WriteLateHead streams it with a late head
+// (archive.WriteLateHead), WriteTo waits for the rewrite first.
+type HeldStream struct {
+	*snapshot.Stream
+	// Release ends the hold; Close calls it.
+	Release func()
+	// Alive returns an error once the instance is gone.
+	Alive func() error
+	// Error says what a failed snapshot means for the instance, as the
+	// errors of Snapshot do.
+	Error func(error) error
+}
+
+// WriteTo waits for the rewrite, then streams the archive, failing once
+// Alive does.
+func (a *HeldStream) WriteTo(w io.Writer) (int64, error) {
+	n, err := a.Stream.WriteChecked(w, a.Alive)
+	if err != nil {
+		err = a.Error(err)
+	}
+	return n, err
+}
+
+// WriteLateHead streams the archive as the rewrite writes it, failing once
+// Alive does, and returns the head to write over its start.
+func (a *HeldStream) WriteLateHead(w io.Writer) (int64, []byte, error) {
+	n, head, err := a.Stream.WriteLateHead(w, a.Alive)
+	if err != nil {
+		err = a.Error(err)
+	}
+	return n, head, err
+}
+
+// Close stops a rewrite still running, removes the snapshot and releases
+// the server.
+func (a *HeldStream) Close() error {
+	defer a.Release()
+	return a.Stream.Close()
 }
 
 // Restore replaces instance id's data with a backup's (package snapshot):

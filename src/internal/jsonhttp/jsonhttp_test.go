@@ -50,8 +50,12 @@ func server(t *testing.T) (*httptest.Server, string) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-	return srv, ca
+	return srv, certPEM(srv)
+}
+
+// certPEM is the test server's certificate, as a CA to trust.
+func certPEM(srv *httptest.Server) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 }
 
 func client(t *testing.T, srv *httptest.Server, ca, password string) *jsonhttp.Client {

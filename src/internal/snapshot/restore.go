@@ -186,9 +186,11 @@ func (s *Staged) Install(ctx context.Context, dataDir string, srv Server, o Inst
 		_ = c.ConfigSet(ctx, "save", "").Err()
 		c.Close()
 	}
+	began := time.Now()
 	if err := srv.Stop(ctx); err != nil {
 		return Result{}, fmt.Errorf("stopping redis-server: %w", err)
 	}
+	stopped := time.Since(began)
 	parent := filepath.Dir(dataDir)
 	if err := os.Rename(dataDir, prev); err != nil {
 		startErr := srv.Start(ctx)
@@ -211,12 +213,20 @@ func (s *Staged) Install(ctx context.Context, dataDir string, srv Server, o Inst
 	// not before redis-server reads them (a crash before the commit rolls
 	// back anyway): fsync them while it loads.
 	synced := make(chan error, 1)
-	go func() { synced <- archive.SyncTree(dataDir) }()
+	var syncTook time.Duration
+	go func() {
+		t := time.Now()
+		err := archive.SyncTree(dataDir)
+		syncTook = time.Since(t)
+		synced <- err
+	}()
+	starting := time.Now()
 	if err := srv.Start(ctx); err != nil {
 		<-synced
 		return fail(fmt.Errorf("redis-server did not start on the restored data: %w", err))
 	}
 	keys, err := waitLoaded(ctx, srv, o.LoadTimeout)
+	loaded := time.Since(starting)
 	if serr := <-synced; err == nil && serr != nil {
 		err = fmt.Errorf("writing the restored data to disk: %w", serr)
 	}
@@ -237,6 +247,8 @@ func (s *Staged) Install(ctx context.Context, dataDir string, srv Server, o Inst
 	if err := os.RemoveAll(discard); err != nil {
 		logger.Error("the replaced data could not be deleted", "error", err)
 	}
+	logger.Info("restore installed", "data_dir", dataDir, "keys", keys, "stop_s", stopped.Seconds(),
+		"start_and_load_s", loaded.Seconds(), "fsync_s", syncTook.Seconds(), "total_s", time.Since(began).Seconds())
 	return Result{Keys: keys}, nil
 }
 

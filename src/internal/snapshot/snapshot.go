@@ -137,14 +137,10 @@ func Take(ctx context.Context, c *redis.Client, o Options) (*Snapshot, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	t := &taker{c: c, o: o, logger: logger}
-	if err := t.start(ctx); err != nil {
+	t, err := newTaker(ctx, c, o)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(o.StagingDir, 0o700); err != nil {
@@ -153,12 +149,30 @@ func Take(ctx context.Context, c *redis.Client, o Options) (*Snapshot, error) {
 	s, err := t.take(ctx)
 	if err != nil {
 		_ = os.RemoveAll(o.StagingDir)
-		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
-			err = fmt.Errorf("%w: the snapshot did not finish within %s: %v", ErrTimeout, o.Timeout, err)
-		}
-		return nil, err
+		return nil, timedOut(ctx, o, err)
 	}
 	return s, nil
+}
+
+// newTaker checks the server's persistence settings and learns who it is.
+func newTaker(ctx context.Context, c *redis.Client, o Options) (*taker, error) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	t := &taker{c: c, o: o, logger: logger}
+	if err := t.start(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// timedOut says so when err came from the snapshot's time running out.
+func timedOut(ctx context.Context, o Options, err error) error {
+	if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: the snapshot did not finish within %s: %v", ErrTimeout, o.Timeout, err)
+	}
+	return err
 }
 
 type taker struct {
@@ -531,15 +545,8 @@ func (t *taker) stage(f forked) (*Snapshot, error) {
 	}
 	aofDir := archive.AOFDir
 	return &Snapshot{
-		staging: t.o.StagingDir,
-		manifest: archive.Manifest{
-			InstanceID:   t.o.InstanceID,
-			Plan:         t.o.Plan,
-			RedisVersion: t.version,
-			CreatedAt:    f.at,
-			Keys:         f.keys,
-			Expires:      f.expires,
-		},
+		staging:  t.o.StagingDir,
+		manifest: t.manifest(f),
 		entries: []archive.Entry{
 			{Name: archive.RDBName, Path: linked, Size: st.Size()},
 			{Name: aofDir + "/" + base.Name, LinkTo: archive.RDBName},
@@ -547,6 +554,18 @@ func (t *taker) stage(f forked) (*Snapshot, error) {
 			{Name: aofDir + "/" + t.aofName + ".manifest", Data: aofManifest{base, f.incr}.render()},
 		},
 	}, nil
+}
+
+// manifest describes the snapshot forked at f, with no files yet.
+func (t *taker) manifest(f forked) archive.Manifest {
+	return archive.Manifest{
+		InstanceID:   t.o.InstanceID,
+		Plan:         t.o.Plan,
+		RedisVersion: t.version,
+		CreatedAt:    f.at,
+		Keys:         f.keys,
+		Expires:      f.expires,
+	}
 }
 
 // keyspaceField reads one field of an INFO keyspace line

@@ -3,7 +3,9 @@ package snapshot_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,3 +289,129 @@ func stagedDir(s *server) string {
 	Fail("no staged restore")
 	return ""
 }
+
+func begin(s *server, timeout time.Duration) (*snapshot.Stream, error) {
+	c := s.Admin()
+	DeferCleanup(c.Close)
+	return snapshot.Begin(context.Background(), c, snapshot.Options{
+		InstanceID: "inst-1", Plan: "shared-vm", DataDir: s.data,
+		StagingDir: snapshot.StagingDir(s.data), Timeout: timeout,
+	})
+}
+
+// fillRandom writes n keys of 200 random bytes, which do not compress.
+func fillRandom(c *redis.Client, n int) {
+	GinkgoHelper()
+	ctx := context.Background()
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			v := make([]byte, 200)
+			_, _ = rand.Read(v)
+			p.Set(ctx, fmt.Sprintf("rnd:%d", i), v, 0)
+		}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// watched notes whether the rewrite still ran when the first bytes after
+// the head came out.
+type watched struct {
+	buf      bytes.Buffer
+	c        *redis.Client
+	head     int
+	duringRW *bool
+}
+
+func (w *watched) Write(p []byte) (int, error) {
+	if w.duringRW == nil && w.buf.Len()+len(p) > w.head {
+		during := strings.Contains(w.c.Info(context.Background(), "persistence").Val(), "aof_rewrite_in_progress:1")
+		w.duringRW = &during
+	}
+	return w.buf.Write(p)
+}
+
+var _ = Describe("Begin", func() {
+	It("streams the rewrite's base file while Redis writes it, into an archive that is whole once its head is written", func() {
+		s := startServer(GinkgoT().TempDir())
+		c := s.Admin()
+		defer c.Close()
+		fillRandom(c, 20000)
+		fill(c, 100)
+		// 20,000 keys at 50 us each: a rewrite of a second or more.
+		Expect(c.ConfigSet(context.Background(), "rdb-key-save-delay", "50").Err()).To(Succeed())
+		st, err := begin(s, time.Minute)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.Set(context.Background(), "after", "1", 0).Err()).To(Succeed())
+		Expect(st.Manifest().Keys).To(BeEquivalentTo(20102))
+		w := &watched{c: c, head: archive.HeadSize(st.Manifest())}
+		n, head, err := st.WriteLateHead(w, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(BeEquivalentTo(w.buf.Len()))
+		Expect(w.duringRW).NotTo(BeNil())
+		Expect(*w.duringRW).To(BeTrue(), "the archive streamed only after the rewrite")
+		Expect(st.Close()).To(Succeed())
+		Expect(stagingDirs(s)).To(BeEmpty())
+		data := w.buf.Bytes()
+		Expect(data[:len(head)]).To(Equal(make([]byte, len(head))))
+		copy(data, head)
+
+		dir := GinkgoT().TempDir()
+		m, err := archive.Extract(bytes.NewReader(data), dir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Keys).To(BeEquivalentTo(20102))
+		Expect(m.Files).To(HaveLen(4))
+		// dump.rdb is the base file Redis wrote, byte for byte.
+		bases, _ := filepath.Glob(filepath.Join(s.data, "appendonlydir", "*.base.rdb"))
+		Expect(bases).To(HaveLen(1))
+		want, err := os.ReadFile(bases[0])
+		Expect(err).NotTo(HaveOccurred())
+		got, err := os.ReadFile(filepath.Join(dir, "dump.rdb"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(bytes.Equal(got, want)).To(BeTrue(), "dump.rdb of %d bytes, the base file %d", len(got), len(want))
+		srv, err := redistest.Start(dir, "dir "+dir, "appendonly yes", `appenddirname "appendonlydir"`)
+		Expect(err).NotTo(HaveOccurred())
+		defer srv.Stop()
+		rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		defer rc.Close()
+		Expect(rc.DBSize(context.Background()).Val()).To(BeEquivalentTo(20101))
+		Expect(rc.Exists(context.Background(), "after").Val()).To(BeZero())
+	})
+
+	It("fails the stream when the rewrite does not finish in time, stopping the child", func() {
+		s := startServer(GinkgoT().TempDir())
+		c := s.Admin()
+		defer c.Close()
+		fill(c, 200)
+		Expect(c.ConfigSet(context.Background(), "rdb-key-save-delay", "100000").Err()).To(Succeed())
+		st, err := begin(s, time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		_, head, err := st.WriteLateHead(io.Discard, nil)
+		Expect(err).To(MatchError(snapshot.ErrTimeout))
+		Expect(err.Error()).To(ContainSubstring("did not finish within 1s"))
+		Expect(head).To(BeNil())
+		Expect(st.Close()).To(Succeed())
+		Expect(stagingDirs(s)).To(BeEmpty())
+		Eventually(func() string {
+			return c.Info(context.Background(), "persistence").Val()
+		}).Should(ContainSubstring("aof_rewrite_in_progress:0"))
+		Expect(c.Set(context.Background(), "still", "writable", 0).Err()).To(Succeed())
+	})
+
+	It("stops the rewrite when the stream is closed unread", func() {
+		s := startServer(GinkgoT().TempDir())
+		c := s.Admin()
+		defer c.Close()
+		fill(c, 200)
+		Expect(c.ConfigSet(context.Background(), "rdb-key-save-delay", "100000").Err()).To(Succeed())
+		st, err := begin(s, time.Minute)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() string { return c.Info(context.Background(), "persistence").Val() }).Should(ContainSubstring("aof_rewrite_in_progress:1"))
+		Expect(st.Close()).To(Succeed())
+		Expect(stagingDirs(s)).To(BeEmpty())
+		Eventually(func() string {
+			return c.Info(context.Background(), "persistence").Val()
+		}).Should(ContainSubstring("aof_rewrite_in_progress:0"))
+		Expect(filepath.Glob(filepath.Join(s.data, "temp-*"))).To(BeEmpty())
+	})
+})

@@ -24,7 +24,8 @@ type Store interface {
 	// Put stores what r yields under name, reading r to its end. The object
 	// exists under name only once Put returned nil; a Put that fails leaves
 	// nothing behind, neither a partial object nor a temporary one. It
-	// returns the number of bytes stored.
+	// returns the number of bytes stored. When r is a LateHead, its head
+	// is written over the start of the object before it is stored.
 	Put(ctx context.Context, name string, r io.Reader) (int64, error)
 	// Get opens the object name; ErrNotFound when there is none.
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
@@ -38,6 +39,28 @@ type Store interface {
 	// "s3://bucket/prefix/..." or "/var/vcap/store/backups/prefix/...",
 	// without credentials.
 	Where(name string) string
+}
+
+// LateHead is a reader whose first bytes are a placeholder until it has
+// been read to its end: Head then returns the bytes that replace them, or
+// nil when there are none to replace (an archive streamed with a late
+// head, archive.WriteLateHead).
+type LateHead interface {
+	Head() []byte
+}
+
+// HeadOf returns the bytes to write at the start of an object of size
+// bytes that r yielded: its late head, or nil when it has none.
+func HeadOf(r io.Reader, size int64) ([]byte, error) {
+	lh, ok := r.(LateHead)
+	if !ok {
+		return nil, nil
+	}
+	head := lh.Head()
+	if int64(len(head)) > size {
+		return nil, fmt.Errorf("the backup's head of %d bytes is longer than the %d bytes it goes over", len(head), size)
+	}
+	return head, nil
 }
 
 // Object is one stored object.

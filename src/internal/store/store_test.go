@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -59,6 +60,38 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lateReader yields data whose first len(head) bytes are zeros, and head
+// once it was read to its end: an archive streamed with a late head.
+type lateReader struct {
+	r    io.Reader
+	head []byte
+	done bool
+}
+
+func newLateReader(data []byte, headLen int, fail bool) *lateReader {
+	head := bytes.Clone(data[:headLen])
+	var r io.Reader = io.MultiReader(bytes.NewReader(make([]byte, headLen)), bytes.NewReader(data[headLen:]))
+	if fail {
+		r = &failingReader{r}
+	}
+	return &lateReader{r: r, head: head}
+}
+
+func (l *lateReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		l.done = true
+	}
+	return n, err
+}
+
+func (l *lateReader) Head() []byte {
+	if !l.done {
+		return nil
+	}
+	return l.head
+}
+
 // contract is what every Store does; leftovers reports temporary files or
 // incomplete uploads that a failed Put left behind.
 func contract(open func() store.Store, leftovers func() []string) {
@@ -102,6 +135,33 @@ func contract(open func() store.Store, leftovers func() []string) {
 			_, err := st.Put(ctx, prefix+"x.tar.gz", &failingReader{bytes.NewReader(random(size))})
 			Expect(err).To(MatchError(ContainSubstring("stream broke")))
 			objs, err := st.List(ctx, prefix)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(objs).To(BeEmpty())
+			Expect(leftovers()).To(BeEmpty())
+		}
+	})
+
+	It("writes a late head over the start of the object, in one piece and in many parts", func() {
+		prefix := "late/" + filepath.Base(GinkgoT().TempDir()) + "/"
+		for _, size := range []int{3000, 12<<20 + 5} {
+			data := random(size)
+			name := fmt.Sprintf("%s%d.tar.gz", prefix, size)
+			n, err := st.Put(ctx, name, newLateReader(data, 1047, false))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(n).To(BeEquivalentTo(size))
+			r, err := st.Get(ctx, name)
+			Expect(err).NotTo(HaveOccurred())
+			got, err := io.ReadAll(r)
+			Expect(err).NotTo(HaveOccurred())
+			r.Close()
+			Expect(bytes.Equal(got, data)).To(BeTrue(), "%d bytes", size)
+			Expect(st.Delete(ctx, name)).To(Succeed())
+		}
+		broken := prefix + "broken/"
+		for _, size := range []int{3000, 11 << 20} {
+			_, err := st.Put(ctx, broken+"x.tar.gz", newLateReader(random(size), 1047, true))
+			Expect(err).To(MatchError(ContainSubstring("stream broke")))
+			objs, err := st.List(ctx, broken)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(objs).To(BeEmpty())
 			Expect(leftovers()).To(BeEmpty())

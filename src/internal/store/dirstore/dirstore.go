@@ -75,6 +75,9 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader) (int64, error
 	}
 	n, err := io.CopyBuffer(f, ctxReader{ctx, r}, make([]byte, 1<<20))
 	if err == nil {
+		err = patchHead(f, r, n)
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -91,6 +94,16 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader) (int64, error
 		return n, err
 	}
 	return n, nil
+}
+
+// patchHead writes the head of r, when it has a late one (store.LateHead),
+// over the start of f, which holds the n bytes r yielded.
+func patchHead(f *os.File, r io.Reader, n int64) error {
+	head, err := store.HeadOf(r, n)
+	if err == nil && head != nil {
+		_, err = f.WriteAt(head, 0)
+	}
+	return err
 }
 
 // removeStale deletes temporary files that a crash left in dir.

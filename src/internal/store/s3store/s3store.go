@@ -141,6 +141,11 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader) (int64, error
 	n, err := io.ReadFull(r, first)
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		head, err := store.HeadOf(r, int64(n))
+		if err != nil {
+			return 0, err
+		}
+		copy(first, head)
 		if _, err := s.core.PutObject(ctx, s.cfg.Bucket, name, bytes.NewReader(first[:n]), int64(n), "", "", opts); err != nil {
 			return 0, s.describe("uploading "+name, err)
 		}
@@ -165,7 +170,9 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader) (int64, error
 }
 
 // uploadParts sends first (a full part) and then the rest of r as parts,
-// Concurrency at a time, and completes the upload.
+// Concurrency at a time, and completes the upload. When r has a late head
+// (store.LateHead), first goes up last, once the head is written over its
+// start.
 func (s *Store) uploadParts(ctx context.Context, name, uploadID string, first []byte, r io.Reader) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -202,6 +209,7 @@ func (s *Store) uploadParts(ctx context.Context, name, uploadID string, first []
 		mu.Unlock()
 	}
 	var total int64
+	_, late := r.(store.LateHead)
 	buf, n, last := first, len(first), false
 loop:
 	for number := 1; ; number++ {
@@ -210,8 +218,10 @@ loop:
 			break
 		}
 		total += int64(n)
-		wg.Add(1)
-		go upload(number, buf, n)
+		if !(late && number == 1) {
+			wg.Add(1)
+			go upload(number, buf, n)
+		}
 		if last {
 			break
 		}
@@ -231,6 +241,20 @@ loop:
 		case err != nil:
 			fail(fmt.Errorf("reading the backup: %w", err))
 			break loop
+		}
+	}
+	if late {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if !failed {
+			if head, err := store.HeadOf(r, int64(len(first))); err != nil {
+				fail(err)
+			} else {
+				copy(first, head)
+				wg.Add(1)
+				go upload(1, first, len(first))
+			}
 		}
 	}
 	wg.Wait()
