@@ -153,12 +153,16 @@ func failoverRun(ctx context.Context, sys *systemtest.System, nodes []*agentapi.
 
 	var mu sync.Mutex
 	var acked []int
-	var ackedAt []time.Time
+	// sentAt and ackedAt are when each acknowledged write was sent and
+	// acknowledged: the failover ends with the first one sent after the
+	// kill (one the old leader answered just before it does not count).
+	var sentAt, ackedAt []time.Time
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; wctx.Err() == nil; i++ {
+			sent := time.Now()
 			if err := fc.Set(wctx, "k:"+strconv.Itoa(i), i, 0).Err(); err != nil {
 				continue
 			}
@@ -168,7 +172,7 @@ func failoverRun(ctx context.Context, sys *systemtest.System, nodes []*agentapi.
 				}
 			}
 			mu.Lock()
-			acked, ackedAt = append(acked, i), append(ackedAt, time.Now())
+			acked, sentAt, ackedAt = append(acked, i), append(sentAt, sent), append(ackedAt, time.Now())
 			mu.Unlock()
 		}
 	}()
@@ -188,9 +192,9 @@ func failoverRun(ctx context.Context, sys *systemtest.System, nodes []*agentapi.
 	for res.failover == 0 && time.Since(killed) < haTimeout {
 		time.Sleep(10 * time.Millisecond)
 		mu.Lock()
-		for _, t := range ackedAt {
+		for i, t := range sentAt {
 			if t.After(killed) {
-				res.failover = t.Sub(killed)
+				res.failover = ackedAt[i].Sub(killed)
 				break
 			}
 		}

@@ -36,7 +36,7 @@ func (s *Server) haConf(r Record) *redisconf.HA {
 		return nil
 	}
 	host, port := s.haSelf(r)
-	return &redisconf.HA{User: sentinel.ReplicationUser, Password: g.ReplicationPassword, AnnounceIP: host, AnnouncePort: port, TLS: g.TLS}
+	return &redisconf.HA{User: sentinel.ReplicationUser, Password: g.ReplicationPassword, AnnounceIP: host, AnnouncePort: port, TLS: g.TLS, Followers: len(g.Members) - 1}
 }
 
 // haFollows is the leader a member of a group follows by the Sentinels'

@@ -2,6 +2,8 @@ package nodeagent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
@@ -48,13 +50,27 @@ type haGroup struct {
 
 // formGroup starts three HA nodes on 127.0.0.1-3, claims them for one
 // instance and joins them into a group led by the first.
-func formGroup(ctx context.Context) *haGroup {
+func formGroup(ctx context.Context) *haGroup { return formGroupTLS(ctx, false) }
+
+// formGroupTLS is formGroup; with withTLS the nodes serve TLS and the group
+// replicates, and its Sentinels serve, over TLS.
+func formGroupTLS(ctx context.Context, withTLS bool) *haGroup {
 	h := &haGroup{id: "ha-" + secret.New()[:8]}
+	h.g.TLS = withTLS
 	for _, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
-		nd := startNode(haConfig(host))
+		cfg := haConfig(host)
+		port := cfg.Port
+		if withTLS {
+			cfg.RedisTLS = ca.RedisTLS(GinkgoT(), tempDir(), host)
+			for cfg.TLSPort == 0 || cfg.TLSPort == cfg.Port || cfg.TLSPort == cfg.HA.SentinelPort {
+				cfg.TLSPort = freePort(host)
+			}
+			port = cfg.TLSPort
+		}
+		nd := startNode(cfg)
 		nd.claim(ctx, h.id)
 		h.nodes = append(h.nodes, nd)
-		h.g.Members = append(h.g.Members, sentinel.Member{Host: host, Port: nd.cfg.Port, SentinelPort: nd.cfg.HA.SentinelPort})
+		h.g.Members = append(h.g.Members, sentinel.Member{Host: host, Port: port, SentinelPort: nd.cfg.HA.SentinelPort})
 	}
 	DeferCleanup(func() {
 		if !CurrentSpecReport().Failed() {
@@ -85,9 +101,19 @@ func (h *haGroup) sentinelAddrs() []string {
 	return addrs
 }
 
+// tls is the client TLS config of a group over TLS; nil otherwise.
+func (h *haGroup) tls() *tls.Config {
+	if !h.g.TLS {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM([]byte(ca.PEM))).To(BeTrue())
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
 // leaderAt is the leader the Sentinel of member i names, as host:port.
 func (h *haGroup) leaderAt(ctx context.Context, i int) (string, error) {
-	c := redis.NewSentinelClient(&redis.Options{Addr: h.sentinelAddrs()[i], Username: sentinel.User, Password: h.g.SentinelPassword, MaxRetries: -1})
+	c := redis.NewSentinelClient(&redis.Options{Addr: h.sentinelAddrs()[i], Username: sentinel.User, Password: h.g.SentinelPassword, MaxRetries: -1, TLSConfig: h.tls()})
 	defer c.Close()
 	a, err := c.GetMasterAddrByName(ctx, h.g.MasterName).Result()
 	if err != nil {
@@ -188,6 +214,45 @@ var _ = Describe("a dedicated node in an HA group", func() {
 		inst := h.nodes[0].get(ctx, h.id)
 		Expect(inst.Live.Replication.Role).To(Equal(replication.RoleFollower))
 		Expect(net.JoinHostPort(inst.Live.Replication.LeaderHost, strconv.Itoa(inst.Live.Replication.LeaderPort))).To(Equal(promoted))
+	})
+
+	It("replicates and fails over over TLS when the nodes serve TLS, with Sentinels on TLS", func(ctx SpecContext) {
+		h := formGroupTLS(ctx, true)
+		leader := h.g.Members[0].Addr()
+		for _, nd := range h.nodes[1:] {
+			Eventually(role).WithContext(ctx).WithArguments(nd).WithTimeout(failover).Should(Equal("follower of " + leader + " link up"))
+		}
+		conn, err := net.DialTimeout("tcp", h.sentinelAddrs()[0], time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = conn.Write([]byte("PING\r\n"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conn.SetReadDeadline(time.Now().Add(2 * time.Second))).To(Succeed())
+		reply := make([]byte, 16)
+		n, _ := conn.Read(reply)
+		conn.Close()
+		Expect(string(reply[:n])).NotTo(ContainSubstring("PONG"), "Sentinel serves TLS only")
+
+		pw := secret.New()
+		for _, nd := range h.nodes {
+			_, err := nd.client.Bind(ctx, h.id, "app", agentapi.BindingRequest{Password: pw})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		fc := redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: h.g.MasterName, SentinelAddrs: h.sentinelAddrs(), TLSConfig: h.tls(),
+			SentinelUsername: "app", SentinelPassword: pw, Username: "app", Password: pw,
+		})
+		DeferCleanup(fc.Close)
+		Expect(fc.Set(ctx, "before", "1", 0).Err()).To(Succeed())
+		Expect(fc.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2))
+
+		Expect(syscall.Kill(h.nodes[0].pid(), syscall.SIGKILL)).To(Succeed())
+		Eventually(h.leaderAt).WithContext(ctx).WithArguments(1).WithTimeout(failover).ShouldNot(Equal(leader))
+		promoted, err := h.leaderAt(ctx, 1)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(promoted).To(BeElementOf(h.g.Members[1].Addr(), h.g.Members[2].Addr()))
+		Eventually(func() error { return fc.Set(ctx, "after", "2", 0).Err() }).WithContext(ctx).WithTimeout(failover).Should(Succeed())
+		Eventually(role).WithContext(ctx).WithArguments(h.nodes[0]).WithTimeout(failover).Should(Equal("follower of " + promoted + " link up"))
+		Expect(fc.MGet(ctx, "before", "after").Val()).To(Equal([]any{"1", "2"}))
 	})
 
 	It("takes a member back as a follower after kill -9 of its agent and its redis-server", func(ctx SpecContext) {

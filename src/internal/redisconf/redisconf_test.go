@@ -388,7 +388,7 @@ var _ = Describe("an HA group's member", func() {
 	member := redisconf.Config{
 		InstanceID: "i-1", Bind: "127.0.0.1", Port: 40000, Dir: "/data", ACLFile: "/data/users.acl",
 		MaxMemoryBytes: 64 << 20, Params: params.Defaults(),
-		HA: &redisconf.HA{User: "ha-replication", Password: "pw", AnnounceIP: "10.0.0.1", AnnouncePort: 40000},
+		HA: &redisconf.HA{User: "ha-replication", Password: "pw", AnnounceIP: "10.0.0.1", AnnouncePort: 40000, Followers: 2},
 	}
 
 	It("replicates with the group's user whoever leads, and leads only with a follower in sync", func() {
@@ -402,6 +402,7 @@ var _ = Describe("an HA group's member", func() {
 		Expect(settings).To(HaveKeyWithValue("masterauth", "pw"))
 		Expect(settings).To(HaveKeyWithValue("replica-announce-ip", "10.0.0.1"))
 		Expect(settings).To(HaveKeyWithValue("replica-announce-port", "40000"))
+		Expect(settings).To(HaveKeyWithValue("repl-diskless-sync-max-replicas", "2"))
 		var b strings.Builder
 		Expect(redisconf.Render(&b, member)).To(Succeed())
 		Expect(b.String()).To(ContainSubstring("min-replicas-to-write 1\n"))
