@@ -92,7 +92,7 @@ func (r Record) aclUsers() []redisconf.User {
 	users := []redisconf.User{{Name: AdminUser, PasswordHash: secret.Hash(r.AdminPassword), Admin: true}}
 	for _, name := range r.Usernames() {
 		u := r.Users[name]
-		users = append(users, redisconf.User{Name: name, PasswordHash: u.PasswordHash, Role: redisconf.Role(u.Role)})
+		users = append(users, r.aclUser(name, u))
 	}
 	if g := r.HA; g != nil {
 		users = append(users,
@@ -100,6 +100,11 @@ func (r Record) aclUsers() []redisconf.User {
 			redisconf.User{Name: sentinel.User, PasswordHash: secret.Hash(g.SentinelPassword), Role: redisconf.RoleSentinel})
 	}
 	return users
+}
+
+// aclUser is binding user u of r as its ACL user.
+func (r Record) aclUser(name string, u User) redisconf.User {
+	return redisconf.User{Name: name, PasswordHash: u.PasswordHash, Role: redisconf.Role(u.Role), Sentinel: r.HA != nil}
 }
 
 // Store keeps the records of an agent; a Server reads and changes its own

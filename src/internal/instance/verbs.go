@@ -244,8 +244,7 @@ func (s *Server) Bind(ctx context.Context, id, bindingID string, req agentapi.Bi
 		}
 		return nil
 	}, func(r Record) error {
-		u := redisconf.User{Name: bindingID, PasswordHash: user.PasswordHash, Role: redisconf.Role(user.Role)}
-		if err := s.adminDo(ctx, aclSetUser(u)...); err != nil {
+		if err := s.adminDo(ctx, aclSetUser(r.aclUser(bindingID, user))...); err != nil {
 			return fmt.Errorf("%w: binding user saved but not yet active: %v", agentapi.ErrUnavailable, err)
 		}
 		return nil

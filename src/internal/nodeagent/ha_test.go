@@ -167,6 +167,21 @@ var _ = Describe("a dedicated node in an HA group", func() {
 			Expect(f.Set(ctx, "x", "y", 0).Err()).To(MatchError(ContainSubstring("READONLY")))
 		}
 
+		By("the tenant cannot forge a Sentinel's hello, and keeps the rest of pub/sub")
+		hello := "127.6.6.6,26379," + strings.Repeat("f", 40) + ",99," + h.g.MasterName + ",127.6.6.6,6379,99"
+		for _, nd := range h.nodes {
+			c := nd.tenant("app", pw)
+			Expect(c.Publish(ctx, "__sentinel__:hello", hello).Err()).To(MatchError(ContainSubstring("NOPERM")), "on %s", nd.addr())
+			Expect(c.Eval(ctx, "return redis.call('publish', 'news', ARGV[1])", nil, "x").Err()).To(Succeed())
+			Expect(c.Do(ctx, "EVAL", "return redis.call('publish', '__sentinel__:hello', ARGV[1])", 0, hello).Err()).To(MatchError(ContainSubstring("can't publish to the channel")))
+			Expect(c.Publish(ctx, "news", "x").Err()).To(Succeed())
+			Expect(c.Publish(ctx, "__sentinel__:hello2", "x").Err()).To(Succeed())
+			ps := c.PSubscribe(ctx, "__keyspace@0__:*")
+			_, err := ps.Receive(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ps.Close()).To(Succeed())
+		}
+
 		By("the tenant cannot change what bounds a failover's losses")
 		Expect(app.ConfigSet(ctx, "min-replicas-to-write", "0").Err()).To(MatchError(ContainSubstring("NOPERM")))
 		Expect(app.ConfigGet(ctx, "min-replicas-to-write").Err()).To(MatchError(ContainSubstring("NOPERM")))

@@ -420,6 +420,12 @@ type User struct {
 	Admin bool
 	// Role is what a non-admin user may do; the zero value is RoleTenant.
 	Role Role
+	// Sentinel marks a tenant of a server that Sentinels monitor (a
+	// member of an HA group): it may publish to every channel but
+	// SentinelChannel, where a forged hello message announcing a higher
+	// configuration epoch would make the Sentinels take any address for
+	// the group's leader.
+	Sentinel bool
 }
 
 // Role is what a non-admin user may do.
@@ -501,8 +507,32 @@ func ACLRule(u User) string {
 		}
 		// Client libraries ask who they are; the answer reveals nothing.
 		rule += " +acl|whoami"
+		if u.Sentinel {
+			// A selector: PUBLISH only to the channels that are not
+			// Sentinel's (ACL channel patterns only allow).
+			rule += " -publish (+publish"
+			for _, p := range globsExcept(SentinelChannel) {
+				rule += " &" + p
+			}
+			rule += ")"
+		}
 	}
 	return rule
+}
+
+// globsExcept returns glob patterns that together match every string but
+// s, which must hold no glob metacharacter: the strings that differ from s
+// at some position, its proper prefixes, and the strings it is a proper
+// prefix of.
+func globsExcept(s string) []string {
+	var globs []string
+	for i := range len(s) {
+		globs = append(globs, s[:i]+"[^"+s[i:i+1]+"]*")
+		if i > 0 {
+			globs = append(globs, s[:i])
+		}
+	}
+	return append(globs, s+"?*")
 }
 
 // RenderACL writes an ACL file holding users. The default user is switched

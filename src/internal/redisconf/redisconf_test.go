@@ -430,3 +430,13 @@ var _ = Describe("an HA group's member", func() {
 		Expect(redisconf.RenderACL(&b, []redisconf.User{{Name: "ha-sentinel", PasswordHash: secret.Hash("x"), Role: redisconf.RoleSentinel}})).To(Succeed())
 	})
 })
+
+var _ = Describe("a tenant of a server Sentinels monitor", func() {
+	It("may publish to every channel but Sentinel's, through a selector", func() {
+		rule := redisconf.ACLRule(redisconf.User{Name: "app", PasswordHash: secret.Hash("x"), Sentinel: true})
+		Expect(rule).To(ContainSubstring(" ~* &* +@all"))
+		Expect(rule).To(ContainSubstring(" -publish (+publish &[^_]* &_[^_]* &_ "))
+		Expect(rule).To(HaveSuffix(" &__sentinel__:hell[^o]* &__sentinel__:hell &__sentinel__:hello?*)"))
+		Expect(redisconf.ACLRule(redisconf.User{Name: "app", PasswordHash: secret.Hash("x")})).NotTo(ContainSubstring("("))
+	})
+})

@@ -30,11 +30,13 @@ const Members = 3
 
 // DownAfter is Sentinel's down-after-milliseconds: how long a leader may
 // leave its pings unanswered before a Sentinel calls it down. Sentinel's
-// default, 30 s, alone would miss the 5 s the plan aims at; 1 s is the
-// shortest Sentinel pings at (it pings once a second, more often only
-// below that). The price: a leader that answers nothing for a second (a
-// Lua script running that long, a stall of the VM) is failed over.
-const DownAfter = time.Second
+// default, 30 s, alone would miss the 5 s the plan aims at. Sentinel pings
+// once a second, so 2 s is two missed pings. 1 s, tried first, failed over
+// twice in a row on a loaded 2-core test machine with TLS: a leader just
+// promoted looked down before the Sentinels' new TLS links to it had
+// answered. The price of a short value: a leader that answers nothing for
+// 2 s (a Lua script running that long, a stalled VM) is failed over.
+const DownAfter = 2 * time.Second
 
 // FailoverTimeout is Sentinel's failover-timeout: how long a failover may
 // take before another Sentinel may try again (after twice this), and how

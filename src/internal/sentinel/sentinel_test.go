@@ -77,7 +77,7 @@ var _ = Describe("Render", func() {
 			`sentinel announce-ip "10.0.0.1"`,
 			`sentinel monitor redis-inst-1 "10.0.0.2" 6379 2`,
 			"sentinel auth-user redis-inst-1 ha-sentinel",
-			"sentinel down-after-milliseconds redis-inst-1 1000",
+			"sentinel down-after-milliseconds redis-inst-1 2000",
 			"sentinel failover-timeout redis-inst-1 5000",
 			"sentinel sentinel-user ha-sentinel",
 			`sentinel known-replica redis-inst-1 "10.0.0.1" 6379`,
