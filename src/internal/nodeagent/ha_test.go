@@ -300,6 +300,21 @@ var _ = Describe("a dedicated node in an HA group", func() {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: h.sentinelAddrs()[0], Username: "app", Password: pw})
 		DeferCleanup(sc.Close)
 		Expect(sc.GetMasterAddrByName(ctx, h.g.MasterName).Err()).To(Succeed(), "its Sentinel, adopted, still knows the binding")
+
+		By("a restart of the new leader's agent, its server adopted, changes nobody's role")
+		var lead *node
+		for _, nd := range h.nodes[1:] {
+			if nd.addr() == promoted {
+				lead = nd
+			}
+		}
+		Expect(lead).NotTo(BeNil())
+		lead.crash()
+		lead = startNode(lead.cfg)
+		Expect(role(ctx, lead)).To(Equal("master"))
+		Expect(h.leaderAt(ctx, 0)).To(Equal(promoted))
+		Expect(lead.tenant("app", pw).Set(ctx, "still", "leading", 0).Err()).To(Succeed())
+		Consistently(role).WithContext(ctx).WithArguments(back).WithTimeout(3 * time.Second).Should(Equal("follower of " + promoted + " link up"))
 	})
 
 	It("wipes Sentinel with the rest when a member is reset, and refuses what does not fit a group", func(ctx SpecContext) {
