@@ -10,6 +10,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
@@ -78,6 +79,10 @@ type Config struct {
 	// script or function running) before the agent ends the script; zero
 	// means instance.DefaultMaxScriptSeconds.
 	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
+	// Metrics, when its listen is set, serves the node's Prometheus
+	// metrics (package agentmetrics) over HTTPS to scrapers with a client
+	// certificate.
+	Metrics metrics.Config `json:"metrics,omitzero"`
 	// HA, when set, lets the node join a high-availability group (the
 	// dedicated-ha plan): it then runs redis-sentinel beside redis-server.
 	// Nil means the node is for dedicated-vm instances only.
@@ -132,7 +137,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
-	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds), c.Metrics.Validate())
 	if h := c.HA; h != nil {
 		if h.SentinelPort == 0 {
 			h.SentinelPort = sentinel.DefaultPort
