@@ -404,6 +404,17 @@ var _ = Describe("redis-node templates", func() {
 		Expect(err).To(MatchError(ContainSubstring("redis.tls.certificate is required when redis.tls.enabled is true")))
 	})
 
+	It("render Sentinel only when HA is on, on 26379 unless told, into a config the node agent accepts", func() {
+		out := mustRenderAll(j, required(), in, nil)
+		Expect(mustCheckConfig("redis-node-agent", out["config/config.json"])).NotTo(HaveKey("ha"))
+		out = mustRenderAll(j, required("ha.enabled", true), in, nil)
+		Expect(field(mustCheckConfig("redis-node-agent", out["config/config.json"]), "ha")).To(Equal(map[string]any{"sentinel_port": 26379.0}))
+		out = mustRenderAll(j, required("ha.enabled", true, "ha.sentinel_port", 26380), in, nil)
+		Expect(field(mustCheckConfig("redis-node-agent", out["config/config.json"]), "ha.sentinel_port")).To(BeEquivalentTo(26380))
+		_, err := j.render("config.json.erb", required("ha.enabled", true, "ha.sentinel_port", 6379), in, nil)
+		Expect(err).To(MatchError(ContainSubstring("ha.sentinel_port 6379 must differ from redis.port")))
+	})
+
 	It("render backups to a folder on a schedule into a config the node agent accepts", func() {
 		out := mustRenderAll(j, required("backups.enabled", true, "backups.local_path", "/var/vcap/store/backups",
 			"backups.schedule", "@daily", "backups.retention.keep_days", 30), in, nil)

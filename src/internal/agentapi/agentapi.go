@@ -17,6 +17,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
 // Credentials are the basic-auth username and password of the API.
@@ -94,6 +95,13 @@ type Live struct {
 type ReplicationRequest struct {
 	Leader *replication.Leader `json:"leader"`
 }
+
+// HARequest makes a dedicated node's instance a member of a
+// high-availability group: the group's name for Sentinel, its three
+// members (redis-server and Sentinel addresses), which one leads first,
+// and the replication and Sentinel passwords every member shares. The
+// broker sends the same request to each member.
+type HARequest = sentinel.Group
 
 // Binding roles.
 const (

@@ -152,6 +152,14 @@ func (c *Client) SetReplication(ctx context.Context, id string, req ReplicationR
 	return out, c.c.Do(ctx, http.MethodPut, instancePath(id)+"/replication", req, &out)
 }
 
+// JoinHA makes a node's instance a member of an HA group (PUT
+// /v1/instances/{id}/ha). ErrInvalid: the node runs no Sentinel or is not
+// a member of the group; ErrConflict: it is in another group.
+func (c *Client) JoinHA(ctx context.Context, id string, req HARequest) (Instance, error) {
+	var out Instance
+	return out, c.c.Do(ctx, http.MethodPut, instancePath(id)+"/ha", req, &out)
+}
+
 // CloseIdleConnections closes the client's kept-alive connections, e.g. when
 // the agent leaves the broker's config. The client stays usable.
 func (c *Client) CloseIdleConnections() { c.c.CloseIdleConnections() }

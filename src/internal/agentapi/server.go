@@ -43,6 +43,14 @@ type NodeService interface {
 	Node(ctx context.Context) (Node, error)
 }
 
+// HAService is a dedicated node's agent that can run Sentinel and join an
+// HA group: PUT /v1/instances/{id}/ha.
+type HAService interface {
+	NodeService
+	// JoinHA makes the node's instance a member of the group.
+	JoinHA(ctx context.Context, id string, req HARequest) (Instance, error)
+}
+
 // maxBody bounds request bodies; the largest real one is a few hundred bytes.
 const maxBody = 64 << 10
 
@@ -89,6 +97,12 @@ func Routes(svc Service, logger *slog.Logger) *http.ServeMux {
 			n, err := node.Node(r.Context())
 			h.reply(w, r, http.StatusOK, n, err)
 		})
+	}
+	if ha, ok := svc.(HAService); ok {
+		mux.HandleFunc("PUT /v1/instances/{id}/ha", decoded(h, func(r *http.Request, req HARequest) (Instance, int, error) {
+			i, err := ha.JoinHA(r.Context(), r.PathValue("id"), req)
+			return i, http.StatusOK, err
+		}))
 	}
 	return mux
 }

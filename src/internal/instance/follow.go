@@ -66,6 +66,15 @@ func (s *Server) currentBaseline() *baseline {
 // leader last (a no-op when it follows it already). It keeps the baseline
 // of a follower.
 func (s *Server) converge(ctx context.Context, r Record) error {
+	if r.HA != nil {
+		// A member of an HA group: its leader is one of the group's, whose
+		// stream the agent trusts; the settings and users go first, so
+		// the replication handshake runs with them.
+		if _, err := s.enforce(ctx, r); err != nil {
+			return err
+		}
+		return s.applyReplication(ctx, r)
+	}
 	if r.following() == nil {
 		if err := s.applyReplication(ctx, r); err != nil {
 			return err

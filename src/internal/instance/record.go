@@ -20,6 +20,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
@@ -53,6 +54,10 @@ type Record struct {
 	// Leader (its stream kept changing the platform's settings): the
 	// server leads until a new replication request.
 	ReplicationStopped string `json:"replication_stopped,omitempty"`
+	// HA, when set, is the high-availability group the instance is a
+	// member of (a dedicated node of the dedicated-ha plan): Sentinel,
+	// not Leader, says whom it follows.
+	HA *sentinel.Group `json:"ha,omitempty"`
 	// CreatedAt is when the instance was created (on a node: claimed); a
 	// snapshot checks it did not change, so it never streams another
 	// tenant's data under the same id.
@@ -87,9 +92,19 @@ func (r Record) aclUsers() []redisconf.User {
 	users := []redisconf.User{{Name: AdminUser, PasswordHash: secret.Hash(r.AdminPassword), Admin: true}}
 	for _, name := range r.Usernames() {
 		u := r.Users[name]
-		users = append(users, redisconf.User{Name: name, PasswordHash: u.PasswordHash, Role: redisconf.Role(u.Role)})
+		users = append(users, r.aclUser(name, u))
+	}
+	if g := r.HA; g != nil {
+		users = append(users,
+			redisconf.User{Name: sentinel.ReplicationUser, PasswordHash: secret.Hash(g.ReplicationPassword), Role: redisconf.RoleReplication},
+			redisconf.User{Name: sentinel.User, PasswordHash: secret.Hash(g.SentinelPassword), Role: redisconf.RoleSentinel})
 	}
 	return users
+}
+
+// aclUser is binding user u of r as its ACL user.
+func (r Record) aclUser(name string, u User) redisconf.User {
+	return redisconf.User{Name: name, PasswordHash: u.PasswordHash, Role: redisconf.Role(u.Role), Sentinel: r.HA != nil}
 }
 
 // Store keeps the records of an agent; a Server reads and changes its own
@@ -133,7 +148,7 @@ func checkBindingID(id string) error {
 	if err := CheckID("binding id", id); err != nil {
 		return err
 	}
-	if id == AdminUser || id == "default" {
+	if id == AdminUser || id == "default" || id == sentinel.ReplicationUser || id == sentinel.User {
 		return fmt.Errorf("%w: binding id %q is reserved", agentapi.ErrInvalid, id)
 	}
 	return nil

@@ -133,6 +133,9 @@ type Server struct {
 	follows atomic.Bool
 	// maxClients is the server's maxclients as last rendered.
 	maxClients atomic.Int64
+	// haLeader is, in an HA group, whom the Sentinels last said the
+	// server follows; nil until they answered once.
+	haLeader atomic.Pointer[haLeader]
 }
 
 // New returns the Server of cfg. It starts nothing.
@@ -178,6 +181,10 @@ func New(cfg Config) *Server {
 		},
 		Cgroup: cg,
 		Logger: logger,
+		// In an HA group every start follows whoever the Sentinels say
+		// leads now, never the files of before: a leader that died and
+		// was replaced comes back as a follower, not as a second leader.
+		Prepare: s.prepareHA,
 	})
 	return s
 }
@@ -459,7 +466,7 @@ func (s *Server) writeFiles(r Record) error {
 // conf is the redis.conf of r.
 func (s *Server) conf(r Record) redisconf.Config {
 	p := s.cfg.Paths
-	return redisconf.Config{
+	c := redisconf.Config{
 		InstanceID:     s.cfg.Name,
 		Bind:           s.env.Bind,
 		Port:           r.Port,
@@ -470,7 +477,12 @@ func (s *Server) conf(r Record) redisconf.Config {
 		Params:         r.Parameters,
 		ReplicaOf:      r.following().Conf(),
 		TLS:            s.tls(r),
+		HA:             s.haConf(r),
 	}
+	if r.HA != nil {
+		c.ReplicaOf = s.haFollows(r).Conf()
+	}
+	return c
 }
 
 // private makes the server's dirs 0700 and its data files 0600, as earlier
@@ -499,6 +511,9 @@ func (s *Server) tls(r Record) *redisconf.TLS {
 }
 
 func (s *Server) applyReplication(ctx context.Context, r Record) error {
+	if r.HA != nil {
+		return s.followSentinels(ctx, r)
+	}
 	return replication.Apply(ctx, s.adminDo, r.following())
 }
 

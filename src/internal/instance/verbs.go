@@ -71,7 +71,7 @@ func (s *Server) live(ctx context.Context, r Record) *agentapi.Live {
 	l := &agentapi.Live{
 		RedisVersion:    info["Server"]["redis_version"],
 		UsedMemoryBytes: atoi(info["Memory"]["used_memory"]),
-		Replication:     replication.Read(ctx, info["Replication"], r.following()),
+		Replication:     replication.Read(ctx, info["Replication"], s.leaderOf(r)),
 	}
 	for _, line := range info["Keyspace"] {
 		l.Keys += KeyspaceField(line, "keys")
@@ -187,6 +187,9 @@ func (s *Server) SetReplication(ctx context.Context, id string, req agentapi.Rep
 		}
 	}
 	_, err := s.change(ctx, id, func(r *Record) error {
+		if r.HA != nil {
+			return fmt.Errorf("%w: a member of an HA group follows the leader its Sentinels name; it takes no replica_of", agentapi.ErrInvalid)
+		}
 		if l := req.Leader; l != nil && (l.Port == r.Port || l.Port == r.TLSPort) && (l.Host == s.env.Host || l.Host == s.env.Bind) {
 			return fmt.Errorf("%w: an instance cannot follow itself", agentapi.ErrInvalid)
 		}
@@ -241,8 +244,7 @@ func (s *Server) Bind(ctx context.Context, id, bindingID string, req agentapi.Bi
 		}
 		return nil
 	}, func(r Record) error {
-		u := redisconf.User{Name: bindingID, PasswordHash: user.PasswordHash, Role: redisconf.Role(user.Role)}
-		if err := s.adminDo(ctx, aclSetUser(u)...); err != nil {
+		if err := s.adminDo(ctx, aclSetUser(r.aclUser(bindingID, user))...); err != nil {
 			return fmt.Errorf("%w: binding user saved but not yet active: %v", agentapi.ErrUnavailable, err)
 		}
 		return nil

@@ -152,13 +152,41 @@ func (n *Node) SetReplication(ctx context.Context, id string, req agentapi.Repli
 }
 
 // Bind adds a binding user of the instance holding the node.
+// In an HA group the user is also given to the node's Sentinel, so the
+// app can ask it who leads.
 func (n *Node) Bind(ctx context.Context, id, bindingID string, req agentapi.BindingRequest) (agentapi.Binding, bool, error) {
-	return n.srv.Bind(ctx, id, bindingID, req)
+	b, created, err := n.srv.Bind(ctx, id, bindingID, req)
+	if err != nil {
+		return b, created, err
+	}
+	return b, created, n.syncSentinel(ctx, id)
+}
+
+// syncSentinel gives the node's Sentinel the users of instance id's
+// record, when the instance is in an HA group.
+func (n *Node) syncSentinel(ctx context.Context, id string) error {
+	if n.sentinel == nil {
+		return nil
+	}
+	unlock, err := n.ops.LockContext(ctx, opKey)
+	if err != nil {
+		return fmt.Errorf("%w: %v", agentapi.ErrUnavailable, err)
+	}
+	defer unlock()
+	s := n.current()
+	if err := n.held(s, id); err != nil || s.HA == nil {
+		return err
+	}
+	return n.sentinel.syncUsers(ctx, s.Record)
 }
 
 // Unbind removes a binding user of the instance holding the node.
 func (n *Node) Unbind(ctx context.Context, id, bindingID string) error {
-	return n.srv.Unbind(ctx, id, bindingID)
+	err := n.srv.Unbind(ctx, id, bindingID)
+	if err != nil && !errors.Is(err, agentapi.ErrNotFound) {
+		return err
+	}
+	return errors.Join(err, n.syncSentinel(ctx, id))
 }
 
 // Snapshot takes a consistent snapshot of the instance holding the node; it

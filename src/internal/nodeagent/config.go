@@ -11,6 +11,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
 // DefaultPort is the port of a node's redis-server unless Config.Port says
@@ -82,6 +83,17 @@ type Config struct {
 	// metrics (package agentmetrics) over HTTPS to scrapers with a client
 	// certificate.
 	Metrics metrics.Config `json:"metrics,omitzero"`
+	// HA, when set, lets the node join a high-availability group (the
+	// dedicated-ha plan): it then runs redis-sentinel beside redis-server.
+	// Nil means the node is for dedicated-vm instances only.
+	HA *HAConfig `json:"ha,omitempty"`
+}
+
+// HAConfig is how a node serves in a high-availability group.
+type HAConfig struct {
+	// SentinelPort is Sentinel's port, on Host (over TLS when RedisTLS is
+	// set); zero means sentinel.DefaultPort.
+	SentinelPort int `json:"sentinel_port,omitempty"`
 }
 
 // Validate checks the config and fills in defaults, naming the fields at
@@ -126,6 +138,14 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
 	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds), c.Metrics.Validate())
+	if h := c.HA; h != nil {
+		if h.SentinelPort == 0 {
+			h.SentinelPort = sentinel.DefaultPort
+		}
+		if h.SentinelPort < 1 || h.SentinelPort > 65535 || h.SentinelPort == c.Port || h.SentinelPort == c.TLSPort {
+			errs = append(errs, fmt.Errorf("ha.sentinel_port: %d must be in 1-65535 and differ from port and tls_port", h.SentinelPort))
+		}
+	}
 	return errors.Join(errs...)
 }
 

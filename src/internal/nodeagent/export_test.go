@@ -1,5 +1,11 @@
 package nodeagent
 
-// Abandon stops supervising redis-server without stopping it, as a crash of
-// the agent would: the next Node on the same directory must adopt it.
-func (n *Node) Abandon() { n.srv.Abandon() }
+// Abandon stops supervising redis-server (and Sentinel) without stopping
+// them, as a crash of the agent would: the next Node on the same directory
+// must adopt them.
+func (n *Node) Abandon() {
+	n.srv.Abandon()
+	if n.sentinel != nil {
+		n.sentinel.sup.Detach()
+	}
+}

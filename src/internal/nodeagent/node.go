@@ -59,6 +59,9 @@ type Node struct {
 	srv       *instance.Server
 	cgroups   *cgroup.Tree
 	guard     *instance.Guard
+	// sentinel is the node's redis-sentinel; nil unless the config's HA
+	// section lets the node join HA groups.
+	sentinel *sentinelProc
 	// ops serialises the operations that change the node; Node and Get do
 	// not wait for it.
 	ops keylock.Map
@@ -69,7 +72,7 @@ type Node struct {
 	backups agentmetrics.Backups
 }
 
-var _ agentapi.NodeService = (*Node)(nil)
+var _ agentapi.HAService = (*Node)(nil)
 
 // New opens the node's state in cfg.DataDir, bringing a state file of an
 // earlier version to today's shape; cfg must have passed Validate. It
@@ -107,6 +110,9 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 			return n.current().State != agentapi.NodeResetting
 		},
 	})
+	if cfg.HA != nil {
+		n.sentinel = newSentinel(n)
+	}
 	n.guard = instance.NewGuard(instance.GuardConfig{
 		Servers:          func() []*instance.Server { return []*instance.Server{n.srv} },
 		MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: n.logger,
@@ -155,6 +161,13 @@ func (n *Node) Start(ctx context.Context) {
 		}
 		return
 	}
+	if s.HA != nil && n.sentinel != nil {
+		// Sentinel first: the server asks it whom to follow before it
+		// starts.
+		if err := n.sentinel.start(ctx, s.Record); err != nil {
+			n.logger.Error("Sentinel did not start; the server follows the leader it last knew", "error", err)
+		}
+	}
 	n.srv.Recover(ctx)
 	n.logger.Info("node agent started", "state", s.State, "instance", s.InstanceID)
 }
@@ -169,6 +182,11 @@ func (n *Node) Shutdown(ctx context.Context) {
 		defer unlock()
 	}
 	n.srv.Shutdown(ctx)
+	if n.sentinel != nil {
+		if err := n.sentinel.stop(ctx, false); err != nil {
+			n.logger.Error("stopping Sentinel failed", "error", err)
+		}
+	}
 	if err := n.cgroups.Remove(); err != nil {
 		n.logger.Warn("removing the server's cgroup subtree failed", "error", err)
 	}

@@ -71,7 +71,15 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 		return s, err
 	}
 
-	failure := n.srv.Stop(ctx, true)
+	// Sentinel first, while the admin password it knows is still the
+	// record's; it and its file go with the rest of the tenant's.
+	var failure error
+	if n.sentinel != nil {
+		failure = n.sentinel.stop(ctx, true)
+	}
+	if failure == nil {
+		failure = n.srv.Stop(ctx, true)
+	}
 	if failure == nil {
 		// The tenant's data is moved aside at once and removed while the
 		// wiped server starts and verifies: the reset answers once both

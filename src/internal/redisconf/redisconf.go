@@ -51,7 +51,45 @@ type Config struct {
 	// TLS, when not nil, adds a TLS port beside Port; with Params.TLSOnly,
 	// the TLS port is the only one (the server renders "port 0").
 	TLS *TLS
+	// HA, when not nil, makes the server a member of a Sentinel-managed
+	// group: it replicates with the group's credentials whoever leads, and
+	// a leader refuses writes without a follower in sync. Nil renders
+	// none of it.
+	HA *HA
 }
+
+// HA is what a member of a high-availability group (one leader, followers
+// and Sentinel beside each) renders beyond a lone server's settings.
+type HA struct {
+	// User and Password are the group's replication user: every member
+	// has it, so any member can follow any other, whichever Sentinel
+	// promotes. They are masteruser and masterauth even on the leader.
+	User, Password string
+	// AnnounceIP and AnnouncePort are the address the server gives its
+	// leader as its own, which Sentinel and Sentinel-aware clients then
+	// use: the member's address in the group (its TLS port over TLS).
+	AnnounceIP   string
+	AnnouncePort int
+	// TLS says members replicate over their TLS ports.
+	TLS bool
+	// Followers is how many followers a leader of the group has: once as
+	// many ask for a full copy, the leader sends it at once rather than
+	// after repl-diskless-sync-delay's five seconds, so a group forms in
+	// well under a second. Zero leaves Redis's default (no such count).
+	Followers int
+}
+
+// MinReplicasToWrite and MinReplicasMaxLag are a group leader's
+// min-replicas-to-write and min-replicas-max-lag: it refuses writes
+// (NOREPLICAS) unless a follower acknowledged the stream within the last
+// MinReplicasMaxLag seconds. Followers acknowledge every second, so three
+// seconds tolerate two lost acknowledgements; it bounds the writes a
+// leader cut off from its followers accepts, and Sentinel then promotes a
+// follower, to about three seconds' worth.
+const (
+	MinReplicasToWrite = 1
+	MinReplicasMaxLag  = 3
+)
 
 // TLS is the TLS port of a redis-server and its certificate. Clients
 // authenticate with ACL users, not certificates. A follower whose leader
@@ -258,9 +296,19 @@ func (c Config) Settings() []params.Directive {
 	if l := c.ReplicaOf; l != nil {
 		user, auth = l.User, l.Password
 	}
+	if h := c.HA; h != nil {
+		user, auth = h.User, h.Password
+		d = append(d,
+			params.Directive{Name: "min-replicas-to-write", Value: strconv.Itoa(MinReplicasToWrite)},
+			params.Directive{Name: "min-replicas-max-lag", Value: strconv.Itoa(MinReplicasMaxLag)},
+			params.Directive{Name: "replica-announce-ip", Value: h.AnnounceIP},
+			params.Directive{Name: "replica-announce-port", Value: strconv.Itoa(h.AnnouncePort)},
+			params.Directive{Name: "repl-diskless-sync-max-replicas", Value: strconv.Itoa(h.Followers)},
+		)
+	}
 	d = append(d, params.Directive{Name: "masteruser", Value: user}, params.Directive{Name: "masterauth", Value: auth})
 	if c.TLS != nil {
-		d = append(d, c.TLS.Directives(c.ReplicaOf != nil && c.ReplicaOf.TLS)...)
+		d = append(d, c.TLS.Directives((c.ReplicaOf != nil && c.ReplicaOf.TLS) || (c.HA != nil && c.HA.TLS))...)
 	} else {
 		d = append(d, params.Directive{Name: "tls-port", Value: "0"})
 	}
@@ -322,6 +370,12 @@ func (c Config) validate() error {
 	if c.Params.TLSOnly && c.TLS == nil {
 		errs = append(errs, errors.New("a TLS-only server (tls_only) needs a TLS port and certificate"))
 	}
+	if h := c.HA; h != nil && (h.User == "" || h.Password == "" || h.AnnounceIP == "" || h.AnnouncePort < 1 || h.AnnouncePort > 65535) {
+		errs = append(errs, errors.New("an HA member needs a replication user, its password and an address to announce"))
+	}
+	if h := c.HA; h != nil && h.TLS && c.TLS == nil {
+		errs = append(errs, errors.New("an HA group over TLS needs a TLS certificate and CA (tls-replication)"))
+	}
 	if l := c.ReplicaOf; l != nil && l.TLS && c.TLS == nil {
 		errs = append(errs, errors.New("replication over TLS needs a TLS certificate and CA (tls-replication)"))
 	}
@@ -366,6 +420,12 @@ type User struct {
 	Admin bool
 	// Role is what a non-admin user may do; the zero value is RoleTenant.
 	Role Role
+	// Sentinel marks a tenant of a server that Sentinels monitor (a
+	// member of an HA group): it may publish to every channel but
+	// SentinelChannel, where a forged hello message announcing a higher
+	// configuration epoch would make the Sentinels take any address for
+	// the group's leader.
+	Sentinel bool
 }
 
 // Role is what a non-admin user may do.
@@ -379,7 +439,25 @@ const (
 	// masteruser) and read INFO replication, to measure its lag: no keys,
 	// no channels, no other command.
 	RoleReplication Role = "replication"
+	// RoleSentinel is the user Sentinel monitors and reconfigures an HA
+	// group's servers with: SentinelCommands and the hello channel, no
+	// keys.
+	RoleSentinel Role = "sentinel"
 )
+
+// SentinelCommands are the only commands of a RoleSentinel user: what the
+// Redis Sentinel documentation lists for its user on the monitored
+// servers (monitoring, the hello channel, the promotion and
+// reconfiguration transaction, which ends the clients' connections so they
+// find the new leader). REPLICAOF is SLAVEOF's newer name.
+var SentinelCommands = []string{
+	"multi", "exec", "slaveof", "replicaof", "ping", "info", "role", "subscribe", "publish",
+	"config|rewrite", "client|setname", "client|kill", "script|kill",
+}
+
+// SentinelChannel is the channel Sentinels announce themselves on through
+// the servers they monitor.
+const SentinelChannel = "__sentinel__:hello"
 
 // UsernamePattern is what a username may look like: letters, digits and
 // '-', '_', '.', which need no quoting in ACL rules or URIs.
@@ -415,6 +493,13 @@ func ACLRule(u User) string {
 		}
 		return rule
 	}
+	if !u.Admin && u.Role == RoleSentinel {
+		rule := "on #" + u.PasswordHash + " resetchannels &" + SentinelChannel + " -@all"
+		for _, c := range SentinelCommands {
+			rule += " +" + c
+		}
+		return rule
+	}
 	rule := "on #" + u.PasswordHash + " ~* &* +@all"
 	if !u.Admin {
 		for _, c := range TenantDeniedCommands {
@@ -422,8 +507,32 @@ func ACLRule(u User) string {
 		}
 		// Client libraries ask who they are; the answer reveals nothing.
 		rule += " +acl|whoami"
+		if u.Sentinel {
+			// A selector: PUBLISH only to the channels that are not
+			// Sentinel's (ACL channel patterns only allow).
+			rule += " -publish (+publish"
+			for _, p := range globsExcept(SentinelChannel) {
+				rule += " &" + p
+			}
+			rule += ")"
+		}
 	}
 	return rule
+}
+
+// globsExcept returns glob patterns that together match every string but
+// s, which must hold no glob metacharacter: the strings that differ from s
+// at some position, its proper prefixes, and the strings it is a proper
+// prefix of.
+func globsExcept(s string) []string {
+	var globs []string
+	for i := range len(s) {
+		globs = append(globs, s[:i]+"[^"+s[i:i+1]+"]*")
+		if i > 0 {
+			globs = append(globs, s[:i])
+		}
+	}
+	return append(globs, s+"?*")
 }
 
 // RenderACL writes an ACL file holding users. The default user is switched
@@ -438,7 +547,7 @@ func RenderACL(w io.Writer, users []User) error {
 		if !hashPattern.MatchString(u.PasswordHash) {
 			return fmt.Errorf("user %s: password hash must be 64 hex digits", u.Name)
 		}
-		if u.Role != RoleTenant && u.Role != RoleReplication {
+		if u.Role != RoleTenant && u.Role != RoleReplication && u.Role != RoleSentinel {
 			return fmt.Errorf("user %s: unknown role %q", u.Name, u.Role)
 		}
 		fmt.Fprintf(&b, "user %s %s\n", u.Name, ACLRule(u))

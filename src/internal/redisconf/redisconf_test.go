@@ -383,3 +383,60 @@ var _ = Describe("a redis-server started from the rendered files", func() {
 		}
 	})
 })
+
+var _ = Describe("an HA group's member", func() {
+	member := redisconf.Config{
+		InstanceID: "i-1", Bind: "127.0.0.1", Port: 40000, Dir: "/data", ACLFile: "/data/users.acl",
+		MaxMemoryBytes: 64 << 20, Params: params.Defaults(),
+		HA: &redisconf.HA{User: "ha-replication", Password: "pw", AnnounceIP: "10.0.0.1", AnnouncePort: 40000, Followers: 2},
+	}
+
+	It("replicates with the group's user whoever leads, and leads only with a follower in sync", func() {
+		settings := map[string]string{}
+		for _, d := range member.Settings() {
+			settings[d.Name] = d.Value
+		}
+		Expect(settings).To(HaveKeyWithValue("min-replicas-to-write", "1"))
+		Expect(settings).To(HaveKeyWithValue("min-replicas-max-lag", "3"))
+		Expect(settings).To(HaveKeyWithValue("masteruser", "ha-replication"))
+		Expect(settings).To(HaveKeyWithValue("masterauth", "pw"))
+		Expect(settings).To(HaveKeyWithValue("replica-announce-ip", "10.0.0.1"))
+		Expect(settings).To(HaveKeyWithValue("replica-announce-port", "40000"))
+		Expect(settings).To(HaveKeyWithValue("repl-diskless-sync-max-replicas", "2"))
+		var b strings.Builder
+		Expect(redisconf.Render(&b, member)).To(Succeed())
+		Expect(b.String()).To(ContainSubstring("min-replicas-to-write 1\n"))
+
+		lone := member
+		lone.HA = nil
+		for _, d := range lone.Settings() {
+			Expect(d.Name).NotTo(HavePrefix("min-replicas"), "a lone server renders none of it")
+		}
+		bad := member
+		bad.HA = &redisconf.HA{User: "ha-replication"}
+		Expect(redisconf.Render(io.Discard, bad)).To(MatchError(ContainSubstring("an HA member needs")))
+		bad.HA = &redisconf.HA{User: "u", Password: "p", AnnounceIP: "h", AnnouncePort: 1, TLS: true}
+		Expect(redisconf.Render(io.Discard, bad)).To(MatchError(ContainSubstring("over TLS needs")))
+	})
+
+	It("gives Sentinel's user what Sentinel needs and no key", func() {
+		rule := redisconf.ACLRule(redisconf.User{Name: "ha-sentinel", PasswordHash: secret.Hash("x"), Role: redisconf.RoleSentinel})
+		Expect(rule).To(HavePrefix("on #" + secret.Hash("x") + " resetchannels &__sentinel__:hello -@all"))
+		for _, c := range []string{"+slaveof", "+config|rewrite", "+client|kill", "+publish", "+multi", "+exec"} {
+			Expect(rule).To(ContainSubstring(" " + c))
+		}
+		Expect(rule).NotTo(ContainSubstring("~"))
+		var b strings.Builder
+		Expect(redisconf.RenderACL(&b, []redisconf.User{{Name: "ha-sentinel", PasswordHash: secret.Hash("x"), Role: redisconf.RoleSentinel}})).To(Succeed())
+	})
+})
+
+var _ = Describe("a tenant of a server Sentinels monitor", func() {
+	It("may publish to every channel but Sentinel's, through a selector", func() {
+		rule := redisconf.ACLRule(redisconf.User{Name: "app", PasswordHash: secret.Hash("x"), Sentinel: true})
+		Expect(rule).To(ContainSubstring(" ~* &* +@all"))
+		Expect(rule).To(ContainSubstring(" -publish (+publish &[^_]* &_[^_]* &_ "))
+		Expect(rule).To(HaveSuffix(" &__sentinel__:hell[^o]* &__sentinel__:hell &__sentinel__:hello?*)"))
+		Expect(redisconf.ACLRule(redisconf.User{Name: "app", PasswordHash: secret.Hash("x")})).NotTo(ContainSubstring("("))
+	})
+})

@@ -109,6 +109,11 @@ type Config struct {
 	// (a redis-server's snapshot child too), and a death by its memory
 	// ceiling is reported as such. Nil runs the process in the agent's.
 	Cgroup Cgroup
+	// Prepare, if not nil, is called before each new process is started
+	// (the first and every restart, not an adoption), e.g. to render the
+	// config file it will read. An error fails that start: Start returns
+	// it, and a restart is tried again after the backoff.
+	Prepare func(ctx context.Context) error
 	// OnExit, if not nil, is called on the supervising goroutine with the
 	// reason each time the process dies unexpectedly or a restart fails.
 	// Supervision waits for it to return, so it must not call Stop,
@@ -431,6 +436,11 @@ func (s *Supervisor) adopt(ctx context.Context) *proc {
 func (s *Supervisor) launch(ctx context.Context) (*proc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if s.cfg.Prepare != nil {
+		if err := s.cfg.Prepare(ctx); err != nil {
+			return nil, fmt.Errorf("supervisor: preparing the start: %w", err)
+		}
 	}
 	p, err := s.spawn()
 	if err != nil {

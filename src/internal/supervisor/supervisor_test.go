@@ -277,6 +277,36 @@ func supervisorSpecs(fallback bool) {
 		Expect(in.client.Ping(ctx).Err()).To(Succeed())
 	})
 
+	It("prepares every start of a new process, and a failed preparation fails the start", func(ctx SpecContext) {
+		var mu sync.Mutex
+		prepared := 0
+		fail := errors.New("the config cannot be rendered")
+		cfg := in.config()
+		cfg.Prepare = func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			prepared++
+			if prepared == 1 {
+				return fail
+			}
+			return nil
+		}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return prepared
+		}
+		s := supervisor.New(cfg)
+		Expect(s.Start(ctx)).To(MatchError(fail))
+		Expect(s.Status().Supervising).To(BeFalse())
+		s = start(ctx, cfg)
+		Expect(count()).To(Equal(2))
+		old := s.Status().Pid
+		Expect(syscall.Kill(old, syscall.SIGKILL)).To(Succeed())
+		Eventually(s.Status).WithTimeout(5 * time.Second).Should(HaveField("Pid", Not(Or(Equal(old), BeZero()))))
+		Expect(count()).To(Equal(3), "the restart was prepared too")
+	})
+
 	It("restarts on request with a new process", func(ctx SpecContext) {
 		s := start(ctx, in.config())
 		old := s.Status().Pid

@@ -106,6 +106,9 @@ type Options struct {
 	// plan out. Node i listens on its own loopback address, 127.0.1.(i+1),
 	// with its agent and redis-server on free ports.
 	Nodes int
+	// HA gives every node a Sentinel (the node config's ha section) on a
+	// free port of its address, so nodes can join HA groups.
+	HA bool
 	// NodeMemoryMB is each node's maxmemory; zero means 64.
 	NodeMemoryMB int64
 	// BrokerNodeCA, when set, is the PEM CA the broker's config trusts for
@@ -149,6 +152,13 @@ type System struct {
 	// Nodes are the dedicated nodes' agents; NodeDirs their data dirs.
 	Nodes    []*Process
 	NodeDirs []string
+	// NodeClients reach the nodes' APIs as the broker does; NodeHosts and
+	// NodePorts are their redis-servers' addresses, SentinelPorts their
+	// Sentinels' ports (Options.HA).
+	NodeClients   []agentapi.ClientConfig
+	NodeHosts     []string
+	NodePorts     []int
+	SentinelPorts []int
 	// CA signed the nodes' certificates.
 	CA *tlstest.CA
 	// RedisCA signed the redis-servers' certificates when Options.RedisTLS
@@ -283,6 +293,17 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 				return nil, err
 			}
 		}
+		if opts.HA {
+			port, err := redistest.FreePortOn(host)
+			for err == nil && (port == redisPort || port == cfg.TLSPort || port == apiPort) {
+				port, err = redistest.FreePortOn(host)
+			}
+			if err != nil {
+				return nil, err
+			}
+			cfg.HA = &nodeagent.HAConfig{SentinelPort: port}
+			s.SentinelPorts = append(s.SentinelPorts, port)
+		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
 		if cfg.Metrics, p.MetricsURL, err = metricsConfig(opts.MetricsCA, filepath.Join(nodeDir, "metrics"), host); err != nil {
 			return nil, err
@@ -295,6 +316,8 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		nodes = append(nodes, broker.NodeConfig{ID: id, ClientConfig: agentapi.ClientConfig{
 			URL: "https://" + cfg.Listen, Credentials: cfg.Credentials, CACert: cmp.Or(opts.BrokerNodeCA, s.CA.PEM),
 		}})
+		s.NodeClients = append(s.NodeClients, agentapi.ClientConfig{URL: "https://" + cfg.Listen, Credentials: cfg.Credentials, CACert: s.CA.PEM, Noun: "node"})
+		s.NodeHosts, s.NodePorts = append(s.NodeHosts, host), append(s.NodePorts, redisPort)
 	}
 	port, err := redistest.FreePort()
 	if err != nil {
