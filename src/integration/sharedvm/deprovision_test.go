@@ -46,7 +46,7 @@ var _ = Describe("Deprovisioning", Ordered, ContinueOnFailure, func() {
 
 		Eventually(func() bool { return alive(pid) }).Should(BeFalse())
 		Expect(sys.instanceDir(id)).NotTo(BeAnExistingFile())
-		Expect(filepath.Join(sys.agentDir(0), "logs", id+".log")).NotTo(BeAnExistingFile())
+		Expect(filepath.Join(sys.agentDir(0), "logs", "redis-"+id+".log")).NotTo(BeAnExistingFile())
 		Expect(portFree(c.Host, c.Port)).To(BeTrue())
 		Expect(sys.brokerRecords()).NotTo(HaveKey(id))
 		Expect(rc.Ping(ctx).Err()).To(HaveOccurred())

@@ -19,6 +19,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
+	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
@@ -58,6 +59,7 @@ type Node struct {
 	srv       *instance.Server
 	cgroups   *cgroup.Tree
 	guard     *instance.Guard
+	logs      *logrotate.Rotator
 	// ops serialises the operations that change the node; Node and Get do
 	// not wait for it.
 	ops keylock.Map
@@ -104,6 +106,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 			return n.current().State != agentapi.NodeResetting
 		},
 	})
+	n.logs = logrotate.New(cfg.RedisLogs, func() []string { return []string{n.srv.Paths().Log} }, n.logger)
 	n.guard = instance.NewGuard(instance.GuardConfig{
 		Servers:          func() []*instance.Server { return []*instance.Server{n.srv} },
 		MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: n.logger,
@@ -142,6 +145,7 @@ func (n *Node) Start(ctx context.Context) {
 	defer unlock()
 	defer n.started.Store(true)
 	defer n.guard.Start()
+	defer n.logs.Start()
 	s := n.current()
 	switch s.State {
 	case "", agentapi.NodeResetting:
@@ -161,6 +165,7 @@ func (n *Node) Start(ctx context.Context) {
 // interrupts stays "resetting" and is finished by the next Start.
 func (n *Node) Shutdown(ctx context.Context) {
 	n.guard.Stop()
+	n.logs.Stop()
 	n.srv.Close()
 	if unlock, err := n.ops.LockContext(ctx, opKey); err == nil {
 		defer unlock()
