@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,10 +271,8 @@ var _ = Describe("the release", Ordered, func() {
 		for name, data := range map[string]string{"ca.crt": p.ca, "tls.crt": p.cert, "tls.key": p.key} {
 			Expect(os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600)).To(Succeed())
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := redistest.FreePort()
 		Expect(err).NotTo(HaveOccurred())
-		port := l.Addr().(*net.TCPAddr).Port
-		Expect(l.Close()).To(Succeed())
 		server := exec.Command(filepath.Join(bin, "redis-server"), "--port", "0", "--bind", "127.0.0.1",
 			"--tls-port", fmt.Sprint(port), "--tls-cert-file", filepath.Join(dir, "tls.crt"),
 			"--tls-key-file", filepath.Join(dir, "tls.key"), "--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),

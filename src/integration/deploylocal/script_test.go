@@ -29,7 +29,7 @@ var _ = Describe("scripts/deploy-local", Ordered, func() {
 		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), append([]string{"--name", name, "--state", state, "--redis-package", redisPackage()}, args...)...)
 		s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(s).WithTimeout(4 * time.Minute).Should(gexec.Exit())
+		Eventually(s).WithTimeout(12 * time.Minute).Should(gexec.Exit())
 		return s
 	}
 	leftovers := func() []string {
@@ -45,6 +45,8 @@ var _ = Describe("scripts/deploy-local", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(stale.Down(context.Background())).To(Succeed())
 		DeferCleanup(func() {
+			// A run that overran its guard still holds the state's lock.
+			gexec.KillAndWait()
 			script("--down")
 			Expect(leftovers()).To(BeEmpty())
 			// MinIO's data and credentials with the rest.
@@ -112,9 +114,9 @@ var _ = Describe("scripts/deploy-local", Ordered, func() {
 		cmd := exec.Command(filepath.Join(moduleRoot(), "scripts", "deploy-local"), "--name", name, "--state", state, "--redis-package", redisPackage(), "--skip-errands", "--ldflags", "-X main.killed=1")
 		s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(s.Out).WithTimeout(3 * time.Minute).Should(gbytes.Say("updating redis-broker/0"))
+		Eventually(s.Out).WithTimeout(8 * time.Minute).Should(gbytes.Say("updating redis-broker/0"))
 		Expect(killChild(cmd.Process.Pid)).To(Succeed())
-		Eventually(s).WithTimeout(2 * time.Minute).Should(gexec.Exit(137))
+		Eventually(s).WithTimeout(5 * time.Minute).Should(gexec.Exit(137))
 		Expect(string(s.Out.Contents())).To(ContainSubstring("S3 stand-in started"))
 		Expect(leftovers()).To(BeEmpty())
 	})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/release/boshrender"
 	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 // newTestDirector is a Director of a release folder holding only
@@ -230,12 +231,11 @@ func TestMinIOServer(t *testing.T) {
 	d := newTestDirector(t, Options{})
 	ports := make([]string, 2)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := redistest.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports[i] = l.Addr().String()
-		l.Close()
+		ports[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	}
 	creds := s3Credentials{AccessKeyID: "test-" + randomHex(8), SecretAccessKey: randomHex(20)}
 	m := minioServer{

@@ -20,6 +20,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 )
 
 // Credentials of every server Start runs.
@@ -78,11 +80,11 @@ func Start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	console, err := freePort()
+	console, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -186,15 +188,6 @@ func (s *Server) MakeBucket(name string) error {
 		return err
 	}
 	return c.MakeBucket(context.Background(), name, minio.MakeBucketOptions{})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func fileExists(p string) bool {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -57,19 +58,38 @@ type Server struct {
 	stopErr  error
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago: it
-// listens on port 0, notes the port the kernel chose, and closes the listener.
-// Another process may take the port before the caller binds it.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("listening on a free loopback port: %w", err)
+// Test ports come from below the kernel's ephemeral range (32768-60999 by
+// default), which every outgoing connection and every listen on port 0 draws
+// from: a port the kernel handed out as free a moment ago could be taken by
+// any client connection before the caller binds it. Picked at random here,
+// a port collides only with another test's random pick.
+const (
+	testPortMin = 20000
+	testPortMax = 32000
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago (see
+// FreePortOn).
+func FreePort() (int, error) { return FreePortOn("127.0.0.1") }
+
+// FreePortOn returns a TCP port on host that was free a moment ago: a random
+// port below the ephemeral range that a probe listener could bind. Another
+// test may still take it before the caller binds it, which is unlikely.
+func FreePortOn(host string) (int, error) {
+	var lastErr error
+	for range 200 {
+		port := testPortMin + rand.IntN(testPortMax-testPortMin)
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := l.Close(); err != nil {
+			return 0, fmt.Errorf("closing probe listener on port %d: %w", port, err)
+		}
+		return port, nil
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("closing probe listener on port %d: %w", port, err)
-	}
-	return port, nil
+	return 0, fmt.Errorf("no free port on %s in %d-%d: %w", host, testPortMin, testPortMax, lastErr)
 }
 
 // Start writes a minimal redis.conf into dir (which must exist), followed by

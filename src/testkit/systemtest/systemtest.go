@@ -237,11 +237,11 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 	}
 	for i := range opts.Nodes {
 		host := fmt.Sprintf("127.0.1.%d", i+1)
-		apiPort, err := freePortOn(host)
+		apiPort, err := redistest.FreePortOn(host)
 		if err != nil {
 			return nil, err
 		}
-		redisPort, err := freePortOn(host)
+		redisPort, err := redistest.FreePortOn(host)
 		if err != nil {
 			return nil, err
 		}
@@ -270,7 +270,7 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			if cfg.RedisTLS, err = s.redisTLS(id+"-redis-tls", host); err != nil {
 				return nil, err
 			}
-			if cfg.TLSPort, err = freePortOn(host); err != nil {
+			if cfg.TLSPort, err = redistest.FreePortOn(host); err != nil {
 				return nil, err
 			}
 		}
@@ -507,16 +507,6 @@ func WaitHTTP(ctx context.Context, url string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-// freePortOn returns a port free on host right now.
-func freePortOn(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // FreePortRange finds n consecutive ports on 127.0.0.1 that are free now.
