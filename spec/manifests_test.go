@@ -416,8 +416,10 @@ var _ = Describe("manifests/redis.yml", func() {
 		// redis-node (api and redis TLS), the broker's OSB API, both shared
 		// agents' APIs and both shared groups' instances.
 		Expect(servers).To(Equal(7))
-		// The broker's metrics endpoint.
-		Expect(metricsServers).To(Equal(1))
+		// The metrics endpoints of the broker, its group's shared agent,
+		// the dedicated nodes and extra-shared-vms.yml's shared agents (3
+		// without that file).
+		Expect(metricsServers).To(Equal(4))
 	})
 
 	It("pins every release by the version, url and sha1 the operator gives; dev-releases.yml takes the releases uploaded last instead", func() {

@@ -149,18 +149,34 @@ var _ = Describe("job specs", func() {
 	}
 })
 
+// metricsKV are the properties of a job's metrics certificate (for
+// serverName, which metrics.server_name names) and the scrapers' CA, as
+// the manifest gives them.
+func metricsKV(m pki, serverName string) []any {
+	return []any{"metrics.tls.certificate", m.cert, "metrics.tls.private_key", m.key,
+		"metrics.tls.ca", m.ca, "metrics.server_name", serverName}
+}
+
 var _ = Describe("redis-shared-agent templates", func() {
 	var (
-		j  *Job
-		in Instance
+		j          *Job
+		in         Instance
+		metricsTLS pki
 	)
 	BeforeEach(func() {
 		j = mustLoadJob("redis-shared-agent")
 		in = group("redis-broker", 1, 5)[0]
+		metricsTLS = newPKI("redis-shared-agent-metrics")
 	})
+	// agentProps are props with the metrics certificate and the scrapers'
+	// CA the manifest gives every shared agent (metrics.port defaults to
+	// 9091).
+	agentProps := func(kv ...any) map[string]any {
+		return props(append(metricsKV(metricsTLS, "redis-shared-agent-metrics"), kv...)...)
+	}
 
 	It("render with the spec defaults into a config the agent accepts", func() {
-		out := mustRenderAll(j, props("api.password", "agent-secret"), in, nil)
+		out := mustRenderAll(j, agentProps("api.password", "agent-secret"), in, nil)
 		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "listen")).To(Equal("0.0.0.0:9001"))
 		Expect(field(c, "credentials")).To(Equal(map[string]any{"username": "broker", "password": "agent-secret"}))
@@ -182,7 +198,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 	})
 
 	It("render the operator's choices", func() {
-		out := mustRenderAll(j, props(
+		out := mustRenderAll(j, agentProps(
 			"api.password", "s", "api.port", 9101, "api.listen_address", "10.0.16.5",
 			"redis.host", "redis.example.com", "redis.bind", "0.0.0.0",
 			"redis.port_range.min", 40000, "redis.port_range.max", 40999,
@@ -203,7 +219,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 
 	It("render TLS on into a config the agent accepts, with the certificate files", func() {
 		tls := newPKI(in.Address)
-		out := mustRenderAll(j, props("api.password", "s", "api.tls.enabled", true,
+		out := mustRenderAll(j, agentProps("api.password", "s", "api.tls.enabled", true,
 			"api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca), in, nil)
 		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "tls")).To(Equal(map[string]any{
@@ -218,7 +234,7 @@ var _ = Describe("redis-shared-agent templates", func() {
 
 	It("render TLS on the Redis ports into a config the agent accepts: apps reach the BOSH address, redis-server listens on the IP", func() {
 		tls := newPKI(in.Address)
-		out := mustRenderAll(j, props("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
+		out := mustRenderAll(j, agentProps("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
 			"redis.tls.private_key", tls.key, "redis.tls.ca", tls.ca), in, nil)
 		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "redis_tls")).To(Equal(map[string]any{
@@ -232,19 +248,19 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(field(c, "host")).To(Equal(in.Address))
 		Expect(field(c, "bind")).To(Equal(in.IP))
 
-		out = mustRenderAll(j, props("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
+		out = mustRenderAll(j, agentProps("api.password", "s", "redis.tls.enabled", true, "redis.tls.certificate", tls.cert,
 			"redis.tls.private_key", tls.key, "redis.tls.ca", tls.ca, "redis.host", "redis.example.com"), in, nil)
 		c = mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "host")).To(Equal("redis.example.com"))
 		Expect(field(c, "bind")).To(Equal("redis.example.com"), "the operator's host, as without TLS")
 
-		out = mustRenderAll(j, props("api.password", "s"), in, nil)
+		out = mustRenderAll(j, agentProps("api.password", "s"), in, nil)
 		Expect(strings.TrimSpace(out["config/redis-tls.key"])).To(BeEmpty())
 		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "redis_tls")).To(BeNil())
 	})
 
 	It("render backups on a schedule into a config the agent accepts, and leave them to the errand without one", func() {
-		out := mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.s3.path_style", true,
+		out := mustRenderAll(j, agentProps(append([]any{"api.password", "s"}, s3Backups("backups.s3.path_style", true,
 			"backups.s3.part_size_mb", 64, "backups.s3.concurrency", 8)...)...), in, nil)
 		c := mustCheckConfig("redis-shared-agent", out["config/config.json"])
 		Expect(field(c, "backups.schedule")).To(Equal("0 2 * * *"))
@@ -258,17 +274,17 @@ var _ = Describe("redis-shared-agent templates", func() {
 		Expect(field(c, "backups.retention")).To(Equal(map[string]any{"keep_newest": 7.0}))
 		Expect(field(c, "backups.snapshot_timeout_seconds")).To(BeEquivalentTo(3600))
 
-		out = mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "@every 6h")...)...), in, nil)
+		out = mustRenderAll(j, agentProps(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "@every 6h")...)...), in, nil)
 		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups.schedule")).To(Equal("@every 6h"))
 
-		out = mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "")...)...), in, nil)
+		out = mustRenderAll(j, agentProps(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "")...)...), in, nil)
 		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups")).To(BeNil())
-		out = mustRenderAll(j, props("api.password", "s", "backups.s3.bucket", "ignored while backups are off"), in, nil)
+		out = mustRenderAll(j, agentProps("api.password", "s", "backups.s3.bucket", "ignored while backups are off"), in, nil)
 		Expect(field(mustCheckConfig("redis-shared-agent", out["config/config.json"]), "backups")).To(BeNil())
 	})
 
 	It("render a config the agent refuses, naming the field, for a schedule that is not one", func() {
-		out := mustRenderAll(j, props(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "at night")...)...), in, nil)
+		out := mustRenderAll(j, agentProps(append([]any{"api.password", "s"}, s3Backups("backups.schedule", "at night")...)...), in, nil)
 		_, err := checkConfig("redis-shared-agent", out["config/config.json"])
 		Expect(err).To(MatchError(ContainSubstring("backups.schedule")))
 	})
@@ -304,17 +320,20 @@ var _ = Describe("redis-shared-agent templates", func() {
 
 var _ = Describe("redis-node templates", func() {
 	var (
-		j   *Job
-		in  Instance
-		tls pki
+		j          *Job
+		in         Instance
+		tls        pki
+		metricsTLS pki
 	)
 	BeforeEach(func() {
 		j = mustLoadJob("redis-node")
 		in = group("redis-node", 3, 20)[2]
 		tls = newPKI(in.Address)
+		metricsTLS = newPKI("redis-node-metrics")
 	})
 	required := func(kv ...any) map[string]any {
-		p := props("api.password", "node-secret", "api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca)
+		p := props(append(metricsKV(metricsTLS, "redis-node-metrics"),
+			"api.password", "node-secret", "api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca)...)
 		for i := 0; i+1 < len(kv); i += 2 {
 			setPath(p, kv[i].(string), kv[i+1])
 		}
@@ -443,9 +462,7 @@ var _ = Describe("redis-broker templates", func() {
 	var metricsTLS pki
 	BeforeEach(func() { metricsTLS = newPKI("redis-broker-metrics") })
 	brokerProps := func(kv ...any) map[string]any {
-		return props(append([]any{"broker.password", "cc-secret",
-			"metrics.tls.certificate", metricsTLS.cert, "metrics.tls.private_key", metricsTLS.key,
-			"metrics.tls.ca", metricsTLS.ca, "metrics.server_name", "redis-broker-metrics"}, kv...)...)
+		return props(append(append([]any{"broker.password", "cc-secret"}, metricsKV(metricsTLS, "redis-broker-metrics")...), kv...)...)
 	}
 
 	It("render with the spec defaults and one shared agent into a config the broker accepts", func() {
@@ -667,4 +684,79 @@ var _ = Describe("job scripts", func() {
 			Expect(err).NotTo(HaveOccurred(), string(msg))
 		})
 	}
+})
+
+// Both agents serve their metrics as the broker does: HTTPS with the job's
+// certificate, the scrapers' CA, and a prom scraper file naming the job.
+var _ = Describe("the agents' metrics templates", func() {
+	type agentJob struct {
+		job, program, serverName string
+		port                     int
+		base                     func(in Instance) []any
+	}
+	shared := agentJob{"redis-shared-agent", "redis-shared-agent", "redis-shared-agent-metrics", 9091,
+		func(Instance) []any { return []any{"api.password", "s"} }}
+	node := agentJob{"redis-node", "redis-node-agent", "redis-node-metrics", 9092, func(in Instance) []any {
+		tls := newPKI(in.Address)
+		return []any{"api.password", "s", "api.tls.certificate", tls.cert, "api.tls.private_key", tls.key, "api.tls.ca", tls.ca}
+	}}
+
+	DescribeTable("render the metrics endpoint and the prom scraper's file on the job's port, or nothing with metrics.port 0",
+		func(a agentJob) {
+			j := mustLoadJob(a.job)
+			in := group(a.job, 1, 30)[0]
+			m := newPKI(a.serverName)
+			out := mustRenderAll(j, props(append(a.base(in), metricsKV(m, a.serverName)...)...), in, nil)
+			c := mustCheckConfig(a.program, out["config/config.json"])
+			dir := "/var/vcap/jobs/" + a.job + "/config/"
+			Expect(field(c, "metrics")).To(Equal(map[string]any{
+				"listen":    fmt.Sprintf("0.0.0.0:%d", a.port),
+				"cert_file": dir + "metrics.crt",
+				"key_file":  dir + "metrics.key",
+				"ca_file":   dir + "metrics_ca.crt",
+			}))
+			Expect(strings.TrimSpace(out["config/metrics.crt"])).To(Equal(strings.TrimSpace(m.cert)))
+			Expect(strings.TrimSpace(out["config/metrics.key"])).To(Equal(strings.TrimSpace(m.key)))
+			Expect(strings.TrimSpace(out["config/metrics_ca.crt"])).To(Equal(strings.TrimSpace(m.ca)))
+			var scraper map[string]any
+			Expect(yaml.Unmarshal([]byte(out["config/prom_scraper_config.yml"]), &scraper)).To(Succeed())
+			Expect(scraper).To(Equal(map[string]any{
+				"port": a.port, "source_id": a.job, "instance_id": in.ID, "scheme": "https",
+				"server_name": a.serverName, "path": "/metrics",
+			}))
+
+			out = mustRenderAll(j, props(append(a.base(in), append(metricsKV(m, a.serverName), "metrics.port", 9300, "api.listen_address", "10.0.16.5")...)...), in, nil)
+			Expect(field(mustCheckConfig(a.program, out["config/config.json"]), "metrics.listen")).To(Equal("10.0.16.5:9300"))
+			Expect(out["config/prom_scraper_config.yml"]).To(ContainSubstring("port: 9300\n"))
+
+			out = mustRenderAll(j, props(append(a.base(in), "metrics.port", 0)...), in, nil)
+			Expect(field(mustCheckConfig(a.program, out["config/config.json"]), "metrics")).To(BeNil())
+			for _, f := range []string{"config/metrics.crt", "config/metrics.key", "config/metrics_ca.crt", "config/prom_scraper_config.yml"} {
+				Expect(strings.TrimSpace(out[f])).To(BeEmpty(), f)
+			}
+		},
+		Entry("redis-shared-agent", shared),
+		Entry("redis-node", node),
+	)
+
+	DescribeTable("refuse metrics without their certificates or server name, naming it",
+		func(a agentJob, drop, message string) {
+			j := mustLoadJob(a.job)
+			in := group(a.job, 1, 30)[0]
+			kv := metricsKV(newPKI(a.serverName), a.serverName)
+			var keep []any
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] != drop {
+					keep = append(keep, kv[i], kv[i+1])
+				}
+			}
+			_, err := j.render("config.json.erb", props(append(a.base(in), keep...)...), in, nil)
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("shared agent, no certificate", shared, "metrics.tls.certificate", "metrics.tls.certificate is required unless metrics.port is 0"),
+		Entry("shared agent, no CA", shared, "metrics.tls.ca", "metrics.tls.ca is required unless metrics.port is 0"),
+		Entry("shared agent, no server name", shared, "metrics.server_name", "metrics.server_name is required unless metrics.port is 0"),
+		Entry("node, no key", node, "metrics.tls.private_key", "metrics.tls.private_key is required unless metrics.port is 0"),
+		Entry("node, no server name", node, "metrics.server_name", "metrics.server_name is required unless metrics.port is 0"),
+	)
 })

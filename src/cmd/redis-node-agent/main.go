@@ -17,7 +17,7 @@ func main() {
 		Name:   "redis-node-agent",
 		Config: &cfg,
 		API: func() agentcmd.API {
-			return agentcmd.API{Listen: cfg.Listen, Credentials: cfg.Credentials, TLS: &cfg.TLS}
+			return agentcmd.API{Listen: cfg.Listen, Credentials: cfg.Credentials, TLS: &cfg.TLS, Metrics: cfg.Metrics}
 		},
 		New: func(logger *slog.Logger) (agentcmd.Agent, []any, error) {
 			node, err := nodeagent.New(cfg, logger)

@@ -2,10 +2,15 @@ package deploylocal_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -215,6 +220,80 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 		Expect(plans).To(HaveKey("shared-vm"))
 		Expect(plans).To(HaveKey("dedicated-vm"))
 		v1Package = programsFromPackage()
+	})
+
+	It("serves every job's metrics where its prom scraper file says, under the name it gives, to the manifest's scraper certificate only", func() {
+		var vars struct {
+			Scraper struct {
+				Certificate string `yaml:"certificate"`
+				PrivateKey  string `yaml:"private_key"`
+				CA          string `yaml:"ca"`
+			} `yaml:"metrics_scraper_tls"`
+		}
+		data, err := os.ReadFile(filepath.Join(state, "vars.yml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(yaml.Unmarshal(data, &vars)).To(Succeed())
+		pair, err := tls.X509KeyPair([]byte(vars.Scraper.Certificate), []byte(vars.Scraper.PrivateKey))
+		Expect(err).NotTo(HaveOccurred())
+		roots := x509.NewCertPool()
+		Expect(roots.AppendCertsFromPEM([]byte(vars.Scraper.CA))).To(BeTrue())
+		for _, vm := range []struct {
+			group, job, series string
+			index              int
+		}{
+			{"redis-broker", "redis-broker", "redis_broker_instances", 0},
+			{"redis-broker", "redis-shared-agent", "redis_for_cf_agent_instances", 0},
+			{"redis-node", "redis-node", "redis_for_cf_node_state", 0},
+			{"redis-node", "redis-node", "redis_for_cf_node_state", 1},
+		} {
+			var file struct {
+				Port       int    `yaml:"port"`
+				SourceID   string `yaml:"source_id"`
+				InstanceID string `yaml:"instance_id"`
+				Scheme     string `yaml:"scheme"`
+				ServerName string `yaml:"server_name"`
+				Path       string `yaml:"path"`
+			}
+			// Read inside the VM: /var/vcap/jobs/JOB links to its
+			// rendered folder by the VM's own paths.
+			text, err := d.Exec(ctx, vm.group, vm.index, "cat", "/var/vcap/jobs/"+vm.job+"/config/prom_scraper_config.yml")
+			Expect(err).NotTo(HaveOccurred(), "%s/%d %s: %s", vm.group, vm.index, vm.job, text)
+			Expect(yaml.Unmarshal(text, &file)).To(Succeed(), "%s/%d %s: %q", vm.group, vm.index, vm.job, text)
+			Expect(file.SourceID).To(Equal(vm.job))
+			Expect(file.Scheme).To(Equal("https"))
+			Expect(file.Path).To(Equal("/metrics"))
+			Expect(file.InstanceID).NotTo(BeEmpty())
+			Expect(file.Port).NotTo(BeZero())
+			ip, err := d.IP(vm.group, vm.index)
+			Expect(err).NotTo(HaveOccurred())
+			url := fmt.Sprintf("https://%s%s", net.JoinHostPort(ip, strconv.Itoa(file.Port)), file.Path)
+			get := func(certs []tls.Certificate) (int, string) {
+				GinkgoHelper()
+				c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+					DialContext: d.Dial,
+					// The prom scraper checks the endpoint's certificate
+					// against server_name, as this does.
+					TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: file.ServerName, Certificates: certs, MinVersion: tls.VersionTLS12},
+				}}
+				defer c.CloseIdleConnections()
+				resp, err := c.Get(url)
+				Expect(err).NotTo(HaveOccurred())
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				Expect(err).NotTo(HaveOccurred())
+				return resp.StatusCode, string(body)
+			}
+			// An agent's values come with its first sweep, once it has
+			// recovered its instances.
+			Eventually(func(g Gomega) {
+				code, body := get([]tls.Certificate{pair})
+				g.Expect(code).To(Equal(http.StatusOK), "%s on %s/%d: %s", vm.job, vm.group, vm.index, body)
+				g.Expect(strings.Contains(body, vm.series)).To(BeTrue(), "%s on %s/%d serves no %s", vm.job, vm.group, vm.index, vm.series)
+			}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+			code, body := get(nil)
+			Expect(code).To(Equal(http.StatusForbidden), "%s on %s/%d without a client certificate", vm.job, vm.group, vm.index)
+			Expect(body).NotTo(ContainSubstring("redis_"))
+		}
 	})
 
 	It("holds instances of both plans with data and bindings", func() {

@@ -3,14 +3,17 @@ package sharedvm_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
@@ -115,5 +118,82 @@ var _ = Describe("the broker's metrics", Ordered, func() {
 		Eventually(func() error { _, err := metrics.Scrape(context.Background(), url, client); return err }).Should(Succeed())
 		Expect(value(scrape(), "redis_broker_instances", "plan", "shared-vm", "state", "ready")).To(Equal(1.0))
 		Expect(value(scrape(), "redis_broker_restores_total", "result", "failure")).To(BeZero())
+	})
+})
+
+// The shared agent program serves its metrics when its config has a
+// metrics object: every instance's values against its own INFO, the API's
+// requests by route, 403 without a client certificate.
+var _ = Describe("the shared agent's metrics", Ordered, func() {
+	var (
+		s      *system
+		url    string
+		client *tls.Config
+		anon   *tls.Config
+	)
+	BeforeAll(func() {
+		ca, err := tlstest.NewCA("metrics")
+		Expect(err).NotTo(HaveOccurred())
+		dir := GinkgoT().TempDir()
+		s = startSystem(systemtest.Options{MetricsCA: ca})
+		url = s.Agents[0].MetricsURL
+		client, anon = ca.ClientTLS(GinkgoT(), dir, "scraper"), ca.ClientTLS(GinkgoT(), dir, "")
+	})
+
+	find := func(name string, labels ...string) func() (float64, error) {
+		return func() (float64, error) {
+			fams, err := metrics.Scrape(context.Background(), url, client)
+			if err != nil {
+				return 0, err
+			}
+			v, ok := metrics.Find(fams, name, labels...)
+			if !ok {
+				return 0, fmt.Errorf("no series %s%v", name, labels)
+			}
+			return v, nil
+		}
+	}
+
+	It("serves each instance's values and the agent's API requests by route", func() {
+		id := newID("metrics")
+		s.provision(id, nil)
+		cr := s.bind(id, newID("binding"))
+		rc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(cr.Host, strconv.Itoa(cr.Port)), Username: cr.Username, Password: cr.Password})
+		defer rc.Close()
+		Expect(rc.Get(context.Background(), "missing").Err()).To(Equal(redis.Nil))
+		label := []string{"service_instance_id", id, "plan", "shared-vm"}
+		// The next background sweep (every 15 s) sees the instance.
+		Eventually(find("redis_keyspace_misses_total", label...)).WithTimeout(time.Minute).Should(Equal(1.0))
+		Expect(find("redis_up", label...)()).To(Equal(1.0))
+		Expect(find("redis_memory_max_bytes", label...)()).To(Equal(16.0 * (1 << 20)))
+		Expect(find("redis_for_cf_agent_instances")()).To(Equal(1.0))
+		Expect(find("redis_for_cf_agent_api_requests_total", "route", "PUT /v1/instances/{id}", "code", "201")()).To(Equal(1.0))
+		Expect(find("redis_for_cf_agent_api_request_duration_seconds", "route", "PUT /v1/instances/{id}/bindings/{binding}")()).To(Equal(1.0))
+		fams, err := metrics.Scrape(context.Background(), url, client)
+		Expect(err).NotTo(HaveOccurred())
+		for _, m := range fams["redis_for_cf_agent_api_requests_total"].Metric {
+			for _, l := range m.Label {
+				Expect(l.GetValue()).NotTo(ContainSubstring(id), "a raw path as a route")
+			}
+		}
+	})
+
+	It("refuses a scraper without a client certificate: 403 and no data", func() {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get(url)
+		Expect(err).NotTo(HaveOccurred())
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(string(body)).NotTo(ContainSubstring("redis_"))
+	})
+
+	It("stops with the agent", func() {
+		Expect(s.Agents[0].Stop()).To(Succeed())
+		_, err := metrics.Scrape(context.Background(), url, client)
+		Expect(err).To(HaveOccurred(), "metrics still served after the agent stopped")
+		Expect(s.Agents[0].Start()).To(Succeed())
+		Eventually(find("redis_for_cf_agent_instances")).WithTimeout(time.Minute).Should(Equal(1.0))
 	})
 })

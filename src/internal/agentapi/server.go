@@ -49,6 +49,12 @@ const maxBody = 64 << 10
 // NewHandler serves svc under /v1, requiring creds on every request; a
 // NodeService also gets GET /v1/node.
 func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handler {
+	return jsonhttp.RequireBasicAuth(creds, Routes(svc, logger))
+}
+
+// Routes are NewHandler's routes, without the credentials check: their
+// patterns name the requests in an agent's metrics (metrics.Route).
+func Routes(svc Service, logger *slog.Logger) *http.ServeMux {
 	h := &handler{svc: svc, logger: logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/capacity", h.capacity)
@@ -84,7 +90,7 @@ func NewHandler(svc Service, creds Credentials, logger *slog.Logger) http.Handle
 			h.reply(w, r, http.StatusOK, n, err)
 		})
 	}
-	return jsonhttp.RequireBasicAuth(creds, mux)
+	return mux
 }
 
 type handler struct {

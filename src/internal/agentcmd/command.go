@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,9 +14,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentmetrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/configfile"
+	"github.com/cf-redis/redis-for-cf/src/internal/jsonhttp"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
 )
 
@@ -29,6 +35,8 @@ type Agent interface {
 	RunBackups(ctx context.Context) error
 	// Shutdown stops the agent's redis-servers.
 	Shutdown(ctx context.Context)
+	// Metrics is the agent as its metrics see it.
+	Metrics() agentmetrics.Source
 }
 
 // Command is the main of an agent's command.
@@ -82,22 +90,49 @@ func (c Command) Main() int {
 		return 1
 	}
 	api := c.API()
-	srv := serve.Server{Addr: api.Listen, Handler: agentapi.NewHandler(agent, api.Credentials, logger), Logger: logger}
+	handler, reg, err := instrumented(agent, api, logger)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	srv := serve.Server{Addr: api.Listen, Handler: handler, Logger: logger}
 	if api.TLS != nil {
 		srv.CertFile, srv.KeyFile = api.TLS.CertFile, api.TLS.KeyFile
 	}
+	// The metrics endpoint lives and dies with the API: either one failing
+	// stops both. Its values are gathered in the background once Start
+	// has recovered the agent (a node's first start ends with its first
+	// reset); until then a scrape has only the API's and the process's.
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	defer stopAPI()
+	metricsDone := make(chan error, 1)
+	var collector *agentmetrics.Collector
+	if api.Metrics.Enabled() {
+		collector = agentmetrics.New(agentmetrics.Config{Source: agent.Metrics(), Logger: logger})
+		reg.MustRegister(collector)
+	}
+	go func() {
+		err := api.Metrics.Serve(apiCtx, reg, logger, func(a net.Addr) { logger.Info("serving metrics", "address", a.String()) })
+		if err != nil {
+			stopAPI()
+		}
+		metricsDone <- err
+	}()
 	errc := make(chan error, 1)
 	run := func() {
-		errc <- srv.Run(ctx, func(a net.Addr) { logger.Info("serving", append([]any{"address", a.String()}, attrs...)...) })
+		errc <- srv.Run(apiCtx, func(a net.Addr) { logger.Info("serving", append([]any{"address", a.String()}, attrs...)...) })
 	}
 	if c.ServeDuringStart {
 		go run()
 	}
-	agent.Start(ctx)
+	agent.Start(apiCtx)
+	if collector != nil {
+		go collector.Run(apiCtx)
+	}
 	// Scheduled backups, when the config has them; the errand is the
 	// on-demand path.
 	go func() {
-		if err := agent.RunBackups(ctx); err != nil {
+		if err := agent.RunBackups(apiCtx); err != nil {
 			logger.Error("scheduled backups are off", "error", err)
 		}
 	}()
@@ -106,9 +141,15 @@ func (c Command) Main() int {
 	}
 
 	err = <-errc
+	stopAPI()
+	mErr := <-metricsDone
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	agent.Shutdown(shutdownCtx)
+	if mErr != nil {
+		logger.Error("metrics server failed", "error", mErr)
+		return 1
+	}
 	if err != nil {
 		logger.Error("server failed", "error", err)
 		return 1
@@ -118,11 +159,25 @@ func (c Command) Main() int {
 }
 
 // API is where an agent serves the agent API: its address, the credentials
-// the broker presents, and its certificate (nil: plain HTTP).
+// the broker presents, and its certificate (nil: plain HTTP); and its
+// metrics endpoint (off when Metrics.Listen is empty).
 type API struct {
 	Listen      string
 	Credentials agentapi.Credentials
 	TLS         *TLS
+	Metrics     metrics.Config
+}
+
+// instrumented is the agent's API handler, its requests counted and timed
+// by route, and the registry of the agent's metrics.
+func instrumented(agent Agent, api API, logger *slog.Logger) (http.Handler, *prometheus.Registry, error) {
+	reg := metrics.NewRegistry()
+	requests := agentmetrics.NewAPIRequests()
+	if err := requests.Register(reg); err != nil {
+		return nil, nil, err
+	}
+	mux := agentapi.Routes(agent, logger)
+	return requests.Instrument(jsonhttp.RequireBasicAuth(api.Credentials, mux), metrics.Route(mux)), reg, nil
 }
 
 // redisLogger hands go-redis's internal logs to slog at debug level.

@@ -190,6 +190,14 @@ func (s *Schedule) Cron() cron.Schedule {
 	return c
 }
 
+// Interval is the gap between the schedule's next two runs after now: what
+// an alert on a backup's age compares with.
+func (s *Schedule) Interval(now time.Time) time.Duration {
+	c := s.Cron()
+	next := c.Next(now)
+	return c.Next(next).Sub(next)
+}
+
 // join joins object name segments, leaving out empty ones.
 func join(parts ...string) string {
 	var keep []string
@@ -209,14 +217,15 @@ type Agent interface {
 }
 
 // Run backs up every instance of the agent src (named name in messages) on
-// the schedule, until ctx ends, logging each run on logger. It fails at
-// once when the destination cannot be opened.
-func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, src Agent) error {
+// the schedule, until ctx ends, logging each run on logger and handing
+// each instance's Result to record (when not nil). It fails at once when
+// the destination cannot be opened.
+func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, src Agent, record func(Result)) error {
 	st, err := s.Destination.Open()
 	if err != nil {
 		return fmt.Errorf("backups.destination: %w", err)
 	}
-	runner := Runner{Store: st, Prefix: s.Destination.PathPrefix, Retention: s.Retention, Out: LogWriter(logger)}
+	runner := Runner{Store: st, Prefix: s.Destination.PathPrefix, Retention: s.Retention, Out: LogWriter(logger), Record: record}
 	source := Source{
 		Name:      name,
 		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, src) },

@@ -36,6 +36,9 @@ type Runner struct {
 	Out io.Writer
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+	// Record, when set, receives every instance's Result as Backup ends:
+	// an agent's metrics keep the last of each (agentmetrics.Backups).
+	Record func(Result)
 }
 
 // Result is the outcome of one instance's backup.
@@ -130,6 +133,9 @@ func (r *Runner) Backup(ctx context.Context, src Source, id string) Result {
 	res.Where = r.Store.Where(res.Object)
 	res.Bytes, res.Err = r.upload(ctx, src, id, res.Object)
 	res.Duration = r.now().Sub(res.Started)
+	if r.Record != nil {
+		defer func() { r.Record(res) }()
+	}
 	if res.Err != nil {
 		if !strings.Contains(res.Err.Error(), "deleted during its backup") && gone(ctx, src, id) {
 			res.Err = fmt.Errorf("%w (the instance was deleted during its backup)", res.Err)

@@ -1,12 +1,12 @@
 package broker
 
 import (
-	"context"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 )
 
 // The broker's Prometheus metrics (the names are the contract the alert
@@ -59,24 +59,22 @@ const gatherPeriod = 15 * time.Second
 // brokerMetrics are the broker's counters and histograms; the gauges are
 // collected from its state (Broker.Describe, Broker.Collect).
 type brokerMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests *metrics.Requests
 	restores *prometheus.CounterVec
 }
 
 func newBrokerMetrics() *brokerMetrics {
 	m := &brokerMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redis_broker_osb_requests_total",
-			Help: "Requests to the broker's API by verb (the OSB operation the route names; admin_pool for GET /admin/v1/pool, other for anything else) and HTTP status code.",
-		}, []string{"verb", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "redis_broker_osb_request_duration_seconds",
-			Help: "Time the broker took to answer a request, by verb (as redis_broker_osb_requests_total).",
+		requests: metrics.NewRequests(metrics.RequestsOpts{
+			Total:        "redis_broker_osb_requests_total",
+			TotalHelp:    "Requests to the broker's API by verb (the OSB operation the route names; admin_pool for GET /admin/v1/pool, other for anything else) and HTTP status code.",
+			Duration:     "redis_broker_osb_request_duration_seconds",
+			DurationHelp: "Time the broker took to answer a request, by verb (as redis_broker_osb_requests_total).",
+			Label:        "verb",
 			// Synchronous provisions, claims and restores take seconds to
 			// minutes; catalog and last_operation milliseconds.
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}, []string{"verb"}),
+		}),
 		restores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "redis_broker_restores_total",
 			Help: "Restores of an instance's backup the broker ran, by result: success (the instance holds the backup) or failure (it kept its data).",
@@ -89,7 +87,7 @@ func newBrokerMetrics() *brokerMetrics {
 
 // RegisterMetrics registers the broker's metrics with reg.
 func (b *Broker) RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{b.metrics.requests, b.metrics.duration, b.metrics.restores, stateCollector{b}} {
+	for _, c := range append(b.metrics.requests.Collectors(), b.metrics.restores, stateCollector{b}) {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -173,18 +171,8 @@ func (b *Broker) planLabel(planID string) string {
 
 // instrument counts and times every request to h by verb and status.
 func (b *Broker) instrument(h http.Handler) http.Handler {
-	fromCtx := promhttp.WithLabelFromCtx("verb", func(ctx context.Context) string {
-		v, _ := ctx.Value(verbKey{}).(string)
-		return v
-	})
-	h = promhttp.InstrumentHandlerDuration(b.metrics.duration, h, fromCtx)
-	h = promhttp.InstrumentHandlerCounter(b.metrics.requests, h, fromCtx)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verbKey{}, verbOf(r))))
-	})
+	return b.metrics.requests.Instrument(h, verbOf)
 }
-
-type verbKey struct{}
 
 type verbRoute struct {
 	kind   routeKind

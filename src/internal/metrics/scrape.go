@@ -35,3 +35,41 @@ func Scrape(ctx context.Context, url string, tlsConf *tls.Config) (map[string]*d
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	return parser.TextToMetricFamilies(resp.Body)
 }
+
+// Find is the value of the series of name whose labels include the pairs
+// given (name, value, name, value...): a gauge's or counter's value, a
+// histogram's sample count. It reports false when no series matches and
+// when more than one does.
+func Find(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	var found []float64
+next:
+	for _, m := range f.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if got[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			found = append(found, m.Gauge.GetValue())
+		case m.Counter != nil:
+			found = append(found, m.Counter.GetValue())
+		case m.Histogram != nil:
+			found = append(found, float64(m.Histogram.GetSampleCount()))
+		case m.Untyped != nil:
+			found = append(found, m.Untyped.GetValue())
+		}
+	}
+	if len(found) != 1 {
+		return 0, false
+	}
+	return found[0], true
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 )
 
 // DefaultPort is the port of a node's redis-server unless Config.Port says
@@ -82,6 +83,10 @@ type Config struct {
 	// script or function running) before the agent ends the script; zero
 	// means instance.DefaultMaxScriptSeconds.
 	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
+	// Metrics, when its listen is set, serves the node's Prometheus
+	// metrics (package agentmetrics) over HTTPS to scrapers with a client
+	// certificate.
+	Metrics metrics.Config `json:"metrics,omitzero"`
 }
 
 // Validate checks the config and fills in defaults, naming the fields at
@@ -126,7 +131,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("maxmemory_mb must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
-	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds), c.Metrics.Validate())
 	return errors.Join(errs...)
 }
 

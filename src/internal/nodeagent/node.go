@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentmetrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
@@ -66,6 +67,8 @@ type Node struct {
 	// started is set once Start has recovered from a crash: until then a
 	// restore cut short may still be rolled back.
 	started atomic.Bool
+	// backups are the outcomes of the scheduled backups, for the metrics.
+	backups agentmetrics.Backups
 }
 
 var _ agentapi.NodeService = (*Node)(nil)
@@ -182,7 +185,7 @@ func (n *Node) RunBackups(ctx context.Context) error {
 	if n.cfg.Backups == nil {
 		return nil
 	}
-	return n.cfg.Backups.Run(ctx, n.logger, "node "+n.cfg.NodeID, n)
+	return n.cfg.Backups.Run(ctx, n.logger, "node "+n.cfg.NodeID, n, n.backups.Record)
 }
 
 // current returns the state as last stored.

@@ -10,6 +10,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	// script or function running) before the agent ends the script; zero
 	// means instance.DefaultMaxScriptSeconds.
 	MaxScriptSeconds int `json:"max_script_seconds,omitempty"`
+	// Metrics, when its listen is set, serves the agent's Prometheus
+	// metrics (package agentmetrics) over HTTPS to scrapers with a client
+	// certificate.
+	Metrics metrics.Config `json:"metrics,omitzero"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -89,7 +94,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("max_instances must not be negative"))
 	}
 	errs = append(errs, agentcmd.CheckBackups(c.Backups), c.Cgroups.Validate("cgroups"))
-	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds))
+	errs = append(errs, instance.CheckMaxScriptSeconds(&c.MaxScriptSeconds), c.Metrics.Validate())
 	return errors.Join(errs...)
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/agentmetrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
@@ -47,6 +48,8 @@ type Manager struct {
 	available func(port int) bool
 	// started is set once Start has recovered every instance.
 	started atomic.Bool
+	// backups are the outcomes of the scheduled backups, for the metrics.
+	backups agentmetrics.Backups
 
 	mu      sync.Mutex
 	servers map[string]*instance.Server
@@ -210,7 +213,7 @@ func (m *Manager) RunBackups(ctx context.Context) error {
 	if m.cfg.Backups == nil {
 		return nil
 	}
-	return m.cfg.Backups.Run(ctx, m.logger, "agent", m)
+	return m.cfg.Backups.Run(ctx, m.logger, "agent", m, m.backups.Record)
 }
 
 // List describes every instance, oldest first.

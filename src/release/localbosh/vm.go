@@ -218,6 +218,21 @@ func (d *Director) recorded(group string, index int) (*instanceState, error) {
 	return nil, fmt.Errorf("no instance %s/%d", group, index)
 }
 
+// IP is the deployment network's address of instance index of group, as
+// deployed.
+func (d *Director) IP(group string, index int) (string, error) {
+	if d.st == nil {
+		if err := d.loadState(); err != nil {
+			return "", err
+		}
+	}
+	in := d.find(group, index)
+	if in == nil {
+		return "", fmt.Errorf("instance %s/%d is not deployed", group, index)
+	}
+	return in.IP, nil
+}
+
 func (d *Director) find(group string, index int) *instanceState {
 	if d.st == nil {
 		return nil

@@ -31,6 +31,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/broker"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/sharedagent"
@@ -130,6 +131,11 @@ type Options struct {
 	// every shared agent and every dedicated node, as BrokerConfig does for
 	// the broker; nil adds none.
 	AgentConfig map[string]any
+	// MetricsCA, when set, makes every shared agent and dedicated node
+	// serve its metrics on its own host and a free port, with a
+	// certificate this CA issued for that host and this CA for the
+	// scrapers' certificates (Process.MetricsURL).
+	MetricsCA *tlstest.CA
 }
 
 // System is a running broker and its agents.
@@ -218,6 +224,9 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			}
 		}
 		p := &Process{Name: fmt.Sprintf("agent-%d", i), Path: bins.SharedAgent, Addr: cfg.Listen, Config: filepath.Join(dir, fmt.Sprintf("agent-%d.json", i))}
+		if cfg.Metrics, p.MetricsURL, err = metricsConfig(opts.MetricsCA, filepath.Join(dir, p.Name+"-metrics"), cfg.Host); err != nil {
+			return nil, err
+		}
 		if err := writeConfig(p.Config, cfg, opts.AgentConfig); err != nil {
 			return nil, err
 		}
@@ -275,6 +284,9 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			}
 		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
+		if cfg.Metrics, p.MetricsURL, err = metricsConfig(opts.MetricsCA, filepath.Join(nodeDir, "metrics"), host); err != nil {
+			return nil, err
+		}
 		if err := writeConfig(p.Config, cfg, opts.AgentConfig); err != nil {
 			return nil, err
 		}
@@ -316,6 +328,27 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 	}
 	return s, nil
+}
+
+// metricsConfig is the metrics object of a process serving on host, its
+// files in dir, and its URL; none without a CA.
+func metricsConfig(ca *tlstest.CA, dir, host string) (metrics.Config, string, error) {
+	if ca == nil {
+		return metrics.Config{}, "", nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return metrics.Config{}, "", err
+	}
+	cert, key, caFile, err := ca.RedisFiles(dir, host)
+	if err != nil {
+		return metrics.Config{}, "", err
+	}
+	port, err := redistest.FreePortOn(host)
+	if err != nil {
+		return metrics.Config{}, "", err
+	}
+	listen := net.JoinHostPort(host, strconv.Itoa(port))
+	return metrics.Config{Listen: listen, CertFile: cert, KeyFile: key, CAFile: caFile}, "https://" + listen + metrics.Path, nil
 }
 
 // writeConfig writes cfg as a JSON config file with the keys of extra added
@@ -413,8 +446,11 @@ type Process struct {
 	Config string
 	// Addr is the host:port the process serves on.
 	Addr string
-	cmd  *exec.Cmd
-	done chan struct{}
+	// MetricsURL is where an agent or node serves its metrics when
+	// Options.MetricsCA is set; empty otherwise.
+	MetricsURL string
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // Start runs the process and waits until its port accepts connections.
