@@ -288,7 +288,7 @@ func (s *system) locate(p plan, id string) place {
 		pl.agent = s.Agents[0]
 		pl.stateDir = filepath.Join(s.Dir, "agent-0")
 		pl.dir = filepath.Join(pl.stateDir, "instances", id)
-		pl.log = filepath.Join(pl.stateDir, "logs", id+".log")
+		pl.log = filepath.Join(pl.stateDir, "logs", "redis-"+id+".log")
 	} else {
 		node, _ := s.attributes(id)["node"].(string)
 		for i, n := range s.Nodes {

@@ -40,13 +40,15 @@ var _ = Describe("Deprovisioning", Ordered, ContinueOnFailure, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sys.redisPid(id)).To(Equal(pid))
 		Expect(sys.instanceDir(id)).To(BeADirectory())
+		log := filepath.Join(sys.agentDir(0), "logs", "redis-"+id+".log")
+		Expect(log).To(BeARegularFile(), "the instance's redis-server log")
 		Expect(portFree(c.Host, c.Port)).To(BeFalse())
 
 		sys.deprovision(id)
 
 		Eventually(func() bool { return alive(pid) }).Should(BeFalse())
 		Expect(sys.instanceDir(id)).NotTo(BeAnExistingFile())
-		Expect(filepath.Join(sys.agentDir(0), "logs", id+".log")).NotTo(BeAnExistingFile())
+		Expect(log).NotTo(BeAnExistingFile())
 		Expect(portFree(c.Host, c.Port)).To(BeTrue())
 		Expect(sys.brokerRecords()).NotTo(HaveKey(id))
 		Expect(rc.Ping(ctx).Err()).To(HaveOccurred())

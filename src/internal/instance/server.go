@@ -59,7 +59,8 @@ type Paths struct {
 	// file system of Data.
 	Dir string
 	// Conf is redis.conf, ACL the ACL file, Data redis-server's dir (RDB and
-	// AOF), Pid the pid file, Log redis-server's log.
+	// AOF), Pid the pid file, Log redis-server's log (its logfile, where
+	// the supervisor also appends what it prints before it opens it).
 	Conf, ACL, Data, Pid, Log string
 }
 
@@ -472,6 +473,7 @@ func (s *Server) conf(r Record) redisconf.Config {
 		Port:           r.Port,
 		Dir:            p.Data,
 		ACLFile:        p.ACL,
+		LogFile:        p.Log,
 		MaxMemoryBytes: r.MaxMemoryBytes,
 		Hz:             s.env.Hz,
 		Params:         r.Parameters,

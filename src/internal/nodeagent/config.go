@@ -10,6 +10,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
@@ -59,8 +60,12 @@ type Config struct {
 	// DataDir holds the agent's state file, redis.conf, the ACL file and
 	// redis-server's data (DataDir/data, wiped by every reset).
 	DataDir string `json:"data_dir"`
-	// LogDir receives redis-server's log; empty means DataDir/logs.
+	// LogDir receives redis-server's log, redis-server.log; empty means
+	// DataDir/logs.
 	LogDir string `json:"log_dir,omitempty"`
+	// RedisLogs says when that file is rotated and how many old ones are
+	// kept; the zero value means 10 MB and two.
+	RedisLogs logrotate.Policy `json:"redis_logs,omitzero"`
 	// RedisServer is the redis-server binary; empty means the one on PATH.
 	RedisServer string `json:"redis_server,omitempty"`
 	// MaxMemoryPercent is redis-server's memory limit as a share of the VM's
@@ -127,6 +132,7 @@ func (c *Config) Validate() error {
 		c.TLSPort = 0
 	}
 	errs = append(errs, agentcmd.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
+	errs = append(errs, c.RedisLogs.Validate("redis_logs"))
 	if c.MaxMemoryPercent == 0 {
 		c.MaxMemoryPercent = DefaultMaxMemoryPercent
 	}

@@ -9,3 +9,6 @@ func (n *Node) Abandon() {
 		n.sentinel.sup.Detach()
 	}
 }
+
+// RotateLogs runs the log rotator's check now, as its minute timer would.
+func (n *Node) RotateLogs() { n.logs.Check() }

@@ -356,12 +356,18 @@ var _ = Describe("a dedicated node in an HA group", func() {
 		Expect(string(data)).NotTo(ContainSubstring("user gone "), "Sentinel saved its users")
 
 		By("the reset")
+		sentinelLog := filepath.Join(nd.cfg.DataDir, "logs", "redis-sentinel.log")
+		Eventually(func() string { data, _ := os.ReadFile(sentinelLog); return string(data) }).
+			Should(ContainSubstring("+monitor master "+h.g.MasterName), "Sentinel logs into its own file in the log folder")
 		spid := sentinelPid(nd)
 		Expect(nd.client.Delete(ctx, h.id)).To(Succeed())
 		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeFree))
 		Eventually(func() error { return processAlive(spid) }).Should(MatchError(syscall.ESRCH))
 		_, err = os.Stat(filepath.Join(nd.cfg.DataDir, "sentinel"))
 		Expect(errors.Is(err, os.ErrNotExist)).To(BeTrue(), "Sentinel's files are gone: %v", err)
+		logs, err := filepath.Glob(sentinelLog + "*")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(logs).To(BeEmpty(), "Sentinel's log, which names the group, goes with the reset")
 		conn, err := net.DialTimeout("tcp", h.sentinelAddrs()[2], time.Second)
 		if err == nil {
 			conn.Close()

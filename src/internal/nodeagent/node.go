@@ -20,6 +20,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
+	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
 
@@ -62,6 +63,7 @@ type Node struct {
 	// sentinel is the node's redis-sentinel; nil unless the config's HA
 	// section lets the node join HA groups.
 	sentinel *sentinelProc
+	logs     *logrotate.Rotator
 	// ops serialises the operations that change the node; Node and Get do
 	// not wait for it.
 	ops keylock.Map
@@ -113,6 +115,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if cfg.HA != nil {
 		n.sentinel = newSentinel(n)
 	}
+	n.logs = logrotate.New(cfg.RedisLogs, n.logFiles, n.logger)
 	n.guard = instance.NewGuard(instance.GuardConfig{
 		Servers:          func() []*instance.Server { return []*instance.Server{n.srv} },
 		MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: n.logger,
@@ -151,6 +154,7 @@ func (n *Node) Start(ctx context.Context) {
 	defer unlock()
 	defer n.started.Store(true)
 	defer n.guard.Start()
+	defer n.logs.Start()
 	s := n.current()
 	switch s.State {
 	case "", agentapi.NodeResetting:
@@ -177,6 +181,7 @@ func (n *Node) Start(ctx context.Context) {
 // interrupts stays "resetting" and is finished by the next Start.
 func (n *Node) Shutdown(ctx context.Context) {
 	n.guard.Stop()
+	n.logs.Stop()
 	n.srv.Close()
 	if unlock, err := n.ops.LockContext(ctx, opKey); err == nil {
 		defer unlock()
@@ -239,4 +244,14 @@ func (st nodeStore) Update(id string, change func(*instance.Record) error) (inst
 	return instance.UpdateIn(st.n.state, func(s *state) (*instance.Record, error) {
 		return &s.Record, st.n.held(*s, id)
 	}, change)
+}
+
+// logFiles are the logs of the node's redis-server and, in an HA group, its
+// Sentinel: rotated as they grow and removed by every reset.
+func (n *Node) logFiles() []string {
+	files := []string{n.srv.Paths().Log}
+	if n.sentinel != nil {
+		files = append(files, n.sentinel.logFile())
+	}
+	return files
 }

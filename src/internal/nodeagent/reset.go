@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,7 +52,8 @@ func (n *Node) Delete(ctx context.Context, id string) error {
 	return err
 }
 
-// reset stops redis-server, deletes its whole data directory, renders an ACL
+// reset stops redis-server, deletes its whole data directory and its logs
+// (what the tenant's clients did is the tenant's too), renders an ACL
 // file holding only the admin with a new password and a redis.conf without
 // the tenant's parameters or leader, starts redis-server and verifies it
 // holds no key, user or function. The caller holds the operations lock.
@@ -90,6 +92,11 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 			// admin locks the tenant out, and the verification tells what
 			// is left. The node stays quarantined either way.
 			failure = err
+		}
+		for _, log := range n.logFiles() {
+			if err := n.logs.Remove(log); err != nil {
+				failure = errors.Join(failure, fmt.Errorf("removing %s and its rotated files: %w", filepath.Base(log), err))
+			}
 		}
 		// Nothing of the tenant stays in the record: parameters, users,
 		// leader. InstanceID stays until the reset passes.

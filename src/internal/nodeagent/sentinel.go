@@ -44,7 +44,8 @@ func newSentinel(n *Node) *sentinelProc {
 		Args:    []string{p.conf, "--sentinel"},
 		Dir:     dir,
 		PidFile: filepath.Join(n.cfg.DataDir, "sentinel.pid"),
-		LogFile: filepath.Join(n.cfg.LogDir, "redis-sentinel.log"),
+		// What Sentinel prints before it opens its logfile (the same file).
+		LogFile: p.logFile(),
 		Ready: func(ctx context.Context, pid int) error {
 			conn, err := net.DialTimeout("tcp", p.addr(), time.Second)
 			if err != nil {
@@ -71,6 +72,10 @@ func newSentinel(n *Node) *sentinelProc {
 }
 
 // addr is where the agent reaches its Sentinel.
+// logFile is Sentinel's log, in the job's log folder beside redis-server's,
+// rotated and removed with it.
+func (p *sentinelProc) logFile() string { return filepath.Join(p.n.cfg.LogDir, "redis-sentinel.log") }
+
 func (p *sentinelProc) addr() string {
 	return net.JoinHostPort(p.n.cfg.Bind, strconv.Itoa(p.n.cfg.HA.SentinelPort))
 }
@@ -140,7 +145,7 @@ func (p *sentinelProc) start(ctx context.Context, r instance.Record) error {
 		if err := os.MkdirAll(p.dir, 0o700); err != nil {
 			return fmt.Errorf("creating Sentinel's directory: %w", err)
 		}
-		c := sentinel.Conf{Group: *g, Self: self, Bind: p.n.cfg.Bind, Dir: p.dir, Users: sentinelUsers(r)}
+		c := sentinel.Conf{Group: *g, Self: self, Bind: p.n.cfg.Bind, Dir: p.dir, LogFile: p.logFile(), Users: sentinelUsers(r)}
 		if t := p.n.cfg.RedisTLS; t != nil && g.TLS {
 			c.TLS = &redisconf.TLS{Port: g.Members[self].SentinelPort, CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
 		}

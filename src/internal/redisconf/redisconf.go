@@ -32,6 +32,11 @@ type Config struct {
 	Dir string
 	// ACLFile is the users file rendered by RenderACL.
 	ACLFile string
+	// LogFile is the file redis-server writes its log to, opening it anew
+	// for every line, so that renaming it rotates it (package logrotate);
+	// empty means standard output. Redis cannot change it while it runs
+	// (an immutable config: CONFIG SET refuses it even to the admin).
+	LogFile string
 	// MaxMemoryBytes is the instance's memory limit; it must be positive, as an
 	// instance without a limit could take a shared VM's memory.
 	MaxMemoryBytes int64
@@ -144,7 +149,7 @@ bind {{.Bind}}
 protected-mode no
 daemonize no
 supervised no
-logfile ""
+logfile {{quote .LogFile}}
 dir {{quote .Dir}}
 aclfile {{quote .ACLFile}}
 appenddirname "appendonlydir"

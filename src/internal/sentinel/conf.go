@@ -27,6 +27,9 @@ type Conf struct {
 	Bind string
 	// Dir is Sentinel's working directory, which holds the file.
 	Dir string
+	// LogFile is the file Sentinel logs to (opened anew for every line, so
+	// a rename rotates it); empty logs to standard output.
+	LogFile string
 	// TLS, when set, makes Sentinel serve its port over TLS only and
 	// connect to the servers and its peers over TLS (Group.TLS).
 	TLS *redisconf.TLS
@@ -100,7 +103,7 @@ func Render(c Conf) ([]byte, error) {
 	p("protected-mode no")
 	p("daemonize no")
 	p("supervised no")
-	p(`logfile ""`)
+	p("logfile %s", quote(c.LogFile))
 	p("dir %s", quote(c.Dir))
 	if c.TLS != nil && g.TLS {
 		p("port 0")

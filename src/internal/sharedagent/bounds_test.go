@@ -120,7 +120,10 @@ var _ = Describe("a shared agent's bounds", func() {
 		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
 		admin := adminOf(ctx, dir, inst)
 		Expect(admin.BgSave(ctx).Err()).To(Succeed())
-		Eventually(func() string { return admin.Info(ctx, "persistence").Val() }).WithTimeout(time.Minute).Should(ContainSubstring("rdb_bgsave_in_progress:0"))
+		// At redisconf.SharedHz (one tick a second) the server notices its
+		// snapshot child ended up to a second later: more than Eventually's
+		// default wait.
+		Eventually(func() string { return admin.Info(ctx, "persistence").Val() }).WithTimeout(30 * time.Second).Should(ContainSubstring("rdb_bgsave_in_progress:0"))
 		Expect(filepath.Join(dir, "instances", "files", "data", "dump.rdb")).To(BeARegularFile())
 		logs := filepath.Join(dir, "logs")
 		Expect(filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {

@@ -9,6 +9,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
+	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 )
@@ -30,8 +31,12 @@ type Config struct {
 	Bind string `json:"bind,omitempty"`
 	// DataDir holds the agent's state file and every instance's files.
 	DataDir string `json:"data_dir"`
-	// LogDir receives one log file per redis-server; empty means DataDir/logs.
+	// LogDir receives one log file per redis-server, redis-INSTANCE-ID.log;
+	// empty means DataDir/logs.
 	LogDir string `json:"log_dir,omitempty"`
+	// RedisLogs says when those files are rotated and how many old ones are
+	// kept; the zero value means 10 MB and two.
+	RedisLogs logrotate.Policy `json:"redis_logs,omitzero"`
 	// RedisServer is the redis-server binary; empty means the one on PATH.
 	RedisServer string `json:"redis_server,omitempty"`
 	// Ports is the range instance ports come from; empty means 32768-61000.
@@ -75,6 +80,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, agentcmd.CheckHost(c.Host, &c.Bind)...)
 	errs = append(errs, agentcmd.CheckFiles(c.DataDir, &c.LogDir, &c.RedisServer)...)
+	errs = append(errs, c.RedisLogs.Validate("redis_logs"))
 	if c.Ports == (portalloc.Range{}) {
 		c.Ports = portalloc.Default
 	}

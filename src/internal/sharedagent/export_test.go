@@ -20,3 +20,6 @@ func (m *Manager) SkipPortCheck() {
 // CgroupDirs are the dirs of the agent's cgroup subtree; none without
 // cgroups.
 func (m *Manager) CgroupDirs() []string { return m.env.Cgroups.Dirs() }
+
+// RotateLogs runs the log rotator's check now, as its minute timer would.
+func (m *Manager) RotateLogs() { m.logs.Check() }

@@ -8,7 +8,6 @@ package sharedagent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -25,6 +24,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/cgroup"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
+	"github.com/cf-redis/redis-for-cf/src/internal/logrotate"
 	"github.com/cf-redis/redis-for-cf/src/internal/portalloc"
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
@@ -40,6 +40,7 @@ type Manager struct {
 	cfg       Config
 	env       *instance.Env
 	guard     *instance.Guard
+	logs      *logrotate.Rotator
 	logger    *slog.Logger
 	budget    int64
 	state     *statefile.File[state]
@@ -82,6 +83,7 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 		available: portalloc.Listenable(cfg.Bind),
 		servers:   map[string]*instance.Server{},
 	}
+	m.logs = logrotate.New(cfg.RedisLogs, m.logFiles, logger)
 	m.guard = instance.NewGuard(instance.GuardConfig{Servers: m.allServers, MaxScriptSeconds: cfg.MaxScriptSeconds, Logger: logger})
 	m.env = &instance.Env{
 		Host: cfg.Host, Bind: cfg.Bind, RedisServer: cfg.RedisServer, TLS: cfg.RedisTLS,
@@ -102,7 +104,7 @@ func (m *Manager) server(id string) *instance.Server {
 	s := instance.New(instance.Config{
 		Env:   m.env,
 		Name:  id,
-		Paths: instance.PathsIn(filepath.Join(m.cfg.DataDir, "instances", id), filepath.Join(m.cfg.LogDir, id+".log")),
+		Paths: instance.PathsIn(filepath.Join(m.cfg.DataDir, "instances", id), m.logFile(id)),
 		Store: instanceStore{m: m, id: id},
 		Lock:  func(ctx context.Context) (func(), error) { return m.locks.LockContext(ctx, id) },
 		Runnable: func() bool {
@@ -112,6 +114,22 @@ func (m *Manager) server(id string) *instance.Server {
 	})
 	m.servers[id] = s
 	return s
+}
+
+// logFile is the log of instance id's redis-server.
+func (m *Manager) logFile(id string) string {
+	return filepath.Join(m.cfg.LogDir, "redis-"+id+".log")
+}
+
+// logFiles are the logs of every recorded instance, for the rotator.
+func (m *Manager) logFiles() []string {
+	var out []string
+	m.state.Peek(func(s state) {
+		for id := range s.Instances {
+			out = append(out, m.logFile(id))
+		}
+	})
+	return out
 }
 
 // existing returns the Server of instance id when it exists and is not
@@ -162,6 +180,7 @@ func (m *Manager) Start(ctx context.Context) {
 	wg.Wait()
 	m.started.Store(true)
 	m.guard.Start()
+	m.logs.Start()
 	m.logger.Info("agent started", "instances", len(recs))
 }
 
@@ -176,6 +195,7 @@ func (m *Manager) allServers() []*instance.Server {
 // parallel, and stops background retries.
 func (m *Manager) Shutdown(ctx context.Context) {
 	m.guard.Stop()
+	m.logs.Stop()
 	servers := m.allServers()
 	var wg sync.WaitGroup
 	for _, s := range servers {
@@ -358,8 +378,8 @@ func (m *Manager) destroy(ctx context.Context, id string) error {
 	if err := os.RemoveAll(p.Dir); err != nil {
 		return fmt.Errorf("removing data of instance %s: %w", id, err)
 	}
-	if err := os.Remove(p.Log); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing log of instance %s: %w", id, err)
+	if err := m.logs.Remove(p.Log); err != nil {
+		return fmt.Errorf("removing the logs of instance %s: %w", id, err)
 	}
 	err := m.state.Update(func(s *state) error {
 		delete(s.Instances, id)

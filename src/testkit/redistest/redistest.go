@@ -9,6 +9,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // startTimeout bounds how long Start waits for a new server to answer PING.
@@ -259,4 +262,15 @@ func logTail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// logScript writes ARGV[1] to the server's log ARGV[2] times, at warning
+// level (which every verbosity keeps). Redis cuts a line at 1,024 bytes.
+const logScript = `for i = 1, tonumber(ARGV[2]) do redis.log(redis.LOG_WARNING, ARGV[1]) end return 0`
+
+// WriteLog makes the server c is connected to write line into its log n
+// times, through Lua's redis.log, which any user that may run EVAL (a
+// tenant too) can call: the way a test fills a server's log.
+func WriteLog(ctx context.Context, c redis.Scripter, line string, n int) error {
+	return c.Eval(ctx, logScript, nil, line, n).Err()
 }
