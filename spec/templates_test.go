@@ -685,7 +685,7 @@ var _ = Describe("job scripts", func() {
 		It(fmt.Sprintf("%s %s renders into valid bash", c.job, c.script), func() {
 			j := mustLoadJob(c.job)
 			in := group(c.job, 1, 30)[0]
-			p := props("api.password", "s", "api.tls.certificate", "c", "api.tls.private_key", "k", "api.tls.ca", "ca")
+			p := props("api.password", "s", "api.tls.certificate", "c", "api.tls.private_key", "k", "api.tls.ca", "ca", "metrics.port", 0)
 			out := mustRenderAll(j, p, in, nil)
 			Expect(out).To(HaveKey(c.script))
 			Expect(out[c.script]).To(HavePrefix("#!/usr/bin/env bash\n"))
