@@ -556,6 +556,63 @@ func TestScheduledBackups(t *testing.T) {
 	}
 }
 
+// Backups already in the destination (the errand's, or made before the
+// agent restarted) give each instance its last backup's time and size at
+// once, without counting as this agent's attempts; an instance without one
+// has none.
+func TestFoundBackups(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store := filepath.Join(t.TempDir(), "backups")
+	older, newer := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	for i, at := range []time.Time{older, newer} {
+		name := filepath.Join(store, filepath.FromSlash(backup.ObjectName("", "b1", at)))
+		if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, []byte(strings.Repeat("x", 100*(i+1))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sched := &backup.Schedule{Schedule: "@every 1h", Destination: backup.Destination{Local: &backup.Local{Path: store}}, Retention: backup.Retention{KeepNewest: 100}}
+	m := sharedAgent(t, dir, func(c *sharedagent.Config) { c.Backups = sched })
+	create(t, m, "b1", 8, "")
+	create(t, m, "b2", 8, "")
+	h := serve(t, m.Metrics(), 5*time.Second)
+	b1 := []string{"service_instance_id", "b1", "plan", "shared-vm"}
+	b2 := []string{"service_instance_id", "b2", "plan", "shared-vm"}
+	absent(t, h.sweepAndScrape(), "redis_for_cf_last_backup_timestamp_seconds", b1...)
+
+	bctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.RunBackups(bctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(time.Minute); ; {
+		fams = h.sweepAndScrape()
+		if _, ok := metrics.Find(fams, "redis_for_cf_last_backup_timestamp_seconds", b1...); ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := value(t, fams, "redis_for_cf_last_backup_timestamp_seconds", b1...); got != float64(newer.Unix()) {
+		t.Errorf("redis_for_cf_last_backup_timestamp_seconds = %v, want the newest backup's time %v", got, newer.Unix())
+	}
+	if got := value(t, fams, "redis_for_cf_last_backup_size_bytes", b1...); got != 200 {
+		t.Errorf("redis_for_cf_last_backup_size_bytes = %v, want the newest backup's 200", got)
+	}
+	if got := value(t, fams, "redis_for_cf_backups_total", append(b1, "result", "success")...); got != 0 {
+		t.Errorf("found backups counted as this agent's: success = %v", got)
+	}
+	absent(t, fams, "redis_for_cf_last_backup_success", b1...)
+	absent(t, fams, "redis_for_cf_last_backup_timestamp_seconds", b2...)
+}
+
 // A dedicated node: its one instance labelled with the instance holding
 // it, and its state.
 func TestNode(t *testing.T) {

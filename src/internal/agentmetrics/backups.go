@@ -11,9 +11,9 @@ import (
 
 var (
 	lastBackupTimeDesc = desc("redis_for_cf_last_backup_timestamp_seconds",
-		"When the instance's last successful scheduled backup ended (Unix time); absent until one succeeded since the agent started.")
+		"When the instance's last successful backup ended (Unix time): the agent's own, or, for one it finds in the destination (an earlier run's, the errand's), the time in its name, when it began; absent while the destination holds none.")
 	lastBackupSizeDesc = desc("redis_for_cf_last_backup_size_bytes",
-		"The size of the instance's last successful scheduled backup; absent until one succeeded since the agent started.")
+		"The size of the instance's last successful backup (see redis_for_cf_last_backup_timestamp_seconds); absent while the destination holds none.")
 	lastBackupSuccessDesc = desc("redis_for_cf_last_backup_success",
 		"1 when the instance's newest scheduled backup attempt succeeded, 0 when it failed; absent before the first since the agent started.")
 	backupsDesc = desc("redis_for_cf_backups_total",
@@ -44,6 +44,14 @@ func (b *Backups) Record(r backup.Result) {
 		b.last = map[string]backupRecord{}
 	}
 	rec := b.last[r.Instance]
+	if r.Found {
+		// The destination's newest: only moves the last success forward.
+		if end := r.Started.Add(r.Duration); end.After(rec.okEnd) {
+			rec.okEnd, rec.okBytes = end, r.Bytes
+		}
+		b.last[r.Instance] = rec
+		return
+	}
 	rec.attempted, rec.lastOK = true, r.Err == nil
 	if r.Err == nil {
 		rec.success++

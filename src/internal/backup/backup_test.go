@@ -58,6 +58,30 @@ var _ = Describe("names", func() {
 	})
 })
 
+var _ = Describe("Newest", func() {
+	It("finds each instance's newest backup under the prefix in one listing, and nothing else", func() {
+		st, _ := folder()
+		ctx := context.Background()
+		for _, n := range []string{
+			"p/a/20260101T030000.000Z.tar.gz", "p/a/20260102T030000.000Z.tar.gz", "p/b/20260101T040000.000Z.tar.gz",
+			"p/c/notes.txt", "p/a/sub/20260105T030000.000Z.tar.gz", "q/a/20260109T030000.000Z.tar.gz", "p/top.tar.gz",
+		} {
+			put(st, n)
+		}
+		got, err := backup.Newest(ctx, st, "p")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(HaveLen(2))
+		Expect(got["a"].Name).To(Equal("p/a/20260102T030000.000Z.tar.gz"))
+		Expect(got["a"].Time).To(Equal(at("2026-01-02T03:00:00Z")))
+		Expect(got["a"].Size).To(Equal(int64(len("archive"))))
+		Expect(got["b"].Name).To(Equal("p/b/20260101T040000.000Z.tar.gz"))
+
+		all, err := backup.Newest(ctx, st, "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(all).To(BeEmpty(), "with no prefix, instance ids are the top-level folders: p and q hold no backups directly")
+	})
+})
+
 var _ = Describe("Resolve", func() {
 	var st store.Store
 	ctx := context.Background()

@@ -238,6 +238,43 @@ func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, sr
 		},
 	}
 	logger.Info("scheduled backups on", "schedule", s.Schedule)
+	if record != nil {
+		go s.reportFound(ctx, logger, st, src, record)
+	}
 	cron.Run(ctx, s.Cron(), func(ctx context.Context) { runner.Run(ctx, []Source{source}) })
 	return nil
+}
+
+// FoundInterval is how often Schedule.Run lists the destination for the
+// newest backup of each of the agent's instances.
+var FoundInterval = 5 * time.Minute
+
+// reportFound hands record the newest backup of each of src's instances
+// that the destination holds, at once and every FoundInterval until ctx
+// ends, so that what a backup's age is measured from survives an agent's
+// restart and counts the backup errand's backups too. A listing that fails
+// is logged and tried again at the next interval.
+func (s *Schedule) reportFound(ctx context.Context, logger *slog.Logger, st store.Store, src Lister, record func(Result)) {
+	t := time.NewTicker(FoundInterval)
+	defer t.Stop()
+	for {
+		ids, err := instanceIDs(ctx, src)
+		var newest map[string]Backup
+		if err == nil {
+			newest, err = Newest(ctx, st, s.Destination.PathPrefix)
+		}
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("listing the backup destination for each instance's newest backup", "error", err)
+		}
+		for _, id := range ids {
+			if b, ok := newest[id]; ok {
+				record(Result{Instance: id, Object: b.Name, Bytes: b.Size, Started: b.Time, Found: true})
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -59,17 +59,57 @@ func List(ctx context.Context, st store.Store, prefix, id string) ([]Backup, err
 	}
 	var out []Backup
 	for _, o := range objs {
-		stamp, ok := strings.CutSuffix(strings.TrimPrefix(o.Name, ip), suffix)
-		if !ok || strings.Contains(stamp, "/") {
-			continue
+		if b, ok := parse(o, ip); ok {
+			out = append(out, b)
 		}
-		t, err := time.Parse(TimeLayout, stamp)
-		if err != nil {
-			continue
-		}
-		out = append(out, Backup{Name: o.Name, Stamp: stamp, Time: t, Size: o.Size})
 	}
 	slices.SortFunc(out, func(a, b Backup) int { return strings.Compare(b.Name, a.Name) })
+	return out, nil
+}
+
+// parse reads o as a backup under the instance prefix ip.
+func parse(o store.Object, ip string) (Backup, bool) {
+	rest, ok := strings.CutPrefix(o.Name, ip)
+	if !ok {
+		return Backup{}, false
+	}
+	stamp, ok := strings.CutSuffix(rest, suffix)
+	if !ok || strings.Contains(stamp, "/") {
+		return Backup{}, false
+	}
+	t, err := time.Parse(TimeLayout, stamp)
+	if err != nil {
+		return Backup{}, false
+	}
+	return Backup{Name: o.Name, Stamp: stamp, Time: t, Size: o.Size}, true
+}
+
+// Newest returns the newest backup of every instance that has one under
+// prefix, by instance id: one listing of the whole prefix, however many
+// instances it holds.
+func Newest(ctx context.Context, st store.Store, prefix string) (map[string]Backup, error) {
+	all := join(prefix) + "/"
+	if all == "/" {
+		all = ""
+	}
+	objs, err := st.List(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Backup{}
+	for _, o := range objs {
+		id, _, ok := strings.Cut(strings.TrimPrefix(o.Name, all), "/")
+		if !ok || id == "" {
+			continue
+		}
+		b, ok := parse(o, InstancePrefix(prefix, id))
+		if !ok {
+			continue
+		}
+		if cur, seen := out[id]; !seen || b.Name > cur.Name {
+			out[id] = b
+		}
+	}
 	return out, nil
 }
 

@@ -53,6 +53,11 @@ type Result struct {
 	// Pruned are the old backups deleted after this one succeeded.
 	Pruned []string
 	Err    error
+	// Found marks the newest backup already in the destination (made by
+	// an earlier run, before the agent started, or by the backup errand),
+	// as Schedule.Run reports it: not an attempt of this run. Started is
+	// the time in its name; Duration is 0.
+	Found bool
 }
 
 // Summary is the outcome of a run.
