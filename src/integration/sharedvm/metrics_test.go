@@ -55,28 +55,9 @@ var _ = Describe("the broker's metrics", Ordered, func() {
 	// value is the one series of name whose labels include the pairs given.
 	value := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 		GinkgoHelper()
-		Expect(fams).To(HaveKey(name))
-		var found []float64
-	next:
-		for _, m := range fams[name].Metric {
-			got := map[string]string{}
-			for _, l := range m.Label {
-				got[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if got[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.Gauge != nil:
-				found = append(found, m.Gauge.GetValue())
-			case m.Counter != nil:
-				found = append(found, m.Counter.GetValue())
-			}
-		}
-		Expect(found).To(HaveLen(1), "series %s%v", name, labels)
-		return found[0]
+		v, ok := metrics.Find(fams, name, labels...)
+		Expect(ok).To(BeTrue(), "exactly one series %s%v", name, labels)
+		return v
 	}
 
 	It("refuses a scraper without a client certificate: 403 and no data", func() {
