@@ -215,6 +215,32 @@ var _ = Describe("Runner", func() {
 	})
 })
 
+var _ = Describe("Runner.Record", func() {
+	It("gets every backup's result but one cut short by its context's end", func() {
+		st, _ := folder()
+		var got []backup.Result
+		r := backup.Runner{Store: st, Out: io.Discard, Record: func(res backup.Result) { got = append(got, res) }}
+		src := &source{ids: []string{"a", "b"}, broken: map[string]bool{"b": true}}
+		r.Run(context.Background(), []backup.Source{src.Source()})
+		Expect(got).To(HaveLen(2))
+		Expect(got[0].Err).NotTo(HaveOccurred())
+		Expect(got[1].Err).To(HaveOccurred(), "a broken stream is the backup's failure")
+
+		got = nil
+		ctx, cancel := context.WithCancel(context.Background())
+		stopping := backup.Source{
+			Name:      "stopping agent",
+			Instances: func(context.Context) ([]string, error) { return []string{"c"}, nil },
+			Snapshot: func(context.Context, string) (io.ReadCloser, error) {
+				cancel() // the agent shuts down while the snapshot streams
+				return nil, context.Canceled
+			},
+		}
+		Expect(r.Run(ctx, []backup.Source{stopping}).Failed()).To(Equal(1))
+		Expect(got).To(BeEmpty(), "shutting down is not the backup's failure")
+	})
+})
+
 var _ = Describe("config", func() {
 	It("names the field at fault", func() {
 		d := backup.Destination{}

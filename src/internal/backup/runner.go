@@ -36,8 +36,9 @@ type Runner struct {
 	Out io.Writer
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
-	// Record, when set, receives every instance's Result as Backup ends:
-	// an agent's metrics keep the last of each (agentmetrics.Backups).
+	// Record, when set, receives every instance's Result as Backup ends
+	// (but for one that failed because its context ended): an agent's
+	// metrics keep the last of each (agentmetrics.Backups).
 	Record func(Result)
 }
 
@@ -138,7 +139,9 @@ func (r *Runner) Backup(ctx context.Context, src Source, id string) Result {
 	res.Where = r.Store.Where(res.Object)
 	res.Bytes, res.Err = r.upload(ctx, src, id, res.Object)
 	res.Duration = r.now().Sub(res.Started)
-	if r.Record != nil {
+	if r.Record != nil && !(res.Err != nil && ctx.Err() != nil) {
+		// A backup cut short because its caller stopped (the agent shutting
+		// down) is neither a success nor the destination's failure.
 		defer func() { r.Record(res) }()
 	}
 	if res.Err != nil {
