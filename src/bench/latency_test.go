@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -25,11 +26,13 @@ func BenchmarkBareStart(b *testing.B) {
 // bare start so that both see the same machine. Each instance is unbound and
 // deleted after its sample, outside the clock, so every sample provisions
 // onto an agent holding no other instance. Failed tenants are counted
-// (errors), explained in the log and left out of the figures.
+// (errors), explained in the log and left out of the figures. The CPU the
+// agent and the broker used is reported per tenant (cpuUse).
 func BenchmarkProvisionSequential(b *testing.B) {
 	sys, c := startSystem(b, systemtest.Options{})
 	ctx := context.Background()
 	warmUp(b, c)
+	cpu := startCPU(b, sys)
 	var bare, total, prov, bind, ping []float64
 	var failed failures
 	retries := 0
@@ -51,6 +54,7 @@ func BenchmarkProvisionSequential(b *testing.B) {
 			}
 		}
 	}
+	cpu.report(b, len(total)+failed.n)
 	s := report(b, "ms", total)
 	base := summarize(bare)
 	b.ReportMetric(float64(len(total)), "samples")
@@ -68,11 +72,13 @@ func BenchmarkProvisionSequential(b *testing.B) {
 // instances of a batch are deleted before the next one. Before each batch it
 // times bare starts one at a time (the baseline of the ratio x-bare) and
 // -batch bare starts at once (x-bare-at-once: what starting that many
-// servers together costs on this machine anyway).
+// servers together costs on this machine anyway). The CPU the agent and the
+// broker used is reported per tenant (cpuUse).
 func BenchmarkProvisionConcurrent(b *testing.B) {
 	sys, c := startSystem(b, systemtest.Options{})
 	ctx := context.Background()
 	warmUp(b, c)
+	cpu := startCPU(b, sys)
 	perBatch := max(1, *runs / *batches)
 	var bare, bareAtOnce, total, wall []float64
 	var failed failures
@@ -113,6 +119,7 @@ func BenchmarkProvisionConcurrent(b *testing.B) {
 			}
 		}
 	}
+	cpu.report(b, len(total)+failed.n)
 	s := report(b, "ms", total)
 	base := summarize(bare)
 	atOnce := summarize(bareAtOnce)
@@ -124,6 +131,41 @@ func BenchmarkProvisionConcurrent(b *testing.B) {
 	b.ReportMetric(s.p50/atOnce.p50, "x-bare-at-once")
 	b.ReportMetric(summarize(wall).p50, "batch-ms-p50")
 	b.ReportMetric(float64(retries), "ping-retries")
+}
+
+// cpuUse is the CPU time the agent and the broker used from startCPU on: a
+// figure of the work each provision costs them that, unlike latency, the
+// other work on a shared machine hardly skews.
+type cpuUse struct {
+	agent, broker     int
+	agentAt, brokerAt int64
+}
+
+func startCPU(b *testing.B, sys *systemtest.System) cpuUse {
+	b.Helper()
+	u := cpuUse{agent: sys.Agents[0].Pid(), broker: sys.Broker.Pid()}
+	var err1, err2 error
+	u.agentAt, err1 = cpuTicks(u.agent)
+	u.brokerAt, err2 = cpuTicks(u.broker)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatal(err)
+	}
+	return u
+}
+
+// report puts the CPU ms used per tenant (provision, bind, PING, unbind and
+// delete, failed ones included) into the benchmark's output: agent-cpu-ms
+// and broker-cpu-ms.
+func (u cpuUse) report(b *testing.B, tenants int) {
+	b.Helper()
+	a, err1 := cpuTicks(u.agent)
+	br, err2 := cpuTicks(u.broker)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatal(err)
+	}
+	perTenant := func(ticks int64) float64 { return float64(ticks) / clockTicks() * 1000 / float64(max(1, tenants)) }
+	b.ReportMetric(perTenant(a-u.agentAt), "agent-cpu-ms")
+	b.ReportMetric(perTenant(br-u.brokerAt), "broker-cpu-ms")
 }
 
 // warmUp provisions and deletes one tenant, so the first sample does not pay

@@ -44,6 +44,20 @@ type plan interface {
 	round(ctx context.Context) bool
 }
 
+// placer is a plan that chooses a new instance's VM without changing
+// anything (the shared plan asks the agents' capacity), so the record is
+// stored naming its VM from the start: one durable write fewer per
+// provision than storing the record and then the VM. Asking before the
+// record is stored is safe because the question changes nothing.
+type placer interface {
+	// placeOrder returns the VMs that can take a new instance, best first;
+	// an error when none can.
+	placeOrder(ctx context.Context) ([]string, error)
+	// create makes the instance of a stored "creating" record whose VM is
+	// order[0], trying the next VMs of order when one has no room.
+	create(ctx context.Context, inst *instance, order []string) error
+}
+
 // planOf returns the plan of inst; nil for a plan the config no longer has.
 func (b *Broker) planOf(inst *instance) plan { return b.plans[inst.PlanID] }
 

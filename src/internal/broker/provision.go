@@ -16,9 +16,10 @@ import (
 )
 
 // Provision creates an instance synchronously, of whichever plan: the record
-// is stored ("creating") before any VM is chosen or asked, so a crash at any
-// point leaves something a retry finishes or a delete cleans up, and the
-// answer (201) comes only once redis-server answers PING.
+// is stored ("creating") before any VM is asked to change anything (a
+// placer's VM is chosen first and stored with it), so a crash at any point
+// leaves something a retry finishes or a delete cleans up, and the answer
+// (201) comes only once redis-server answers PING.
 func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDetails, asyncAllowed bool) (domain.ProvisionedServiceSpec, error) {
 	spec, err := b.provision(ctx, id, d)
 	return spec, b.respond(ctx, "provision", err)
@@ -91,8 +92,19 @@ func (b *Broker) provision(ctx context.Context, id string, d domain.ProvisionDet
 		Bindings:           map[string]*binding{},
 		CreatedAt:          now(),
 	}
+	pp, places := pl.(placer)
+	var order []string
+	if places {
+		if order, err = pp.placeOrder(ctx); err != nil {
+			return domain.ProvisionedServiceSpec{}, err
+		}
+		inst.VM = order[0]
+	}
 	if err := b.insert(inst, pl.admit); err != nil {
 		return domain.ProvisionedServiceSpec{}, err
+	}
+	if places {
+		return domain.ProvisionedServiceSpec{}, pp.create(ctx, inst, order)
 	}
 	return domain.ProvisionedServiceSpec{}, pl.provision(ctx, inst)
 }

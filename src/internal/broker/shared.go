@@ -27,7 +27,10 @@ type sharedPlan struct {
 	seen map[string]agentapi.Capacity
 }
 
-var _ plan = (*sharedPlan)(nil)
+var (
+	_ plan   = (*sharedPlan)(nil)
+	_ placer = (*sharedPlan)(nil)
+)
 
 func (p *sharedPlan) entry() domain.ServicePlan {
 	return p.b.catalogPlan(p.cfg.PlanID, p.cfg.Name, p.cfg.Description, "Shared VM", []string{
@@ -54,8 +57,8 @@ func (p *sharedPlan) admit(s *state) error {
 
 func (p *sharedPlan) maxmemory() int64 { return p.cfg.MaxMemoryMB << 20 }
 
-// provision places the instance (unless the record has its VM already) and
-// creates it.
+// provision places the instance (unless the record has its VM already, as
+// every record Broker.provision stores has) and creates it.
 func (p *sharedPlan) provision(ctx context.Context, inst *instance) error {
 	order := []string{inst.VM}
 	if inst.VM == "" {

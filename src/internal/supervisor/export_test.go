@@ -11,3 +11,6 @@ func RefusePidfds() (restore func()) {
 	pidfdOpen = func(int, int) (int, error) { return -1, unix.EPERM }
 	return func() { pidfdOpen = unix.PidfdOpen }
 }
+
+// ReadyPause exposes readyPause to the tests.
+var ReadyPause = readyPause

@@ -34,8 +34,15 @@ const (
 )
 
 const (
-	// readyInterval is the pause between two calls of Config.Ready.
-	readyInterval = 2 * time.Millisecond
+	// readyInterval is the pause between two calls of Config.Ready while
+	// the start is young (readyFast); after that the pause grows by a
+	// quarter per call up to readyMaxInterval. A server that starts alone
+	// answers within readyFast and is seen within 2ms; twenty starting at
+	// once on two cores take hundreds of ms, and polling each every 2ms
+	// cost the agent as much CPU as the servers' own starts.
+	readyInterval    = 2 * time.Millisecond
+	readyFast        = 30 * time.Millisecond
+	readyMaxInterval = 20 * time.Millisecond
 	// killTimeout bounds the wait for a SIGKILLed process to vanish.
 	killTimeout = 10 * time.Second
 	// logTailLines is how much of the log a start failure quotes.
@@ -69,7 +76,8 @@ type Config struct {
 	// discards them.
 	LogFile string
 	// Ready reports nil once the started process pid serves. It is called
-	// every 2ms after the start until it succeeds or ReadyTimeout passes, so
+	// every 2ms for the first 30ms after the start, then less and less often
+	// (up to every 20ms), until it succeeds or ReadyTimeout passes, so
 	// it must fail fast (a refused connection). Checking that the server
 	// answering is pid (INFO server's process_id) guards against a stale
 	// server still holding the port. Nil means a process is ready as soon as
@@ -463,6 +471,7 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
 	var notReady error
+	start, pause := time.Now(), readyInterval
 	for {
 		if s.cfg.Ready == nil {
 			notReady = nil
@@ -475,7 +484,8 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 			}
 			return nil
 		}
-		exited, err := p.wait(rctx, time.Now().Add(readyInterval))
+		pause = readyPause(time.Since(start), pause)
+		exited, err := p.wait(rctx, time.Now().Add(pause))
 		switch {
 		case exited:
 			return s.exitedEarly(p)
@@ -487,6 +497,15 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 			return err
 		}
 	}
+}
+
+// readyPause is the pause before the next call of Ready, age into the
+// start, after a pause of last.
+func readyPause(age, last time.Duration) time.Duration {
+	if age < readyFast {
+		return readyInterval
+	}
+	return min(last+last/4, readyMaxInterval)
 }
 
 // exitedEarly reaps a process that exited before it was ready and describes

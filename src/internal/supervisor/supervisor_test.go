@@ -643,3 +643,15 @@ var _ = Describe("Backoff", func() {
 		}).To(Equal([]time.Duration{lo, 200 * time.Millisecond, 800 * time.Millisecond, hi, hi}))
 	})
 })
+
+var _ = Describe("the pause between readiness checks", func() {
+	It("is 2ms for the first 30ms of a start, then grows by a quarter per check up to 20ms", func() {
+		ms := time.Millisecond
+		Expect(supervisor.ReadyPause(0, 2*ms)).To(Equal(2 * ms))
+		Expect(supervisor.ReadyPause(29*ms, 2*ms)).To(Equal(2 * ms))
+		Expect(supervisor.ReadyPause(30*ms, 2*ms)).To(Equal(2*ms + 500*time.Microsecond))
+		Expect(supervisor.ReadyPause(40*ms, 8*ms)).To(Equal(10 * ms))
+		Expect(supervisor.ReadyPause(time.Second, 18*ms)).To(Equal(20 * ms))
+		Expect(supervisor.ReadyPause(time.Second, 20*ms)).To(Equal(20 * ms))
+	})
+})
