@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
@@ -276,7 +278,41 @@ func (p *haPlan) form(ctx context.Context, inst *instance) error {
 			return fmt.Errorf("node %s (member %d) joining the HA group of instance %s: %w", id, i, inst.ID, err)
 		}
 	}
+	if err := p.waitInSync(ctx, inst); err != nil {
+		return err
+	}
 	return p.b.created(inst.ID, got[0], "HA group of three dedicated VMs created")
+}
+
+// syncTimeout bounds how long a new group may take until a follower is in
+// sync with its leader; forming one takes about a second.
+const syncTimeout = time.Minute
+
+// waitInSync waits until a member follows its leader in sync: the leader
+// takes writes only then (min-replicas-to-write 1), so the instance is
+// ready when it is writable.
+func (p *haPlan) waitInSync(ctx context.Context, inst *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	var last error
+	for {
+		for _, id := range inst.HA.Nodes {
+			st, err := p.b.vms[id].live(ctx, inst.ID)
+			if err != nil {
+				last = err
+				continue
+			}
+			if r := st.Live.Replication; r.Role == replication.RoleFollower && r.Link == "up" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no follower of the HA group of instance %s got in sync with its leader within %v (last error: %v)",
+				agentapi.ErrUnavailable, inst.ID, syncTimeout, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // rollback gives the group's nodes back: each is reset (a node that was

@@ -193,12 +193,16 @@ func (m *memAgent) Get(ctx context.Context, id string) (agentapi.Instance, error
 		return agentapi.Instance{}, agentapi.ErrNotFound
 	}
 	out := in.Instance
-	role := replication.RoleLeader
+	role, link := replication.RoleLeader, ""
 	if in.leader != nil {
 		role = replication.RoleFollower
 	}
+	if g := in.group; g != nil && g.Members[g.Leader].Host != in.Host {
+		// A member other than the group's first leader follows it, in sync.
+		role, link = replication.RoleFollower, "up"
+	}
 	out.Live = &agentapi.Live{RedisVersion: "7.4.1", UsedMemoryBytes: 1 << 20, Keys: int64(len(in.passwords)),
-		Replication: replication.Status{Role: role}}
+		Replication: replication.Status{Role: role, Link: link}}
 	return out, nil
 }
 
