@@ -58,7 +58,7 @@ func provisionUntilDone(sys *systemtest.System, id string) {
 			StopTrying(fmt.Sprintf("a provision retry answered %d: %v", code, body)).Now()
 		}
 		return code
-	}).WithTimeout(2*time.Minute).WithPolling(200*time.Millisecond).Should(BeElementOf(http.StatusCreated, http.StatusOK))
+	}).WithTimeout(2 * time.Minute).WithPolling(200 * time.Millisecond).Should(BeElementOf(http.StatusCreated, http.StatusOK))
 }
 
 // claimStep says how far a claim of instance id got, from the broker's

@@ -130,4 +130,3 @@ func redacted(creds map[string]any) map[string]any {
 	}
 	return out
 }
-
