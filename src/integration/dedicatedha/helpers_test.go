@@ -1,6 +1,8 @@
 package dedicatedha_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -104,10 +106,24 @@ func failoverClient(creds map[string]any) *redis.Client {
 	c := redis.NewFailoverClient(&redis.FailoverOptions{
 		MasterName: creds["master_name"].(string), SentinelAddrs: addrs,
 		SentinelUsername: user, SentinelPassword: pw, Username: user, Password: pw,
+		TLSConfig:   tlsConfig(creds),
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1,
 	})
 	DeferCleanup(c.Close)
 	return c
+}
+
+// tlsConfig verifies the group's redis-servers and Sentinels with the
+// credentials' tls_ca; nil when they carry none (no TLS).
+func tlsConfig(creds map[string]any) *tls.Config {
+	GinkgoHelper()
+	ca, _ := creds["tls_ca"].(string)
+	if ca == "" {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM([]byte(ca))).To(BeTrue())
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
 
 // memberClient connects to node i's redis-server with a binding's user.

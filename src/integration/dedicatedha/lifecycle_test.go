@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"syscall"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -71,7 +72,7 @@ var _ = Describe("an instance of the dedicated-ha plan", func() {
 
 		By("kill -9 of the leader's redis-server")
 		Expect(syscall.Kill(redisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
-		Eventually(func() error { return fc.Set(ctx, "after", "1", 0).Err() }).WithTimeout(60 * 1e9).Should(Succeed())
+		Eventually(func() error { return fc.Set(ctx, "after", "1", 0).Err() }).WithTimeout(time.Minute).Should(Succeed())
 		newAddr, err := sentinelLeader(sys, 0, creds)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(newAddr).NotTo(Equal(leaderAddr), "a follower was promoted")
@@ -130,3 +131,45 @@ func redacted(creds map[string]any) map[string]any {
 	}
 	return out
 }
+
+var _ = Describe("an instance of the dedicated-ha plan on nodes serving TLS", func() {
+	It("is TLS-only when asked: replication and Sentinels over TLS, tls_ca verifying both, and a failover through them", func() {
+		sys := startSystem(3, systemtest.Options{RedisTLS: true})
+		code, body := osbCall(sys, "PUT", provisionPath("t1"), map[string]any{
+			"service_id": systemtest.ServiceID, "plan_id": systemtest.HAPlanID, "organization_guid": "org", "space_guid": "space",
+			"parameters": map[string]any{"tls_only": true}})
+		Expect(code).To(Equal(http.StatusCreated), "%v", body)
+		code, body = bind(sys, "t1", "b1")
+		Expect(code).To(Equal(http.StatusCreated), "%v", body)
+		creds := credentials(body)
+		GinkgoWriter.Printf("credentials: %v\n", redacted(creds))
+		Expect(creds).To(HaveKeyWithValue("tls", true))
+		Expect(creds).To(HaveKeyWithValue("tls_ca", sys.RedisCA.PEM))
+		Expect(creds["uri"]).To(HavePrefix("rediss://"))
+		Expect(creds["port"]).To(Equal(creds["tls_port"]))
+		Expect(creds["sentinels"]).To(HaveLen(3))
+
+		fc := failoverClient(creds)
+		systemspec.WriteKeys(ctx, fc, "before", 100)
+		expectBothFollowers(fc)
+		leader := -1
+		for i := range sys.Nodes {
+			if sys.NodeHosts[i] == creds["host"] {
+				leader = i
+			}
+		}
+		Expect(leader).NotTo(Equal(-1))
+
+		By("kill -9 of the leader's redis-server")
+		Expect(syscall.Kill(redisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
+		Eventually(func() error { return fc.Set(ctx, "after", "1", 0).Err() }).WithTimeout(time.Minute).Should(Succeed())
+		systemspec.ExpectKeys(ctx, fc, "before", 100)
+		expectBothFollowers(fc)
+
+		code, body = bind(sys, "t1", "b2")
+		Expect(code).To(Equal(http.StatusCreated), "%v", body)
+		Expect(credentials(body)["host"]).NotTo(Equal(creds["host"]), "a binding made after the failover points at the new leader")
+		Expect(deprovision(sys, "t1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		expectAllFreeAndClean(sys)
+	})
+})
