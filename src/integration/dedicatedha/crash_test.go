@@ -114,7 +114,7 @@ var _ = Describe("kill -9 of the broker in the middle of a three-node claim", fu
 		// The kills fall at fractions of that time, each provision then
 		// resumed by Cloud Controller's retry or undone by its delete, in
 		// turn.
-		fractions := []float64{0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.2}
+		fractions := []float64{0.003, 0.01, 0.02, 0.04, 0.07, 0.15, 0.3, 0.5, 0.7, 0.9, 1.2}
 		steps := map[string]int{}
 		for round, fr := range fractions {
 			id := fmt.Sprintf("k%d", round)
