@@ -288,9 +288,11 @@ func (p *haPlan) form(ctx context.Context, inst *instance) error {
 // sync with its leader; forming one takes about a second.
 const syncTimeout = time.Minute
 
-// waitInSync waits until a member follows its leader in sync: the leader
-// takes writes only then (min-replicas-to-write 1), so the instance is
-// ready when it is writable.
+// waitInSync waits until the leader has a follower in sync (online, done
+// with its initial sync): it takes writes only then (min-replicas-to-write
+// 1), so the instance is ready when it is writable. The follower's own
+// link comes up before that, up to a second before its first
+// acknowledgement puts it online on the leader.
 func (p *haPlan) waitInSync(ctx context.Context, inst *instance) error {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
@@ -302,13 +304,13 @@ func (p *haPlan) waitInSync(ctx context.Context, inst *instance) error {
 				last = err
 				continue
 			}
-			if r := st.Live.Replication; r.Role == replication.RoleFollower && r.Link == "up" {
+			if r := st.Live.Replication; r.Role == replication.RoleLeader && r.InSync > 0 {
 				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: no follower of the HA group of instance %s got in sync with its leader within %v (last error: %v)",
+			return fmt.Errorf("%w: no member of the HA group of instance %s led a follower in sync within %v (last error: %v)",
 				agentapi.ErrUnavailable, inst.ID, syncTimeout, last)
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -193,16 +193,19 @@ func (m *memAgent) Get(ctx context.Context, id string) (agentapi.Instance, error
 		return agentapi.Instance{}, agentapi.ErrNotFound
 	}
 	out := in.Instance
-	role, link := replication.RoleLeader, ""
+	repl := replication.Status{Role: replication.RoleLeader}
 	if in.leader != nil {
-		role = replication.RoleFollower
+		repl.Role = replication.RoleFollower
 	}
-	if g := in.group; g != nil && g.Members[g.Leader].Host != in.Host {
-		// A member other than the group's first leader follows it, in sync.
-		role, link = replication.RoleFollower, "up"
+	if g := in.group; g != nil {
+		// The group's first leader leads both followers, in sync.
+		repl = replication.Status{Role: replication.RoleLeader, Followers: 2, InSync: 2}
+		if g.Members[g.Leader].Host != in.Host {
+			repl = replication.Status{Role: replication.RoleFollower, Link: "up"}
+		}
 	}
 	out.Live = &agentapi.Live{RedisVersion: "7.4.1", UsedMemoryBytes: 1 << 20, Keys: int64(len(in.passwords)),
-		Replication: replication.Status{Role: role, Link: link}}
+		Replication: repl}
 	return out, nil
 }
 
