@@ -217,7 +217,7 @@ func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, er
 		b.addPlan(p.PlanID, pool)
 		b.tlsOnly[p.PlanID] = p.TLSOnly
 		if h := cfg.DedicatedHA; h != nil {
-			b.addPlan(h.PlanID, &haPlan{b: b, cfg: h, pool: pool})
+			b.addPlan(h.PlanID, &haPlan{b: b, cfg: h, pool: pool, syncTimeout: syncTimeout})
 			b.tlsOnly[h.PlanID] = h.TLSOnly
 		}
 	}

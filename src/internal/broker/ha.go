@@ -31,6 +31,9 @@ type haPlan struct {
 	b    *Broker
 	cfg  *DedicatedHAPlan
 	pool *dedicatedPlan
+	// syncTimeout bounds waitInSync: syncTimeout unless a test says
+	// otherwise.
+	syncTimeout time.Duration
 }
 
 var _ plan = (*haPlan)(nil)
@@ -294,7 +297,7 @@ const syncTimeout = time.Minute
 // link comes up before that, up to a second before its first
 // acknowledgement puts it online on the leader.
 func (p *haPlan) waitInSync(ctx context.Context, inst *instance) error {
-	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.syncTimeout)
 	defer cancel()
 	var last error
 	for {
@@ -311,7 +314,7 @@ func (p *haPlan) waitInSync(ctx context.Context, inst *instance) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: no member of the HA group of instance %s led a follower in sync within %v (last error: %v)",
-				agentapi.ErrUnavailable, inst.ID, syncTimeout, last)
+				agentapi.ErrUnavailable, inst.ID, p.syncTimeout, last)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

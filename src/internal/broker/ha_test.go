@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -218,6 +219,19 @@ var _ = Describe("the dedicated-ha plan", func() {
 		Expect(f.b.plans[dedicPlanID].round(ctx)).To(BeTrue())
 		Expect(f.record("h1")).To(BeNil())
 		Expect(f.freeNodes()).To(Equal(5))
+	})
+
+	It("answers a provision only once the leader has a follower in sync; until then it is a 503 that the retry finishes", func() {
+		f.b.plans[haPlanID].(*haPlan).syncTimeout = 300 * time.Millisecond
+		f.agents["n0"].set(func(m *memAgent) { m.unsynced = true })
+		code, body := f.provision("h1", haPlanID)
+		Expect(code).To(Equal(http.StatusServiceUnavailable), "%v", body)
+		Expect(f.record("h1").State).To(Equal(stateCreating))
+		Expect(f.claimedBy("h1")).To(ConsistOf("n0", "n2", "n4"))
+
+		f.agents["n0"].set(func(m *memAgent) { m.unsynced = false })
+		f.mustProvision("h1", haPlanID)
+		Expect(f.record("h1").State).To(Equal(stateReady))
 	})
 
 	It("quarantines a node that refuses its claim as busy, gives the others back, and claims again", func() {

@@ -47,6 +47,9 @@ type memAgent struct {
 	lose map[string]int
 	// restored is what the last restore received.
 	restored string
+	// unsynced makes an HA group's leader on this node report no follower
+	// in sync.
+	unsynced bool
 }
 
 type memInstance struct {
@@ -200,6 +203,9 @@ func (m *memAgent) Get(ctx context.Context, id string) (agentapi.Instance, error
 	if g := in.group; g != nil {
 		// The group's first leader leads both followers, in sync.
 		repl = replication.Status{Role: replication.RoleLeader, Followers: 2, InSync: 2}
+		if m.unsynced {
+			repl.InSync = 0
+		}
 		if g.Members[g.Leader].Host != in.Host {
 			repl = replication.Status{Role: replication.RoleFollower, Link: "up"}
 		}
