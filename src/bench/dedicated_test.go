@@ -278,9 +278,15 @@ func duMB(dir string) (float64, error) {
 // does for a broker that answers deletes at once, and returns how long the
 // delete (the node's reset) took; then it checks the node is back in the pool.
 func removeDedicated(ctx context.Context, c *broker, t tenant) (time.Duration, error) {
+	return removeOfPlan(ctx, c, t, systemtest.DedicatedPlanID)
+}
+
+// removeOfPlan is removeDedicated for an instance of a plan of the pool
+// (dedicated-vm or dedicated-ha).
+func removeOfPlan(ctx context.Context, c *broker, t tenant, planID string) (time.Duration, error) {
 	_, err := c.Unbind(&osb.UnbindRequest{
 		InstanceID: t.instanceID, BindingID: t.bindingID, AcceptsIncomplete: true,
-		ServiceID: systemtest.ServiceID, PlanID: systemtest.DedicatedPlanID,
+		ServiceID: systemtest.ServiceID, PlanID: planID,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("unbind %s: %w", t.instanceID, err)
@@ -288,7 +294,7 @@ func removeDedicated(ctx context.Context, c *broker, t tenant) (time.Duration, e
 	start := time.Now()
 	resp, err := c.DeprovisionInstance(&osb.DeprovisionRequest{
 		InstanceID: t.instanceID, AcceptsIncomplete: false,
-		ServiceID: systemtest.ServiceID, PlanID: systemtest.DedicatedPlanID,
+		ServiceID: systemtest.ServiceID, PlanID: planID,
 	})
 	d := time.Since(start)
 	if err != nil {

@@ -82,13 +82,9 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	alreadyExists := !created && bnd.State == stateReady
 	ca := ""
 	if bnd.State != stateReady {
-		v, err := b.vmOf(inst)
+		ep, err := b.bindAll(ctx, inst, bindingID, bnd.Password)
 		if err != nil {
 			return domain.Binding{}, err
-		}
-		ep, err := v.bind(ctx, id, bindingID, bnd.Password)
-		if err != nil {
-			return domain.Binding{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, v.where(), err)
 		}
 		err = b.state.Update(func(s *state) error {
 			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
@@ -118,6 +114,35 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 		Credentials:   credentials(inst, bnd, ca),
 		Endpoints:     endpoints(inst, bnd),
 	}, nil
+}
+
+// bindAll makes the binding user on every VM of inst (each member of an
+// HA group: a failover must find it on the new leader) and returns where
+// it connects: its VM, or the member the group's Sentinels say leads now.
+func (b *Broker) bindAll(ctx context.Context, inst *instance, bindingID, password string) (endpoint, error) {
+	vms, err := b.vmsOf(inst)
+	if err != nil {
+		return endpoint{}, err
+	}
+	var eps []endpoint
+	for _, v := range vms {
+		ep, err := v.bind(ctx, inst.ID, bindingID, password)
+		if err != nil {
+			return endpoint{}, fmt.Errorf("creating binding user %s on %s: %w", bindingID, v.where(), err)
+		}
+		eps = append(eps, ep)
+	}
+	if inst.HA == nil {
+		return eps[0], nil
+	}
+	i, err := b.leaderOf(ctx, inst, eps[0].TLSCA)
+	if err != nil {
+		return endpoint{}, err
+	}
+	ep := eps[i]
+	// The CA is kept once, under the instance's VM (its first member).
+	ep.TLSCA = eps[0].TLSCA
+	return ep, nil
 }
 
 // redisCA is the CA of the Redis certificates of VM vmID; empty when none
@@ -171,6 +196,12 @@ type Credentials struct {
 	TLSURI   string `json:"tls_uri,omitempty"`
 	TLSCA    string `json:"tls_ca,omitempty"`
 	TLS      bool   `json:"tls,omitempty"`
+	// MasterName and Sentinels are set for an instance of the dedicated-ha
+	// plan: the name its group's Sentinels monitor it under and where they
+	// listen (over TLS, verified with TLSCA, when the group serves TLS).
+	// Host and Port are then the leader when the binding was made.
+	MasterName string         `json:"master_name,omitempty"`
+	Sentinels  []SentinelAddr `json:"sentinels,omitempty"`
 }
 
 // where returns the host and port a binding connects to: those its agent or
@@ -200,6 +231,9 @@ func credentials(inst *instance, bnd *binding, ca string) Credentials {
 		Username: bnd.Username,
 		Password: bnd.Password,
 		URI:      u.String(),
+	}
+	if inst.HA != nil {
+		c.MasterName, c.Sentinels = inst.HA.Group.MasterName, sentinels(inst)
 	}
 	if bnd.TLSPort != 0 {
 		u.Scheme, u.Host = "rediss", net.JoinHostPort(host, strconv.Itoa(bnd.TLSPort))
@@ -252,12 +286,14 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 	// A binding named after a platform user can only be a record from before
 	// bind refused them: its agent never made it, and refuses to remove it.
 	if !platformUser(bindingID) {
-		v, err := b.vmOf(inst)
+		vms, err := b.vmsOf(inst)
 		if err != nil {
 			return err
 		}
-		if err := v.unbind(ctx, id, bindingID); err != nil {
-			return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
+		for _, v := range vms {
+			if err := v.unbind(ctx, id, bindingID); err != nil {
+				return fmt.Errorf("deleting binding user %s on %s: %w", bindingID, v.where(), err)
+			}
 		}
 	}
 	return b.state.Update(func(s *state) error {

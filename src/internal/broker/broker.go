@@ -11,6 +11,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/buildinfo"
 	"github.com/cf-redis/redis-for-cf/src/internal/keylock"
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 )
@@ -55,6 +57,7 @@ type Agent interface {
 	Unbind(ctx context.Context, id, bindingID string) error
 	SetReplication(ctx context.Context, id string, req agentapi.ReplicationRequest) (agentapi.Instance, error)
 	Restore(ctx context.Context, id string, req agentapi.RestoreRequest, archive io.Reader) (agentapi.RestoreResult, error)
+	JoinHA(ctx context.Context, id string, req agentapi.HARequest) (agentapi.Instance, error)
 }
 
 var _ Agent = (*agentapi.Client)(nil)
@@ -87,9 +90,12 @@ type instance struct {
 	// VM is the id of the VM holding the instance (a shared agent's or a
 	// dedicated node's, as the config names them); empty until the plan
 	// placed or claimed one.
-	VM   string `json:"vm,omitempty"`
-	Host string `json:"host,omitempty"`
-	Port int    `json:"port,omitempty"`
+	VM string `json:"vm,omitempty"`
+	// HA is the group of an instance of the dedicated-ha plan; nil for the
+	// other plans. VM is then its first member, the group's first leader.
+	HA   *haGroup `json:"ha,omitempty"`
+	Host string   `json:"host,omitempty"`
+	Port int      `json:"port,omitempty"`
 	// MaintenanceVersion is the maintenance_info version the instance runs.
 	MaintenanceVersion string `json:"maintenance_version"`
 	// State is "creating" until the instance answers, then "ready";
@@ -170,6 +176,10 @@ type Broker struct {
 	// regather asks Run's gathering to ask the agents again now (a create
 	// or delete changed a shared VM's capacity); it holds one request.
 	regather chan struct{}
+	// askLeader asks an HA group's Sentinels which member leads
+	// (sentinel.Leader; the unit tests, whose agents run no Sentinel,
+	// answer for them).
+	askLeader func(context.Context, sentinel.Group, *tls.Config) (sentinel.View, bool)
 }
 
 var _ domain.ServiceBroker = (*Broker)(nil)
@@ -180,7 +190,7 @@ var _ domain.ServiceBroker = (*Broker)(nil)
 // NewClients makes them.
 func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, error) {
 	b := &Broker{cfg: cfg, logger: logger, vms: map[string]vm{}, plans: map[string]plan{}, tlsOnly: map[string]string{}, resolver: net.DefaultResolver,
-		metrics: newBrokerMetrics(), regather: make(chan struct{}, 1)}
+		metrics: newBrokerMetrics(), regather: make(chan struct{}, 1), askLeader: sentinel.Leader}
 	allowed, errs := parseAllowList(cfg.ExternalLeaders)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -203,8 +213,13 @@ func New(cfg Config, clients map[string]Agent, logger *slog.Logger) (*Broker, er
 			}
 			b.vms[n.ID] = vm{id: n.ID, noun: "node", kind: "dedicated VM", c: clients[n.ID], quick: nodeOpTimeout}
 		}
-		b.addPlan(p.PlanID, &dedicatedPlan{b: b, cfg: p})
+		pool := &dedicatedPlan{b: b, cfg: p}
+		b.addPlan(p.PlanID, pool)
 		b.tlsOnly[p.PlanID] = p.TLSOnly
+		if h := cfg.DedicatedHA; h != nil {
+			b.addPlan(h.PlanID, &haPlan{b: b, cfg: h, pool: pool, syncTimeout: syncTimeout})
+			b.tlsOnly[h.PlanID] = h.TLSOnly
+		}
 	}
 	st, err := statefile.Open[state](filepath.Join(cfg.StateDir, "broker-state.json"))
 	if err != nil {

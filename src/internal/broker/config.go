@@ -12,6 +12,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
 // Config is the broker's config file.
@@ -32,6 +33,11 @@ type Config struct {
 	// DedicatedVM configures the dedicated-vm plan; nil leaves the plan out
 	// of the catalog.
 	DedicatedVM *DedicatedVMPlan `json:"dedicated_vm,omitempty"`
+	// DedicatedHA configures the dedicated-ha plan: groups of three nodes
+	// of the dedicated-vm plan's pool (a leader, two followers and a
+	// Sentinel beside each); nil leaves the plan out of the catalog. It
+	// needs dedicated_vm, with at least three nodes.
+	DedicatedHA *DedicatedHAPlan `json:"dedicated_ha,omitempty"`
 	// Backups is where the backup errand and the agents put backups; with
 	// it, app developers can restore their instance's own backups with
 	// `cf update-service -c '{"restore": "..."}'`. Nil means no restores.
@@ -122,7 +128,28 @@ type DedicatedVMPlan struct {
 // over https, verifying the node's certificate with CACert.
 type NodeConfig struct {
 	ID string `json:"id"`
+	// AZ is the node's availability zone; empty when unknown. The
+	// dedicated-ha plan puts a group's members on distinct zones where
+	// the free nodes allow it.
+	AZ string `json:"az,omitempty"`
 	agentapi.ClientConfig
+}
+
+// DedicatedHAPlan configures the plan of high-availability groups: three
+// nodes of dedicated_vm.nodes, one leader and two followers, with a
+// Sentinel beside each redis-server that fails the leader over.
+type DedicatedHAPlan struct {
+	// PlanID is the plan's stable unique id.
+	PlanID string `json:"plan_id"`
+	// Name is the plan name; empty means "dedicated-ha".
+	Name string `json:"name,omitempty"`
+	// Description; empty means a standard one.
+	Description string `json:"description,omitempty"`
+	// TLSOnly says which instances listen on TLS alone, as for shared_vm.
+	TLSOnly string `json:"tls_only,omitempty"`
+	// SentinelPort is where every node's Sentinel listens (the redis-node
+	// job's ha.sentinel_port); zero means sentinel.DefaultPort.
+	SentinelPort int `json:"sentinel_port,omitempty"`
 }
 
 // Validate checks the config and fills in defaults, naming the field at fault.
@@ -154,6 +181,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Catalog.MaintenanceVersion == "" {
 		c.Catalog.MaintenanceVersion = Version
+	}
+	if c.DedicatedHA != nil {
+		errs = append(errs, c.validateHA()...)
 	}
 	if c.SharedVM == nil && c.DedicatedVM == nil {
 		errs = append(errs, errors.New("shared_vm or dedicated_vm must configure at least one plan"))
@@ -188,6 +218,39 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateHA checks the dedicated_ha section against the pool it draws
+// from.
+func (c *Config) validateHA() []error {
+	p := c.DedicatedHA
+	errs := checkPlan("dedicated_ha", p.PlanID, c.Catalog.ServiceID)
+	if p.Name == "" {
+		p.Name = "dedicated-ha"
+	}
+	if p.Description == "" {
+		p.Description = "Three VMs, a leader and two followers, with Sentinel failing over to a follower in seconds"
+	}
+	errs = append(errs, checkTLSOnly("dedicated_ha", &p.TLSOnly)...)
+	switch {
+	case p.SentinelPort == 0:
+		p.SentinelPort = sentinel.DefaultPort
+	case p.SentinelPort < 1 || p.SentinelPort > 65535:
+		errs = append(errs, fmt.Errorf("dedicated_ha.sentinel_port must be in 1-65535, not %d", p.SentinelPort))
+	}
+	if c.DedicatedVM == nil {
+		return append(errs, errors.New("dedicated_ha needs dedicated_vm: its groups are made of the dedicated_vm.nodes pool"))
+	}
+	if n := len(c.DedicatedVM.Nodes); n < sentinel.Members {
+		errs = append(errs, fmt.Errorf("dedicated_ha needs at least %d nodes in dedicated_vm.nodes; it has %d", sentinel.Members, n))
+	}
+	if p.PlanID == c.DedicatedVM.PlanID {
+		errs = append(errs, errors.New("dedicated_ha.plan_id must differ from dedicated_vm.plan_id"))
+	}
+	if c.SharedVM != nil && p.PlanID == c.SharedVM.PlanID {
+		errs = append(errs, errors.New("dedicated_ha.plan_id must differ from shared_vm.plan_id"))
+	}
+	return errs
 }
 
 func (p *SharedVMPlan) validate(serviceID string) []error {

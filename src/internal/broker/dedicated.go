@@ -109,19 +109,13 @@ func (p *dedicatedPlan) provision(ctx context.Context, inst *instance) error {
 	if inst.VM != "" {
 		return p.finishClaim(ctx, inst, inst.VM)
 	}
-	var free []string
-	err := p.b.state.View(func(s state) {
-		for _, n := range p.cfg.Nodes {
-			if pn := s.Pool[n.ID]; pn != nil && pn.State == poolFree {
-				free = append(free, n.ID)
-			}
-		}
-	})
+	free, err := p.freeNodes()
 	if err != nil {
 		return err
 	}
 	var unreachable []error
-	for _, id := range free {
+	for _, n := range free {
+		id := n.ID
 		if err := p.checkFree(ctx, id); err != nil {
 			p.b.logger.Error("node skipped for a new instance", "node", id, "error", err)
 			unreachable = append(unreachable, err)
@@ -200,19 +194,43 @@ func (p *dedicatedPlan) checkFree(ctx context.Context, id string) error {
 // finishClaim asks the node to take the instance and records where the
 // instance answers.
 func (p *dedicatedPlan) finishClaim(ctx context.Context, inst *instance, nodeID string) error {
-	v, err := p.b.vmOf(inst)
+	got, err := p.ask(ctx, inst, nodeID)
 	if err != nil {
 		return err
+	}
+	return p.b.created(inst.ID, got, "instance created on a dedicated VM")
+}
+
+// ask asks node nodeID, whose claim for inst is recorded, to take the
+// instance; asking again is harmless (the node answers the instance it
+// holds).
+func (p *dedicatedPlan) ask(ctx context.Context, inst *instance, nodeID string) (agentapi.Instance, error) {
+	v, ok := p.b.vms[nodeID]
+	if !ok {
+		return agentapi.Instance{}, fmt.Errorf("instance %s is on node %q, which is no longer in the broker's config", inst.ID, nodeID)
 	}
 	// A node's limit is its VM's: the request asks for none.
 	got, err := v.c.Create(ctx, inst.ID, agentapi.InstanceRequest{Parameters: inst.Parameters})
 	if err != nil {
-		return fmt.Errorf("claiming node %s for instance %s: %w", nodeID, inst.ID, err)
+		return got, fmt.Errorf("claiming node %s for instance %s: %w", nodeID, inst.ID, err)
 	}
 	if got.NodeID != nodeID {
-		return fmt.Errorf("node %s answered as node %q", nodeID, got.NodeID)
+		return got, fmt.Errorf("node %s answered as node %q", nodeID, got.NodeID)
 	}
-	return p.b.created(inst.ID, got, "instance created on a dedicated VM")
+	return got, nil
+}
+
+// freeNodes lists the pool's free nodes in config order.
+func (p *dedicatedPlan) freeNodes() ([]NodeConfig, error) {
+	var free []NodeConfig
+	err := p.b.state.View(func(s state) {
+		for _, n := range p.cfg.Nodes {
+			if pn := s.Pool[n.ID]; pn != nil && pn.State == poolFree {
+				free = append(free, n)
+			}
+		}
+	})
+	return free, err
 }
 
 // quarantine takes a node out of the pool until a reset of it passes.
@@ -278,31 +296,75 @@ func (p *dedicatedPlan) release(ctx context.Context, nodeID, instanceID string) 
 	}
 }
 
-// forgetOn removes the record of instance id if it is on the VM vmID.
+// forgetOn removes the record of instance id if it is on the VM vmID and,
+// for an HA group, no other node of it is still claimed or resetting for
+// it: the record goes with the last of its nodes.
 func forgetOn(s *state, id, vmID string) {
-	if r := s.Instances[id]; r != nil && r.VM == vmID {
-		delete(s.Instances, id)
+	r := s.Instances[id]
+	if r == nil || !slices.Contains(nodesOf(r), vmID) {
+		return
 	}
+	for _, n := range nodesOf(r) {
+		if pn := s.Pool[n]; n != vmID && pn != nil && pn.Instance == id && (pn.State == poolClaimed || pn.State == poolResetting) {
+			return
+		}
+	}
+	delete(s.Instances, id)
 }
 
-// deprovision releases the node of inst, in the background when the caller
-// accepts an asynchronous answer: a reset of a large dataset can take a
-// while.
+// nodesOf lists the VMs holding inst: the members of an HA group, or its
+// one VM; none before any was placed or claimed.
+func nodesOf(inst *instance) []string {
+	switch {
+	case inst.HA != nil:
+		return inst.HA.Nodes
+	case inst.VM != "":
+		return []string{inst.VM}
+	}
+	return nil
+}
+
+// deprovision releases the nodes of inst (its one node, or the three of
+// an HA group), in the background when the caller accepts an asynchronous
+// answer: a reset of a large dataset can take a while. The record goes
+// once every node's reset ran; a node whose reset did not verify is
+// quarantined and the others return to the pool.
 func (p *dedicatedPlan) deprovision(ctx context.Context, inst *instance, async bool) (bool, error) {
-	if inst.VM == "" {
+	nodes := nodesOf(inst)
+	if len(nodes) == 0 {
 		return false, p.b.forget(inst.ID)
 	}
 	err := p.b.state.Update(func(s *state) error {
-		if pn := s.Pool[inst.VM]; pn != nil {
-			pn.State, pn.Instance, pn.Since = poolResetting, inst.ID, now()
+		for _, id := range nodes {
+			// A node the pool no longer holds for inst (rolled back, or
+			// quarantined under another instance) is not inst's to reset.
+			if pn := s.Pool[id]; pn != nil && pn.Instance == inst.ID && pn.State != poolQuarantined {
+				pn.State, pn.Since = poolResetting, now()
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return false, err
 	}
+	releaseAll := func(ctx context.Context) error {
+		var errs []error
+		for _, id := range nodes {
+			if p.pending(id, inst.ID) {
+				errs = append(errs, p.release(ctx, id, inst.ID))
+			}
+		}
+		// The record goes with the last node released; one that no node
+		// holds any more (every claim rolled back) goes now.
+		return errors.Join(append(errs, p.b.state.Update(func(s *state) error {
+			if r := s.Instances[inst.ID]; r != nil && r.State == stateDeleting && !held(s, inst.ID) {
+				delete(s.Instances, inst.ID)
+			}
+			return nil
+		}))...)
+	}
 	if !async {
-		return false, p.release(ctx, inst.VM, inst.ID)
+		return false, releaseAll(ctx)
 	}
 	p.b.resets.Go(func() {
 		ctx := context.WithoutCancel(ctx)
@@ -310,15 +372,23 @@ func (p *dedicatedPlan) deprovision(ctx context.Context, inst *instance, async b
 		// delete may have finished the reset by then.
 		unlock := p.b.locks.Lock(inst.ID)
 		defer unlock()
-		if !p.pending(inst.VM, inst.ID) {
-			return
-		}
-		if err := p.release(ctx, inst.VM, inst.ID); err != nil {
-			p.b.logger.Error("asynchronous delete failed", "instance", inst.ID, "node", inst.VM, "error", err)
+		if err := releaseAll(ctx); err != nil {
+			p.b.logger.Error("asynchronous delete failed", "instance", inst.ID, "nodes", nodes, "error", err)
 			p.failDelete(inst.ID)
 		}
 	})
 	return true, nil
+}
+
+// held reports whether a node of the pool is claimed or resetting for
+// instance id.
+func held(s *state, id string) bool {
+	for _, pn := range s.Pool {
+		if pn.Instance == id && (pn.State == poolClaimed || pn.State == poolResetting) {
+			return true
+		}
+	}
+	return false
 }
 
 // failDelete reports, through last_operation, that an instance's delete

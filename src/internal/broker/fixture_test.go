@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
 const (
@@ -41,8 +43,12 @@ type fixture struct {
 	agents map[string]*memAgent
 	// resolver, when set, is the DNS of every broker open starts.
 	resolver resolver
-	b        *Broker
-	h        http.Handler
+	// leader, when set, is the member index the Sentinels of every HA
+	// group name the leader in the brokers open starts: these agents run
+	// no Sentinel (the integration suite's real nodes do).
+	leader *int
+	b      *Broker
+	h      http.Handler
 }
 
 func newFixture() *fixture {
@@ -92,6 +98,15 @@ func (f *fixture) open() {
 	Expect(err).NotTo(HaveOccurred())
 	if f.resolver != nil {
 		b.resolver = f.resolver
+	}
+	if f.leader != nil {
+		b.askLeader = func(_ context.Context, g sentinel.Group, _ *tls.Config) (sentinel.View, bool) {
+			if *f.leader < 0 {
+				return sentinel.View{}, false
+			}
+			m := g.Members[*f.leader]
+			return sentinel.View{Host: m.Host, Port: m.Port, Epoch: 1}, true
+		}
 	}
 	f.b, f.h = b, b.Handler()
 	DeferCleanup(b.Wait)

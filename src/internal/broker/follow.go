@@ -223,6 +223,10 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 			reason = errors.New("an instance cannot follow itself")
 		case leader == nil || leader.State != stateReady:
 			reason = fmt.Errorf("no instance %s of this service is ready to lead", leaderID)
+		case leader.HA != nil:
+			// Its leader moves at a failover, and a follower outside the
+			// group would go on replicating the old one.
+			reason = fmt.Errorf("instance %s is an HA group, whose leader changes at a failover: it cannot lead instances outside its group", leaderID)
 		case leader.space() == "":
 			reason = fmt.Errorf("instance %s has no recorded space (it was made before the broker required one), so it can lead no instance: a leader must be in the follower's space", leaderID)
 		case follower.space() == "":

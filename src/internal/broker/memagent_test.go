@@ -11,6 +11,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/archive"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
+	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
 )
 
 // memAgent is an agent held in memory, for the broker's tests: a shared
@@ -46,12 +47,17 @@ type memAgent struct {
 	lose map[string]int
 	// restored is what the last restore received.
 	restored string
+	// unsynced makes an HA group's leader on this node report no follower
+	// in sync.
+	unsynced bool
 }
 
 type memInstance struct {
 	agentapi.Instance
 	passwords map[string]string
 	leader    *replication.Leader
+	// group is the HA group the instance joined; nil outside one.
+	group *sentinel.Group
 }
 
 var _ Agent = (*memAgent)(nil)
@@ -190,12 +196,22 @@ func (m *memAgent) Get(ctx context.Context, id string) (agentapi.Instance, error
 		return agentapi.Instance{}, agentapi.ErrNotFound
 	}
 	out := in.Instance
-	role := replication.RoleLeader
+	repl := replication.Status{Role: replication.RoleLeader}
 	if in.leader != nil {
-		role = replication.RoleFollower
+		repl.Role = replication.RoleFollower
+	}
+	if g := in.group; g != nil {
+		// The group's first leader leads both followers, in sync.
+		repl = replication.Status{Role: replication.RoleLeader, Followers: 2, InSync: 2}
+		if m.unsynced {
+			repl.InSync = 0
+		}
+		if g.Members[g.Leader].Host != in.Host {
+			repl = replication.Status{Role: replication.RoleFollower, Link: "up"}
+		}
 	}
 	out.Live = &agentapi.Live{RedisVersion: "7.4.1", UsedMemoryBytes: 1 << 20, Keys: int64(len(in.passwords)),
-		Replication: replication.Status{Role: role}}
+		Replication: repl}
 	return out, nil
 }
 
@@ -371,4 +387,32 @@ func (m *memAgent) Restore(ctx context.Context, id string, req agentapi.RestoreR
 	}
 	m.restored = string(data)
 	return agentapi.RestoreResult{InstanceID: id, Backup: archive.Manifest{InstanceID: id}, Keys: 7}, m.end("restore", nil)
+}
+
+// JoinHA makes a node's instance a member of an HA group, as the node agent
+// does: the same group again changes nothing, another is a conflict.
+func (m *memAgent) JoinHA(ctx context.Context, id string, g agentapi.HARequest) (agentapi.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin("join"); err != nil {
+		return agentapi.Instance{}, err
+	}
+	in := m.instances[id]
+	switch {
+	case !m.node:
+		return agentapi.Instance{}, fmt.Errorf("%w: a shared VM runs no Sentinel", agentapi.ErrInvalid)
+	case in == nil:
+		return agentapi.Instance{}, agentapi.ErrNotFound
+	case g.Check() != nil:
+		return agentapi.Instance{}, fmt.Errorf("%w: %v", agentapi.ErrInvalid, g.Check())
+	case in.group != nil && !in.group.Equal(g):
+		return agentapi.Instance{}, fmt.Errorf("%w: instance %s is a member of another group", agentapi.ErrConflict, id)
+	}
+	if _, ok := g.Self(in.Host, in.Port); !ok {
+		if _, ok := g.Self(in.Host, in.TLSPort); !ok {
+			return agentapi.Instance{}, fmt.Errorf("%w: this node is no member of the group", agentapi.ErrInvalid)
+		}
+	}
+	in.group = &g
+	return in.Instance, m.end("join", nil)
 }

@@ -25,11 +25,11 @@ var (
 	capacityDesc = prometheus.NewDesc("redis_broker_plan_capacity_instances",
 		"How many instances the plan can hold now, in total. shared-vm: the plan's max_instances, or less when the shared VMs the broker last reached "+
 			"(memory budget over the plan's maxmemory, ports, each VM's instance cap) hold fewer; a VM the last gathering could not reach counts 0. "+
-			"dedicated-vm: the pool's nodes that are not quarantined.",
+			"dedicated-vm: the pool's nodes that are not quarantined; dedicated-ha: those nodes over 3 (a group takes three), from the same pool.",
 		[]string{"plan"}, nil)
 	capacityLeftDesc = prometheus.NewDesc("redis_broker_plan_capacity_left_instances",
 		"How many more instances of the plan fit now. shared-vm: what the reachable shared VMs have room for, within max_instances less the plan's records; "+
-			"dedicated-vm: the free nodes of the pool.",
+			"dedicated-vm: the free nodes of the pool; dedicated-ha: the free nodes over 3, from the same pool.",
 		[]string{"plan"}, nil)
 	poolDesc = prometheus.NewDesc("redis_broker_pool_nodes",
 		"Dedicated nodes by state: free (reset and verified empty, can be claimed), claimed (holds an instance), "+

@@ -110,7 +110,7 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 		return false, &userError{status: http.StatusServiceUnavailable, cause: err,
 			msg: fmt.Sprintf("The backups could not be listed: their store did not answer. Try again in a few minutes; if it persists, give your operator request id %s.", requestID(ctx))}
 	}
-	v, err := b.vmOf(inst)
+	v, err := b.restoreTarget(ctx, inst)
 	if err != nil {
 		return false, err
 	}
@@ -139,6 +139,25 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 		_ = b.runRestore(ctx, id, bk, v)
 	})
 	return true, nil
+}
+
+// restoreTarget is the VM a restore goes to: the instance's, or the
+// member of its HA group that leads now, from which the followers resync
+// (a restored follower would be resynced from its leader).
+func (b *Broker) restoreTarget(ctx context.Context, inst *instance) (vm, error) {
+	if inst.HA == nil {
+		return b.vmOf(inst)
+	}
+	vms, err := b.vmsOf(inst)
+	if err != nil {
+		return vm{}, err
+	}
+	i, err := b.leaderOf(ctx, inst, b.redisCA(inst.VM))
+	if err != nil {
+		return vm{}, &userError{status: http.StatusServiceUnavailable, cause: err,
+			msg: fmt.Sprintf("The instance's leader could not be found: its Sentinels did not answer. Try again in a few minutes; if it persists, give your operator request id %s.", requestID(ctx))}
+	}
+	return vms[i], nil
 }
 
 // runRestore streams the backup to the instance's agent and records the

@@ -47,11 +47,19 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		if !b.knownPlan(d.PlanID) {
 			return badRequest("plan %q is not a plan of this service", d.PlanID)
 		}
+		if _, toHA := b.plans[d.PlanID].(*haPlan); toHA || inst.HA != nil {
+			return unprocessable("PlanChangeNotSupported", "An instance cannot change between plans %s and %s: a single dedicated VM and an HA group of three are built differently. "+
+				"Create an instance of plan %s and move the data (replica_of, or a backup and restore), then delete this one.",
+				b.plans[inst.PlanID].entry().Name, b.plans[d.PlanID].entry().Name, b.plans[d.PlanID].entry().Name)
+		}
 		return apiresponses.ErrPlanChangeNotSupported
 	}
 	rest, change, err := splitReplicaOf(d.RawParameters)
 	if err != nil {
 		return err
+	}
+	if change.set && inst.HA != nil {
+		return badRequest("parameter %q: instance %s is an HA group, whose leader Sentinel chooses among its own members: it cannot follow another leader", ReplicaOfParam, id)
 	}
 	if l := change.leader; l != nil && l.Instance == "" {
 		// Checked before anything of the update is applied.
@@ -77,12 +85,14 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		}
 	}
 	if p != inst.Parameters {
-		v, err := b.vmOf(inst)
+		vms, err := b.vmsOf(inst)
 		if err != nil {
 			return err
 		}
-		if err := v.update(ctx, id, p); err != nil {
-			return fmt.Errorf("updating instance %s on %s: %w", id, v.where(), err)
+		for _, v := range vms {
+			if err := v.update(ctx, id, p); err != nil {
+				return fmt.Errorf("updating instance %s on %s: %w", id, v.where(), err)
+			}
 		}
 	}
 	if change.set {
@@ -130,7 +140,11 @@ func (b *Broker) GetInstance(ctx context.Context, id string, d domain.FetchInsta
 			attrs["replica_of"] = net.JoinHostPort(host, strconv.Itoa(f.Port))
 		}
 	}
-	if v, err := b.vmOf(inst); err == nil {
+	if inst.HA != nil {
+		attrs["nodes"] = inst.HA.Nodes
+		attrs["master_name"] = inst.HA.Group.MasterName
+	}
+	if v, err := b.statusVM(ctx, inst); err == nil {
 		// "agent" or "node": which VM holds the instance.
 		attrs[v.noun] = v.id
 		if st, err := v.live(ctx, id); err == nil {
@@ -170,4 +184,23 @@ func (b *Broker) LastOperation(ctx context.Context, id string, d domain.PollDeta
 		return op, nil
 	}
 	return domain.LastOperation{State: inst.LastOp.State, Description: inst.LastOp.Description}, nil
+}
+
+// statusVM is the VM GET instance asks: the instance's, or the member of
+// its HA group that leads now (its first member when the Sentinels do not
+// answer).
+func (b *Broker) statusVM(ctx context.Context, inst *instance) (vm, error) {
+	if inst.HA == nil {
+		return b.vmOf(inst)
+	}
+	vms, err := b.vmsOf(inst)
+	if err != nil {
+		return vm{}, err
+	}
+	i, err := b.leaderOf(ctx, inst, b.redisCA(inst.VM))
+	if err != nil {
+		b.logger.Error("the leader of an HA group could not be found", "instance", inst.ID, "request_id", requestID(ctx), "error", err)
+		return vms[0], nil
+	}
+	return vms[i], nil
 }

@@ -263,10 +263,14 @@ type restoreServer struct{ s *Server }
 
 func (r restoreServer) Stop(ctx context.Context) error {
 	r.s.stopRetry()
+	r.s.restarting.Store(true)
 	return r.s.sup.Stop(ctx)
 }
 
-func (r restoreServer) Start(ctx context.Context) error { return r.s.Start(ctx) }
+func (r restoreServer) Start(ctx context.Context) error {
+	defer r.s.restarting.Store(false)
+	return r.s.Start(ctx)
+}
 
 // Admin is a new connection, which the restore closes: a restore restarts
 // the server anyway.

@@ -116,6 +116,12 @@ func (s *Server) prepareHA(ctx context.Context) error {
 		if s.haFollows(r) != nil {
 			break
 		}
+		if s.restarting.Load() {
+			// A restore stopped the leader to put the backup in place: the
+			// group must take the restored data from it, so it leads again
+			// at once, before Sentinel calls it down (DownAfter).
+			break
+		}
 		if time.Now().After(deadline) {
 			s.logger.Warn("the Sentinels still name this server the leader: no follower was promoted; it leads again", "instance", s.cfg.Name)
 			break

@@ -137,6 +137,9 @@ type Server struct {
 	// haLeader is, in an HA group, whom the Sentinels last said the
 	// server follows; nil until they answered once.
 	haLeader atomic.Pointer[haLeader]
+	// restarting is set while a restore stops and starts the server on
+	// purpose: a group's leader then leads again at once (prepareHA).
+	restarting atomic.Bool
 }
 
 // New returns the Server of cfg. It starts nothing.

@@ -117,8 +117,11 @@ type Status struct {
 	LagBytes int64 `json:"lag_bytes"`
 	// Offset is the server's own replication offset.
 	Offset int64 `json:"offset"`
-	// Followers counts the followers connected to a leader.
+	// Followers counts the followers connected to a leader, and InSync
+	// those of them online (done with their initial sync): what a leader's
+	// min-replicas-to-write counts, at once.
 	Followers int `json:"followers"`
+	InSync    int `json:"in_sync,omitempty"`
 }
 
 // leaderTimeout bounds the question to a follower's leader: a leader that
@@ -137,6 +140,7 @@ func Read(ctx context.Context, info map[string]string, leader *Leader) Status {
 		for i := range r.Followers {
 			if off, ok := followerOffset(info[fmt.Sprintf("slave%d", i)]); ok {
 				r.LagBytes = max(r.LagBytes, r.Offset-off)
+				r.InSync++
 			}
 		}
 		return r

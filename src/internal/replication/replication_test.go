@@ -13,8 +13,8 @@ func TestReadLeader(t *testing.T) {
 		"slave0": "ip=10.0.0.2,port=6379,state=online,offset=990,lag=0",
 		"slave1": "ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=0",
 	}, nil)
-	if st.Role != replication.RoleLeader || st.Followers != 2 || st.LagBytes != 10 || st.Offset != 1000 {
-		t.Fatalf("leader status %+v: want role leader, 2 followers, lag 10 (only online followers count)", st)
+	if st.Role != replication.RoleLeader || st.Followers != 2 || st.InSync != 1 || st.LagBytes != 10 || st.Offset != 1000 {
+		t.Fatalf("leader status %+v: want role leader, 2 followers, 1 in sync, lag 10 (only online followers count)", st)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +47,9 @@ const (
 	// DedicatedPlanID is the dedicated-vm plan's id, present when
 	// Options.Nodes is positive.
 	DedicatedPlanID = "c2f7a9d4-1e3b-4f6a-8d5c-7b9e0a1f2c33"
+	// HAPlanID is the dedicated-ha plan's id (Options.HA, three nodes or
+	// more).
+	HAPlanID = "5e8b1c2d-9a7f-4e3b-b6d1-2f0c8a9e7d44"
 )
 
 // Binaries are the paths of the built programs.
@@ -106,8 +110,10 @@ type Options struct {
 	// plan out. Node i listens on its own loopback address, 127.0.1.(i+1),
 	// with its agent and redis-server on free ports.
 	Nodes int
-	// HA gives every node a Sentinel (the node config's ha section) on a
-	// free port of its address, so nodes can join HA groups.
+	// HA gives every node a Sentinel (the node config's ha section), all
+	// on one port free on every node's address, as a deployment's nodes
+	// share the redis-node job's ha.sentinel_port; with three nodes or
+	// more the broker offers the dedicated-ha plan (HAPlanID) too.
 	HA bool
 	// NodeMemoryMB is each node's maxmemory; zero means 64.
 	NodeMemoryMB int64
@@ -254,13 +260,19 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			opts.NodeMemoryMB = 64
 		}
 	}
+	sentinelPort := 0
+	if opts.HA {
+		if sentinelPort, err = freePortOnAll(nodeHosts(opts.Nodes)); err != nil {
+			return nil, err
+		}
+	}
 	for i := range opts.Nodes {
-		host := fmt.Sprintf("127.0.1.%d", i+1)
-		apiPort, err := redistest.FreePortOn(host)
+		host := nodeHosts(opts.Nodes)[i]
+		apiPort, err := freePortBut(host, sentinelPort)
 		if err != nil {
 			return nil, err
 		}
-		redisPort, err := redistest.FreePortOn(host)
+		redisPort, err := freePortBut(host, sentinelPort, apiPort)
 		if err != nil {
 			return nil, err
 		}
@@ -289,20 +301,13 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 			if cfg.RedisTLS, err = s.redisTLS(id+"-redis-tls", host); err != nil {
 				return nil, err
 			}
-			if cfg.TLSPort, err = redistest.FreePortOn(host); err != nil {
+			if cfg.TLSPort, err = freePortBut(host, sentinelPort, apiPort, redisPort); err != nil {
 				return nil, err
 			}
 		}
 		if opts.HA {
-			port, err := redistest.FreePortOn(host)
-			for err == nil && (port == redisPort || port == cfg.TLSPort || port == apiPort) {
-				port, err = redistest.FreePortOn(host)
-			}
-			if err != nil {
-				return nil, err
-			}
-			cfg.HA = &nodeagent.HAConfig{SentinelPort: port}
-			s.SentinelPorts = append(s.SentinelPorts, port)
+			cfg.HA = &nodeagent.HAConfig{SentinelPort: sentinelPort}
+			s.SentinelPorts = append(s.SentinelPorts, sentinelPort)
 		}
 		p := &Process{Name: id, Path: bins.NodeAgent, Addr: cfg.Listen, Config: filepath.Join(dir, id+".json")}
 		if cfg.Metrics, p.MetricsURL, err = metricsConfig(opts.MetricsCA, filepath.Join(nodeDir, "metrics"), host); err != nil {
@@ -337,6 +342,9 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 	}
 	if len(nodes) > 0 {
 		bcfg.DedicatedVM = &broker.DedicatedVMPlan{PlanID: DedicatedPlanID, Nodes: nodes}
+		if opts.HA && len(nodes) >= 3 {
+			bcfg.DedicatedHA = &broker.DedicatedHAPlan{PlanID: HAPlanID, SentinelPort: sentinelPort}
+		}
 	}
 	bcfg.Backups = opts.Backups
 	s.BrokerURL = "http://" + bcfg.Listen
@@ -351,6 +359,51 @@ func Start(bins Binaries, dir string, opts Options) (*System, error) {
 		}
 	}
 	return s, nil
+}
+
+// nodeHosts are the loopback addresses of n dedicated nodes.
+func nodeHosts(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.1.%d", i+1)
+	}
+	return out
+}
+
+// freePortBut is a free port on host other than those given.
+func freePortBut(host string, taken ...int) (int, error) {
+	for {
+		port, err := redistest.FreePortOn(host)
+		if err != nil || !slices.Contains(taken, port) {
+			return port, err
+		}
+	}
+}
+
+// freePortOnAll is a port free on every one of hosts.
+func freePortOnAll(hosts []string) (int, error) {
+	if len(hosts) == 0 {
+		return 0, errors.New("no hosts")
+	}
+	for range 100 {
+		port, err := redistest.FreePortOn(hosts[0])
+		if err != nil {
+			return 0, err
+		}
+		free := true
+		for _, h := range hosts[1:] {
+			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				free = false
+				break
+			}
+			_ = l.Close()
+		}
+		if free {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no port free on all of %v", hosts)
 }
 
 // metricsConfig is the metrics object of a process serving on host, its

@@ -1,0 +1,76 @@
+package dedicatedha_test
+
+import (
+	"errors"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/cf-redis/redis-for-cf/src/internal/backup"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+)
+
+var _ = Describe("a restore of an instance of the dedicated-ha plan", func() {
+	It("goes to the leader, which keeps leading, and every member holds the backup's data afterwards", func() {
+		dest := backup.Destination{Local: &backup.Local{Path: filepath.Join(GinkgoT().TempDir(), "backups")}}
+		sys := startSystem(3, systemtest.Options{Backups: &dest})
+		code, body := provision(sys, "h1", systemtest.HAPlanID)
+		Expect(code).To(Equal(http.StatusCreated), "%v", body)
+		code, body = bind(sys, "h1", "b1")
+		Expect(code).To(Equal(http.StatusCreated), "%v", body)
+		creds := credentials(body)
+		fc := failoverClient(creds)
+		systemspec.WriteKeys(ctx, fc, "kept", 100)
+		expectBothFollowers(fc)
+		leaderAddr, err := sentinelLeader(sys, 0, creds)
+		Expect(err).NotTo(HaveOccurred())
+		leader := nodeAt(sys, leaderAddr)
+
+		By("backing up the instance from a follower with the backup errand")
+		cfg, err := sys.ErrandConfig(dest)
+		Expect(err).NotTo(HaveOccurred())
+		follower := (leader + 1) % 3
+		cfg.Nodes = cfg.Nodes[follower : follower+1]
+		path := filepath.Join(GinkgoT().TempDir(), "errand.json")
+		Expect(systemtest.WriteJSON(path, cfg)).To(Succeed())
+		out, err := exec.Command(bins.Backup, "backup", "-config", path).CombinedOutput()
+		GinkgoWriter.Printf("$ redis-backup backup\n%s", out)
+		var exit *exec.ExitError
+		Expect(errors.As(err, &exit) || err != nil).To(BeFalse(), "%s", out)
+
+		By("changing the data after the backup")
+		Expect(fc.Del(ctx, "kept:1").Err()).To(Succeed())
+		systemspec.WriteKeys(ctx, fc, "later", 20)
+		expectBothFollowers(fc)
+
+		By("restoring the latest backup through the broker")
+		code, body = osbCall(sys, "PATCH", "/v2/service_instances/h1?accepts_incomplete=true", map[string]any{
+			"service_id": systemtest.ServiceID, "parameters": map[string]any{"restore": "latest"}})
+		Expect(code).To(BeElementOf(http.StatusOK, http.StatusAccepted), "%v", body)
+		Eventually(func() map[string]any {
+			_, b := osbCall(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
+			return b
+		}).WithTimeout(2 * time.Minute).Should(HaveKeyWithValue("state", Not(Equal("in progress"))))
+		_, body = osbCall(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
+		Expect(body).To(HaveKeyWithValue("state", "succeeded"))
+
+		By("every member holds the backup's data, through the binding made before")
+		for i := range sys.Nodes {
+			rc := memberClient(sys, i, creds)
+			Eventually(func() (int64, error) { return rc.Exists(ctx, "kept:1").Result() }).
+				WithTimeout(time.Minute).Should(BeEquivalentTo(1), "node %d", i)
+			systemspec.ExpectKeys(ctx, rc, "kept", 100)
+			Expect(rc.Exists(ctx, "later:1").Val()).To(BeZero(), "node %d", i)
+		}
+		Expect(sentinelLeader(sys, 0, creds)).To(Equal(leaderAddr), "the leader kept leading")
+		Expect(fc.Set(ctx, "after-restore", "1", 0).Err()).To(Succeed())
+		expectBothFollowers(fc)
+		Expect(deprovision(sys, "h1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		expectAllFreeAndClean(sys)
+	})
+})
