@@ -129,8 +129,9 @@ type Lister interface {
 	List(ctx context.Context) ([]agentapi.Instance, error)
 }
 
-// instanceIDs are the ids of the instances of l to back up: every one but
-// those being deleted (a node lists only the instance holding it).
+// instanceIDs are the ids of the instances of l but those being deleted
+// (a node lists only the instance holding it), whichever member of an HA
+// group backs them up.
 func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
 	list, err := l.List(ctx)
 	if err != nil {
@@ -151,7 +152,7 @@ func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
 func SourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
 	return Source{
 		Name:      name,
-		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, c) },
+		Instances: c.List,
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
 			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout, LateHead: true})
 		},

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,10 +56,29 @@ func formGroup(ctx context.Context) *haGroup { return formGroupTLS(ctx, false) }
 // formGroupTLS is formGroup; with withTLS the nodes serve TLS and the group
 // replicates, and its Sentinels serve, over TLS.
 func formGroupTLS(ctx context.Context, withTLS bool) *haGroup {
+	return formGroupWith(ctx, groupOptions{tls: withTLS})
+}
+
+// groupOptions change how formGroupWith starts the nodes.
+type groupOptions struct {
+	// tls: the nodes serve TLS and the group runs over it.
+	tls bool
+	// config, when set, changes each node's config before it starts.
+	config func(*nodeagent.Config)
+	// logs, when set, receive the log of the node of the same index.
+	logs []io.Writer
+}
+
+// formGroupWith is formGroup with options.
+func formGroupWith(ctx context.Context, o groupOptions) *haGroup {
+	withTLS := o.tls
 	h := &haGroup{id: "ha-" + secret.New()[:8]}
 	h.g.TLS = withTLS
-	for _, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+	for i, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 		cfg := haConfig(host)
+		if o.config != nil {
+			o.config(&cfg)
+		}
 		port := cfg.Port
 		if withTLS {
 			cfg.RedisTLS = ca.RedisTLS(GinkgoT(), tempDir(), host)
@@ -67,7 +87,11 @@ func formGroupTLS(ctx context.Context, withTLS bool) *haGroup {
 			}
 			port = cfg.TLSPort
 		}
-		nd := startNode(cfg)
+		var w io.Writer = GinkgoWriter
+		if i < len(o.logs) {
+			w = io.MultiWriter(GinkgoWriter, o.logs[i])
+		}
+		nd := startNodeLogging(cfg, w)
 		nd.claim(ctx, h.id)
 		h.nodes = append(h.nodes, nd)
 		h.g.Members = append(h.g.Members, sentinel.Member{Host: host, Port: port, SentinelPort: nd.cfg.HA.SentinelPort})
