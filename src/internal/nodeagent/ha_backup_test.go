@@ -54,6 +54,7 @@ var _ = Describe("backups of an HA group", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		app := h.nodes[0].tenant("app", pw)
+		firstWrite(ctx, app, "k0", "0")
 		for i := range 100 {
 			Expect(app.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err()).To(Succeed())
 		}
