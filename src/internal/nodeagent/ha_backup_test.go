@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -72,12 +73,16 @@ var _ = Describe("backups of an HA group", func() {
 		}
 
 		By("the backup errand, through every member's API, backs the group up once, from the second member")
+		errand := backup.ErrandConfig{Destination: backup.Destination{Local: dest.Local, PathPrefix: "errand"}}
+		for _, nd := range h.nodes {
+			errand.Nodes = append(errand.Nodes, backup.NodeSource{ID: nd.cfg.NodeID,
+				ClientConfig: agentapi.ClientConfig{URL: nd.url, Credentials: nd.cfg.Credentials, CACert: ca.PEM}})
+		}
+		Expect(errand.Validate()).To(Succeed())
+		sources, err := errand.Sources()
+		Expect(err).NotTo(HaveOccurred())
 		var out strings.Builder
 		r := backup.Runner{Store: st, Prefix: "errand", Out: &out}
-		var sources []backup.Source
-		for _, nd := range h.nodes {
-			sources = append(sources, backup.SourceOf("node "+nd.cfg.NodeID, nd.client, 0))
-		}
 		sum := r.Run(ctx, sources)
 		Expect(sum.Failed()).To(BeZero(), out.String())
 		Expect(sum.Results).To(HaveExactElements(HaveField("Source", "node "+h.nodes[1].cfg.NodeID)), out.String())
@@ -109,6 +114,11 @@ var _ = Describe("backups of an HA group", func() {
 		DeferCleanup(fc.Close)
 		Eventually(func() error { return fc.Set(ctx, "after", "failover", 0).Err() }).WithContext(ctx).WithTimeout(failover).Should(Succeed())
 		Expect(fc.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2))
+		By("the errand restores the group on its leader, the new one")
+		target, err := errand.Target(ctx, h.id)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(target.Name).To(Equal("node " + h.nodes[slices.IndexFunc(h.nodes, func(nd *node) bool { return nd.addr() == promoted })].cfg.NodeID))
+
 		before1, before := okLines(1), stored("scheduled")
 		stop = schedules(h)
 		Eventually(okLines).WithArguments(0).WithTimeout(failover).Should(BeNumerically(">=", 2), "the old leader, now the first follower, backs up")
