@@ -33,13 +33,13 @@ for (const file of process.argv.slice(1)) {
 process.stdout.write(JSON.stringify(state));
 `
 
-// migrate runs every migration of tile/migrations/v1 on the properties of
+// migrate runs every migration of config/tile/migrations/v1 on the properties of
 // an installation and returns what Ops Manager would keep.
 func migrate(properties map[string]any) map[string]any {
 	GinkgoHelper()
 	node, err := exec.LookPath("node")
 	Expect(err).NotTo(HaveOccurred(), "the migration tests run the migrations under node")
-	files, err := filepath.Glob(filepath.Join(root, "tile/migrations/v1/*.js"))
+	files, err := filepath.Glob(filepath.Join(root, "config/tile/migrations/v1/*.js"))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(files).NotTo(BeEmpty())
 	input, err := json.Marshal(map[string]any{"properties": properties, "variable_migrations": []any{}})
@@ -66,12 +66,12 @@ func mustRead(path string) []byte {
 	return data
 }
 
-// tileProperties lists the properties tile/tile.yml defines: on forms,
+// tileProperties lists the properties config/tile/tile.yml defines: on forms,
 // pending or not, a selector's options' own (.properties.SELECTOR.OPTION.NAME),
 // and generated.
 func tileProperties() []string {
 	GinkgoHelper()
-	data, err := os.ReadFile(filepath.Join(root, "tile/tile.yml"))
+	data, err := os.ReadFile(filepath.Join(root, "config/tile/tile.yml"))
 	Expect(err).NotTo(HaveOccurred())
 	var desc struct {
 		Forms []struct {
@@ -105,14 +105,14 @@ func tileProperties() []string {
 
 func value(v any) map[string]any { return map[string]any{"value": v} }
 
-// tileSetting is a property of a tile/tile.yml as Ops Manager stores it: its
+// tileSetting is a property of a config/tile/tile.yml as Ops Manager stores it: its
 // type and, for a dropdown or a selector, its options.
 type tileSetting struct {
 	Type    string
 	Options []string
 }
 
-// tileSettings lists the properties a tile/tile.yml puts in the tile (its
+// tileSettings lists the properties a config/tile/tile.yml puts in the tile (its
 // forms that are not pending, their selectors' options' properties, and its
 // generated credentials), by Ops Manager's name for them.
 func tileSettings(data []byte) map[string]tileSetting {
@@ -154,20 +154,27 @@ func tileSettings(data []byte) map[string]tileSetting {
 	return out
 }
 
-// earlierTiles returns tile/tile.yml as every commit that changed it left
+// earlierTiles returns config/tile/tile.yml as every commit that changed it left
 // it: each version of this tile there has been, by commit.
 func earlierTiles() map[string][]byte {
 	GinkgoHelper()
 	shallow, err := exec.Command("git", "-C", root, "rev-parse", "--is-shallow-repository").Output()
-	Expect(err).NotTo(HaveOccurred(), "the migration tests read tile/tile.yml's history from git")
+	Expect(err).NotTo(HaveOccurred(), "the migration tests read config/tile/tile.yml's history from git")
 	Expect(strings.TrimSpace(string(shallow))).To(Equal("false"), "a shallow clone lacks the tile's history: git fetch --unshallow")
-	commits, err := exec.Command("git", "-C", root, "log", "--format=%h", "--", "tile/tile.yml").Output()
+	// The file moved from tile/ to config/tile/: each commit that changed
+	// either path holds the tile at one of them.
+	paths := []string{"config/tile/tile.yml", "tile/tile.yml"}
+	commits, err := exec.Command("git", append([]string{"-C", root, "log", "--format=%h", "--"}, paths...)...).Output()
 	Expect(err).NotTo(HaveOccurred())
 	out := map[string][]byte{}
 	for _, c := range strings.Fields(string(commits)) {
-		data, err := exec.Command("git", "-C", root, "show", c+":tile/tile.yml").Output()
-		Expect(err).NotTo(HaveOccurred(), c)
-		out[c] = data
+		for _, path := range paths {
+			if data, err := exec.Command("git", "-C", root, "show", c+":"+path).Output(); err == nil {
+				out[c] = data
+				break
+			}
+		}
+		Expect(out).To(HaveKey(c), "%s holds no tile.yml", c)
 	}
 	Expect(out).NotTo(BeEmpty())
 	return out
@@ -224,7 +231,7 @@ var _ = Describe("the tile's migrations", func() {
 		before := legacy()
 		for name := range migrate(before) {
 			if _, had := before[name]; !had {
-				Expect(known).To(ContainElement(name), "a migration writes %s, which tile/tile.yml does not define", name)
+				Expect(known).To(ContainElement(name), "a migration writes %s, which config/tile/tile.yml does not define", name)
 			}
 		}
 	})
@@ -267,7 +274,7 @@ var _ = Describe("the tile's migrations", func() {
 	})
 
 	It("keep every setting of every earlier version of this tile, under a name and type the tile still has", func() {
-		current := tileSettings(mustRead(filepath.Join(root, "tile/tile.yml")))
+		current := tileSettings(mustRead(filepath.Join(root, "config/tile/tile.yml")))
 		for commit, data := range earlierTiles() {
 			installation := map[string]any{}
 			settings := tileSettings(data)
@@ -281,11 +288,11 @@ var _ = Describe("the tile's migrations", func() {
 			Expect(json.Unmarshal(raw, &want)).To(Succeed())
 			got := migrate(installation)
 			for name, s := range settings {
-				Expect(got).To(HaveKeyWithValue(name, want[name]), "tile/tile.yml of %s: %s is kept", commit, name)
-				Expect(current).To(HaveKey(name), "tile/tile.yml of %s has %s, which this tile lacks: Ops Manager would drop the operator's value (rename it in a migration)", commit, name)
-				Expect(current[name].Type).To(Equal(s.Type), "tile/tile.yml of %s: %s was a %s", commit, name, s.Type)
+				Expect(got).To(HaveKeyWithValue(name, want[name]), "config/tile/tile.yml of %s: %s is kept", commit, name)
+				Expect(current).To(HaveKey(name), "config/tile/tile.yml of %s has %s, which this tile lacks: Ops Manager would drop the operator's value (rename it in a migration)", commit, name)
+				Expect(current[name].Type).To(Equal(s.Type), "config/tile/tile.yml of %s: %s was a %s", commit, name, s.Type)
 				if s.Options != nil {
-					Expect(current[name].Options).To(ContainElement(operatorValue(s)), "tile/tile.yml of %s: %s's option %v is gone", commit, name, operatorValue(s))
+					Expect(current[name].Options).To(ContainElement(operatorValue(s)), "config/tile/tile.yml of %s: %s's option %v is gone", commit, name, operatorValue(s))
 				}
 			}
 		}
@@ -295,7 +302,7 @@ var _ = Describe("the tile's migrations", func() {
 		func(name string, v any) {
 			props := map[string]any{name: value(v)}
 			Expect(migrate(props)).To(Equal(props))
-			Expect(tileSettings(mustRead(filepath.Join(root, "tile/tile.yml")))).To(HaveKey(name))
+			Expect(tileSettings(mustRead(filepath.Join(root, "config/tile/tile.yml")))).To(HaveKey(name))
 		},
 		Entry("TLS: shared-VM TLS only", ".properties.shared_vm_tls_only", "always"),
 		Entry("TLS: dedicated-VM TLS only", ".properties.dedicated_vm_tls_only", "never"),
@@ -307,7 +314,7 @@ var _ = Describe("the tile's migrations", func() {
 	)
 
 	It("are named as Ops Manager runs them, in order, once each", func() {
-		files, err := filepath.Glob(filepath.Join(root, "tile/migrations/v1/*"))
+		files, err := filepath.Glob(filepath.Join(root, "config/tile/migrations/v1/*"))
 		Expect(err).NotTo(HaveOccurred())
 		for _, f := range files {
 			Expect(filepath.Base(f)).To(MatchRegexp(`^20\d{10}_[a-z0-9_-]+\.js$`))

@@ -341,7 +341,7 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		for _, r := range meta.Releases {
 			want = append(want, "releases/"+r.File)
 		}
-		migrations, err := filepath.Glob(filepath.Join(root, "tile/migrations/v1/*.js"))
+		migrations, err := filepath.Glob(filepath.Join(root, "config/tile/migrations/v1/*.js"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(migrations).NotTo(BeEmpty())
 		for _, m := range migrations {
@@ -506,8 +506,8 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		}
 	})
 
-	It("has every form of tile/tile.yml, except those marked pending, which build-tile names", func() {
-		data, err := os.ReadFile(filepath.Join(root, "tile/tile.yml"))
+	It("has every form of config/tile/tile.yml, except those marked pending, which build-tile names", func() {
+		data, err := os.ReadFile(filepath.Join(root, "config/tile/tile.yml"))
 		Expect(err).NotTo(HaveOccurred())
 		var desc struct {
 			Forms []struct {
@@ -828,20 +828,20 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 	})
 
 	Describe("tile-generator, given bad input", func() {
-		// tileCopy copies tile/ into a folder of its own, with tile.yml
+		// tileCopy copies config/tile/ into a folder of its own, with tile.yml
 		// changed by edit.
 		tileCopy := func(edit func(string) string) string {
 			GinkgoHelper()
 			dir := GinkgoT().TempDir()
 			Expect(os.MkdirAll(filepath.Join(dir, "migrations/v1"), 0o755)).To(Succeed())
 			copies := []string{"tile.yml", "icon.png"}
-			migrations, err := filepath.Glob(filepath.Join(root, "tile/migrations/v1/*.js"))
+			migrations, err := filepath.Glob(filepath.Join(root, "config/tile/migrations/v1/*.js"))
 			Expect(err).NotTo(HaveOccurred())
 			for _, m := range migrations {
 				copies = append(copies, "migrations/v1/"+filepath.Base(m))
 			}
 			for _, rel := range copies {
-				data, err := os.ReadFile(filepath.Join(root, "tile", rel))
+				data, err := os.ReadFile(filepath.Join(root, "config/tile", rel))
 				Expect(err).NotTo(HaveOccurred())
 				if rel == "tile.yml" {
 					edited := edit(string(data))

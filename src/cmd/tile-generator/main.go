@@ -1,9 +1,9 @@
 // Command tile-generator builds the Ops Manager tile of Redis for Cloud
-// Foundry, NAME-VERSION.pivotal, from the tile description (tile/tile.yml),
+// Foundry, NAME-VERSION.pivotal, from the tile description (config/tile/tile.yml),
 // the BOSH release tarballs it packs and its migrations, and checks a built
 // tile:
 //
-//	tile-generator -release TARBALL [-release TARBALL...] [-tile tile/tile.yml]
+//	tile-generator -release TARBALL [-release TARBALL...] [-tile config/tile/tile.yml]
 //	    [-migrations DIR] [-version VERSION] [-output DIR]
 //	tile-generator check FILE.pivotal
 //
@@ -30,7 +30,7 @@ import (
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage:
-  tile-generator -release TARBALL [-release TARBALL...] [-tile tile/tile.yml] [-migrations DIR] [-version VERSION] [-output DIR]
+  tile-generator -release TARBALL [-release TARBALL...] [-tile config/tile/tile.yml] [-migrations DIR] [-version VERSION] [-output DIR]
   tile-generator check FILE.pivotal
   tile-generator version                 the generator's own version`
 
@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var releases files
 	fs.Var(&releases, "release", "a BOSH release tarball the tile packs (once per release the description names)")
-	desc := fs.String("tile", "tile/tile.yml", "the tile description")
+	desc := fs.String("tile", "config/tile/tile.yml", "the tile description")
 	migrations := fs.String("migrations", "", "the migrations folder (default: migrations/v1 beside the description)")
 	version := fs.String("version", "", "the tile's version (default: from the first release's version)")
 	output := fs.String("output", ".", "the folder the tile is written into")

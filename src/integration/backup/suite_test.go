@@ -13,17 +13,14 @@
 package backup_test
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/testkit/miniotest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -46,20 +43,10 @@ var _ = BeforeSuite(func() {
 	// take seconds to start.
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
-	redis.SetLogger(ginkgoLogger{})
-	dir, err := os.MkdirTemp("", "backup-bins-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	bins, err = systemtest.Build(dir, true)
-	Expect(err).NotTo(HaveOccurred())
+	bins = systemspec.Build()
+	var err error
 	mio, err = miniotest.Start(GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(mio.Stop)
 	Expect(mio.MakeBucket(bucket)).To(Succeed())
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}

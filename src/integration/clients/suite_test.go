@@ -29,15 +29,13 @@
 package clients_test
 
 import (
-	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -54,16 +52,6 @@ var _ = BeforeSuite(func() {
 	// machine can take seconds.
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	// go-redis logs failed dials, which the closed-port checks cause.
-	redis.SetLogger(ginkgoLogger{})
 	requireClients()
-	var err error
-	bins, err = systemtest.Build(GinkgoT().TempDir(), true)
-	Expect(err).NotTo(HaveOccurred())
+	bins = systemspec.Build()
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}

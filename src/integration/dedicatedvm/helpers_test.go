@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -320,48 +318,6 @@ func serverPid(ctx context.Context, rc *redis.Client) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(info["Server"]["process_id"])
-}
-
-// makeUnwipeable puts into dir a directory that cannot be deleted, the way a
-// failing disk or an operator's stray immutable file would stop a wipe, and
-// returns the function that makes it deletable again (as the node agent's
-// own tests do). As root it uses the immutable attribute (chattr +i), or a
-// read-only bind mount where the file system has no such attribute;
-// otherwise a directory without write permission.
-//
-// A reset moves the data directory aside (dir + ".wiped") before it removes
-// it, so undo acts on the locked folder in either place.
-func makeUnwipeable(dir string) (how string, undo func()) {
-	GinkgoHelper()
-	locked := filepath.Join(dir, "locked")
-	Expect(os.MkdirAll(locked, 0o700)).To(Succeed())
-	file := filepath.Join(locked, "stuck")
-	Expect(os.WriteFile(file, []byte("x"), 0o600)).To(Succeed())
-	movedAside := filepath.Join(dir+".wiped", "locked")
-	if os.Geteuid() != 0 {
-		Expect(os.Chmod(locked, 0o500)).To(Succeed())
-		return "a directory without write permission", func() {
-			_ = os.Chmod(locked, 0o700)
-			_ = os.Chmod(movedAside, 0o700)
-		}
-	}
-	if exec.Command("chattr", "+i", file).Run() == nil {
-		return "an immutable file (chattr +i)", func() {
-			_ = exec.Command("chattr", "-i", file).Run()
-			_ = exec.Command("chattr", "-i", filepath.Join(movedAside, "stuck")).Run()
-		}
-	}
-	if err := syscall.Mount(locked, locked, "", syscall.MS_BIND, ""); err == nil {
-		if err := syscall.Mount("", locked, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err == nil {
-			return "a read-only bind mount", func() {
-				_ = syscall.Unmount(locked, syscall.MNT_DETACH)
-				_ = syscall.Unmount(movedAside, syscall.MNT_DETACH)
-			}
-		}
-		_ = syscall.Unmount(locked, syscall.MNT_DETACH)
-	}
-	Skip("cannot make a directory undeletable here: no chattr +i and no bind mount")
-	return "", nil
 }
 
 // dirSize sums the sizes of the files under dir.

@@ -2,8 +2,6 @@ package dedicatedvm_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -28,17 +26,7 @@ var _ = Describe("a node's metrics", func() {
 		url := sys.Nodes[0].MetricsURL
 		scraper := ca.ClientTLS(GinkgoT(), dir, "scraper")
 		find := func(name string, labels ...string) func() (float64, error) {
-			return func() (float64, error) {
-				fams, err := metrics.Scrape(context.Background(), url, scraper)
-				if err != nil {
-					return 0, err
-				}
-				v, ok := metrics.Find(fams, name, labels...)
-				if !ok {
-					return 0, fmt.Errorf("no series %s%v", name, labels)
-				}
-				return v, nil
-			}
+			return func() (float64, error) { return metrics.Value(context.Background(), url, scraper, name, labels...) }
 		}
 		Eventually(find("redis_for_cf_node_state", "state", "free")).WithTimeout(time.Minute).Should(Equal(1.0))
 		Expect(find("redis_for_cf_agent_instances")()).To(Equal(0.0))
@@ -59,13 +47,9 @@ var _ = Describe("a node's metrics", func() {
 		Expect(find("redis_memory_max_bytes", label...)()).To(Equal(64.0 * (1 << 20)))
 		Expect(find("redis_for_cf_agent_api_requests_total", "route", "PUT /v1/instances/{id}", "code", "201")()).To(Equal(1.0))
 
-		anon := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.ClientTLS(GinkgoT(), dir, "")}}
-		defer anon.CloseIdleConnections()
-		resp, err := anon.Get(url)
+		code, data, err := metrics.Get(context.Background(), url, ca.ClientTLS(GinkgoT(), dir, ""))
 		Expect(err).NotTo(HaveOccurred())
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(string(data)).NotTo(ContainSubstring("redis_"))
 
 		Expect(deprovision(sys, id)).To(Equal(http.StatusOK))

@@ -25,7 +25,7 @@ var _ = Describe("a node whose reset fails", func() {
 		systemspec.WriteKeys(ctx, client(old), "tenant", 1000)
 
 		// The node agent wipes DataDir/data, redis-server's directory.
-		how, undo := makeUnwipeable(filepath.Join(sys.NodeDirs[i], "data"))
+		how, undo := systemspec.MakeUnwipeable(filepath.Join(sys.NodeDirs[i], "data"))
 		DeferCleanup(undo)
 		By("making the data directory of " + node + " undeletable with " + how)
 

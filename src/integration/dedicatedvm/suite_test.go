@@ -10,16 +10,13 @@
 package dedicatedvm_test
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -35,18 +32,5 @@ var _ = BeforeSuite(func() {
 	// on a loaded two-core machine that can take seconds.
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
-	// go-redis logs failed dials, which the specs cause on purpose: they go
-	// where Ginkgo shows them only for a failed spec.
-	redis.SetLogger(ginkgoLogger{})
-	dir, err := os.MkdirTemp("", "dedicatedvm-bins-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	bins, err = systemtest.Build(dir, true)
-	Expect(err).NotTo(HaveOccurred())
+	bins = systemspec.Build()
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}

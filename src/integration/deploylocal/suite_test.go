@@ -8,8 +8,6 @@
 package deploylocal_test
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +18,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 )
 
 func TestDeployLocal(t *testing.T) {
@@ -36,7 +34,7 @@ var _ = BeforeSuite(func() {
 	}
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
-	redis.SetLogger(ginkgoLogger{})
+	systemspec.QuietRedisLog()
 })
 
 // lockMachine makes the calling container the only one on this machine
@@ -65,10 +63,4 @@ func redisPackage() string {
 	b, err := redistest.Current()
 	Expect(err).NotTo(HaveOccurred())
 	return b.Dir
-}
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
 }

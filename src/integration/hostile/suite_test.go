@@ -17,16 +17,13 @@
 package hostile_test
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -43,17 +40,5 @@ var _ = BeforeSuite(func() {
 	// binaries on a loaded two-core machine that can take seconds.
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	// go-redis logs failed dials, which the attacks cause on purpose.
-	redis.SetLogger(ginkgoLogger{})
-	dir, err := os.MkdirTemp("", "hostile-bins-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	bins, err = systemtest.Build(dir, true)
-	Expect(err).NotTo(HaveOccurred())
+	bins = systemspec.Build()
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}

@@ -3,8 +3,6 @@ package sharedvm_test
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -61,13 +59,9 @@ var _ = Describe("the broker's metrics", Ordered, func() {
 	}
 
 	It("refuses a scraper without a client certificate: 403 and no data", func() {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}
-		defer c.CloseIdleConnections()
-		resp, err := c.Get(url)
+		code, body, err := metrics.Get(context.Background(), url, anon)
 		Expect(err).NotTo(HaveOccurred())
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(string(body)).NotTo(ContainSubstring("redis_broker"))
 	})
 
@@ -122,17 +116,7 @@ var _ = Describe("the shared agent's metrics", Ordered, func() {
 	})
 
 	find := func(name string, labels ...string) func() (float64, error) {
-		return func() (float64, error) {
-			fams, err := metrics.Scrape(context.Background(), url, client)
-			if err != nil {
-				return 0, err
-			}
-			v, ok := metrics.Find(fams, name, labels...)
-			if !ok {
-				return 0, fmt.Errorf("no series %s%v", name, labels)
-			}
-			return v, nil
-		}
+		return func() (float64, error) { return metrics.Value(context.Background(), url, client, name, labels...) }
 	}
 
 	It("serves each instance's values and the agent's API requests by route", func() {
@@ -160,13 +144,9 @@ var _ = Describe("the shared agent's metrics", Ordered, func() {
 	})
 
 	It("refuses a scraper without a client certificate: 403 and no data", func() {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}
-		defer c.CloseIdleConnections()
-		resp, err := c.Get(url)
+		code, body, err := metrics.Get(context.Background(), url, anon)
 		Expect(err).NotTo(HaveOccurred())
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(string(body)).NotTo(ContainSubstring("redis_"))
 	})
 

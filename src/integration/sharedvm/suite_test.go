@@ -10,16 +10,14 @@
 package sharedvm_test
 
 import (
-	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
 	"k8s.io/klog/v2"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -36,20 +34,9 @@ var _ = BeforeSuite(func() {
 	// machine with race-detector binaries that can take seconds.
 	SetDefaultEventuallyTimeout(10 * time.Second)
 	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
-	// go-redis logs failed dials; specs that kill servers cause them on
-	// purpose, so they go where Ginkgo shows them only for a failed spec.
-	redis.SetLogger(ginkgoLogger{})
 	// The OSB client logs every error answer through klog; the specs provoke
 	// many on purpose.
 	klog.LogToStderr(false)
 	klog.SetOutput(GinkgoWriter)
-	var err error
-	bins, err = systemtest.Build(GinkgoT().TempDir(), true)
-	Expect(err).NotTo(HaveOccurred())
+	bins = systemspec.Build()
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}

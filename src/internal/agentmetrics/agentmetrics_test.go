@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -352,16 +351,12 @@ func TestSharedAgentInstancesAgainstTheirINFO(t *testing.T) {
 	}
 
 	// A scrape without the client certificate gets 403 and no data.
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.anon}}
-	defer client.CloseIdleConnections()
-	resp, err := client.Get(h.url)
+	code, body, err := metrics.Get(context.Background(), h.url, h.anon)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "redis_") {
-		t.Errorf("without a client certificate: %d %q, want 403 and no data", resp.StatusCode, body)
+	if code != http.StatusForbidden || strings.Contains(string(body), "redis_") {
+		t.Errorf("without a client certificate: %d %q, want 403 and no data", code, body)
 	}
 
 	// A kill -9 of "plain": the supervisor restarts it, and both restart

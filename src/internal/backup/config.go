@@ -247,7 +247,7 @@ func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, sr
 
 // FoundInterval is how often Schedule.Run lists the destination for the
 // newest backup of each of the agent's instances.
-var FoundInterval = 5 * time.Minute
+const FoundInterval = 5 * time.Minute
 
 // reportFound hands record the newest backup of each of src's instances
 // that the destination holds, at once and every FoundInterval until ctx

@@ -101,16 +101,12 @@ func TestNoClientCertificateGets403AndNoData(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := server(t, ca)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca, nil)}}
-	defer client.CloseIdleConnections()
-	resp, err := client.Get(url)
+	code, body, err := metrics.Get(context.Background(), url, clientTLS(t, ca, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("status %d, want 403", resp.StatusCode)
+	if code != http.StatusForbidden {
+		t.Errorf("status %d, want 403", code)
 	}
 	if strings.Contains(string(body), "redis_test_things_total") || strings.Contains(string(body), "go_") {
 		t.Errorf("the 403 carries metrics: %q", body)

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -16,24 +17,48 @@ import (
 // (its client certificate and the server's CA), and parses the text
 // exposition into metric families by name.
 func Scrape(ctx context.Context, url string, tlsConf *tls.Config) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	code, body, err := Get(ctx, url, tlsConf)
 	if err != nil {
 		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("scraping %s: %d %s: %.512s", url, code, http.StatusText(code), body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(bytes.NewReader(body))
+}
+
+// Get fetches url as a scraper does and returns the status and body
+// whatever the status: what a test of the endpoint's refusals reads.
+func Get(ctx context.Context, url string, tlsConf *tls.Config) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
 	}
 	req.Header.Set("Accept", "text/plain")
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("scraping %s: %s: %s", url, resp.Status, body)
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// Value scrapes url and finds the one series of name whose labels include
+// the pairs given, as Find does; an error says which failed. Tests poll it.
+func Value(ctx context.Context, url string, tlsConf *tls.Config, name string, labels ...string) (float64, error) {
+	fams, err := Scrape(ctx, url, tlsConf)
+	if err != nil {
+		return 0, err
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	return parser.TextToMetricFamilies(resp.Body)
+	v, ok := Find(fams, name, labels...)
+	if !ok {
+		return 0, fmt.Errorf("not exactly one series %s%v", name, labels)
+	}
+	return v, nil
 }
 
 // Find is the value of the series of name whose labels include the pairs

@@ -22,6 +22,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
 
@@ -203,7 +204,7 @@ var _ = Describe("a dedicated node", func() {
 		nd.claim(ctx, "inst-1")
 		c, pw := nd.bind(ctx, "inst-1", "b1")
 		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
-		how, undo := makeUnwipeable(filepath.Join(nd.cfg.DataDir, "data"))
+		how, undo := systemspec.MakeUnwipeable(filepath.Join(nd.cfg.DataDir, "data"))
 		DeferCleanup(undo)
 		By("making the data directory undeletable with " + how)
 

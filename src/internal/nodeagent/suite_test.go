@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/params"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
@@ -40,19 +40,11 @@ func TestNodeagent(t *testing.T) {
 var ca *tlstest.CA
 
 var _ = BeforeSuite(func() {
-	// go-redis logs every refused dial, and readiness probes dial before
-	// redis-server listens: show those logs only with a failing spec.
-	redis.SetLogger(ginkgoLogger{})
+	systemspec.QuietRedisLog()
 	var err error
 	ca, err = tlstest.NewCA("nodes-ca")
 	Expect(err).NotTo(HaveOccurred())
 })
-
-type ginkgoLogger struct{}
-
-func (ginkgoLogger) Printf(_ context.Context, format string, v ...any) {
-	fmt.Fprintf(GinkgoWriter, "go-redis: "+format+"\n", v...)
-}
 
 // node is a real Node behind the real handler, served over real TLS by
 // serve.Server and driven through the real client, with a real redis-server.
@@ -228,47 +220,6 @@ func (nd *node) adminPassword() string {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(json.Unmarshal(data, &st)).To(Succeed())
 	return st.AdminPassword
-}
-
-// makeUnwipeable puts into dir a directory that cannot be deleted, the way a
-// failing disk or an operator's stray immutable file would stop a wipe, and
-// returns the function that makes it deletable again. As root it uses the
-// immutable attribute (chattr +i), or a read-only bind mount where the file
-// system has no such attribute; otherwise a directory without write
-// permission.
-//
-// A reset moves the data directory aside (dir + ".wiped") before it removes
-// it, so undo acts on the locked folder in either place.
-func makeUnwipeable(dir string) (how string, undo func()) {
-	locked := filepath.Join(dir, "locked")
-	Expect(os.MkdirAll(locked, 0o700)).To(Succeed())
-	file := filepath.Join(locked, "stuck")
-	Expect(os.WriteFile(file, []byte("x"), 0o600)).To(Succeed())
-	movedAside := filepath.Join(dir+".wiped", "locked")
-	if os.Geteuid() != 0 {
-		Expect(os.Chmod(locked, 0o500)).To(Succeed())
-		return "a directory without write permission", func() {
-			_ = os.Chmod(locked, 0o700)
-			_ = os.Chmod(movedAside, 0o700)
-		}
-	}
-	if exec.Command("chattr", "+i", file).Run() == nil {
-		return "an immutable file (chattr +i)", func() {
-			_ = exec.Command("chattr", "-i", file).Run()
-			_ = exec.Command("chattr", "-i", filepath.Join(movedAside, "stuck")).Run()
-		}
-	}
-	if err := syscall.Mount(locked, locked, "", syscall.MS_BIND, ""); err == nil {
-		if err := syscall.Mount("", locked, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err == nil {
-			return "a read-only bind mount", func() {
-				_ = syscall.Unmount(locked, syscall.MNT_DETACH)
-				_ = syscall.Unmount(movedAside, syscall.MNT_DETACH)
-			}
-		}
-		_ = syscall.Unmount(locked, syscall.MNT_DETACH)
-	}
-	Skip("cannot make a directory undeletable here: no chattr +i and no bind mount")
-	return "", nil
 }
 
 // tempDir is a directory for one spec; processes started from it are killed

@@ -1,5 +1,5 @@
 // Package tile builds the Ops Manager tile of Redis for Cloud Foundry: it
-// reads the tile description kept in the repository (tile/tile.yml), the
+// reads the tile description kept in the repository (config/tile/tile.yml), the
 // BOSH release tarballs the tile packs and the migrations, checks that every
 // setting an operator makes reaches a property that a job of those releases
 // defines, and writes the .pivotal file (a zip of metadata/NAME.yml,
@@ -25,7 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Description is tile/tile.yml: what the tile shows an operator and how each
+// Description is config/tile/tile.yml: what the tile shows an operator and how each
 // setting reaches the jobs.
 type Description struct {
 	// Name is the product's name in Ops Manager; never change it once

@@ -31,7 +31,7 @@ type Migration struct {
 // YYYYMMDDHHMM: the names sort in the order the migrations were written.
 var migrationNameRe = regexp.MustCompile(`^(\d{12})_[a-z0-9_-]+\.js$`)
 
-// LoadMigrations reads the migrations in dir (tile/migrations/v1), in the
+// LoadMigrations reads the migrations in dir (config/tile/migrations/v1), in the
 // order Ops Manager runs them. A missing dir means none.
 func LoadMigrations(dir string) ([]Migration, error) {
 	entries, err := os.ReadDir(dir)
