@@ -87,7 +87,7 @@ var _ = Describe("backups of an HA group", func() {
 		Expect(sum.Failed()).To(BeZero(), out.String())
 		Expect(sum.Results).To(HaveExactElements(HaveField("Source", "node "+h.nodes[1].cfg.NodeID)), out.String())
 		Expect(sum.Skipped).To(ConsistOf(h.id+" (node "+h.nodes[0].cfg.NodeID+")", h.id+" (node "+h.nodes[2].cfg.NodeID+")"))
-		Expect(out.String()).To(ContainSubstring("(node " + h.nodes[0].cfg.NodeID + "): skipped, another member of its HA group backs it up: this node is the leader; " + h.nodes[1].addr() + ", the first follower in member order, backs the group up"))
+		Expect(out.String()).To(ContainSubstring("(node " + h.nodes[0].cfg.NodeID + "): skipped, another member of its HA group backs it up: this node is the leader; " + h.nodes[1].addr() + ", the first follower in member order that Sentinel sees up, backs the group up"))
 		Expect(out.String()).To(ContainSubstring("(node " + h.nodes[2].cfg.NodeID + "): skipped, another member of its HA group backs it up: this node is a follower; " + h.nodes[1].addr()))
 		Expect(stored("errand")).To(Equal(1))
 
@@ -141,5 +141,33 @@ var _ = Describe("backups of an HA group", func() {
 		restored := fresh.admin(fresh.adminPassword())
 		Expect(restored.Get(ctx, "after").Val()).To(Equal("failover"))
 		Expect(restored.Get(ctx, "k99").Val()).To(Equal("99"))
+
+		By("while the first follower is down, agent and server, the other follower backs up")
+		down := h.nodes[0]
+		pid := down.pid()
+		down.crash()
+		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		var other *node
+		for _, nd := range h.nodes[1:] {
+			if nd.addr() != promoted {
+				other = nd
+			}
+		}
+		live := func() []backup.Source {
+			var s []backup.Source
+			for _, nd := range h.nodes[1:] {
+				s = append(s, backup.SourceOf("node "+nd.cfg.NodeID, nd.client, 0))
+			}
+			return s
+		}
+		// Sentinel calls the follower down within a few seconds; until then
+		// the live members leave the backup to it.
+		Eventually(func() []backup.Result { return r.Run(ctx, live()).Results }).WithContext(ctx).WithTimeout(failover).
+			Should(HaveExactElements(HaveField("Source", "node "+other.cfg.NodeID)))
+		sum = r.Run(ctx, live())
+		Expect(sum.Failed()).To(BeZero(), out.String())
+		Expect(sum.Results).To(HaveExactElements(HaveField("Source", "node "+other.cfg.NodeID)), "one backup, from the follower that is up")
+		Expect(sum.Skipped).To(HaveExactElements(HavePrefix(h.id+" (node ")), "the leader leaves it")
+		startNode(down.cfg) // back, so the spec's cleanup stops what it runs
 	})
 })
