@@ -72,6 +72,27 @@ var _ = Describe("backups of an HA group", func() {
 			return len(bs)
 		}
 
+		// settled waits until the members agree that member i backs up:
+		// each asks its own Sentinel who is up, and Sentinels learn of a
+		// change within a ping or two of each other.
+		settled := func(i int) {
+			GinkgoHelper()
+			want := []bool{true, true, true}
+			want[i] = false
+			Eventually(func() []bool {
+				var skips []bool
+				for _, nd := range h.nodes {
+					l, err := nd.client.List(ctx)
+					if err != nil || len(l) != 1 {
+						return nil
+					}
+					skips = append(skips, l[0].BackupSkip != "")
+				}
+				return skips
+			}).WithContext(ctx).WithTimeout(failover).Should(Equal(want), "who skips")
+		}
+		settled(1)
+
 		By("the backup errand, through every member's API, backs the group up once, from the second member")
 		errand := backup.ErrandConfig{Destination: backup.Destination{Local: dest.Local, PathPrefix: "errand"}}
 		for _, nd := range h.nodes {
@@ -119,6 +140,7 @@ var _ = Describe("backups of an HA group", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(target.Name).To(Equal("node " + h.nodes[slices.IndexFunc(h.nodes, func(nd *node) bool { return nd.addr() == promoted })].cfg.NodeID))
 
+		settled(0)
 		before1, before := okLines(1), stored("scheduled")
 		stop = schedules(h)
 		Eventually(okLines).WithArguments(0).WithTimeout(failover).Should(BeNumerically(">=", 2), "the old leader, now the first follower, backs up")

@@ -89,7 +89,10 @@ type Replica struct {
 	Host string
 	Port int
 	// Up is false while the Sentinel holds the follower down or
-	// disconnected, or sees its link to the leader down.
+	// disconnected, which its pings (one a second) tell. Its view of the
+	// follower's link to the leader comes from INFO, up to 10 s old, so
+	// members asking different Sentinels would disagree on it for longer:
+	// it is left out.
 	Up bool
 }
 
@@ -115,7 +118,7 @@ func Replicas(ctx context.Context, c *redis.Client, g Group) ([]Replica, error) 
 		if err != nil {
 			continue
 		}
-		up := f["master-link-status"] == "ok"
+		up := true
 		for _, flag := range strings.Split(f["flags"], ",") {
 			if flag == "s_down" || flag == "o_down" || flag == "disconnected" {
 				up = false
