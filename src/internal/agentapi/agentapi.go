@@ -81,8 +81,8 @@ type Instance struct {
 	Live *Live `json:"live,omitempty"`
 	// BackupSkip, when set, says why this node leaves the instance's
 	// backups to another member of its HA group (the first follower in
-	// member order, by the Sentinels' view); only a node's List fills it
-	// in. Scheduled backups and the backup errand skip such an instance.
+	// member order that Sentinel sees up); only a node's List fills it in.
+	// Scheduled backups and the backup errand skip such an instance.
 	BackupSkip string `json:"backup_skip,omitempty"`
 }
 
