@@ -60,6 +60,25 @@ func interpolateInto(store string, ops []string, vars map[string]string) (string
 	return string(out), nil
 }
 
+// newDeployment interpolates manifests/redis.yml with the ops files and
+// vars and loads the release's jobs it names.
+func newDeployment(ops []string, vars map[string]string) *deployment {
+	GinkgoHelper()
+	doc, err := interpolate(ops, vars)
+	Expect(err).NotTo(HaveOccurred())
+	d := &deployment{jobs: map[string]*Job{}}
+	Expect(yaml.Unmarshal([]byte(doc), &d.m)).To(Succeed())
+	for _, g := range d.m.InstanceGroups {
+		for _, mj := range g.Jobs {
+			if mj.Release == "redis-for-cf" && d.jobs[mj.Name] == nil {
+				d.jobs[mj.Name], err = loadJob(mj.Name)
+				Expect(err).NotTo(HaveOccurred(), "job %s of instance group %s", mj.Name, g.Name)
+			}
+		}
+	}
+	return d
+}
+
 // flatten lists the dotted names of a properties tree's leaves.
 func flatten(prefix string, v any, out *[]string) {
 	m, ok := v.(map[string]any)
@@ -101,7 +120,7 @@ func (d *deployment) instances(g instanceGroup) []Instance {
 		if d.m.Features.UseDNSAddresses {
 			addr = fmt.Sprintf("%s.%s.%s.%s.bosh", id, g.Name, network, d.m.Name)
 		}
-		out = append(out, Instance{Group: g.Name, Index: i, ID: id, AZ: "z1", IP: ip, Address: addr, Deployment: d.m.Name})
+		out = append(out, Instance{Group: g.Name, Index: i, ID: id, AZ: g.AZ(i), IP: ip, Address: addr, Deployment: d.m.Name})
 	}
 	return out
 }
@@ -197,11 +216,16 @@ var _ = Describe("manifests/redis.yml", func() {
 			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml", "redis-tls.yml", "extra-shared-vms-redis-tls.yml"},
 	}
 
+	// haPlan is tried on its own below, its broker config checked as JSON:
+	// this branch's broker does not know dedicated_ha yet (the ha-broker
+	// branch teaches it). Once both are merged, add it to combinations too.
+	haPlan := "enable-ha-plan.yml"
+
 	It("has every ops file tried below", func() {
 		files, err := filepath.Glob(filepath.Join(root, "manifests/operations/*.yml"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(files).NotTo(BeEmpty())
-		tried := map[string]bool{}
+		tried := map[string]bool{haPlan: true}
 		for _, c := range combinations {
 			for _, o := range c {
 				tried[o] = true
@@ -220,20 +244,7 @@ var _ = Describe("manifests/redis.yml", func() {
 		Describe(name, Ordered, func() {
 			var d *deployment
 
-			BeforeAll(func() {
-				doc, err := interpolate(ops, operatorVars)
-				Expect(err).NotTo(HaveOccurred())
-				d = &deployment{jobs: map[string]*Job{}}
-				Expect(yaml.Unmarshal([]byte(doc), &d.m)).To(Succeed())
-				for _, g := range d.m.InstanceGroups {
-					for _, mj := range g.Jobs {
-						if mj.Release == "redis-for-cf" && d.jobs[mj.Name] == nil {
-							d.jobs[mj.Name], err = loadJob(mj.Name)
-							Expect(err).NotTo(HaveOccurred(), "job %s of instance group %s", mj.Name, g.Name)
-						}
-					}
-				}
-			})
+			BeforeAll(func() { d = newDeployment(ops, operatorVars) })
 
 			It("names only jobs, properties and links the job specs define, and gives every group a persistent disk", func() {
 				var releases []string
@@ -360,6 +371,59 @@ var _ = Describe("manifests/redis.yml", func() {
 			})
 		})
 	}
+
+	Describe("with "+haPlan, func() {
+		// render renders job name of the first instance of its group.
+		render := func(d *deployment, name string) (map[string]string, error) {
+			for _, g := range d.m.InstanceGroups {
+				for _, mj := range g.Jobs {
+					if mj.Name == name {
+						links, err := d.links(mj)
+						Expect(err).NotTo(HaveOccurred())
+						return d.jobs[name].renderAll(mj.Properties, d.instances(g)[0], links)
+					}
+				}
+			}
+			return nil, fmt.Errorf("no job %s", name)
+		}
+		withVars := func(kv ...string) map[string]string {
+			vars := maps.Clone(operatorVars)
+			for i := 0; i+1 < len(kv); i += 2 {
+				vars[kv[i]] = kv[i+1]
+			}
+			return vars
+		}
+
+		It("runs Sentinel on 3 nodes and offers the plan from them, over TLS too", func() {
+			for _, ops := range [][]string{{haPlan}, {"redis-tls.yml", haPlan}} {
+				d := newDeployment(ops, operatorVars)
+				Expect(d.m.InstanceGroups[slices.IndexFunc(d.m.InstanceGroups, func(g instanceGroup) bool { return g.Name == "redis-node" })].Instances).To(Equal(3))
+				out, err := render(d, "redis-node")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(field(mustCheckConfig("redis-node-agent", out["config/config.json"]), "ha")).To(Equal(map[string]any{"sentinel_port": 26379.0}), "%v", ops)
+				out, err = render(d, "redis-broker")
+				Expect(err).NotTo(HaveOccurred())
+				var c map[string]any
+				Expect(json.Unmarshal([]byte(out["config/config.json"]), &c)).To(Succeed())
+				Expect(field(c, "dedicated_ha")).To(Equal(map[string]any{
+					"plan_id": "5b8d3e1f-9c2a-4d7e-b6f0-3a1c9e8d2b47", "name": "dedicated-ha", "description": "",
+					"tls_only": "optional", "sentinel_port": 26379.0,
+				}))
+				Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(3))
+				Expect(field(c, "dedicated_vm.nodes.2.az")).To(Equal("z1"))
+			}
+		})
+
+		It("takes more nodes from scale-dedicated-nodes.yml after it, and refuses fewer than 3 at render time", func() {
+			d := newDeployment([]string{haPlan, "scale-dedicated-nodes.yml"}, withVars("redis_node_instances", "5"))
+			out, err := render(d, "redis-broker")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out["config/config.json"]).To(ContainSubstring(`"dedicated_ha"`))
+			d = newDeployment([]string{haPlan, "scale-dedicated-nodes.yml"}, withVars("redis_node_instances", "2"))
+			_, err = render(d, "redis-broker")
+			Expect(err).To(MatchError(ContainSubstring("dedicated_ha.enabled needs at least 3 dedicated nodes")))
+		})
+	})
 
 	It("names every certificate for the BOSH DNS addresses of the instances that serve it, under the deployment and network names given", func() {
 		all := combinations[len(combinations)-1]

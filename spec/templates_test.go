@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -633,6 +634,66 @@ var _ = Describe("redis-broker templates", func() {
 		Expect(field(c, "shared_vm")).To(BeNil())
 		Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(3))
 	})
+
+	// renderJSON renders the broker's config and decodes it. The dedicated-ha
+	// plan's config is checked as JSON here: this branch's broker does not
+	// know dedicated_ha yet (the ha-broker branch adds it); once both are
+	// merged, these renders must also pass mustCheckConfig.
+	renderJSON := func(p map[string]any, links map[string]LinkData) map[string]any {
+		GinkgoHelper()
+		var c map[string]any
+		Expect(json.Unmarshal([]byte(mustRenderAll(j, p, in, links)["config/config.json"]), &c)).To(Succeed())
+		return c
+	}
+	haNodes := func(n int, kv ...any) map[string]LinkData {
+		return map[string]LinkData{"redis-node": mustLink(nodeJob, "redis-node", props(append(append(append([]any{}, nodeKV...), "ha.enabled", true), kv...)...), group("redis-node", n, 20))}
+	}
+
+	It("render the dedicated-ha plan from the dedicated nodes, each with its AZ, the Sentinel port from the link", func() {
+		c := renderJSON(brokerProps("dedicated_ha.enabled", true), haNodes(4))
+		Expect(field(c, "dedicated_ha")).To(Equal(map[string]any{
+			"plan_id": "5b8d3e1f-9c2a-4d7e-b6f0-3a1c9e8d2b47", "name": "dedicated-ha", "description": "",
+			"tls_only": "optional", "sentinel_port": 26379.0,
+		}))
+		Expect(field(c, "dedicated_ha.plan_id")).NotTo(BeElementOf(field(c, "dedicated_vm.plan_id"), "a3c1b7e2-0d4f-4c59-8e2b-61f5d0c9b342"))
+		Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(4), "one pool for both dedicated plans")
+		for i, want := range group("redis-node", 4, 20) {
+			Expect(field(c, fmt.Sprintf("dedicated_vm.nodes.%d.id", i))).To(Equal(want.ID))
+			Expect(field(c, fmt.Sprintf("dedicated_vm.nodes.%d.az", i))).To(Equal(want.AZ))
+		}
+
+		c = renderJSON(brokerProps("dedicated_ha.enabled", true, "dedicated_ha.name", "ha", "dedicated_ha.description", "Three nodes",
+			"dedicated_ha.tls_only", "always", "dedicated_ha.plan_id", "ha-plan"), haNodes(3, "ha.sentinel_port", 26380))
+		Expect(field(c, "dedicated_ha")).To(Equal(map[string]any{
+			"plan_id": "ha-plan", "name": "ha", "description": "Three nodes", "tls_only": "always", "sentinel_port": 26380.0,
+		}))
+
+		By("a node without an AZ has no az; without the plan no node has one, and the broker accepts the config")
+		links := haNodes(3)
+		links["redis-node"] = mustLink(nodeJob, "redis-node", props(append(append([]any{}, nodeKV...), "ha.enabled", true)...),
+			func() []Instance { g := group("redis-node", 3, 20); g[1].AZ = ""; return g }())
+		c = renderJSON(brokerProps("dedicated_ha.enabled", true), links)
+		Expect(field(c, "dedicated_vm.nodes.0")).To(HaveKey("az"))
+		Expect(field(c, "dedicated_vm.nodes.1")).NotTo(HaveKey("az"))
+		c = mustCheckConfig("redis-broker", mustRenderAll(j, brokerProps(), in, haNodes(3))["config/config.json"])
+		Expect(field(c, "dedicated_ha")).To(BeNil())
+		Expect(field(c, "dedicated_vm.nodes.0")).NotTo(HaveKey("az"))
+	})
+
+	DescribeTable("refuse the dedicated-ha plan without three Sentinel nodes, naming the cause",
+		func(links func() map[string]LinkData, message string) {
+			_, err := j.render("config.json.erb", brokerProps("dedicated_ha.enabled", true), in, links())
+			Expect(err).To(MatchError(ContainSubstring(message)))
+		},
+		Entry("two nodes", func() map[string]LinkData { return haNodes(2) },
+			"dedicated_ha.enabled needs at least 3 dedicated nodes (a leader and two followers, each on its own VM); the redis-node link has 2"),
+		Entry("nodes without Sentinel", func() map[string]LinkData {
+			return map[string]LinkData{"redis-node": mustLink(nodeJob, "redis-node", nodeProps, nodes)}
+		}, "dedicated_ha.enabled needs Sentinel on the dedicated nodes: set ha.enabled: true on the redis-node job"),
+		Entry("no nodes at all", func() map[string]LinkData {
+			return map[string]LinkData{"redis-shared-agent": mustLink(agentJob, "redis-shared-agent", agentProps(false), agents)}
+		}, "dedicated_ha.enabled needs dedicated nodes: link the broker to the redis-node job"),
+	)
 
 	It("count an agent once when both shared-agent links lead to its instance group", func() {
 		l := mustLink(agentJob, "redis-shared-agent", agentProps(false), moreAgents)

@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -621,6 +622,59 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 		i := slices.IndexFunc(meta.PropertyBlueprints, func(b tileBlueprint) bool { return b.Name == "purge_on_delete" })
 		Expect(i).NotTo(BeNumerically("<", 0))
 		Expect(meta.PropertyBlueprints[i].Default).To(BeTrue())
+	})
+
+	It("has a Dedicated-HA form that turns on Sentinel on the nodes and the broker's plan together, off by default", func() {
+		i := slices.IndexFunc(meta.PropertyBlueprints, func(b tileBlueprint) bool { return b.Name == "dedicated_ha_enabled" })
+		Expect(i).NotTo(Equal(-1))
+		Expect(meta.PropertyBlueprints[i].Type).To(Equal("boolean"))
+		Expect(meta.PropertyBlueprints[i].Default).To(BeFalse())
+		Expect(meta.FormTypes).To(ContainElement(HaveField("Name", "dedicated_ha_plan")))
+		// manifest resolves the properties of JOBTYPE/JOB with the form's values.
+		manifest := func(key string, values map[string]any) map[string]any {
+			GinkgoHelper()
+			for _, jt := range meta.JobTypes {
+				for _, t := range jt.Templates {
+					if jt.Name+"/"+t.Name == key {
+						m := map[string]any{}
+						Expect(yaml.Unmarshal([]byte(t.Manifest), &m)).To(Succeed())
+						return tileResolve(meta, m, map[string]string{"backups": "disabled"}, values).(map[string]any)
+					}
+				}
+			}
+			Fail("no template " + key)
+			return nil
+		}
+		nodeJob, brokerJob := mustLoadJob("redis-node"), mustLoadJob("redis-broker")
+		nodes := group("redis-node", 3, 20)
+		nodeTLS := newPKI("*.redis-node.default.redis.bosh")
+		for _, on := range []bool{true, false} {
+			values := map[string]any{"dedicated_ha_enabled": on, "dedicated_ha_tls_only": "always"}
+			broker, node := manifest("redis-broker/redis-broker", values), manifest("redis-node/redis-node", values)
+			Expect(broker["dedicated_ha"]).To(Equal(map[string]any{"enabled": on, "tls_only": "always"}))
+			Expect(node["ha"]).To(Equal(map[string]any{"enabled": on}))
+
+			nodeProps := props("api.password", "node-secret", "api.tls.certificate", nodeTLS.cert,
+				"api.tls.private_key", nodeTLS.key, "api.tls.ca", nodeTLS.ca, "metrics.port", 0)
+			nodeProps["ha"] = node["ha"]
+			c := mustCheckConfig("redis-node-agent", mustRenderAll(nodeJob, nodeProps, nodes[0], nil)["config/config.json"])
+			brokerProps := props("broker.password", "cc-secret", "metrics.port", 0)
+			brokerProps["dedicated_ha"] = broker["dedicated_ha"]
+			out := mustRenderAll(brokerJob, brokerProps, group("redis-broker", 1, 5)[0],
+				map[string]LinkData{"redis-node": mustLink(nodeJob, "redis-node", nodeProps, nodes)})
+			var b map[string]any
+			Expect(json.Unmarshal([]byte(out["config/config.json"]), &b)).To(Succeed())
+			if !on {
+				Expect(field(c, "ha")).To(BeNil())
+				Expect(field(b, "dedicated_ha")).To(BeNil())
+				continue
+			}
+			Expect(field(c, "ha.sentinel_port")).To(BeEquivalentTo(26379))
+			// As JSON: this branch's broker does not know dedicated_ha yet.
+			Expect(field(b, "dedicated_ha.tls_only")).To(Equal("always"))
+			Expect(field(b, "dedicated_ha.sentinel_port")).To(BeEquivalentTo(26379))
+			Expect(field(b, "dedicated_vm.nodes.2.az")).To(Equal(nodes[2].AZ))
+		}
 	})
 
 	Describe("backups", func() {

@@ -79,6 +79,11 @@ type Instance struct {
 	// Live is what the running server reports; only Get fills it in, and
 	// only when the server answered.
 	Live *Live `json:"live,omitempty"`
+	// BackupSkip, when set, says why this node leaves the instance's
+	// backups to another member of its HA group (the first follower in
+	// member order that Sentinel sees up); only a node's List fills it in.
+	// Scheduled backups and the backup errand skip such an instance.
+	BackupSkip string `json:"backup_skip,omitempty"`
 }
 
 // Live is what an instance's running redis-server reports of itself.

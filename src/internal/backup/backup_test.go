@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 	"github.com/cf-redis/redis-for-cf/src/internal/store/dirstore"
@@ -158,6 +159,9 @@ var _ = Describe("Prune", func() {
 type source struct {
 	ids    []string
 	broken map[string]bool
+	// skip are the instances the source leaves to another member of their
+	// HA group, with the reason.
+	skip map[string]string
 }
 
 type brokenReader struct{ r io.Reader }
@@ -172,8 +176,14 @@ func (b brokenReader) Read(p []byte) (int, error) {
 
 func (s *source) Source() backup.Source {
 	return backup.Source{
-		Name:      "agent test",
-		Instances: func(ctx context.Context) ([]string, error) { return s.ids, nil },
+		Name: "agent test",
+		Instances: func(ctx context.Context) ([]agentapi.Instance, error) {
+			var list []agentapi.Instance
+			for _, id := range s.ids {
+				list = append(list, agentapi.Instance{ID: id, BackupSkip: s.skip[id]})
+			}
+			return list, nil
+		},
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
 			data := bytes.Repeat([]byte(id), 1000)
 			if s.broken[id] {
@@ -215,6 +225,28 @@ var _ = Describe("Runner", func() {
 	})
 })
 
+var _ = Describe("Runner and HA groups", func() {
+	It("leaves an instance another member of its HA group backs up, with a line saying so", func() {
+		st, _ := folder()
+		var out bytes.Buffer
+		r := backup.Runner{Store: st, Out: &out}
+		leader := &source{ids: []string{"ha"}, skip: map[string]string{"ha": "node n-1 backs it up"}}
+		follower := &source{ids: []string{"ha"}}
+		sum := r.Run(context.Background(), []backup.Source{leader.Source(), follower.Source()})
+		Expect(sum.Failed()).To(BeZero())
+		Expect(sum.Results).To(HaveLen(1))
+		Expect(sum.Skipped).To(Equal([]string{"ha (agent test)"}))
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		Expect(lines).To(HaveLen(3))
+		Expect(lines[0]).To(Equal("backup of instance ha (agent test): skipped, another member of its HA group backs it up: node n-1 backs it up"))
+		Expect(lines[1]).To(HavePrefix("backup of instance ha (agent test): ok"))
+		Expect(lines[2]).To(HavePrefix("backup finished: 1 of 1 instances backed up, 1 left to another member of their HA group; "))
+		bs, err := backup.List(context.Background(), st, "", "ha")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(bs).To(HaveLen(1))
+	})
+})
+
 var _ = Describe("Runner.Record", func() {
 	It("gets every backup's result but one cut short by its context's end", func() {
 		st, _ := folder()
@@ -230,7 +262,7 @@ var _ = Describe("Runner.Record", func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		stopping := backup.Source{
 			Name:      "stopping agent",
-			Instances: func(context.Context) ([]string, error) { return []string{"c"}, nil },
+			Instances: func(context.Context) ([]agentapi.Instance, error) { return []agentapi.Instance{{ID: "c"}}, nil },
 			Snapshot: func(context.Context, string) (io.ReadCloser, error) {
 				cancel() // the agent shuts down while the snapshot streams
 				return nil, context.Canceled

@@ -228,7 +228,7 @@ func (s *Schedule) Run(ctx context.Context, logger *slog.Logger, name string, sr
 	runner := Runner{Store: st, Prefix: s.Destination.PathPrefix, Retention: s.Retention, Out: LogWriter(logger), Record: record}
 	source := Source{
 		Name:      name,
-		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, src) },
+		Instances: src.List,
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
 			a, err := src.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: s.SnapshotTimeout(), LateHead: true})
 			if err != nil {

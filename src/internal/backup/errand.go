@@ -11,6 +11,7 @@ import (
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/ids"
+	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 )
 
 // ErrandConfig is the config file of redis-backup, the backup errand: the
@@ -129,8 +130,9 @@ type Lister interface {
 	List(ctx context.Context) ([]agentapi.Instance, error)
 }
 
-// instanceIDs are the ids of the instances of l to back up: every one but
-// those being deleted (a node lists only the instance holding it).
+// instanceIDs are the ids of the instances of l but those being deleted
+// (a node lists only the instance holding it), whichever member of an HA
+// group backs them up.
 func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
 	list, err := l.List(ctx)
 	if err != nil {
@@ -151,31 +153,54 @@ func instanceIDs(ctx context.Context, l Lister) ([]string, error) {
 func SourceOf(name string, c *agentapi.Client, timeout time.Duration) Source {
 	return Source{
 		Name:      name,
-		Instances: func(ctx context.Context) ([]string, error) { return instanceIDs(ctx, c) },
+		Instances: c.List,
 		Snapshot: func(ctx context.Context, id string) (io.ReadCloser, error) {
 			return c.Snapshot(ctx, id, agentapi.SnapshotRequest{Timeout: timeout, LateHead: true})
 		},
 	}
 }
 
-// Target finds the agent or node holding instance id.
+// Target finds the agent or node holding instance id. The three nodes of
+// an HA group all hold it: the target is the one whose server leads, as a
+// restored follower would be resynced from its leader.
 func (c *ErrandConfig) Target(ctx context.Context, id string) (Target, error) {
 	agents, err := c.clients()
 	if err != nil {
 		return Target{}, err
 	}
 	var errs []error
+	var holders []agent
+	var leaders []agent
 	for _, a := range agents {
-		_, err := a.client.Get(ctx, id)
+		inst, err := a.client.Get(ctx, id)
 		if err == nil {
-			return Target{Name: a.name, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
-				return a.client.Restore(ctx, id, req, r)
-			}}, nil
+			holders = append(holders, a)
+			if inst.Live != nil && inst.Live.Replication.Role == replication.RoleLeader {
+				leaders = append(leaders, a)
+			}
+			continue
 		}
 		// A node held by another instance answers ErrConflict: not here.
 		if !errors.Is(err, agentapi.ErrNotFound) && !errors.Is(err, agentapi.ErrConflict) {
 			errs = append(errs, fmt.Errorf("%s: %w", a.name, err))
 		}
+	}
+	target := func(a agent) Target {
+		return Target{Name: a.name, Restore: func(ctx context.Context, req agentapi.RestoreRequest, r io.Reader) (agentapi.RestoreResult, error) {
+			return a.client.Restore(ctx, id, req, r)
+		}}
+	}
+	switch {
+	case len(holders) == 1:
+		return target(holders[0]), nil
+	case len(holders) > 1 && len(leaders) == 1:
+		return target(leaders[0]), nil
+	case len(holders) > 1:
+		names := make([]string, len(holders))
+		for i, h := range holders {
+			names[i] = h.name
+		}
+		return Target{}, fmt.Errorf("instance %s is on %s (an HA group), and not exactly one of them leads now: try again once Sentinel has a leader", id, strings.Join(names, ", "))
 	}
 	return Target{}, errors.Join(append([]error{fmt.Errorf("no agent or node of this config holds instance %s", id)}, errs...)...)
 }

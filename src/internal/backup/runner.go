@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/store"
 )
 
@@ -17,8 +18,10 @@ import (
 type Source struct {
 	// Name says where the instances are, for messages: "agent shared-0".
 	Name string
-	// Instances lists the ids of the instances to back up.
-	Instances func(ctx context.Context) ([]string, error)
+	// Instances lists the source's instances: those being deleted are left
+	// out, and those with a BackupSkip are left to another member of their
+	// HA group, with a line saying so.
+	Instances func(ctx context.Context) ([]agentapi.Instance, error)
 	// Snapshot returns a consistent snapshot of one instance as a tar.gz
 	// stream; reading it to the end without error means the archive is
 	// whole. The caller closes it.
@@ -66,7 +69,10 @@ type Summary struct {
 	Results []Result
 	// SourceErrors are sources whose instances could not be listed.
 	SourceErrors []error
-	Duration     time.Duration
+	// Skipped are the instances a source left to another member of their
+	// HA group, as "id (source)".
+	Skipped  []string
+	Duration time.Duration
 }
 
 // Failed counts the instances and sources that failed.
@@ -99,15 +105,22 @@ func (r *Runner) Run(ctx context.Context, sources []Source) Summary {
 	start := r.now()
 	var sum Summary
 	for _, src := range sources {
-		ids, err := src.Instances(ctx)
+		list, err := src.Instances(ctx)
 		if err != nil {
 			err = fmt.Errorf("%s: cannot list its instances: %w", src.Name, err)
 			r.printf("%s: FAILED: %v", src.Name, err)
 			sum.SourceErrors = append(sum.SourceErrors, err)
 			continue
 		}
-		for _, id := range ids {
-			sum.Results = append(sum.Results, r.Backup(ctx, src, id))
+		for _, inst := range list {
+			switch {
+			case inst.State == agentapi.StateDeleting:
+			case inst.BackupSkip != "":
+				r.printf("backup of instance %s (%s): skipped, another member of its HA group backs it up: %s", inst.ID, src.Name, inst.BackupSkip)
+				sum.Skipped = append(sum.Skipped, fmt.Sprintf("%s (%s)", inst.ID, src.Name))
+			default:
+				sum.Results = append(sum.Results, r.Backup(ctx, src, inst.ID))
+			}
 		}
 	}
 	sum.Duration = r.now().Sub(start)
@@ -122,6 +135,9 @@ func (r *Runner) Run(ctx context.Context, sources []Source) Summary {
 	line := fmt.Sprintf("backup finished: %d of %d instances backed up", len(sum.Results)-len(failed), len(sum.Results))
 	if len(failed) > 0 {
 		line += fmt.Sprintf(", %d failed (%s)", len(failed), strings.Join(failed, ", "))
+	}
+	if n := len(sum.Skipped); n > 0 {
+		line += fmt.Sprintf(", %d left to another member of their HA group", n)
 	}
 	if n := len(sum.SourceErrors); n > 0 {
 		line += fmt.Sprintf(", %d VMs could not be asked for their instances", n)
@@ -178,8 +194,8 @@ func (r *Runner) upload(ctx context.Context, src Source, id, name string) (int64
 
 // gone reports whether the source no longer lists instance id.
 func gone(ctx context.Context, src Source, id string) bool {
-	ids, err := src.Instances(ctx)
-	return err == nil && !slices.Contains(ids, id)
+	list, err := src.Instances(ctx)
+	return err == nil && !slices.ContainsFunc(list, func(i agentapi.Instance) bool { return i.ID == id })
 }
 
 func megabytes(n int64) string {

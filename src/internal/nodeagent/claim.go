@@ -44,6 +44,9 @@ func (n *Node) List(ctx context.Context) ([]agentapi.Instance, error) {
 	if errors.Is(err, agentapi.ErrNotFound) || errors.Is(err, agentapi.ErrConflict) {
 		return []agentapi.Instance{}, nil // reset or claimed again meanwhile
 	}
+	if err == nil && s.HA != nil {
+		inst.BackupSkip = n.backupSkip(ctx, s.Record)
+	}
 	return []agentapi.Instance{inst}, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,10 +56,29 @@ func formGroup(ctx context.Context) *haGroup { return formGroupTLS(ctx, false) }
 // formGroupTLS is formGroup; with withTLS the nodes serve TLS and the group
 // replicates, and its Sentinels serve, over TLS.
 func formGroupTLS(ctx context.Context, withTLS bool) *haGroup {
+	return formGroupWith(ctx, groupOptions{tls: withTLS})
+}
+
+// groupOptions change how formGroupWith starts the nodes.
+type groupOptions struct {
+	// tls: the nodes serve TLS and the group runs over it.
+	tls bool
+	// config, when set, changes each node's config before it starts.
+	config func(*nodeagent.Config)
+	// logs, when set, receive the log of the node of the same index.
+	logs []io.Writer
+}
+
+// formGroupWith is formGroup with options.
+func formGroupWith(ctx context.Context, o groupOptions) *haGroup {
+	withTLS := o.tls
 	h := &haGroup{id: "ha-" + secret.New()[:8]}
 	h.g.TLS = withTLS
-	for _, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+	for i, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 		cfg := haConfig(host)
+		if o.config != nil {
+			o.config(&cfg)
+		}
 		port := cfg.Port
 		if withTLS {
 			cfg.RedisTLS = ca.RedisTLS(GinkgoT(), tempDir(), host)
@@ -67,7 +87,11 @@ func formGroupTLS(ctx context.Context, withTLS bool) *haGroup {
 			}
 			port = cfg.TLSPort
 		}
-		nd := startNode(cfg)
+		var w io.Writer = GinkgoWriter
+		if i < len(o.logs) {
+			w = io.MultiWriter(GinkgoWriter, o.logs[i])
+		}
+		nd := startNodeLogging(cfg, w)
 		nd.claim(ctx, h.id)
 		h.nodes = append(h.nodes, nd)
 		h.g.Members = append(h.g.Members, sentinel.Member{Host: host, Port: port, SentinelPort: nd.cfg.HA.SentinelPort})
@@ -136,6 +160,15 @@ func role(ctx context.Context, nd *node) (string, error) {
 	return r["role"], nil
 }
 
+// firstWrite writes key on a group's new leader. With min-replicas-to-write
+// 1 the leader refuses writes (NOREPLICAS) until a follower has
+// acknowledged the stream, which followers do once a second: a follower's
+// link being up does not yet make it a good replica.
+func firstWrite(ctx context.Context, c *redis.Client, key, value string) {
+	GinkgoHelper()
+	Eventually(func() error { return c.Set(ctx, key, value, 0).Err() }).WithContext(ctx).WithTimeout(failover).Should(Succeed())
+}
+
 func sentinelPid(nd *node) int {
 	data, err := os.ReadFile(filepath.Join(nd.cfg.DataDir, "sentinel.pid"))
 	Expect(err).NotTo(HaveOccurred())
@@ -159,7 +192,7 @@ var _ = Describe("a dedicated node in an HA group", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		app := h.nodes[0].tenant("app", pw)
-		Expect(app.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		firstWrite(ctx, app, "k", "v")
 		Expect(app.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2), "both followers acknowledge the write")
 		for _, nd := range h.nodes[1:] {
 			f := nd.tenant("app", pw)
@@ -282,7 +315,7 @@ var _ = Describe("a dedicated node in an HA group", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		app := h.nodes[0].tenant("app", pw)
-		Expect(app.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		firstWrite(ctx, app, "k", "v")
 		Expect(app.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2))
 
 		victim := h.nodes[0]

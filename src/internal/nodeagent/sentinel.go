@@ -253,3 +253,47 @@ func (n *Node) JoinHA(ctx context.Context, id string, g sentinel.Group) (agentap
 	inst.NodeID = n.cfg.NodeID
 	return inst, err
 }
+
+// backupSkip says why this member of r's HA group leaves the group's
+// backups to another member; empty when it takes them itself. The one that
+// does is the first follower in member order that the node's Sentinel sees
+// up (sentinel.Group.Backer), by the Sentinels' current view of who leads,
+// which every member asks, so each schedule tick and each run of the
+// backup errand back the group up once, from a follower, and the choice
+// follows a failover or a follower going down. When no Sentinel answers,
+// every member falls back to the group's first leader, so still only one
+// backs up.
+func (n *Node) backupSkip(ctx context.Context, r instance.Record) string {
+	g := *r.HA
+	leader := g.Members[g.Leader]
+	var tlsConf *tls.Config
+	var up map[string]bool
+	if n.sentinel != nil {
+		tlsConf = n.sentinel.tls()
+		c := n.sentinel.admin()
+		defer c.Close()
+		if rs, err := sentinel.Replicas(ctx, c, g); err == nil {
+			up = map[string]bool{}
+			for _, rep := range rs {
+				up[rep.Addr()] = rep.Up
+			}
+		}
+	}
+	if v, ok := sentinel.Leader(ctx, g, tlsConf); ok {
+		leader = sentinel.Member{Host: v.Host, Port: v.Port}
+	} else {
+		n.logger.Warn("no Sentinel of the group answered: backups are left to the follower of the group's first leader", "instance", r.ID, "first_leader", leader.Addr())
+	}
+	backer := g.Backer(leader.Host, leader.Port, up)
+	self, _ := g.Self(n.cfg.Host, n.groupPort(r))
+	if backer == self {
+		return ""
+	}
+	role := "a follower"
+	if m := g.Members[self]; m.Host == leader.Host && m.Port == leader.Port {
+		role = "the leader"
+	}
+	why := fmt.Sprintf("this node is %s; %s, the first follower in member order that Sentinel sees up, backs the group up", role, g.Members[backer].Addr())
+	n.logger.Debug("backups of the instance are left to another member of its HA group", "instance", r.ID, "reason", why)
+	return why
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -90,9 +91,12 @@ func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(GinkgoWrite
 
 // startNode starts a Node on cfg and its API, and stops both when the spec
 // ends (unless the spec crashed it first).
-func startNode(cfg nodeagent.Config) *node {
+func startNode(cfg nodeagent.Config) *node { return startNodeLogging(cfg, GinkgoWriter) }
+
+// startNodeLogging is startNode with the node's log written to w.
+func startNodeLogging(cfg nodeagent.Config, w io.Writer) *node {
 	Expect(cfg.Validate()).To(Succeed())
-	logger := slog.New(slog.NewTextHandler(GinkgoWriter, nil))
+	logger := slog.New(slog.NewTextHandler(w, nil))
 	n, err := nodeagent.New(cfg, logger)
 	Expect(err).NotTo(HaveOccurred())
 	n.Start(context.Background())

@@ -137,6 +137,30 @@ func (g Group) Self(host string, port int) (int, bool) {
 	return 0, false
 }
 
+// Backer is the index of the member that takes the group's scheduled
+// backups (and the backup errand's) while the member at leaderHost and
+// leaderPort leads: the first follower in member order that up holds (by
+// its Addr) to be up, or, when none is or up is nil (not known), the first
+// follower. Every member computes it from the Sentinels' current view, so
+// one backs up and the others leave it to that one; after a failover, or
+// while a follower is down, the choice follows. A leader that is no member
+// (a view from before the group formed) leaves the first member.
+func (g Group) Backer(leaderHost string, leaderPort int, up map[string]bool) int {
+	first := -1
+	for i, m := range g.Members {
+		if m.Host == leaderHost && m.Port == leaderPort {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		if up == nil || up[m.Addr()] {
+			return i
+		}
+	}
+	return max(first, 0)
+}
+
 // Equal reports whether g and o are the same group.
 func (g Group) Equal(o Group) bool {
 	if len(g.Members) != len(o.Members) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,4 +82,49 @@ func Client(addr, user, password string, tlsConf *tls.Config) *redis.Client {
 		Protocol: 2, DisableIdentity: true, MaxRetries: -1, DialerRetries: 1, PoolSize: 1,
 		DialTimeout: AskTimeout, ReadTimeout: AskTimeout, WriteTimeout: AskTimeout,
 	})
+}
+
+// Replica is a follower of a group's leader as a Sentinel sees it.
+type Replica struct {
+	Host string
+	Port int
+	// Up is false while the Sentinel holds the follower down or
+	// disconnected, which its pings (one a second) tell. Its view of the
+	// follower's link to the leader comes from INFO, up to 10 s old, so
+	// members asking different Sentinels would disagree on it for longer:
+	// it is left out.
+	Up bool
+}
+
+// Addr is the follower as host:port, as Member.Addr writes a member.
+func (r Replica) Addr() string { return Member{Host: r.Host, Port: r.Port}.Addr() }
+
+// Replicas asks the Sentinel c for the followers of g's leader.
+func Replicas(ctx context.Context, c *redis.Client, g Group) ([]Replica, error) {
+	rows, err := c.Do(ctx, "SENTINEL", "REPLICAS", g.MasterName).Slice()
+	if err != nil {
+		return nil, err
+	}
+	var out []Replica
+	for _, row := range rows {
+		kv, _ := row.([]any)
+		f := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			k, _ := kv[i].(string)
+			v, _ := kv[i+1].(string)
+			f[k] = v
+		}
+		port, err := strconv.Atoi(f["port"])
+		if err != nil {
+			continue
+		}
+		up := true
+		for _, flag := range strings.Split(f["flags"], ",") {
+			if flag == "s_down" || flag == "o_down" || flag == "disconnected" {
+				up = false
+			}
+		}
+		out = append(out, Replica{Host: f["ip"], Port: port, Up: up})
+	}
+	return out, nil
 }

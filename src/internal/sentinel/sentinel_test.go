@@ -62,6 +62,17 @@ var _ = Describe("Group", func() {
 		_, ok = group().Self("10.0.0.2", 6380)
 		Expect(ok).To(BeFalse())
 	})
+
+	It("leaves backups to the first follower in member order that is up, whichever member leads", func() {
+		g := group()
+		Expect(g.Backer("10.0.0.1", 6379, nil)).To(Equal(1), "the first member leads: the second backs up")
+		Expect(g.Backer("10.0.0.2", 6379, nil)).To(Equal(0))
+		Expect(g.Backer("node-3.redis.bosh", 6379, nil)).To(Equal(0))
+		Expect(g.Backer("10.0.0.9", 6379, nil)).To(Equal(0), "a leader outside the group")
+		up := map[string]bool{"10.0.0.1:6379": false, "node-3.redis.bosh:6379": true}
+		Expect(g.Backer("10.0.0.2", 6379, up)).To(Equal(2), "the first follower is down: the next backs up")
+		Expect(g.Backer("10.0.0.2", 6379, map[string]bool{})).To(Equal(0), "none up: the first follower")
+	})
 })
 
 var _ = Describe("Render", func() {
