@@ -201,8 +201,11 @@ var _ = Describe("manifests/redis.yml", func() {
 		"cf_api_url": "https://api.sys.example.com", "cf_ca_cert": cf.ca, "cf_client_id": "redis-registrar", "cf_client_secret": "registrar-secret",
 		"backup_s3_endpoint": "https://s3.example.com", "backup_s3_region": "eu-west-1", "backup_s3_bucket": "redis-backups",
 		"backup_s3_access_key_id": "AKID", "backup_s3_secret_access_key": "s3-secret"}
+	haPlan := "enable-ha-plan.yml"
 	combinations := [][]string{
 		nil,
+		{haPlan},
+		{"redis-tls.yml", haPlan},
 		{"scale-dedicated-nodes.yml"},
 		{"dev-releases.yml"},
 		{"extra-shared-vms.yml"},
@@ -212,20 +215,16 @@ var _ = Describe("manifests/redis.yml", func() {
 		{"backups-s3.yml"},
 		{"broker-tls.yml"},
 		{"redis-tls.yml"},
-		{"scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml",
+		{haPlan, "scale-dedicated-nodes.yml", "extra-shared-vms.yml", "shared-agent-tls.yml", "extra-shared-vms-tls.yml", "register-broker.yml",
 			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml", "redis-tls.yml", "extra-shared-vms-redis-tls.yml"},
 	}
 
-	// haPlan is tried on its own below, its broker config checked as JSON:
-	// this branch's broker does not know dedicated_ha yet (the ha-broker
-	// branch teaches it). Once both are merged, add it to combinations too.
-	haPlan := "enable-ha-plan.yml"
 
 	It("has every ops file tried below", func() {
 		files, err := filepath.Glob(filepath.Join(root, "manifests/operations/*.yml"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(files).NotTo(BeEmpty())
-		tried := map[string]bool{haPlan: true}
+		tried := map[string]bool{}
 		for _, c := range combinations {
 			for _, o := range c {
 				tried[o] = true
@@ -403,6 +402,9 @@ var _ = Describe("manifests/redis.yml", func() {
 				Expect(field(mustCheckConfig("redis-node-agent", out["config/config.json"]), "ha")).To(Equal(map[string]any{"sentinel_port": 26379.0}), "%v", ops)
 				out, err = render(d, "redis-broker")
 				Expect(err).NotTo(HaveOccurred())
+				// The broker accepts it; the block as rendered, before its
+				// defaults are filled in:
+				mustCheckConfig("redis-broker", out["config/config.json"])
 				var c map[string]any
 				Expect(json.Unmarshal([]byte(out["config/config.json"]), &c)).To(Succeed())
 				Expect(field(c, "dedicated_ha")).To(Equal(map[string]any{

@@ -635,14 +635,14 @@ var _ = Describe("redis-broker templates", func() {
 		Expect(field(c, "dedicated_vm.nodes")).To(HaveLen(3))
 	})
 
-	// renderJSON renders the broker's config and decodes it. The dedicated-ha
-	// plan's config is checked as JSON here: this branch's broker does not
-	// know dedicated_ha yet (the ha-broker branch adds it); once both are
-	// merged, these renders must also pass mustCheckConfig.
+	// renderJSON renders the broker's config, checks that the broker accepts
+	// it, and decodes it as rendered (before the broker fills in defaults).
 	renderJSON := func(p map[string]any, links map[string]LinkData) map[string]any {
 		GinkgoHelper()
+		doc := mustRenderAll(j, p, in, links)["config/config.json"]
+		mustCheckConfig("redis-broker", doc)
 		var c map[string]any
-		Expect(json.Unmarshal([]byte(mustRenderAll(j, p, in, links)["config/config.json"]), &c)).To(Succeed())
+		Expect(json.Unmarshal([]byte(doc), &c)).To(Succeed())
 		return c
 	}
 	haNodes := func(n int, kv ...any) map[string]LinkData {

@@ -670,7 +670,7 @@ var _ = Describe("the Ops Manager tile", Ordered, func() {
 				continue
 			}
 			Expect(field(c, "ha.sentinel_port")).To(BeEquivalentTo(26379))
-			// As JSON: this branch's broker does not know dedicated_ha yet.
+			mustCheckConfig("redis-broker", out["config/config.json"])
 			Expect(field(b, "dedicated_ha.tls_only")).To(Equal("always"))
 			Expect(field(b, "dedicated_ha.sentinel_port")).To(BeEquivalentTo(26379))
 			Expect(field(b, "dedicated_vm.nodes.2.az")).To(Equal(nodes[2].AZ))
