@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -194,6 +196,7 @@ func (n *Node) wipe(removed chan<- error) error {
 		return fmt.Errorf("moving the data directory aside: %w", err)
 	}
 	go func() {
+		emptyFiles(wiped)
 		if err := os.RemoveAll(wiped); err != nil {
 			removed <- fmt.Errorf("wiping the data directory: %w", err)
 			return
@@ -204,6 +207,25 @@ func (n *Node) wipe(removed chan<- error) error {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
 	return nil
+}
+
+// emptyFiles truncates every regular file under dir to nothing. The killed
+// server may still hold its files open, and the blocks of a file removed
+// while open are freed only as its last holder goes, after the kernel has
+// freed the holder's memory: one after the other. A truncated file's blocks
+// are freed at once, here, while the server dies. Errors are left to the
+// removal that follows.
+func emptyFiles(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			// Never through a link, should one have taken the file's place.
+			if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0); err == nil {
+				_ = f.Truncate(0)
+				_ = f.Close()
+			}
+		}
+		return nil
+	})
 }
 
 // rewipe removes what is left of the data directory that wipe moved aside
