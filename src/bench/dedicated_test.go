@@ -161,6 +161,32 @@ func BenchmarkDedicatedReset(b *testing.B) {
 			}
 		}
 	}
+	// The node agent's own account of each timed reset's steps (the first
+	// reset of the log is the one the node made at its start).
+	steps := map[string][]float64{}
+	var logged []string
+	for _, line := range strings.Split(sys.Nodes[0].Log(), "\n") {
+		if strings.Contains(line, "reset verified") {
+			logged = append(logged, line)
+		}
+	}
+	for _, line := range logged[max(0, len(logged)-len(resets)):] {
+		b.Log(line)
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			continue
+		}
+		for _, k := range []string{"killed_s", "started_s", "verified_s", "removed_s", "total_s"} {
+			if v, ok := rec[k].(float64); ok {
+				steps[k] = append(steps[k], v*1000)
+			}
+		}
+	}
+	for _, k := range []string{"killed", "started", "verified", "removed", "total"} {
+		if xs := steps[k+"_s"]; len(xs) > 0 {
+			b.ReportMetric(summarize(xs).p50, "agent-"+k+"-ms-p50")
+		}
+	}
 	s := report(b, "ms", resets)
 	base := report(b, "rm-ms", rms)
 	one := report(b, "rm1-ms", rmOnes)

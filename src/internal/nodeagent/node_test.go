@@ -230,6 +230,26 @@ var _ = Describe("a dedicated node", func() {
 		Expect(nd.claim(ctx, "inst-2").ID).To(Equal("inst-2"))
 	})
 
+	It("empties and removes the tenant's files while the server dies, through no link", func(ctx SpecContext) {
+		nd.claim(ctx, "inst-1")
+		c, _ := nd.bind(ctx, "inst-1", "b1")
+		Expect(c.Set(ctx, "k", strings.Repeat("v", 1<<20), 0).Err()).To(Succeed())
+		data := filepath.Join(nd.cfg.DataDir, "data")
+		// A file outside the data directory, linked from inside it: the
+		// reset empties what it removes, and must not empty that.
+		outside := filepath.Join(GinkgoT().TempDir(), "outside")
+		Expect(os.WriteFile(outside, []byte("not the tenant's"), 0o600)).To(Succeed())
+		Expect(os.Symlink(outside, filepath.Join(data, "link"))).To(Succeed())
+		Eventually(func() (int64, error) { return dirBytes(filepath.Join(data, "appendonlydir")) }).Should(BeNumerically(">=", 1<<20))
+
+		Expect(nd.client.Delete(ctx, "inst-1")).To(Succeed())
+		Expect(nd.node(ctx).State).To(Equal(agentapi.NodeFree))
+		Expect(os.ReadFile(outside)).To(Equal([]byte("not the tenant's")))
+		Expect(data + ".wiped").NotTo(BeAnExistingFile())
+		Expect(filepath.Join(data, "link")).NotTo(BeAnExistingFile())
+		Expect(dirBytes(data)).To(BeNumerically("<", 1<<20), "only the wiped server's own files")
+	})
+
 	It("adopts its redis-server after an agent crash", func(ctx SpecContext) {
 		nd.claim(ctx, "inst-1")
 		c, _ := nd.bind(ctx, "inst-1", "b1")
@@ -492,3 +512,19 @@ var _ = Describe("a state file written before the one record shape", func() {
 		Expect(nd.tenant("app", appPw).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 	})
 })
+
+// dirBytes sums the sizes of the regular files under dir.
+func dirBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	return n, err
+}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -75,23 +78,38 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 
 	// Sentinel first, while the admin password it knows is still the
 	// record's; it and its file go with the rest of the tenant's.
+	began := time.Now()
+	var steps []any // each step's end, in seconds from began, for the log
+	step := func(name string) { steps = append(steps, name, time.Since(began).Seconds()) }
 	var failure error
 	if n.sentinel != nil {
 		failure = n.sentinel.stop(ctx, true)
 	}
-	if failure == nil {
-		failure = n.srv.Stop(ctx, true)
-	}
+	var wipeErr error
+	removed := make(chan error, 1)
 	if failure == nil {
 		// The tenant's data is moved aside at once and removed while the
-		// wiped server starts and verifies: the reset answers once both
-		// are done, so it takes about as long as the removal alone.
-		removed := make(chan error, 1)
-		if err := n.wipe(removed); err != nil {
+		// server is killed, and while the wiped server starts and
+		// verifies: a killed redis-server holding gigabytes takes about
+		// as long to vanish (the kernel frees its memory) as the removal
+		// of its files, and the reset answers once all of it is done. The
+		// dying server reaches its files only through its working
+		// directory, which moves with them; whatever it still writes there
+		// goes with the rest (wipe's second pass, once it is gone).
+		wipeErr = n.wipe(removed)
+		failure = n.srv.Stop(ctx, true)
+	} else {
+		removed <- nil
+	}
+	step("killed_s")
+	if failure != nil {
+		<-removed
+	} else {
+		if wipeErr != nil {
 			// Go on: a server started with an ACL file holding only the
 			// admin locks the tenant out, and the verification tells what
 			// is left. The node stays quarantined either way.
-			failure = err
+			failure = wipeErr
 		}
 		for _, log := range n.logFiles() {
 			if err := n.logs.Remove(log); err != nil {
@@ -111,13 +129,23 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 		if err == nil && n.srv.Closing() {
 			err = errors.New("the agent is shutting down")
 		}
+		step("recorded_s")
 		if err == nil {
 			err = n.srv.Start(ctx)
 		}
+		step("started_s")
 		if err == nil {
 			err = n.verify(ctx)
 		}
-		failure = errors.Join(failure, err, <-removed)
+		step("verified_s")
+		rerr := <-removed
+		if wipeErr == nil {
+			// The second pass, now that no process of the tenant's runs:
+			// what the dying server wrote after the first pass looked.
+			rerr = n.rewipe()
+		}
+		step("removed_s")
+		failure = errors.Join(failure, err, rerr)
 	}
 
 	if failure != nil && (n.srv.Closing() || ctx.Err() != nil) {
@@ -141,7 +169,7 @@ func (n *Node) reset(ctx context.Context) (state, error) {
 		n.logger.Error("reset failed; the node is quarantined", "error", failure)
 		return s, fmt.Errorf("%w: the reset of node %s did not verify: %v", agentapi.ErrDirty, n.cfg.NodeID, failure)
 	}
-	n.logger.Info("reset verified; node free")
+	n.logger.Info("reset verified; node free", append(steps, "total_s", time.Since(began).Seconds())...)
 	return s, nil
 }
 
@@ -153,7 +181,9 @@ const wipedSuffix = ".wiped"
 // anything else in it) aside, creates it again, empty, and removes what it
 // moved in the background, sending the outcome on removed (once, always).
 // What an interrupted reset moved aside is removed first: a crash may leave
-// it, and the reset that Start finishes then removes it.
+// it, and the reset that Start finishes then removes it. The server may
+// still be dying meanwhile: rewipe, once it is gone, removes what it wrote
+// after the background removal looked.
 func (n *Node) wipe(removed chan<- error) error {
 	data := n.srv.Paths().Data
 	wiped := data + wipedSuffix
@@ -166,6 +196,7 @@ func (n *Node) wipe(removed chan<- error) error {
 		return fmt.Errorf("moving the data directory aside: %w", err)
 	}
 	go func() {
+		emptyFiles(wiped)
 		if err := os.RemoveAll(wiped); err != nil {
 			removed <- fmt.Errorf("wiping the data directory: %w", err)
 			return
@@ -174,6 +205,35 @@ func (n *Node) wipe(removed chan<- error) error {
 	}()
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
+	}
+	return nil
+}
+
+// emptyFiles truncates every regular file under dir to nothing. The killed
+// server may still hold its files open, and the blocks of a file removed
+// while open are freed only as its last holder goes, after the kernel has
+// freed the holder's memory: one after the other. A truncated file's blocks
+// are freed at once, here, while the server dies. Errors are left to the
+// removal that follows.
+func emptyFiles(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			// Never through a link, should one have taken the file's place.
+			if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0); err == nil {
+				_ = f.Truncate(0)
+				_ = f.Close()
+			}
+		}
+		return nil
+	})
+}
+
+// rewipe removes what is left of the data directory that wipe moved aside
+// (nothing, unless the killed server wrote there after wipe's removal
+// looked, or that removal failed).
+func (n *Node) rewipe() error {
+	if err := os.RemoveAll(n.srv.Paths().Data + wipedSuffix); err != nil {
+		return fmt.Errorf("wiping the data directory: %w", err)
 	}
 	return nil
 }
