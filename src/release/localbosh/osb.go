@@ -181,6 +181,16 @@ type Credentials struct {
 	TLSPort int    `json:"tls_port,omitempty"`
 	TLSURI  string `json:"tls_uri,omitempty"`
 	TLSCA   string `json:"tls_ca,omitempty"`
+	// MasterName and Sentinels are set for a dedicated-ha instance: the
+	// name its Sentinels know the group by, and where they listen.
+	MasterName string     `json:"master_name,omitempty"`
+	Sentinels  []HostPort `json:"sentinels,omitempty"`
+}
+
+// HostPort is an address in credentials.
+type HostPort struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
 }
 
 // Addr is host:port.
@@ -248,8 +258,6 @@ func (b *Broker) await(ctx context.Context, id, op string) error {
 	return fmt.Errorf("%s of %s did not end in 5 minutes", op, id)
 }
 
-// Redis returns a client with a binding's credentials that connects from
-// the apps' namespace.
 // RedisTLS returns a client for the binding's TLS port, from the apps'
 // namespace, verifying the server against the credentials' tls_ca for the
 // host they name.
@@ -282,6 +290,30 @@ func (d *Director) RedisTLS(c Credentials) (*redis.Client, error) {
 	}), nil
 }
 
+// Failover returns go-redis's Sentinel-aware client for a dedicated-ha
+// binding, as an app configures it from the credentials (master_name,
+// sentinels, the binding's user on the Sentinels and the members), connecting
+// from the apps' namespace.
+func (d *Director) Failover(c Credentials) (*redis.Client, error) {
+	if c.MasterName == "" || len(c.Sentinels) == 0 {
+		return nil, errors.New("the credentials have no master_name and sentinels")
+	}
+	var addrs []string
+	for _, s := range c.Sentinels {
+		addrs = append(addrs, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)))
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: c.MasterName, SentinelAddrs: addrs,
+		SentinelUsername: c.Username, SentinelPassword: c.Password,
+		Username: c.Username, Password: c.Password,
+		Dialer:     d.Dial,
+		MaxRetries: -1, DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		Protocol: 2, DisableIdentity: true,
+	}), nil
+}
+
+// Redis returns a client with a binding's credentials that connects from
+// the apps' namespace.
 func (d *Director) Redis(c Credentials) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: c.Addr(), Username: c.Username, Password: c.Password,

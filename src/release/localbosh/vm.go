@@ -245,6 +245,18 @@ func (d *Director) find(group string, index int) *instanceState {
 	return nil
 }
 
+// KillVM is the loss of a VM as an IaaS failure causes it: every process of
+// the VM gone at once (kill -9) and its network namespace deleted, so its
+// address answers nothing. Its disk stays, and the next Deploy creates the
+// VM again on it, as BOSH's resurrector does.
+func (d *Director) KillVM(ctx context.Context, group string, index int) error {
+	in := d.find(group, index)
+	if in == nil {
+		return fmt.Errorf("no VM %s/%d", group, index)
+	}
+	return d.killVM(ctx, in)
+}
+
 // killVM kills every process of the VM (its init first: the kernel then
 // kills the rest of its PID namespace) and deletes its network namespace.
 // Its folders and disk stay.
