@@ -219,7 +219,6 @@ var _ = Describe("manifests/redis.yml", func() {
 			"backups-s3.yml", "extra-shared-vms-backups.yml", "broker-tls.yml", "redis-tls.yml", "extra-shared-vms-redis-tls.yml"},
 	}
 
-
 	It("has every ops file tried below", func() {
 		files, err := filepath.Glob(filepath.Join(root, "manifests/operations/*.yml"))
 		Expect(err).NotTo(HaveOccurred())

@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"code.cloudfoundry.org/brokerapi/v13/domain"
@@ -437,4 +439,99 @@ func sentinels(inst *instance) []SentinelAddr {
 		out = append(out, SentinelAddr{Host: m.Host, Port: m.SentinelPort})
 	}
 	return out
+}
+
+// memberCheckPeriod is how often the broker checks that every member of
+// every ready HA group still holds its instance (watch).
+const memberCheckPeriod = 30 * time.Second
+
+// watch takes back into its group every member that lost the instance: a
+// node whose VM was created again on a new, empty disk (a lost disk, or a VM
+// replaced in its slot) answers that it holds nothing while the pool names
+// it a member. The broker claims the node again for the instance, joins it
+// to the unchanged group (the slot keeps its address, so the group's
+// members, Sentinels and passwords are those it had), and gives it every
+// binding's user; its redis-server then follows the leader the Sentinels
+// name and takes the data from it. A member that does not answer is left to
+// Sentinel: it fails over, and the VM comes back on its disk or empty. False
+// when a member that lost the instance could not be taken back, so the
+// check comes again soon.
+func (p *haPlan) watch(ctx context.Context) bool {
+	var ids []string
+	_ = p.b.state.View(func(s state) {
+		for id, r := range s.Instances {
+			if r.PlanID == p.cfg.PlanID && r.State == stateReady && r.HA != nil {
+				ids = append(ids, id)
+			}
+		}
+	})
+	slices.Sort(ids)
+	ok := true
+	for _, id := range ids {
+		if err := p.watchOne(ctx, id); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			p.b.logger.Error("a member of an HA group that lost its instance could not be taken back; trying again", "instance", id, "error", err)
+			ok = false
+		}
+	}
+	return ok
+}
+
+func (p *haPlan) watchOne(ctx context.Context, id string) error {
+	unlock, err := p.b.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var inst *instance
+	_ = p.b.state.View(func(s state) {
+		if r := s.Instances[id]; r != nil && r.State == stateReady && r.HA != nil {
+			cp := *r
+			inst = &cp
+		}
+	})
+	if inst == nil {
+		return nil // deleted or changed meanwhile
+	}
+	vms, err := p.b.vmsOf(inst)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, v := range vms {
+		qctx, cancel := v.bounded(ctx)
+		_, err := v.c.Get(qctx, id)
+		cancel()
+		if !errors.Is(err, agentapi.ErrNotFound) {
+			continue // holds it, or does not answer: Sentinel's to handle
+		}
+		p.b.logger.Warn("a member of an HA group no longer holds its instance; taking it back into the group", "instance", id, "node", v.id, "member", i)
+		if err := p.readmit(ctx, inst, v); err != nil {
+			errs = append(errs, fmt.Errorf("node %s (member %d): %w", v.id, i, err))
+			continue
+		}
+		p.b.logger.Info("a member of an HA group is back in its group, following its leader", "instance", id, "node", v.id, "member", i)
+	}
+	return errors.Join(errs...)
+}
+
+// readmit claims node v for inst again, joins it to inst's group and makes
+// every binding's user on it.
+func (p *haPlan) readmit(ctx context.Context, inst *instance, v vm) error {
+	if _, err := p.pool.ask(ctx, inst, v.id); err != nil {
+		return err
+	}
+	if _, err := v.c.JoinHA(ctx, inst.ID, inst.HA.Group); err != nil {
+		return fmt.Errorf("joining the HA group again: %w", err)
+	}
+	for _, bid := range slices.Sorted(maps.Keys(inst.Bindings)) {
+		if bnd := inst.Bindings[bid]; bnd.State == stateReady {
+			if _, err := v.bind(ctx, inst.ID, bid, bnd.Password); err != nil {
+				return fmt.Errorf("making binding user %s again: %w", bid, err)
+			}
+		}
+	}
+	return nil
 }

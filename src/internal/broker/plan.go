@@ -72,7 +72,10 @@ const roundPeriod = 10 * time.Minute
 // and every gatherPeriod, what the capacity metrics need of the VMs.
 func (b *Broker) Run(ctx context.Context) {
 	for _, p := range b.order {
-		b.repeat(ctx, p.round)
+		b.repeat(ctx, roundPeriod, p.round)
+		if w, ok := p.(watcher); ok {
+			b.repeat(ctx, memberCheckPeriod, w.watch)
+		}
 	}
 	b.resets.Go(func() { b.gather(ctx) })
 }
@@ -101,15 +104,23 @@ func (b *Broker) askGather() {
 	}
 }
 
-func (b *Broker) repeat(ctx context.Context, round func(context.Context) bool) {
+// watcher is a plan that also checks, every memberCheckPeriod, what it made
+// (haPlan: that every member of a group still holds its instance).
+type watcher interface {
+	watch(ctx context.Context) bool
+}
+
+// repeat runs round now and every period until ctx ends; a round that
+// reports false comes again after a second, backing off up to the period.
+func (b *Broker) repeat(ctx context.Context, period time.Duration, round func(context.Context) bool) {
 	b.resets.Go(func() {
 		retry := time.Second
 		for {
-			wait := roundPeriod
+			wait := period
 			if round(ctx) {
 				retry = time.Second
 			} else {
-				wait, retry = retry, min(2*retry, roundPeriod)
+				wait, retry = retry, min(2*retry, period)
 			}
 			select {
 			case <-ctx.Done():
