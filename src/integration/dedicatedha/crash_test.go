@@ -15,52 +15,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
-// deleteUntilGone plays Cloud Controller and its user deleting an instance
-// through failures: a delete without an answer, a 5xx or a failed
-// last_operation is sent again, until the broker says the instance is gone.
-func deleteUntilGone(sys *systemtest.System, id string) {
-	GinkgoHelper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		Expect(time.Now()).To(BeTemporally("<", deadline), "instance %s is still not deleted", id)
-		code, body, err := sys.OSB("DELETE", deletePath(id, systemtest.HAPlanID), nil)
-		switch {
-		case err != nil || code >= 500:
-			time.Sleep(200 * time.Millisecond)
-			continue
-		case code == http.StatusOK || code == http.StatusGone:
-			return
-		}
-		Expect(code).To(Equal(http.StatusAccepted), "delete of %s: %v", id, body)
-		for {
-			code, body, err := sys.OSB("GET", "/v2/service_instances/"+id+"/last_operation?operation=delete", nil)
-			if err == nil && code == http.StatusGone {
-				return
-			}
-			if err == nil && code == http.StatusOK && body["state"] == "failed" {
-				break
-			}
-			Expect(time.Now()).To(BeTemporally("<", deadline), "instance %s is still being deleted: %d %v %v", id, code, body, err)
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-}
-
-// provisionUntilDone sends a provision again until the broker says the
-// instance exists, as Cloud Controller's retry of a request that got no
-// answer does.
-func provisionUntilDone(sys *systemtest.System, id string) {
-	GinkgoHelper()
-	Eventually(func(g Gomega) int {
-		code, body, err := sys.OSB("PUT", provisionPath(id), provisionBody(systemtest.HAPlanID))
-		g.Expect(err).NotTo(HaveOccurred())
-		if code < 500 && code != http.StatusCreated && code != http.StatusOK {
-			StopTrying(fmt.Sprintf("a provision retry answered %d: %v", code, body)).Now()
-		}
-		return code
-	}).WithTimeout(2 * time.Minute).WithPolling(200 * time.Millisecond).Should(BeElementOf(http.StatusCreated, http.StatusOK))
-}
-
 // claimStep says how far a claim of instance id got, from the broker's
 // state file and the node agents' own: no record; the claim recorded and
 // n nodes claimed by their agents; the members' addresses recorded (every
@@ -93,7 +47,7 @@ func claimStep(sys *systemtest.System, id string) string {
 	}
 	claimed := 0
 	for i := range sys.Nodes {
-		if s := nodeAgentState(sys, i); s.State == "claimed" && s.InstanceID == id {
+		if s := systemspec.NodeAgentState(sys, i); s.State == "claimed" && s.InstanceID == id {
 			claimed++
 		}
 	}
@@ -105,10 +59,10 @@ var _ = Describe("kill -9 of the broker in the middle of a three-node claim", fu
 		sys := startSystem(3, systemtest.Options{})
 
 		start := time.Now()
-		code, body := provision(sys, "timed", systemtest.HAPlanID)
+		code, body := systemspec.Provision(sys, "timed", systemtest.HAPlanID, nil)
 		span := time.Since(start)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		Expect(deprovision(sys, "timed", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "timed", systemtest.HAPlanID)).To(Equal(http.StatusOK))
 		By(fmt.Sprintf("a provision takes %v: the kills fall within it", span))
 
 		// The kills fall at fractions of that time, each provision then
@@ -118,42 +72,30 @@ var _ = Describe("kill -9 of the broker in the middle of a three-node claim", fu
 		steps := map[string]int{}
 		for round, fr := range fractions {
 			id := fmt.Sprintf("k%d", round)
-			type answer struct {
-				code int
-				body map[string]any
-				err  error
-			}
-			answered := make(chan answer, 1)
-			go func() {
-				var a answer
-				a.code, a.body, a.err = sys.OSB("PUT", provisionPath(id), provisionBody(systemtest.HAPlanID))
-				answered <- a
-			}()
-			time.Sleep(time.Duration(fr * float64(span)))
-			sys.Broker.Kill9()
-			var a answer
-			Eventually(answered).WithTimeout(time.Minute).Should(Receive(&a))
+			a := systemspec.KillDuring(sys.Broker, time.Duration(fr*float64(span)), func() (int, map[string]any, error) {
+				return sys.OSB("PUT", systemspec.ProvisionPath(id), systemspec.ProvisionBody(systemtest.HAPlanID, nil))
+			})
 			step := claimStep(sys, id)
 			steps[step]++
 			Expect(sys.Broker.Start()).To(Succeed())
 			resume := round%2 == 0
-			By(fmt.Sprintf("round %d: killed at %.0f%% of a provision, at: %s (answer %d %v); then %s", round, 100*fr, step, a.code, a.err,
+			By(fmt.Sprintf("round %d: killed at %.0f%% of a provision, at: %s (answer %d %v); then %s", round, 100*fr, step, a.Code, a.Err,
 				map[bool]string{true: "the retry", false: "the delete"}[resume]))
-			if a.err == nil && a.code < 500 {
-				Expect(a.code).To(Equal(http.StatusCreated), "%v", a.body)
+			if a.Err == nil && a.Code < 500 {
+				Expect(a.Code).To(Equal(http.StatusCreated), "%v", a.Body)
 			}
 
 			if resume {
-				provisionUntilDone(sys, id)
+				systemspec.ProvisionUntilDone(sys, id, systemtest.HAPlanID)
 				Expect(expectPoolConsistent(sys)).To(Equal([]string{id}))
-				code, body := bind(sys, id, "b-"+id)
+				code, body := systemspec.Bind(sys, id, "b-"+id, systemtest.HAPlanID)
 				Expect(code).To(Equal(http.StatusCreated), "%v", body)
-				fc := failoverClient(credentials(body))
+				fc := failoverClient(systemspec.Credentials(body))
 				Expect(fc.DBSize(ctx).Val()).To(BeZero(), "instance %s was handed nodes holding keys", id)
 				systemspec.WriteKeys(ctx, fc, id, 50)
 				expectBothFollowers(fc)
 			}
-			deleteUntilGone(sys, id)
+			systemspec.DeleteUntilGone(sys, id, systemtest.HAPlanID)
 			expectAllFreeAndClean(sys)
 		}
 		// Reported, not asserted: where a kill falls depends on the machine.

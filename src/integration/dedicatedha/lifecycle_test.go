@@ -18,33 +18,33 @@ var _ = Describe("an instance of the dedicated-ha plan", func() {
 		sys := startSystem(3, systemtest.Options{})
 
 		By("provisioning a group of the three nodes")
-		code, body := provision(sys, "h1", systemtest.HAPlanID)
+		code, body := systemspec.Provision(sys, "h1", systemtest.HAPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
 		Expect(expectPoolConsistent(sys)).To(Equal([]string{"h1"}))
 
 		By("refusing a second group, and a dedicated-vm instance, with 422: no node is free")
-		code, body = provision(sys, "h2", systemtest.HAPlanID)
+		code, body = systemspec.Provision(sys, "h2", systemtest.HAPlanID, nil)
 		Expect(code).To(Equal(http.StatusUnprocessableEntity))
 		Expect(body["description"]).To(ContainSubstring("an instance needs 3 free dedicated VMs and the pool has 0 free (of 3)"))
-		code, _ = provision(sys, "d1", systemtest.DedicatedPlanID)
+		code, _ = systemspec.Provision(sys, "d1", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusUnprocessableEntity))
 
 		By("refusing a change to the dedicated-vm plan with 422")
-		code, body = osbCall(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
+		code, body = systemspec.OSB(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
 			"service_id": systemtest.ServiceID, "plan_id": systemtest.DedicatedPlanID})
 		Expect(code).To(Equal(http.StatusUnprocessableEntity))
 		Expect(body["description"]).To(ContainSubstring("cannot change between plans dedicated-ha and dedicated-vm"))
 
 		By("refusing replica_of with 400")
-		code, body = osbCall(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
+		code, body = systemspec.OSB(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
 			"service_id": systemtest.ServiceID, "parameters": map[string]any{"replica_of": map[string]any{"host": "10.1.2.3", "port": 6379}}})
 		Expect(code).To(Equal(http.StatusBadRequest))
 		Expect(body["description"]).To(ContainSubstring("it cannot follow another leader"))
 
 		By("binding: the credentials carry the Sentinels, the master name and the leader")
-		code, body = bind(sys, "h1", "b1")
+		code, body = systemspec.Bind(sys, "h1", "b1", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds := credentials(body)
+		creds := systemspec.Credentials(body)
 		GinkgoWriter.Printf("credentials: %v\n", redacted(creds))
 		Expect(creds).To(HaveKeyWithValue("master_name", "redis-h1"))
 		var sentinels []any
@@ -66,12 +66,12 @@ var _ = Describe("an instance of the dedicated-ha plan", func() {
 		}
 
 		By("parameters reach every member")
-		code, body = osbCall(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
+		code, body = systemspec.OSB(sys, "PATCH", "/v2/service_instances/h1", map[string]any{
 			"service_id": systemtest.ServiceID, "parameters": map[string]any{"maxmemory-policy": "allkeys-lru"}})
 		Expect(code).To(Equal(http.StatusOK), "%v", body)
 
 		By("kill -9 of the leader's redis-server")
-		Expect(syscall.Kill(redisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
+		Expect(syscall.Kill(systemspec.RedisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
 		Eventually(func() error { return fc.Set(ctx, "after", "1", 0).Err() }).WithTimeout(time.Minute).Should(Succeed())
 		// Every Sentinel names the new leader once the one that ran the
 		// failover told the others (the client may have heard first).
@@ -92,14 +92,14 @@ var _ = Describe("an instance of the dedicated-ha plan", func() {
 			systemspec.ExpectKeys(ctx, rc, "before", 200)
 			Expect(rc.ConfigGet(ctx, "maxmemory-policy").Err()).To(MatchError(ContainSubstring("NOPERM")))
 		}
-		code, body = osbCall(sys, "GET", "/v2/service_instances/h1", nil)
+		code, body = systemspec.OSB(sys, "GET", "/v2/service_instances/h1", nil)
 		Expect(code).To(Equal(http.StatusOK))
-		Expect(attributes(body)).To(HaveKeyWithValue("node", sys.Nodes[nodeAt(sys, newAddr)].Name))
+		Expect(systemspec.Attributes(body)).To(HaveKeyWithValue("node", sys.Nodes[nodeAt(sys, newAddr)].Name))
 
 		By("a binding made after the failover points at the new leader")
-		code, body = bind(sys, "h1", "b2")
+		code, body = systemspec.Bind(sys, "h1", "b2", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds2 := credentials(body)
+		creds2 := systemspec.Credentials(body)
 		Expect(creds2["host"].(string) + ":" + strconv.Itoa(int(creds2["port"].(float64)))).To(Equal(newAddr))
 
 		By("unbinding removes the user from every member and every Sentinel")
@@ -112,16 +112,16 @@ var _ = Describe("an instance of the dedicated-ha plan", func() {
 		}
 
 		By("deleting resets all three nodes, back in the pool and clean")
-		Expect(deprovision(sys, "h1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "h1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
 		expectAllFreeAndClean(sys)
 		for i := range sys.Nodes {
 			Expect(memberClient(sys, i, creds2).Ping(ctx).Err()).To(HaveOccurred(), "node %d", i)
 		}
 
 		By("the nodes serve the dedicated-vm plan again")
-		code, _ = provision(sys, "d1", systemtest.DedicatedPlanID)
+		code, _ = systemspec.Provision(sys, "d1", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated))
-		Expect(deprovision(sys, "d1", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "d1", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 	})
 })
 
@@ -141,13 +141,13 @@ func redacted(creds map[string]any) map[string]any {
 var _ = Describe("an instance of the dedicated-ha plan on nodes serving TLS", func() {
 	It("is TLS-only when asked: replication and Sentinels over TLS, tls_ca verifying both, and a failover through them", func() {
 		sys := startSystem(3, systemtest.Options{RedisTLS: true})
-		code, body := osbCall(sys, "PUT", provisionPath("t1"), map[string]any{
+		code, body := systemspec.OSB(sys, "PUT", systemspec.ProvisionPath("t1"), map[string]any{
 			"service_id": systemtest.ServiceID, "plan_id": systemtest.HAPlanID, "organization_guid": "org", "space_guid": "space",
 			"parameters": map[string]any{"tls_only": true}})
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, "t1", "b1")
+		code, body = systemspec.Bind(sys, "t1", "b1", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds := credentials(body)
+		creds := systemspec.Credentials(body)
 		GinkgoWriter.Printf("credentials: %v\n", redacted(creds))
 		Expect(creds).To(HaveKeyWithValue("tls", true))
 		Expect(creds).To(HaveKeyWithValue("tls_ca", sys.RedisCA.PEM))
@@ -167,15 +167,15 @@ var _ = Describe("an instance of the dedicated-ha plan on nodes serving TLS", fu
 		Expect(leader).NotTo(Equal(-1))
 
 		By("kill -9 of the leader's redis-server")
-		Expect(syscall.Kill(redisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
+		Expect(syscall.Kill(systemspec.RedisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
 		Eventually(func() error { return fc.Set(ctx, "after", "1", 0).Err() }).WithTimeout(time.Minute).Should(Succeed())
 		systemspec.ExpectKeys(ctx, fc, "before", 100)
 		expectBothFollowers(fc)
 
-		code, body = bind(sys, "t1", "b2")
+		code, body = systemspec.Bind(sys, "t1", "b2", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		Expect(credentials(body)["host"]).NotTo(Equal(creds["host"]), "a binding made after the failover points at the new leader")
-		Expect(deprovision(sys, "t1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Credentials(body)["host"]).NotTo(Equal(creds["host"]), "a binding made after the failover points at the new leader")
+		Expect(systemspec.Deprovision(sys, "t1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
 		expectAllFreeAndClean(sys)
 	})
 })

@@ -19,11 +19,11 @@ var _ = Describe("a restore of an instance of the dedicated-ha plan", func() {
 	It("goes to the leader, which keeps leading, and every member holds the backup's data afterwards", func() {
 		dest := backup.Destination{Local: &backup.Local{Path: filepath.Join(GinkgoT().TempDir(), "backups")}}
 		sys := startSystem(3, systemtest.Options{Backups: &dest})
-		code, body := provision(sys, "h1", systemtest.HAPlanID)
+		code, body := systemspec.Provision(sys, "h1", systemtest.HAPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, "h1", "b1")
+		code, body = systemspec.Bind(sys, "h1", "b1", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds := credentials(body)
+		creds := systemspec.Credentials(body)
 		fc := failoverClient(creds)
 		systemspec.WriteKeys(ctx, fc, "kept", 100)
 		expectBothFollowers(fc)
@@ -49,14 +49,14 @@ var _ = Describe("a restore of an instance of the dedicated-ha plan", func() {
 		expectBothFollowers(fc)
 
 		By("restoring the latest backup through the broker")
-		code, body = osbCall(sys, "PATCH", "/v2/service_instances/h1?accepts_incomplete=true", map[string]any{
+		code, body = systemspec.OSB(sys, "PATCH", "/v2/service_instances/h1?accepts_incomplete=true", map[string]any{
 			"service_id": systemtest.ServiceID, "parameters": map[string]any{"restore": "latest"}})
 		Expect(code).To(BeElementOf(http.StatusOK, http.StatusAccepted), "%v", body)
 		Eventually(func() map[string]any {
-			_, b := osbCall(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
+			_, b := systemspec.OSB(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
 			return b
 		}).WithTimeout(2 * time.Minute).Should(HaveKeyWithValue("state", Not(Equal("in progress"))))
-		_, body = osbCall(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
+		_, body = systemspec.OSB(sys, "GET", "/v2/service_instances/h1/last_operation?operation=restore", nil)
 		Expect(body).To(HaveKeyWithValue("state", "succeeded"))
 
 		By("every member holds the backup's data, through the binding made before")
@@ -70,7 +70,7 @@ var _ = Describe("a restore of an instance of the dedicated-ha plan", func() {
 		Expect(sentinelLeader(sys, 0, creds)).To(Equal(leaderAddr), "the leader kept leading")
 		Expect(fc.Set(ctx, "after-restore", "1", 0).Err()).To(Succeed())
 		expectBothFollowers(fc)
-		Expect(deprovision(sys, "h1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "h1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
 		expectAllFreeAndClean(sys)
 	})
 })

@@ -34,9 +34,9 @@ type tenant struct {
 // handed out dirty) and fills it with the tenant's keys.
 func moveIn(sys *systemtest.System, id string) *tenant {
 	GinkgoHelper()
-	code, body := bind(sys, id, "b-"+id)
+	code, body := systemspec.Bind(sys, id, "b-"+id, systemtest.DedicatedPlanID)
 	Expect(code).To(Equal(http.StatusCreated), "%v", body)
-	t := &tenant{id: id, creds: credentials(body)}
+	t := &tenant{id: id, creds: systemspec.Credentials(body)}
 	t.rc = client(t.creds)
 	Expect(t.rc.DBSize(ctx).Val()).To(BeZero(), "instance %s was handed a node holding keys", id)
 	Expect(t.rc.Set(ctx, "owner", id, 0).Err()).To(Succeed())
@@ -58,12 +58,12 @@ func (t *tenant) expectOwnData() {
 func timeRequests(sys *systemtest.System) (provisionTime, deleteTime time.Duration) {
 	GinkgoHelper()
 	start := time.Now()
-	code, body := provision(sys, "timed", nil)
+	code, body := systemspec.Provision(sys, "timed", systemtest.DedicatedPlanID, nil)
 	provisionTime = time.Since(start)
 	Expect(code).To(Equal(http.StatusCreated), "%v", body)
 	moveIn(sys, "timed")
 	start = time.Now()
-	Expect(deprovision(sys, "timed")).To(Equal(http.StatusOK))
+	Expect(systemspec.Deprovision(sys, "timed", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 	return provisionTime, time.Since(start)
 }
 
@@ -114,48 +114,35 @@ var _ = Describe("kill -9 of the broker or a node agent in the middle of claims 
 			delay := time.Duration(rng.Int64N(int64(span)))
 			By(fmt.Sprintf("round %d: %s %s, kill -9 of %s after %v", round, op, id, victim.Name, delay))
 
-			type answer struct {
-				code int
-				body map[string]any
-				err  error
-			}
-			answered := make(chan answer, 1)
-			go func() {
-				var a answer
+			a := systemspec.KillDuring(victim, delay, func() (int, map[string]any, error) {
 				if op == "provision" {
-					a.code, a.body, a.err = sys.OSB("PUT", provisionPath(id), provisionBody(nil))
-				} else {
-					a.code, a.body, a.err = sys.OSB("DELETE", deletePath(id), nil)
+					return sys.OSB("PUT", systemspec.ProvisionPath(id), systemspec.ProvisionBody(systemtest.DedicatedPlanID, nil))
 				}
-				answered <- a
-			}()
-			time.Sleep(delay)
-			victim.Kill9()
-			var a answer
-			Eventually(answered).WithTimeout(time.Minute).Should(Receive(&a))
-			cut := a.err != nil || a.code >= 500 || op == "delete" && nodeAgentState(sys, target).State != "free"
+				return sys.OSB("DELETE", systemspec.DeletePath(id, systemtest.DedicatedPlanID), nil)
+			})
+			cut := a.Err != nil || a.Code >= 500 || op == "delete" && systemspec.NodeAgentState(sys, target).State != "free"
 			if cut {
 				interrupted++
 			}
 			Expect(victim.Start()).To(Succeed())
-			GinkgoWriter.Printf("round %d: answer %d %v %v; cut short: %v\n", round, a.code, a.body, a.err, cut)
+			GinkgoWriter.Printf("round %d: answer %d %v %v; cut short: %v\n", round, a.Code, a.Body, a.Err, cut)
 
 			if op == "provision" {
 				switch {
-				case a.err == nil && (a.code == http.StatusCreated || a.code == http.StatusOK):
-				case a.err == nil && a.code < 500:
-					Fail(fmt.Sprintf("provision %s answered %d: %v", id, a.code, a.body))
+				case a.Err == nil && (a.Code == http.StatusCreated || a.Code == http.StatusOK):
+				case a.Err == nil && a.Code < 500:
+					Fail(fmt.Sprintf("provision %s answered %d: %v", id, a.Code, a.Body))
 				case (round/4)%2 == 0:
-					provisionUntilDone(sys, id)
+					systemspec.ProvisionUntilDone(sys, id, systemtest.DedicatedPlanID)
 				default:
-					deleteUntilGone(sys, id)
+					systemspec.DeleteUntilGone(sys, id, systemtest.DedicatedPlanID)
 					id = ""
 				}
 				if id != "" {
 					live[id] = moveIn(sys, id)
 				}
 			} else {
-				deleteUntilGone(sys, id)
+				systemspec.DeleteUntilGone(sys, id, systemtest.DedicatedPlanID)
 				gone = append(gone, live[id])
 				delete(live, id)
 			}
@@ -176,15 +163,15 @@ var _ = Describe("kill -9 of the broker or a node agent in the middle of claims 
 		By("claiming every node: none was lost, none is handed out dirty")
 		for i := 0; len(live) < len(sys.Nodes); i++ {
 			id := fmt.Sprintf("final-%d", i)
-			code, body := provision(sys, id, nil)
+			code, body := systemspec.Provision(sys, id, systemtest.DedicatedPlanID, nil)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
 			live[id] = moveIn(sys, id)
 		}
-		code, body := provision(sys, "one-too-many", nil)
+		code, body := systemspec.Provision(sys, "one-too-many", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusUnprocessableEntity), "%v", body)
 		for id, t := range live {
 			t.expectOwnData()
-			Expect(deprovision(sys, id)).To(Equal(http.StatusOK))
+			Expect(systemspec.Deprovision(sys, id, systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 		}
 		Expect(poolStates(sys)).To(HaveEach("free"))
 	})
@@ -194,10 +181,10 @@ var _ = Describe("kill -9 of a node agent during the reset of a node holding 100
 	DescribeTable("finishes the delete once the agent is back: the node is free and empty",
 		func(waitForReset bool) {
 			sys := startSystemWith(systemtest.Options{Nodes: 1, NodeMemoryMB: 256})
-			code, body := provision(sys, "big", nil)
+			code, body := systemspec.Provision(sys, "big", systemtest.DedicatedPlanID, nil)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
-			_, b := bind(sys, "big", "b")
-			old := credentials(b)
+			_, b := systemspec.Bind(sys, "big", "b", systemtest.DedicatedPlanID)
+			old := systemspec.Credentials(b)
 			rc := client(old)
 			// Random, so that the RDB preamble of an AOF rewrite cannot
 			// compress it: 100 MB in memory is about 100 MB on disk.
@@ -214,26 +201,26 @@ var _ = Describe("kill -9 of a node agent during the reset of a node holding 100
 			data := filepath.Join(sys.NodeDirs[0], "data")
 			Expect(dirSize(data)).To(BeNumerically(">", 100<<20))
 
-			code, body = osbCall(sys, "DELETE", deletePath("big"), nil)
+			code, body = systemspec.OSB(sys, "DELETE", systemspec.DeletePath("big", systemtest.DedicatedPlanID), nil)
 			Expect(code).To(Equal(http.StatusAccepted), "%v", body)
 			if waitForReset {
-				Eventually(func() string { return nodeAgentState(sys, 0).State }).
+				Eventually(func() string { return systemspec.NodeAgentState(sys, 0).State }).
 					WithPolling(time.Millisecond).Should(Equal("resetting"))
 			}
 			sys.Nodes[0].Kill9()
-			By(fmt.Sprintf("killed the agent in state %q with %d MB in its data directory", nodeAgentState(sys, 0).State, dirSize(data)>>20))
+			By(fmt.Sprintf("killed the agent in state %q with %d MB in its data directory", systemspec.NodeAgentState(sys, 0).State, dirSize(data)>>20))
 			Expect(sys.Nodes[0].Start()).To(Succeed())
 
-			deleteUntilGone(sys, "big")
-			Expect(pool(sys)["node-0"]).To(HaveKeyWithValue("state", "free"))
-			Expect(nodeAgentState(sys, 0).State).To(Equal("free"))
+			systemspec.DeleteUntilGone(sys, "big", systemtest.DedicatedPlanID)
+			Expect(systemspec.Pool(sys)["node-0"]).To(HaveKeyWithValue("state", "free"))
+			Expect(systemspec.NodeAgentState(sys, 0).State).To(Equal("free"))
 			Expect(dirSize(data)).To(BeNumerically("<", 1<<20), "the tenant's files are gone")
 			Expect(client(old).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
 
-			code, body = provision(sys, "next", nil)
+			code, body = systemspec.Provision(sys, "next", systemtest.DedicatedPlanID, nil)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
-			_, b = bind(sys, "next", "b")
-			Expect(client(credentials(b)).DBSize(ctx).Val()).To(BeZero(), "the next tenant sees zero keys")
+			_, b = systemspec.Bind(sys, "next", "b", systemtest.DedicatedPlanID)
+			Expect(client(systemspec.Credentials(b)).DBSize(ctx).Val()).To(BeZero(), "the next tenant sees zero keys")
 			expectPoolConsistent(sys, "next")
 		},
 		Entry("as soon as the delete is accepted", false),
@@ -245,27 +232,27 @@ var _ = Describe("kill -9 of the redis-server of a claimed node", func() {
 	It("is back within seconds with the data written before the kill, and the pool is unchanged", func() {
 		sys := startSystem(3)
 		for _, id := range []string{"r0", "r1"} {
-			code, body := provision(sys, id, nil)
+			code, body := systemspec.Provision(sys, id, systemtest.DedicatedPlanID, nil)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
 		}
 		i := nodeOf(sys, "r1")
-		_, b := bind(sys, "r1", "b")
-		rc := client(credentials(b))
+		_, b := systemspec.Bind(sys, "r1", "b", systemtest.DedicatedPlanID)
+		rc := client(systemspec.Credentials(b))
 		systemspec.WriteKeys(ctx, rc, "before-kill", 1000)
 		systemspec.WaitForAOF()
-		before := pool(sys)
+		before := systemspec.Pool(sys)
 
-		pid := redisPid(sys, i)
+		pid := systemspec.RedisPid(sys, i)
 		Expect(serverPid(ctx, rc)).To(Equal(pid))
 		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
 		Eventually(func() (int, error) { return serverPid(ctx, rc) }).WithTimeout(10 * time.Second).
 			Should(SatisfyAll(BeNumerically(">", 0), Not(Equal(pid))))
 		systemspec.ExpectKeys(ctx, rc, "before-kill", 1000)
-		Expect(redisPid(sys, i)).NotTo(Equal(pid))
+		Expect(systemspec.RedisPid(sys, i)).NotTo(Equal(pid))
 
-		code, body := osbCall(sys, "GET", "/v2/service_instances/r1", nil)
+		code, body := systemspec.OSB(sys, "GET", "/v2/service_instances/r1", nil)
 		Expect(code).To(Equal(http.StatusOK))
-		Expect(attributes(body)["keys"]).To(BeNumerically("==", 1000))
+		Expect(systemspec.Attributes(body)["keys"]).To(BeNumerically("==", 1000))
 		after := expectPoolConsistent(sys, "r0", "r1")
 		Expect(after).To(Equal(before))
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/metrics"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/tlstest"
 )
@@ -32,11 +33,11 @@ var _ = Describe("a node's metrics", func() {
 		Expect(find("redis_for_cf_agent_instances")()).To(Equal(0.0))
 
 		id := "metrics-node"
-		code, body := provision(sys, id, nil)
+		code, body := systemspec.Provision(sys, id, systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, id, "metrics-binding")
+		code, body = systemspec.Bind(sys, id, "metrics-binding", systemtest.DedicatedPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		rc := client(credentials(body))
+		rc := client(systemspec.Credentials(body))
 		Expect(rc.Get(context.Background(), "missing").Err()).To(Equal(redis.Nil))
 		label := []string{"service_instance_id", id, "plan", "dedicated-vm"}
 		// The next background sweep (every 15 s) sees the claim.
@@ -52,7 +53,7 @@ var _ = Describe("a node's metrics", func() {
 		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(string(data)).NotTo(ContainSubstring("redis_"))
 
-		Expect(deprovision(sys, id)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, id, systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 		Eventually(find("redis_for_cf_node_state", "state", "free")).WithTimeout(time.Minute).Should(Equal(1.0))
 		Expect(find("redis_up", label...)()).Error().To(HaveOccurred(), "no series of an instance the node no longer holds")
 	})

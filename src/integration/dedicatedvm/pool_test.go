@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 )
@@ -13,39 +15,39 @@ var _ = Describe("the pool of dedicated nodes", Ordered, func() {
 		sys := startSystem(3)
 		hosts := map[string]bool{}
 		for i := range 3 {
-			code, body := provision(sys, fmt.Sprintf("d%d", i), nil)
+			code, body := systemspec.Provision(sys, fmt.Sprintf("d%d", i), systemtest.DedicatedPlanID, nil)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
-			code, body = bind(sys, fmt.Sprintf("d%d", i), "b")
+			code, body = systemspec.Bind(sys, fmt.Sprintf("d%d", i), "b", systemtest.DedicatedPlanID)
 			Expect(code).To(Equal(http.StatusCreated), "%v", body)
-			creds := credentials(body)
+			creds := systemspec.Credentials(body)
 			hosts[creds["host"].(string)] = true
 			c := client(creds)
 			Expect(c.Set(ctx, "owner", fmt.Sprintf("d%d", i), 0).Err()).To(Succeed())
 		}
 		Expect(hosts).To(HaveLen(3))
 
-		code, body := provision(sys, "d3", nil)
+		code, body := systemspec.Provision(sys, "d3", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusUnprocessableEntity))
 		Expect(body["description"]).To(ContainSubstring("plan is full"))
 
 		// The repeated request is answered 200, not given a second node.
-		code, _ = provision(sys, "d0", nil)
+		code, _ = systemspec.Provision(sys, "d0", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusOK))
 
-		_, old := bind(sys, "d1", "b")
-		oldCreds := credentials(old)
-		Expect(deprovision(sys, "d1")).To(Equal(http.StatusOK))
-		p := pool(sys)
+		_, old := systemspec.Bind(sys, "d1", "b", systemtest.DedicatedPlanID)
+		oldCreds := systemspec.Credentials(old)
+		Expect(systemspec.Deprovision(sys, "d1", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
+		p := systemspec.Pool(sys)
 		Expect(p["node-1"]["state"]).To(Equal("free"))
 
-		code, body = provision(sys, "d4", nil)
+		code, body = systemspec.Provision(sys, "d4", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, "d4", "b2")
+		code, body = systemspec.Bind(sys, "d4", "b2", systemtest.DedicatedPlanID)
 		Expect(code).To(Equal(http.StatusCreated))
-		next := client(credentials(body))
+		next := client(systemspec.Credentials(body))
 		Expect(next.DBSize(ctx).Val()).To(BeZero(), "the next tenant sees zero keys")
 		Expect(client(oldCreds).Ping(ctx).Err()).To(MatchError(ContainSubstring("WRONGPASS")))
-		Expect(deprovision(sys, "d4")).To(Equal(http.StatusOK))
-		Expect(deprovision(sys, "d4")).To(Equal(http.StatusGone))
+		Expect(systemspec.Deprovision(sys, "d4", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "d4", systemtest.DedicatedPlanID)).To(Equal(http.StatusGone))
 	})
 })

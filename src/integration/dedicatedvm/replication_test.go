@@ -7,24 +7,25 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 func update(sys *systemtest.System, id string, params map[string]any) (int, map[string]any) {
-	return osbCall(sys, "PATCH", "/v2/service_instances/"+id, map[string]any{
+	return systemspec.OSB(sys, "PATCH", "/v2/service_instances/"+id, map[string]any{
 		"service_id": systemtest.ServiceID, "parameters": params,
 	})
 }
 
 func provisionShared(sys *systemtest.System, id, space string) (int, map[string]any) {
-	return osbCall(sys, "PUT", "/v2/service_instances/"+id, map[string]any{
+	return systemspec.OSB(sys, "PUT", "/v2/service_instances/"+id, map[string]any{
 		"service_id": systemtest.ServiceID, "plan_id": systemtest.PlanID,
 		"organization_guid": "org", "space_guid": space,
 	})
 }
 
 func replicationOf(sys *systemtest.System, id string) map[string]any {
-	code, body := osbCall(sys, "GET", "/v2/service_instances/"+id, nil)
+	code, body := systemspec.OSB(sys, "GET", "/v2/service_instances/"+id, nil)
 	Expect(code).To(Equal(http.StatusOK), "%v", body)
 	attrs := body["metadata"].(map[string]any)["attributes"].(map[string]any)
 	r, _ := attrs["replication"].(map[string]any)
@@ -34,16 +35,16 @@ func replicationOf(sys *systemtest.System, id string) map[string]any {
 var _ = Describe("follower mode", func() {
 	It("replicates a dedicated leader to a shared follower and back, refusing loops, strangers and leaders' deletion", func() {
 		sys := startSystem(2)
-		code, body := provision(sys, "leader", nil)
+		code, body := systemspec.Provision(sys, "leader", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
 		code, body = provisionShared(sys, "follower", "space")
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		_, lb := bind(sys, "leader", "lb")
-		leader := client(credentials(lb))
-		_, fb := osbCall(sys, "PUT", "/v2/service_instances/follower/service_bindings/fb", map[string]any{
+		_, lb := systemspec.Bind(sys, "leader", "lb", systemtest.DedicatedPlanID)
+		leader := client(systemspec.Credentials(lb))
+		_, fb := systemspec.OSB(sys, "PUT", "/v2/service_instances/follower/service_bindings/fb", map[string]any{
 			"service_id": systemtest.ServiceID, "plan_id": systemtest.PlanID, "app_guid": "app",
 		})
-		follower := client(credentials(fb))
+		follower := client(systemspec.Credentials(fb))
 		Expect(leader.Set(ctx, "before", "1", 0).Err()).To(Succeed())
 
 		code, body = update(sys, "follower", map[string]any{"replica_of": "leader"})
@@ -68,13 +69,13 @@ var _ = Describe("follower mode", func() {
 		Expect(code).To(Equal(http.StatusBadRequest))
 		Expect(body["description"]).To(ContainSubstring("another space"))
 
-		Expect(deprovision(sys, "leader")).To(Equal(http.StatusUnprocessableEntity))
+		Expect(systemspec.Deprovision(sys, "leader", systemtest.DedicatedPlanID)).To(Equal(http.StatusUnprocessableEntity))
 
 		code, body = update(sys, "follower", map[string]any{"replica_of": nil})
 		Expect(code).To(Equal(http.StatusOK), "%v", body)
 		Eventually(func() error { return follower.Set(ctx, "x", "y", 0).Err() }).Should(Succeed())
 		Expect(replicationOf(sys, "follower")["role"]).To(Equal("leader"))
-		Expect(deprovision(sys, "leader")).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "leader", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 		Expect(follower.Get(ctx, "after").Val()).To(Equal("2"), "the promoted follower keeps the data")
 	})
 })

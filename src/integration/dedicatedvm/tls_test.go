@@ -16,17 +16,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
 var _ = Describe("TLS on a dedicated node's Redis port", func() {
 	It("hands out tls_port, tls_uri and tls_ca that go-redis and redis-cli --tls use", func() {
 		sys := startSystemWith(systemtest.Options{Nodes: 1, RedisTLS: true})
-		code, body := provision(sys, "dtls", nil)
+		code, body := systemspec.Provision(sys, "dtls", systemtest.DedicatedPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, "dtls", "b")
+		code, body = systemspec.Bind(sys, "dtls", "b", systemtest.DedicatedPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds := credentials(body)
+		creds := systemspec.Credentials(body)
 		tlsPort := int(creds["tls_port"].(float64))
 		Expect(tlsPort).To(BeNumerically(">", 0))
 		Expect(creds["tls_ca"]).To(Equal(sys.RedisCA.PEM))
@@ -53,6 +54,6 @@ var _ = Describe("TLS on a dedicated node's Redis port", func() {
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		Expect(strings.TrimSpace(string(out))).To(Equal("1"))
 
-		Expect(deprovision(sys, "dtls")).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "dtls", systemtest.DedicatedPlanID)).To(Equal(http.StatusOK))
 	})
 })

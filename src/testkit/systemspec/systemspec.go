@@ -1,7 +1,9 @@
 // Package systemspec starts the whole product for a Ginkgo spec and ends it
 // with the checks every integration suite makes: no process left behind, no
 // data race in any log, and the logs of a failed spec kept. It also holds
-// the data helpers the suites share (WriteKeys, ExpectKeys, WaitForAOF).
+// the data helpers the suites share (WriteKeys, ExpectKeys, WaitForAOF) and,
+// in osb.go, the OSB calls and node reads of the dedicated suites (Provision,
+// Bind, Deprovision, DeleteUntilGone, Pool, NodeAgentState, ...).
 //
 // It is the Ginkgo side of package systemtest, which builds and runs the
 // real binaries and knows nothing of Ginkgo.
