@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
 )
 
@@ -26,11 +27,11 @@ import (
 var _ = Describe("a dedicated-ha follower lost with its disk", func() {
 	It("is taken back into its group by the broker: it follows the leader with the data, the bindings work on it, and it can be promoted", func() {
 		sys := startSystem(3, systemtest.Options{})
-		code, body := provision(sys, "r1", systemtest.HAPlanID)
+		code, body := systemspec.Provision(sys, "r1", systemtest.HAPlanID, nil)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		code, body = bind(sys, "r1", "b1")
+		code, body = systemspec.Bind(sys, "r1", "b1", systemtest.HAPlanID)
 		Expect(code).To(Equal(http.StatusCreated), "%v", body)
-		creds := credentials(body)
+		creds := systemspec.Credentials(body)
 		fc := failoverClient(creds)
 		Eventually(func() error { return fc.Set(ctx, "k0", "before", 0).Err() }).Should(Succeed())
 		for k := 1; k < 100; k++ {
@@ -61,14 +62,14 @@ var _ = Describe("a dedicated-ha follower lost with its disk", func() {
 
 		By("the VM replaced in its slot: a new agent on an empty disk, free by its own account")
 		Expect(sys.Nodes[lost].Start()).To(Succeed())
-		Eventually(func() string { return nodeAgentState(sys, lost).State }).Should(Or(Equal("free"), Equal("claimed")))
+		Eventually(func() string { return systemspec.NodeAgentState(sys, lost).State }).Should(Or(Equal("free"), Equal("claimed")))
 
 		By("the broker taking it back into the group: it follows the leader with every key")
 		member := memberClient(sys, lost, creds)
 		// The broker checks its groups' members every 30 s.
 		Eventually(func() (string, error) { return member.Get(ctx, "while-lost").Result() }).
-			WithTimeout(2*time.Minute).WithPolling(500*time.Millisecond).Should(Equal("yes"))
-		Expect(nodeAgentState(sys, lost)).To(Equal(agentState{State: "claimed", InstanceID: "r1"}))
+			WithTimeout(2 * time.Minute).WithPolling(500 * time.Millisecond).Should(Equal("yes"))
+		Expect(systemspec.NodeAgentState(sys, lost)).To(Equal(systemspec.AgentState{State: "claimed", InstanceID: "r1"}))
 		Expect(member.DBSize(ctx).Val()).To(BeEquivalentTo(101))
 		role, err := member.Do(ctx, "ROLE").Slice()
 		Expect(err).NotTo(HaveOccurred())
@@ -79,12 +80,12 @@ var _ = Describe("a dedicated-ha follower lost with its disk", func() {
 		Expect(expectPoolConsistent(sys)).To(Equal([]string{"r1"}))
 
 		By("a failover that can promote it: the leader's redis-server killed, the group writes again")
-		Expect(syscall.Kill(redisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
+		Expect(syscall.Kill(systemspec.RedisPid(sys, leader), syscall.SIGKILL)).To(Succeed())
 		Eventually(func() error { return fc.Set(ctx, "after-failover", "yes", 0).Err() }).WithTimeout(time.Minute).Should(Succeed())
 		Expect(fc.DBSize(ctx).Val()).To(BeEquivalentTo(102))
 		expectBothFollowers(fc)
 
-		Expect(deprovision(sys, "r1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
+		Expect(systemspec.Deprovision(sys, "r1", systemtest.HAPlanID)).To(Equal(http.StatusOK))
 		expectAllFreeAndClean(sys)
 	})
 })

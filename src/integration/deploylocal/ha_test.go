@@ -120,7 +120,7 @@ var _ = Describe("a dedicated-ha instance on a local deployment", Ordered, func(
 		Expect(d.KillVM(ctx, "redis-node", leader)).To(Succeed())
 		lost := time.Now()
 		Eventually(func() error { return fc.Set(ctx, "after-failover", "yes", 0).Err() }).
-			WithTimeout(90*time.Second).WithPolling(200*time.Millisecond).Should(Succeed())
+			WithTimeout(90 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
 		AddReportEntry("first write through the FailoverClient after the leader's VM was lost", time.Since(lost).Round(100*time.Millisecond).String())
 		Expect(fc.DBSize(ctx).Val()).To(BeEquivalentTo(keys+1), "every acknowledged write survived")
 		var promoted []int
@@ -134,7 +134,7 @@ var _ = Describe("a dedicated-ha instance on a local deployment", Ordered, func(
 		// The VM comes back on its disk: its node follows the new leader,
 		// never leads beside it, and gets what was written meanwhile.
 		Expect(d.Deploy(ctx)).To(Succeed())
-		Eventually(func() string { return role(leader) }).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(Equal("slave"))
+		Eventually(func() string { return role(leader) }).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Equal("slave"))
 		Eventually(func() (string, error) { return member(leader).Get(ctx, "after-failover").Result() }).
 			WithTimeout(time.Minute).WithPolling(time.Second).Should(Equal("yes"))
 		Expect(member(leader).DBSize(ctx).Val()).To(BeEquivalentTo(keys + 1))
