@@ -28,27 +28,8 @@ var _ = Describe("a dedicated-ha instance on a local deployment", Ordered, func(
 	)
 
 	BeforeAll(func() {
-		lockMachine()
 		state := GinkgoT().TempDir()
-		stale, err := localbosh.New(localbosh.Options{Name: name, StateDir: filepath.Join(state, "stale"), Out: GinkgoWriter})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(stale.Down(ctx)).To(Succeed())
-		DeferCleanup(func() {
-			if d == nil {
-				return
-			}
-			Expect(d.Leftovers()).To(BeEmpty())
-			Expect(vcapProcesses()).To(BeEmpty())
-		})
-		DeferCleanup(func() {
-			if d == nil {
-				return
-			}
-			if CurrentSpecReport().Failed() {
-				keepLogs(state)
-			}
-			Expect(d.Down(context.Background())).To(Succeed())
-		})
+		takeMachine(state, &d)
 		ops, err := filepath.Abs("../../../manifests/operations/enable-ha-plan.yml")
 		Expect(err).NotTo(HaveOccurred())
 		d, err = localbosh.New(localbosh.Options{Name: name, StateDir: state, OpsFiles: []string{ops},

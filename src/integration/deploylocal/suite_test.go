@@ -8,6 +8,7 @@
 package deploylocal_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cf-redis/redis-for-cf/src/release/localbosh"
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemspec"
 )
@@ -45,6 +47,36 @@ func lockMachine() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)).To(Succeed())
 	DeferCleanup(lock.Close)
+}
+
+// takeMachine makes the calling container the only one on this machine
+// that deploys (lockMachine), removes what a run killed before its cleanup
+// left (the names are fixed), and registers the end of the deployment *d
+// comes to hold, state in folder state: down, with its logs kept when a
+// spec failed, and then nothing of it left: no namespace, mount or process,
+// and no process of a VM (they run from /var/vcap).
+func takeMachine(state string, d **localbosh.Director) {
+	GinkgoHelper()
+	lockMachine()
+	stale, err := localbosh.New(localbosh.Options{Name: name, StateDir: filepath.Join(state, "stale"), Out: GinkgoWriter})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(stale.Down(context.Background())).To(Succeed())
+	DeferCleanup(func() {
+		if *d == nil {
+			return
+		}
+		Expect((*d).Leftovers()).To(BeEmpty())
+		Expect(vcapProcesses()).To(BeEmpty())
+	})
+	DeferCleanup(func() {
+		if *d == nil {
+			return
+		}
+		if CurrentSpecReport().Failed() {
+			keepLogs(state)
+		}
+		Expect((*d).Down(context.Background())).To(Succeed())
+	})
 }
 
 // moduleRoot is the release's checkout.

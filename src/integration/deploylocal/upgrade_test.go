@@ -178,32 +178,9 @@ var _ = Describe("an upgrade of a local deployment", Ordered, func() {
 	}
 
 	BeforeAll(func() {
-		lockMachine()
 		state = GinkgoT().TempDir()
 		opsDir = GinkgoT().TempDir()
-		// What a run killed before its cleanup left.
-		stale, err := localbosh.New(localbosh.Options{Name: name, StateDir: filepath.Join(state, "stale"), Out: GinkgoWriter})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(stale.Down(ctx)).To(Succeed())
-
-		DeferCleanup(func() {
-			if d == nil {
-				return
-			}
-			// Nothing of the deployment may be left: no namespace, mount or
-			// process, and no process of a VM (they run from /var/vcap).
-			Expect(d.Leftovers()).To(BeEmpty())
-			Expect(vcapProcesses()).To(BeEmpty())
-		})
-		DeferCleanup(func() {
-			if d == nil {
-				return
-			}
-			if CurrentSpecReport().Failed() {
-				keepLogs(state)
-			}
-			Expect(d.Down(context.Background())).To(Succeed())
-		})
+		takeMachine(state, &d)
 		deploy(v1)
 	})
 

@@ -398,6 +398,19 @@ func (b *Broker) vmsOf(inst *instance) ([]vm, error) {
 	return out, nil
 }
 
+// leaderVM returns the members of inst's HA group and the index of the
+// one that leads now, by its Sentinels (leaderOf). It returns no members
+// when the config lacks one; members and an error when the Sentinels did
+// not answer.
+func (b *Broker) leaderVM(ctx context.Context, inst *instance) ([]vm, int, error) {
+	vms, err := b.vmsOf(inst)
+	if err != nil {
+		return nil, 0, err
+	}
+	i, err := b.leaderOf(ctx, inst, b.redisCA(inst.VM))
+	return vms, i, err
+}
+
 // leaderOf asks the Sentinels of inst's group which member leads now and
 // returns its index; ca is the PEM CA of the members' certificates, for a
 // group over TLS.

@@ -148,11 +148,10 @@ func (b *Broker) restoreTarget(ctx context.Context, inst *instance) (vm, error) 
 	if inst.HA == nil {
 		return b.vmOf(inst)
 	}
-	vms, err := b.vmsOf(inst)
-	if err != nil {
+	vms, i, err := b.leaderVM(ctx, inst)
+	if vms == nil {
 		return vm{}, err
 	}
-	i, err := b.leaderOf(ctx, inst, b.redisCA(inst.VM))
 	if err != nil {
 		return vm{}, &userError{status: http.StatusServiceUnavailable, cause: err,
 			msg: fmt.Sprintf("The instance's leader could not be found: its Sentinels did not answer. Try again in a few minutes; if it persists, give your operator request id %s.", requestID(ctx))}

@@ -193,11 +193,10 @@ func (b *Broker) statusVM(ctx context.Context, inst *instance) (vm, error) {
 	if inst.HA == nil {
 		return b.vmOf(inst)
 	}
-	vms, err := b.vmsOf(inst)
-	if err != nil {
+	vms, i, err := b.leaderVM(ctx, inst)
+	if vms == nil {
 		return vm{}, err
 	}
-	i, err := b.leaderOf(ctx, inst, b.redisCA(inst.VM))
 	if err != nil {
 		b.logger.Error("the leader of an HA group could not be found", "instance", inst.ID, "request_id", requestID(ctx), "error", err)
 		return vms[0], nil

@@ -16,7 +16,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/backup"
 	"github.com/cf-redis/redis-for-cf/src/internal/nodeagent"
-	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 )
 
 // schedules runs the scheduled backups of every node of h until stop is
@@ -45,15 +44,8 @@ var _ = Describe("backups of an HA group", func() {
 			},
 			logs: []io.Writer{logs[0], logs[1], logs[2]},
 		})
-		leader := h.nodes[0].addr()
-		for _, nd := range h.nodes[1:] {
-			Eventually(role).WithContext(ctx).WithArguments(nd).WithTimeout(failover).Should(Equal("follower of " + leader + " link up"))
-		}
-		pw := secret.New()
-		for _, nd := range h.nodes {
-			_, err := nd.client.Bind(ctx, h.id, "app", agentapi.BindingRequest{Password: pw})
-			Expect(err).NotTo(HaveOccurred())
-		}
+		leader := h.awaitFollowers(ctx)
+		pw := h.bindAll(ctx, "app")
 		app := h.nodes[0].tenant("app", pw)
 		firstWrite(ctx, app, "k0", "0")
 		for i := range 100 {

@@ -117,6 +117,29 @@ func formGroupWith(ctx context.Context, o groupOptions) *haGroup {
 }
 
 // sentinelAddrs are the group's Sentinels as host:port.
+// awaitFollowers waits until both followers follow the first leader, with
+// their links up, and returns the leader's address.
+func (h *haGroup) awaitFollowers(ctx context.Context) string {
+	GinkgoHelper()
+	leader := h.nodes[0].addr()
+	for _, nd := range h.nodes[1:] {
+		Eventually(role).WithContext(ctx).WithArguments(nd).WithTimeout(failover).Should(Equal("follower of " + leader + " link up"))
+	}
+	return leader
+}
+
+// bindAll makes binding id on every member (and so in every Sentinel) with
+// one new password, and returns it.
+func (h *haGroup) bindAll(ctx context.Context, id string) string {
+	GinkgoHelper()
+	pw := secret.New()
+	for _, nd := range h.nodes {
+		_, err := nd.client.Bind(ctx, h.id, id, agentapi.BindingRequest{Password: pw})
+		Expect(err).NotTo(HaveOccurred())
+	}
+	return pw
+}
+
 func (h *haGroup) sentinelAddrs() []string {
 	var addrs []string
 	for _, m := range h.g.Members {
@@ -180,17 +203,10 @@ func sentinelPid(nd *node) int {
 var _ = Describe("a dedicated node in an HA group", func() {
 	It("forms a group, replicates, fails over when the leader's server is killed, and takes the old leader back as a follower", func(ctx SpecContext) {
 		h := formGroup(ctx)
-		leader := h.nodes[0].addr()
-		for _, nd := range h.nodes[1:] {
-			Eventually(role).WithContext(ctx).WithArguments(nd).WithTimeout(failover).Should(Equal("follower of " + leader + " link up"))
-		}
+		leader := h.awaitFollowers(ctx)
 
 		By("binding on every member, and in every Sentinel")
-		pw := secret.New()
-		for _, nd := range h.nodes {
-			_, err := nd.client.Bind(ctx, h.id, "app", agentapi.BindingRequest{Password: pw})
-			Expect(err).NotTo(HaveOccurred())
-		}
+		pw := h.bindAll(ctx, "app")
 		app := h.nodes[0].tenant("app", pw)
 		firstWrite(ctx, app, "k", "v")
 		Expect(app.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2), "both followers acknowledge the write")
@@ -280,11 +296,7 @@ var _ = Describe("a dedicated node in an HA group", func() {
 		conn.Close()
 		Expect(string(reply[:n])).NotTo(ContainSubstring("PONG"), "Sentinel serves TLS only")
 
-		pw := secret.New()
-		for _, nd := range h.nodes {
-			_, err := nd.client.Bind(ctx, h.id, "app", agentapi.BindingRequest{Password: pw})
-			Expect(err).NotTo(HaveOccurred())
-		}
+		pw := h.bindAll(ctx, "app")
 		fc := redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: h.g.MasterName, SentinelAddrs: h.sentinelAddrs(), TLSConfig: h.tls(),
 			SentinelUsername: "app", SentinelPassword: pw, Username: "app", Password: pw,
@@ -305,15 +317,8 @@ var _ = Describe("a dedicated node in an HA group", func() {
 
 	It("takes a member back as a follower after kill -9 of its agent and its redis-server", func(ctx SpecContext) {
 		h := formGroup(ctx)
-		leader := h.nodes[0].addr()
-		for _, nd := range h.nodes[1:] {
-			Eventually(role).WithContext(ctx).WithArguments(nd).WithTimeout(failover).Should(Equal("follower of " + leader + " link up"))
-		}
-		pw := secret.New()
-		for _, nd := range h.nodes {
-			_, err := nd.client.Bind(ctx, h.id, "app", agentapi.BindingRequest{Password: pw})
-			Expect(err).NotTo(HaveOccurred())
-		}
+		leader := h.awaitFollowers(ctx)
+		pw := h.bindAll(ctx, "app")
 		app := h.nodes[0].tenant("app", pw)
 		firstWrite(ctx, app, "k", "v")
 		Expect(app.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2))
