@@ -66,7 +66,8 @@ func (b *Broker) planOf(inst *instance) plan { return b.plans[inst.PlanID] }
 const roundPeriod = 10 * time.Minute
 
 // Run does, in the background, now and every ten minutes until ctx ends,
-// what needs no request: each plan's round (plan.round). A round that could
+// what needs no request: each plan's round (plan.round), and every
+// memberCheckPeriod a watcher plan's watch (the HA plan's member check). A round that could
 // not reach everything (agents start beside the broker, or after it) comes
 // again after a second, backing off up to the period. It also gathers, now
 // and every gatherPeriod, what the capacity metrics need of the VMs.
