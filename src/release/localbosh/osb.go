@@ -306,8 +306,15 @@ func (d *Director) Failover(c Credentials) (*redis.Client, error) {
 		MasterName: c.MasterName, SentinelAddrs: addrs,
 		SentinelUsername: c.Username, SentinelPassword: c.Password,
 		Username: c.Username, Password: c.Password,
-		Dialer:     d.Dial,
-		MaxRetries: -1, DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		Dialer: d.Dial,
+		// go-redis asks the Sentinel it last used for the leader within
+		// the deadline of the dial to the leader, twice, and only then the
+		// others; a dial deadline that ends first leaves it asking a lost
+		// VM's Sentinel forever. One dial attempt, and a deadline longer
+		// than two failed ones ("no route to host" once the lost VM's
+		// neighbour entry is gone), let it move on (README, go-redis).
+		DialerRetries: 1, DialTimeout: 10 * time.Second,
+		MaxRetries: -1, ReadTimeout: 10 * time.Second,
 		Protocol: 2, DisableIdentity: true,
 	}), nil
 }
