@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,6 +16,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
 	"github.com/cf-redis/redis-for-cf/src/internal/secret"
 	"github.com/cf-redis/redis-for-cf/src/internal/sentinel"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // haPlan is the dedicated-ha plan: three nodes of the dedicated-vm plan's
@@ -418,8 +418,8 @@ func (b *Broker) leaderOf(ctx context.Context, inst *instance, ca string) (int, 
 	g := inst.HA.Group
 	var tlsConf *tls.Config
 	if g.TLS {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(ca)) {
+		pool, err := tlsca.Pool(ca)
+		if err != nil {
 			return 0, fmt.Errorf("%w: no CA of the group's TLS certificates is known yet", agentapi.ErrUnavailable)
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

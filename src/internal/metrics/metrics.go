@@ -11,7 +11,6 @@ package metrics
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/serve"
+	"github.com/cf-redis/redis-for-cf/src/internal/tlsca"
 )
 
 // Path is where the metrics are served.
@@ -104,8 +104,8 @@ func (c Config) ServerTLS() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
+	pool, err := tlsca.Pool(string(caPEM))
+	if err != nil {
 		return nil, errors.New("metrics CA: no PEM certificate in " + c.CAFile)
 	}
 	return &tls.Config{

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/replication"
@@ -163,15 +164,7 @@ func (g Group) Backer(leaderHost string, leaderPort int, up map[string]bool) int
 
 // Equal reports whether g and o are the same group.
 func (g Group) Equal(o Group) bool {
-	if len(g.Members) != len(o.Members) {
-		return false
-	}
-	for i := range g.Members {
-		if g.Members[i] != o.Members[i] {
-			return false
-		}
-	}
-	return g.MasterName == o.MasterName && g.Leader == o.Leader && g.TLS == o.TLS &&
+	return slices.Equal(g.Members, o.Members) && g.MasterName == o.MasterName && g.Leader == o.Leader && g.TLS == o.TLS &&
 		g.ReplicationPassword == o.ReplicationPassword && g.SentinelPassword == o.SentinelPassword
 }
 
