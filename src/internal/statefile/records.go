@@ -208,25 +208,26 @@ func seal[T any](v *T) error {
 	return nil
 }
 
-// encode is json.Marshal(v) for a sealed state, except that a Records
-// field's records that were already stored are copied from their kept
-// encodings instead of encoded again (json.Marshal would also scan again
-// what a MarshalJSON returned). A state whose top level it cannot encode
-// field by field (an embedded struct) goes to json.Marshal.
-func encode[T any](v *T) ([]byte, error) {
+// encode is json.Marshal(v) for a sealed state, except that the records
+// of a Records field are copied from their kept encodings instead of
+// encoded again (json.Marshal would also scan again what a MarshalJSON
+// returned). size, the last encoding's length, sizes the buffer. A state
+// whose top level it cannot encode field by field (an embedded struct, a
+// ",string" option) goes to json.Marshal.
+func encode[T any](v *T, size int) ([]byte, error) {
 	rv, ok := topFields(v)
 	if !ok || !hasRecords(rv.Type()) {
 		return json.Marshal(v)
 	}
 	t := rv.Type()
-	out := append(make([]byte, 0, 64<<10), '{')
+	out := append(make([]byte, 0, size+size/8+512), '{')
 	n := 0
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if sf.Anonymous {
+		name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if sf.Anonymous || strings.Contains(","+opts+",", ",string,") {
 			return json.Marshal(v)
 		}
-		name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
 		if !sf.IsExported() || name == "-" && opts == "" {
 			continue
 		}
@@ -271,11 +272,9 @@ func hasRecords(t reflect.Type) bool {
 	return false
 }
 
-// emptyJSON is encoding/json's test for omitempty.
+// emptyJSON is encoding/json's test for omitempty (a struct, Records too,
+// is never empty).
 func emptyJSON(v reflect.Value) bool {
-	if rs, ok := v.Interface().(interface{ Len() int }); ok && v.Kind() == reflect.Struct {
-		return rs.Len() == 0
-	}
 	switch v.Kind() {
 	case reflect.Array, reflect.Map, reflect.Slice, reflect.String:
 		return v.Len() == 0

@@ -31,6 +31,8 @@ import (
 // usable; call Open.
 type File[T any] struct {
 	path string
+	// size is the length of the last encoding written, to size the next.
+	size int
 
 	mu    sync.RWMutex // guards value
 	value T
@@ -185,10 +187,11 @@ func (f *File[T]) write(v *T) error {
 	if err := seal(v); err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	data, err := encode(v)
+	data, err := encode(v, f.size)
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
+	f.size = len(data)
 	return WriteAtomic(f.path, data, 0o600)
 }
 
