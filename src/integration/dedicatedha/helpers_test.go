@@ -48,7 +48,7 @@ func failoverClient(creds map[string]any) *redis.Client {
 		MasterName: creds["master_name"].(string), SentinelAddrs: addrs,
 		SentinelUsername: user, SentinelPassword: pw, Username: user, Password: pw,
 		TLSConfig:   tlsConfig(creds),
-		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1,
+		DialTimeout: oneShot, ReadTimeout: oneShot, WriteTimeout: oneShot, MaxRetries: -1,
 	})
 	DeferCleanup(c.Close)
 	return c
@@ -73,11 +73,17 @@ func memberClient(sys *systemtest.System, i int, creds map[string]any) *redis.Cl
 	c := redis.NewClient(&redis.Options{
 		Addr:     net.JoinHostPort(sys.NodeHosts[i], strconv.Itoa(sys.NodePorts[i])),
 		Username: creds["username"].(string), Password: creds["password"].(string),
-		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1,
+		DialTimeout: oneShot, ReadTimeout: oneShot, MaxRetries: -1,
 	})
 	DeferCleanup(c.Close)
 	return c
 }
+
+// oneShot bounds a member's or a Sentinel's answer to a check asked once
+// (a refusal, WRONGPASS, NOPERM): long enough for a loaded two-core machine
+// running race-detector builds, so that a slow answer is not taken for the
+// wrong one.
+const oneShot = 5 * time.Second
 
 // sentinelLeader asks node i's Sentinel, as the binding's user, which
 // address leads.
@@ -85,7 +91,7 @@ func sentinelLeader(sys *systemtest.System, i int, creds map[string]any) (string
 	c := redis.NewSentinelClient(&redis.Options{
 		Addr:     net.JoinHostPort(sys.NodeHosts[i], strconv.Itoa(sys.SentinelPorts[i])),
 		Username: creds["username"].(string), Password: creds["password"].(string),
-		DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1,
+		DialTimeout: oneShot, ReadTimeout: oneShot, MaxRetries: -1,
 	})
 	defer c.Close()
 	addr, err := c.GetMasterAddrByName(ctx, creds["master_name"].(string)).Result()

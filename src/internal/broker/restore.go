@@ -130,13 +130,13 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 	b.logger.Info("restore started", "instance", id, "backup", bk.Name, "on", v.where(), "request_id", requestID(ctx), "async", async)
 	if !async {
 		defer b.restoring.Delete(id)
-		return false, b.runRestore(ctx, id, bk, v)
+		return false, b.runRestore(ctx, inst, bk, v)
 	}
 	b.resets.Go(func() {
 		defer b.restoring.Delete(id)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 		defer cancel()
-		_ = b.runRestore(ctx, id, bk, v)
+		_ = b.runRestore(ctx, inst, bk, v)
 	})
 	return true, nil
 }
@@ -161,9 +161,11 @@ func (b *Broker) restoreTarget(ctx context.Context, inst *instance) (vm, error) 
 
 // runRestore streams the backup to the instance's agent and records the
 // outcome as the instance's last operation. The error is the one to answer
-// with.
-func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v vm) error {
-	rid := requestID(ctx)
+// with. In an HA group the restore ends once the leader has a follower in
+// sync again: it restarted on the backup's data and its followers resync
+// in full, and until one is back the leader refuses writes (NOREPLICAS).
+func (b *Broker) runRestore(ctx context.Context, inst *instance, bk backup.Backup, v vm) error {
+	id, rid := inst.ID, requestID(ctx)
 	res, err := func() (agentapi.RestoreResult, error) {
 		body, err := b.backups.Get(ctx, bk.Name)
 		if err != nil {
@@ -172,6 +174,14 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v 
 		defer body.Close()
 		return v.restore(ctx, id, body)
 	}()
+	lagging := ""
+	if p, ok := b.plans[inst.PlanID].(*haPlan); ok && err == nil && inst.HA != nil {
+		if serr := p.waitInSync(ctx, inst); serr != nil {
+			// Restored all the same: the followers catch up on their own.
+			b.logger.Warn("restored, but no follower caught up with the leader in time", "instance", id, "request_id", rid, "error", serr)
+			lagging = fmt.Sprintf("; no follower had caught up with the leader within %v, and until one has the leader refuses writes (NOREPLICAS)", p.syncTimeout)
+		}
+	}
 	op := operation{Type: restoreOperation, State: domain.Succeeded, At: now()}
 	var answer error
 	result := restoreResultSuccess
@@ -182,7 +192,7 @@ func (b *Broker) runRestore(ctx context.Context, id string, bk backup.Backup, v 
 		op.State, op.Description = domain.Failed, answer.Error()
 	} else {
 		b.logger.Info("restore done", "instance", id, "backup", bk.Name, "keys", res.Keys, "request_id", rid)
-		op.Description = fmt.Sprintf("restored backup %s (taken %s, %d keys)", bk.Stamp, res.Backup.CreatedAt.Format(time.RFC3339), res.Keys)
+		op.Description = fmt.Sprintf("restored backup %s (taken %s, %d keys)", bk.Stamp, res.Backup.CreatedAt.Format(time.RFC3339), res.Keys) + lagging
 	}
 	b.metrics.restores.WithLabelValues(result).Inc()
 	if err := b.state.Update(func(s *state) error {

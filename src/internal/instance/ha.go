@@ -85,10 +85,14 @@ func (s *Server) sentinelTLS(r Record) *tls.Config {
 
 // HAWait bounds how long a member that the Sentinels still name the
 // leader waits, before its redis-server starts again, for them to promote
-// a follower: long enough for Sentinel to call it down and fail over
-// (DownAfter, then the election and the promotion, within
-// FailoverTimeout).
-const HAWait = sentinel.DownAfter + sentinel.FailoverTimeout + 2*time.Second
+// a follower: long enough for Sentinel to call it down (DownAfter) and
+// fail over, even when its first election fails. Sentinels that vote at
+// once can split their votes, and a Sentinel that started a failover may
+// start another only twice FailoverTimeout later; the second then takes
+// up to FailoverTimeout. A wait of one FailoverTimeout alone made a
+// restarted leader lead again, with only what it had fsynced, while the
+// Sentinels retried (a loaded test machine did so).
+const HAWait = sentinel.DownAfter + 3*sentinel.FailoverTimeout + 2*time.Second
 
 // haPoll is how often a waiting member asks the Sentinels again.
 const haPoll = 250 * time.Millisecond

@@ -16,6 +16,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
@@ -353,6 +354,32 @@ var _ = Describe("a dedicated node in an HA group", func() {
 		Expect(h.leaderAt(ctx, 0)).To(Equal(promoted))
 		Expect(lead.tenant("app", pw).Set(ctx, "still", "leading", 0).Err()).To(Succeed())
 		Consistently(role).WithContext(ctx).WithArguments(back).WithTimeout(3 * time.Second).Should(Equal("follower of " + promoted + " link up"))
+	})
+
+	It("brings a leader whose server died back as the leader, with its data, when no follower could be promoted", func(ctx SpecContext) {
+		logs := gbytes.NewBuffer()
+		h := formGroupWith(ctx, groupOptions{logs: []io.Writer{logs}})
+		h.awaitFollowers(ctx)
+		pw := h.bindAll(ctx, "app")
+		app := h.nodes[0].tenant("app", pw)
+		firstWrite(ctx, app, "k", "v")
+		Expect(app.Do(ctx, "WAIT", 2, 5000).Int()).To(Equal(2))
+
+		By("both followers lost with their agents; their Sentinels stay")
+		for _, nd := range h.nodes[1:] {
+			pid := nd.pid()
+			nd.crash()
+			Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		}
+
+		By("kill -9 of the leader's redis-server: its agent waits for a promotion that cannot come, then leads again")
+		Expect(syscall.Kill(h.nodes[0].pid(), syscall.SIGKILL)).To(Succeed())
+		Eventually(logs).WithTimeout(failover).Should(gbytes.Say("no follower was promoted; it leads again"))
+		Eventually(role).WithContext(ctx).WithArguments(h.nodes[0]).WithTimeout(failover).Should(Equal("master"))
+		Expect(app.Get(ctx, "k").Val()).To(Equal("v"))
+		leader, err := h.leaderAt(ctx, 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(leader).To(Equal(h.nodes[0].addr()), "the Sentinels still name it")
 	})
 
 	It("wipes Sentinel with the rest when a member is reset, and refuses what does not fit a group", func(ctx SpecContext) {
