@@ -499,10 +499,9 @@ func (p *haPlan) watchOne(ctx context.Context, id string) error {
 	}
 	defer unlock()
 	var inst *instance
-	_ = p.b.state.View(func(s state) {
+	p.b.state.Peek(func(s state) {
 		if r := s.Instances.Get(id); r != nil && r.State == stateReady && r.HA != nil {
-			cp := *r
-			inst = &cp
+			inst = r
 		}
 	})
 	if inst == nil {
