@@ -50,7 +50,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 	var bnd *binding
 	created := false
 	err = b.state.Update(func(s *state) error {
-		inst = s.Instances[id]
+		inst = s.Instances.Edit(id)
 		if inst == nil || inst.State != stateReady {
 			return notReady(id)
 		}
@@ -87,7 +87,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 			return domain.Binding{}, err
 		}
 		err = b.state.Update(func(s *state) error {
-			if r := s.Instances[id]; r != nil && r.Bindings[bindingID] != nil {
+			if r := s.Instances.Edit(id); r != nil && r.Bindings[bindingID] != nil {
 				rb := r.Bindings[bindingID]
 				rb.State = stateReady
 				rb.Host, rb.Port, rb.TLSPort = ep.Host, ep.Port, ep.TLSPort
@@ -297,7 +297,7 @@ func (b *Broker) unbind(ctx context.Context, id, bindingID string) error {
 		}
 	}
 	return b.state.Update(func(s *state) error {
-		if r := s.Instances[id]; r != nil {
+		if r := s.Instances.Edit(id); r != nil {
 			delete(r.Bindings, bindingID)
 		}
 		return nil

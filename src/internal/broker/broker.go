@@ -64,7 +64,9 @@ var _ Agent = (*agentapi.Client)(nil)
 
 // state is everything the broker remembers.
 type state struct {
-	Instances map[string]*instance `json:"instances"`
+	// Instances are kept as Records: an update copies and writes the
+	// records it changes, not all of them.
+	Instances statefile.Records[instance] `json:"instances"`
 	// Pool holds the dedicated nodes by id.
 	Pool map[string]*poolNode `json:"pool,omitempty"`
 	// RedisCAs holds, by VM id, the PEM CA that VM's redis-servers' TLS
@@ -248,16 +250,14 @@ func (b *Broker) addPlan(id string, p plan) {
 // find returns a copy of the instance record, or nil.
 func (b *Broker) find(id string) (*instance, error) {
 	var out *instance
-	err := b.state.View(func(s state) {
-		out = s.Instances[id]
-	})
-	return out, err
+	b.state.Peek(func(s state) { out = s.Instances.Get(id) })
+	return out, nil
 }
 
 // forget removes an instance's record.
 func (b *Broker) forget(id string) error {
 	return b.state.Update(func(s *state) error {
-		delete(s.Instances, id)
+		s.Instances.Delete(id)
 		return nil
 	})
 }

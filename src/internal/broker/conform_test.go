@@ -218,7 +218,8 @@ var _ = Describe("OSB conformance", func() {
 			f.mustProvision("i2", sharedPlanID)
 			Expect(f.b.state.Update(func(s *state) error {
 				for _, id := range []string{"i1", "i2"} {
-					s.Instances[id].OrgGUID, s.Instances[id].SpaceGUID = "", ""
+					r := s.Instances.Edit(id)
+					r.OrgGUID, r.SpaceGUID = "", ""
 				}
 				return nil
 			})).To(Succeed())

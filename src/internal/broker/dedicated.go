@@ -123,7 +123,7 @@ func (p *dedicatedPlan) provision(ctx context.Context, inst *instance) error {
 		}
 		taken := errors.New("taken")
 		err := p.b.state.Update(func(s *state) error {
-			pn, r := s.Pool[id], s.Instances[inst.ID]
+			pn, r := s.Pool[id], s.Instances.Edit(inst.ID)
 			if pn == nil || pn.State != poolFree {
 				return taken
 			}
@@ -149,7 +149,7 @@ func (p *dedicatedPlan) provision(ctx context.Context, inst *instance) error {
 				if pn := s.Pool[id]; pn != nil && pn.Instance == inst.ID {
 					pn.State, pn.Instance, pn.Since = poolFree, "", now()
 				}
-				delete(s.Instances, inst.ID)
+				s.Instances.Delete(inst.ID)
 				return nil
 			}), errNoTLS(p.cfg.Name))
 		}
@@ -300,7 +300,7 @@ func (p *dedicatedPlan) release(ctx context.Context, nodeID, instanceID string) 
 // for an HA group, no other node of it is still claimed or resetting for
 // it: the record goes with the last of its nodes.
 func forgetOn(s *state, id, vmID string) {
-	r := s.Instances[id]
+	r := s.Instances.At(id)
 	if r == nil || !slices.Contains(nodesOf(r), vmID) {
 		return
 	}
@@ -309,7 +309,7 @@ func forgetOn(s *state, id, vmID string) {
 			return
 		}
 	}
-	delete(s.Instances, id)
+	s.Instances.Delete(id)
 }
 
 // nodesOf lists the VMs holding inst: the members of an HA group, or its
@@ -357,8 +357,8 @@ func (p *dedicatedPlan) deprovision(ctx context.Context, inst *instance, async b
 		// The record goes with the last node released; one that no node
 		// holds any more (every claim rolled back) goes now.
 		return errors.Join(append(errs, p.b.state.Update(func(s *state) error {
-			if r := s.Instances[inst.ID]; r != nil && r.State == stateDeleting && !held(s, inst.ID) {
-				delete(s.Instances, inst.ID)
+			if r := s.Instances.At(inst.ID); r != nil && r.State == stateDeleting && !held(s, inst.ID) {
+				s.Instances.Delete(inst.ID)
 			}
 			return nil
 		}))...)
@@ -395,7 +395,7 @@ func held(s *state, id string) bool {
 // could not finish yet: Cloud Controller then lets the user retry it.
 func (p *dedicatedPlan) failDelete(id string) {
 	_ = p.b.state.Update(func(s *state) error {
-		if r := s.Instances[id]; r != nil && r.State == stateDeleting {
+		if r := s.Instances.Edit(id); r != nil && r.State == stateDeleting {
 			r.LastOp = operation{Type: "delete", State: domain.Failed,
 				Description: "The dedicated VM could not be reset yet. Delete the instance again to retry.", At: now()}
 		}

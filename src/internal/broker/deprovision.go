@@ -36,7 +36,7 @@ func (b *Broker) deprovision(ctx context.Context, id string, asyncAllowed bool) 
 	}
 	var inst *instance
 	err = b.state.Update(func(s *state) error {
-		inst = s.Instances[id]
+		inst = s.Instances.Edit(id)
 		if inst == nil {
 			return apiresponses.ErrInstanceDoesNotExist
 		}

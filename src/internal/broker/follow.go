@@ -197,7 +197,7 @@ func (b *Broker) transport(ctx context.Context, follower *instance, fv vm, leade
 func (b *Broker) plainFollowers(id string) error {
 	var plain []string
 	_ = b.state.View(func(s state) {
-		for _, r := range s.Instances {
+		for _, r := range s.Instances.All() {
 			if r.ReplicaOf != nil && r.ReplicaOf.Instance == id && !r.ReplicaOf.TLS {
 				plain = append(plain, r.ID)
 			}
@@ -217,7 +217,7 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 	var out *follow
 	var reason error
 	err := b.state.View(func(s state) {
-		leader := s.Instances[leaderID]
+		leader := s.Instances.At(leaderID)
 		switch {
 		case leaderID == follower.ID:
 			reason = errors.New("an instance cannot follow itself")
@@ -241,7 +241,7 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 					reason = fmt.Errorf("instance %s already follows %s, directly or through others: following it would make a loop", leaderID, follower.ID)
 					break
 				}
-				next := s.Instances[l.ReplicaOf.Instance]
+				next := s.Instances.At(l.ReplicaOf.Instance)
 				if next == nil {
 					break
 				}
@@ -264,7 +264,7 @@ func (b *Broker) internalLeader(follower *instance, leaderID string) (*follow, e
 
 func (b *Broker) setFollow(id string, f *follow) error {
 	return b.state.Update(func(s *state) error {
-		if r := s.Instances[id]; r != nil {
+		if r := s.Instances.Edit(id); r != nil {
 			r.ReplicaOf = f
 		}
 		return nil
@@ -291,7 +291,7 @@ func (b *Broker) dropReplicator(ctx context.Context, f *follow) {
 func (b *Broker) followersOf(id string) []string {
 	var out []string
 	_ = b.state.View(func(s state) {
-		for _, r := range s.Instances {
+		for _, r := range s.Instances.All() {
 			if r.ReplicaOf != nil && r.ReplicaOf.Instance == id {
 				out = append(out, r.ID)
 			}

@@ -172,7 +172,7 @@ func (p *haPlan) claim(ctx context.Context, inst *instance) (*haGroup, error) {
 		}}
 		taken := errors.New("taken")
 		err = p.b.state.Update(func(s *state) error {
-			r := s.Instances[inst.ID]
+			r := s.Instances.Edit(inst.ID)
 			if r == nil {
 				return fmt.Errorf("instance %s vanished while it was created", inst.ID)
 			}
@@ -267,7 +267,7 @@ func (p *haPlan) form(ctx context.Context, inst *instance) error {
 		g.Group.Members = append(g.Group.Members, sentinel.Member{Host: in.Host, Port: port, SentinelPort: p.cfg.SentinelPort})
 	}
 	err := p.b.state.Update(func(s *state) error {
-		r := s.Instances[inst.ID]
+		r := s.Instances.Edit(inst.ID)
 		if r == nil {
 			return fmt.Errorf("instance %s vanished while it was created", inst.ID)
 		}
@@ -335,11 +335,11 @@ func (p *haPlan) rollback(ctx context.Context, inst *instance, forget bool) erro
 				pn.State, pn.Since = poolResetting, now()
 			}
 		}
-		if r := s.Instances[inst.ID]; r != nil {
+		if r := s.Instances.Edit(inst.ID); r != nil {
 			// Before the resets: the pool's release then leaves the record.
 			r.HA, r.VM = nil, ""
 			if forget {
-				delete(s.Instances, inst.ID)
+				s.Instances.Delete(inst.ID)
 			}
 		}
 		return nil
@@ -472,7 +472,7 @@ const memberCheckPeriod = 30 * time.Second
 func (p *haPlan) watch(ctx context.Context) bool {
 	var ids []string
 	_ = p.b.state.View(func(s state) {
-		for id, r := range s.Instances {
+		for id, r := range s.Instances.All() {
 			if r.PlanID == p.cfg.PlanID && r.State == stateReady && r.HA != nil {
 				ids = append(ids, id)
 			}
@@ -499,10 +499,9 @@ func (p *haPlan) watchOne(ctx context.Context, id string) error {
 	}
 	defer unlock()
 	var inst *instance
-	_ = p.b.state.View(func(s state) {
-		if r := s.Instances[id]; r != nil && r.State == stateReady && r.HA != nil {
-			cp := *r
-			inst = &cp
+	p.b.state.Peek(func(s state) {
+		if r := s.Instances.Get(id); r != nil && r.State == stateReady && r.HA != nil {
+			inst = r
 		}
 	})
 	if inst == nil {

@@ -238,7 +238,7 @@ func (b *Broker) platformAddrs(ctx context.Context) map[netip.Addr]bool {
 	}
 	hosts := b.platformHosts()
 	_ = b.state.View(func(s state) {
-		for _, r := range s.Instances {
+		for _, r := range s.Instances.All() {
 			hosts = append(hosts, r.Host)
 		}
 	})

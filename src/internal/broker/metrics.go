@@ -125,7 +125,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			bindings[p.label()] = 0
 		}
-		for _, inst := range s.Instances {
+		for _, inst := range s.Instances.All() {
 			plan := b.planLabel(inst.PlanID)
 			instances[[2]string{plan, inst.State}]++
 			for _, bnd := range inst.Bindings {

@@ -44,9 +44,6 @@ func BenchmarkGather(b *testing.B) {
 		b.Fatal(err)
 	}
 	err = br.state.Update(func(s *state) error {
-		if s.Instances == nil {
-			s.Instances = map[string]*instance{}
-		}
 		for i := range 2000 {
 			id := fmt.Sprintf("i%d", i)
 			inst := &instance{ID: id, PlanID: sharedPlanID, State: stateReady, Bindings: map[string]*binding{}}
@@ -56,7 +53,7 @@ func BenchmarkGather(b *testing.B) {
 			for j := range 2 {
 				inst.Bindings[fmt.Sprint(j)] = &binding{ID: fmt.Sprint(j), State: stateReady}
 			}
-			s.Instances[id] = inst
+			s.Instances.Put(id, inst)
 		}
 		for i, pn := range s.Pool {
 			if len(i)%2 == 0 {

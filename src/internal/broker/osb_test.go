@@ -252,7 +252,7 @@ var _ = Describe("the OSB verbs against in-memory agents", func() {
 
 		It("unbinds a binding with a reserved id kept from before the broker refused them, without asking the agent", func() {
 			Expect(f.b.state.Update(func(s *state) error {
-				s.Instances["i1"].Bindings["platform-admin"] = &binding{ID: "platform-admin", AppGUID: "app", Username: "platform-admin", Password: "x", State: stateCreating}
+				s.Instances.Edit("i1").Bindings["platform-admin"] = &binding{ID: "platform-admin", AppGUID: "app", Username: "platform-admin", Password: "x", State: stateCreating}
 				return nil
 			})).To(Succeed())
 			// The real agents refuse to touch their admin or default user.

@@ -177,9 +177,6 @@ func equalPtr[T comparable](a, b *T) bool {
 // within the same transaction.
 func (b *Broker) insert(inst *instance, check func(*state) error) error {
 	return b.state.Update(func(s *state) error {
-		if s.Instances == nil {
-			s.Instances = map[string]*instance{}
-		}
 		if check != nil {
 			if err := check(s); err != nil {
 				return err
@@ -188,7 +185,7 @@ func (b *Broker) insert(inst *instance, check func(*state) error) error {
 		// A copy: the caller goes on changing inst, and what is stored must
 		// change only through Update.
 		stored := *inst
-		s.Instances[inst.ID] = &stored
+		s.Instances.Put(inst.ID, &stored)
 		return nil
 	})
 }
@@ -196,7 +193,7 @@ func (b *Broker) insert(inst *instance, check func(*state) error) error {
 // setVM records the VM an instance is placed on, before it is asked.
 func (b *Broker) setVM(id, vmID string) error {
 	return b.state.Update(func(s *state) error {
-		if r := s.Instances[id]; r != nil {
+		if r := s.Instances.Edit(id); r != nil {
 			r.VM = vmID
 		}
 		return nil
@@ -206,7 +203,7 @@ func (b *Broker) setVM(id, vmID string) error {
 // created records that an instance answers, and where.
 func (b *Broker) created(id string, got agentapi.Instance, description string) error {
 	return b.state.Update(func(s *state) error {
-		r := s.Instances[id]
+		r := s.Instances.Edit(id)
 		if r == nil {
 			return fmt.Errorf("instance %s vanished while it was created", id)
 		}

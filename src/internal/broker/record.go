@@ -39,7 +39,11 @@ func (b *Broker) migrate() error {
 // rotated since).
 func moveCAs(s *state) {
 	newest := map[string]time.Time{}
-	for _, inst := range s.Instances {
+	for _, id := range s.Instances.Keys() {
+		if !keepsOldCA(s.Instances.At(id)) {
+			continue // a record is copied only to change it
+		}
+		inst := s.Instances.Edit(id)
 		for _, bnd := range inst.Bindings {
 			if bnd.OldTLSCA == "" {
 				continue
@@ -53,4 +57,14 @@ func moveCAs(s *state) {
 			bnd.OldTLSCA = ""
 		}
 	}
+}
+
+// keepsOldCA reports whether a binding of inst still keeps its own CA.
+func keepsOldCA(inst *instance) bool {
+	for _, bnd := range inst.Bindings {
+		if bnd.OldTLSCA != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -118,7 +118,7 @@ func (b *Broker) restore(ctx context.Context, id string, d domain.UpdateDetails,
 	// in between never takes the restore for one a restart cut short.
 	b.restoring.Store(id, true)
 	err = b.state.Update(func(s *state) error {
-		if r := s.Instances[id]; r != nil {
+		if r := s.Instances.Edit(id); r != nil {
 			r.LastOp = operation{Type: restoreOperation, State: domain.InProgress, Description: "restoring backup " + bk.Stamp, At: now()}
 		}
 		return nil
@@ -197,7 +197,7 @@ func (b *Broker) runRestore(ctx context.Context, inst *instance, bk backup.Backu
 	b.metrics.restores.WithLabelValues(result).Inc()
 	if err := b.state.Update(func(s *state) error {
 		// A delete that started meanwhile owns the last operation now.
-		if r := s.Instances[id]; r != nil && r.LastOp.Type == restoreOperation {
+		if r := s.Instances.Edit(id); r != nil && r.LastOp.Type == restoreOperation {
 			r.LastOp = op
 		}
 		return nil

@@ -131,7 +131,7 @@ var _ = Describe("a broker restarted in the middle of an operation", func() {
 	It("reports a restore cut short by a restart as failed", func() {
 		f.mustProvision("i1", sharedPlanID)
 		Expect(f.b.state.Update(func(s *state) error {
-			s.Instances["i1"].LastOp = operation{Type: restoreOperation, State: "in progress", Description: "restoring"}
+			s.Instances.Edit("i1").LastOp = operation{Type: restoreOperation, State: "in progress", Description: "restoring"}
 			return nil
 		})).To(Succeed())
 		f.open()

@@ -44,7 +44,7 @@ func (p *sharedPlan) open() error { return nil }
 
 func (p *sharedPlan) admit(s *state) error {
 	n := 0
-	for _, r := range s.Instances {
+	for _, r := range s.Instances.All() {
 		if r.PlanID == p.cfg.PlanID {
 			n++
 		}
@@ -203,7 +203,7 @@ func (p *sharedPlan) gather(ctx context.Context) {
 // max_instances.
 func (p *sharedPlan) capacity(s state) (total, left int) {
 	used := 0
-	for _, r := range s.Instances {
+	for _, r := range s.Instances.All() {
 		if r.PlanID == p.cfg.PlanID {
 			used++
 		}

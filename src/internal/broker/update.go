@@ -101,7 +101,7 @@ func (b *Broker) update(ctx context.Context, id string, d domain.UpdateDetails) 
 		}
 	}
 	return b.state.Update(func(s *state) error {
-		r := s.Instances[id]
+		r := s.Instances.Edit(id)
 		if r == nil {
 			return apiresponses.ErrInstanceDoesNotExist
 		}

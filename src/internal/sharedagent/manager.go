@@ -125,7 +125,7 @@ func (m *Manager) logFile(id string) string {
 func (m *Manager) logFiles() []string {
 	var out []string
 	m.state.Peek(func(s state) {
-		for id := range s.Instances {
+		for id := range s.Instances.All() {
 			out = append(out, m.logFile(id))
 		}
 	})
@@ -153,8 +153,9 @@ func (m *Manager) Start(ctx context.Context) {
 		m.logger.Error("assigning TLS ports failed", "error", err)
 	}
 	var recs []entry
-	_ = m.state.View(func(s state) {
-		for _, e := range s.Instances {
+	// Read in place: the goroutines below read only ID and Deleting.
+	m.state.Peek(func(s state) {
+		for _, e := range s.Instances.All() {
 			recs = append(recs, *e)
 		}
 	})
@@ -221,7 +222,7 @@ func (m *Manager) List(ctx context.Context) ([]agentapi.Instance, error) {
 	var recs []entry
 	// Read in place: describe only reads the entries.
 	m.state.Peek(func(s state) {
-		for _, e := range s.Instances {
+		for _, e := range s.Instances.All() {
 			recs = append(recs, *e)
 		}
 	})
@@ -277,10 +278,7 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 	var rec instance.Record
 	created := false
 	err := m.state.Update(func(s *state) error {
-		if s.Instances == nil {
-			s.Instances = map[string]*entry{}
-		}
-		if e, ok := s.Instances[id]; ok {
+		if e := s.Instances.At(id); e != nil {
 			if e.Deleting {
 				return fmt.Errorf("%w: instance %s is being deleted", agentapi.ErrConflict, id)
 			}
@@ -303,7 +301,7 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		if err := m.allocatePorts(s, e, s.LastPort); err != nil {
 			return err
 		}
-		s.Instances[id] = e
+		s.Instances.Put(id, e)
 		rec, created = e.Record, true
 		return nil
 	})
@@ -353,8 +351,8 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	unlock := m.locks.Lock(id)
 	defer unlock()
 	err := m.state.Update(func(s *state) error {
-		e, ok := s.Instances[id]
-		if !ok {
+		e := s.Instances.Edit(id)
+		if e == nil {
 			return fmt.Errorf("%w: no instance %s", agentapi.ErrNotFound, id)
 		}
 		e.Deleting = true
@@ -382,7 +380,7 @@ func (m *Manager) destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("removing the logs of instance %s: %w", id, err)
 	}
 	err := m.state.Update(func(s *state) error {
-		delete(s.Instances, id)
+		s.Instances.Delete(id)
 		return nil
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ func (m *Manager) Metrics() agentmetrics.Source {
 		Targets: func() []agentmetrics.Target {
 			var ids []string
 			m.state.Peek(func(s state) {
-				for id, e := range s.Instances {
+				for id, e := range s.Instances.All() {
 					if !e.Deleting {
 						ids = append(ids, id)
 					}
@@ -35,7 +35,7 @@ func (m *Manager) Metrics() agentmetrics.Source {
 			a := agentmetrics.Agent{BudgetBytes: m.budget}
 			m.state.Peek(func(s state) {
 				free := m.cfg.Ports.Size() - portsInRange(s, m.cfg.Ports)
-				a.Instances, a.AllocatedBytes, a.PortsFree = len(s.Instances), allocated(&s), &free
+				a.Instances, a.AllocatedBytes, a.PortsFree = s.Instances.Len(), allocated(&s), &free
 			})
 			return a
 		},

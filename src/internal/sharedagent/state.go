@@ -3,8 +3,6 @@ package sharedagent
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/agentapi"
 	"github.com/cf-redis/redis-for-cf/src/internal/instance"
@@ -16,8 +14,10 @@ import (
 type state struct {
 	// LastPort is the port most recently handed out; the next search starts
 	// after it.
-	LastPort  int               `json:"last_port"`
-	Instances map[string]*entry `json:"instances"`
+	LastPort int `json:"last_port"`
+	// Instances are kept as Records: an update copies and writes the
+	// records it changes, not all of them.
+	Instances statefile.Records[entry] `json:"instances"`
 }
 
 // entry is an instance's record and where it is in its life.
@@ -41,19 +41,20 @@ func openState(path string) (*statefile.File[state], error) {
 	if err != nil {
 		return nil, err
 	}
-	legacy := false
-	if err := st.View(func(s state) {
-		for _, e := range s.Instances {
-			legacy = legacy || e.Replicators != nil
+	var legacy []string
+	st.Peek(func(s state) {
+		for id, e := range s.Instances.All() {
+			if e.Replicators != nil {
+				legacy = append(legacy, id)
+			}
 		}
-	}); err != nil {
-		return nil, err
-	}
-	if !legacy {
+	})
+	if legacy == nil {
 		return st, nil
 	}
 	return st, st.Update(func(s *state) error {
-		for _, e := range s.Instances {
+		for _, id := range legacy {
+			e := s.Instances.Edit(id)
 			for name, hash := range e.Replicators {
 				if e.Users == nil {
 					e.Users = map[string]instance.User{}
@@ -74,31 +75,21 @@ func openState(path string) (*statefile.File[state], error) {
 // copy of every record per probe made starts slower and the agent larger
 // the more instances it held.
 func (m *Manager) entry(id string, live bool) (entry, error) {
-	var e entry
-	var found bool
-	m.state.Peek(func(s state) {
-		if p, ok := s.Instances[id]; ok {
-			e, found = *p, true
-			e.Users = maps.Clone(p.Users)
-			e.Replicators = maps.Clone(p.Replicators)
-			if p.Leader != nil {
-				l := *p.Leader
-				e.Leader = &l
-			}
-		}
-	})
-	if !found || live && e.Deleting {
-		return e, fmt.Errorf("%w: no instance %s", agentapi.ErrNotFound, id)
+	var e *entry
+	m.state.Peek(func(s state) { e = s.Instances.Get(id) })
+	if e == nil || live && e.Deleting {
+		return entry{}, fmt.Errorf("%w: no instance %s", agentapi.ErrNotFound, id)
 	}
-	return e, nil
+	return *e, nil
 }
 
+// liveEntry returns instance id's entry for changing in an Update (see
+// statefile.Records.Edit); ErrNotFound also when it is being deleted.
 func liveEntry(s *state, id string) (*entry, error) {
-	e, ok := s.Instances[id]
-	if !ok || e.Deleting {
+	if e := s.Instances.At(id); e == nil || e.Deleting {
 		return nil, fmt.Errorf("%w: no instance %s", agentapi.ErrNotFound, id)
 	}
-	return e, nil
+	return s.Instances.Edit(id), nil
 }
 
 // instanceStore is the state file as one instance's Server sees it.
@@ -137,7 +128,7 @@ func (m *Manager) Capacity(ctx context.Context) (agentapi.Capacity, error) {
 	}
 	// Asked before every placement: read in place, not copied.
 	m.state.Peek(func(s state) {
-		c.Instances, c.AllocatedBytes = len(s.Instances), allocated(&s)
+		c.Instances, c.AllocatedBytes = s.Instances.Len(), allocated(&s)
 		c.FreePorts = m.cfg.Ports.Size() - portsInRange(s, m.cfg.Ports)
 	})
 	return c, nil
@@ -155,8 +146,8 @@ func portsInRange(s state, r portalloc.Range) int {
 
 // usedPorts are the ports every instance's record holds, plaintext and TLS.
 func usedPorts(s *state) map[int]bool {
-	used := map[int]bool{}
-	for _, e := range s.Instances {
+	used := make(map[int]bool, 2*s.Instances.Len())
+	for _, e := range s.Instances.All() {
 		used[e.Port] = true
 		if e.TLSPort != 0 {
 			used[e.TLSPort] = true
@@ -214,13 +205,13 @@ func (m *Manager) movePort(id string) (instance.Record, error) {
 // records and applies them to servers it adopts.
 func (m *Manager) assignTLSPorts() error {
 	return m.state.Update(func(s *state) error {
-		for _, id := range slices.Sorted(maps.Keys(s.Instances)) {
-			e := s.Instances[id]
+		for _, id := range s.Instances.Keys() {
+			e := s.Instances.At(id)
 			switch {
 			case e.Deleting:
 			case m.cfg.RedisTLS == nil && e.TLSPort != 0:
 				m.logger.Info("TLS is off: the instance's TLS port goes", "instance", id, "tls_port", e.TLSPort)
-				e.TLSPort = 0
+				s.Instances.Edit(id).TLSPort = 0
 			case m.cfg.RedisTLS != nil && e.TLSPort == 0:
 				port, err := portalloc.Next(m.cfg.Ports, usedPorts(s), s.LastPort, m.available)
 				if err != nil {
@@ -229,7 +220,7 @@ func (m *Manager) assignTLSPorts() error {
 					m.logger.Error("no TLS port for the instance; it serves plaintext only", "instance", id, "error", err)
 					continue
 				}
-				e.TLSPort, s.LastPort = port, port
+				s.Instances.Edit(id).TLSPort, s.LastPort = port, port
 				m.logger.Info("TLS is on: the instance gets a TLS port", "instance", id, "tls_port", port)
 			}
 		}
@@ -240,7 +231,7 @@ func (m *Manager) assignTLSPorts() error {
 // allocated is the sum of the instances' memory limits.
 func allocated(s *state) int64 {
 	var sum int64
-	for _, e := range s.Instances {
+	for _, e := range s.Instances.All() {
 		sum += e.MaxMemoryBytes
 	}
 	return sum
@@ -248,7 +239,7 @@ func allocated(s *state) int64 {
 
 func (m *Manager) fits(s *state, maxmemory int64) error {
 	allocated := allocated(s)
-	if m.cfg.MaxInstances > 0 && len(s.Instances) >= m.cfg.MaxInstances {
+	if m.cfg.MaxInstances > 0 && s.Instances.Len() >= m.cfg.MaxInstances {
 		return fmt.Errorf("%w: the VM holds its maximum of %d instances", agentapi.ErrFull, m.cfg.MaxInstances)
 	}
 	if allocated+maxmemory > m.budget {

@@ -61,6 +61,11 @@ func copyInto(dst, src reflect.Value) {
 			copyInto(dst.Index(i), src.Index(i))
 		}
 	case reflect.Struct:
+		if src.Type().Implements(recordSetType) && src.CanInterface() {
+			// A Records: a new map of the same, never changed, records.
+			dst.Set(reflect.ValueOf(src.Interface().(recordSet).clone()))
+			return
+		}
 		dst.Set(src)
 		t := src.Type()
 		for i := range src.NumField() {
@@ -102,6 +107,9 @@ func typeNeedsCopy(t reflect.Type) bool {
 	case reflect.Array:
 		return needsCopy(t.Elem())
 	case reflect.Struct:
+		if t.Implements(recordSetType) {
+			return true
+		}
 		for i := range t.NumField() {
 			if t.Field(i).IsExported() && needsCopy(t.Field(i).Type) {
 				return true

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -131,27 +130,3 @@ var _ = Describe("File with nested records", func() {
 		Expect(seen).To(Equal(sample("a")))
 	})
 })
-
-// BenchmarkUpdate is one Update of one record in a state of 1,000 records
-// shaped like the agents' (go test -bench Update ./src/internal/statefile).
-func BenchmarkUpdate(b *testing.B) {
-	f, err := statefile.Open[registry](filepath.Join(b.TempDir(), "state.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Update(func(s *registry) error {
-		s.Records = map[string]*record{}
-		for i := range 1000 {
-			s.Records[fmt.Sprint(i)] = sample(fmt.Sprint(i))
-		}
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := range b.N {
-		if err := f.Update(func(s *registry) error { s.Last = i; return nil }); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

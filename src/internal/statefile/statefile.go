@@ -12,6 +12,9 @@
 // Updates that arrive while a write is under way are committed together by
 // one write (group commit): under load, many changes share the cost of the
 // fsyncs instead of queueing for one write each.
+//
+// A state of many records keeps them in a Records field: an Update then
+// copies and encodes only the records it changes (see Records).
 package statefile
 
 import (
@@ -28,6 +31,8 @@ import (
 // usable; call Open.
 type File[T any] struct {
 	path string
+	// size is the length of the last encoding written, to size the next.
+	size int
 
 	mu    sync.RWMutex // guards value
 	value T
@@ -59,12 +64,17 @@ func Open[T any](path string) (*File[T], error) {
 	if err := json.Unmarshal(data, &f.value); err != nil {
 		return nil, fmt.Errorf("state file %s is not valid JSON: %w", path, err)
 	}
+	if err := seal(&f.value); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
 // View calls fn with a deep copy of the current state, so fn may keep or
-// change what it gets without affecting the stored state. It returns nil:
-// copies no longer go through JSON, which could fail.
+// change what it gets without affecting the stored state; a Records field
+// is copied as a map of the stored records, which fn reads as At says or
+// copies with Get. It returns nil: copies no longer go through JSON, which
+// could fail.
 func (f *File[T]) View(fn func(T)) error {
 	f.mu.RLock()
 	v := deepCopy(f.value)
@@ -85,7 +95,8 @@ func (f *File[T]) Peek(fn func(T)) {
 	fn(v)
 }
 
-// Update calls fn with a deep copy of the state; when fn returns nil the
+// Update calls fn with a deep copy of the state (a Records field as View
+// has it: fn changes a record through Edit, Put and Delete); when fn returns nil the
 // changed copy is written to disk and becomes the state. When fn or the write
 // fails, the state is unchanged by fn and the error is returned as it is, so
 // callers can test for their own errors with errors.Is. Values fn stores in
@@ -127,11 +138,20 @@ func (f *File[T]) commit(batch []*pending[T]) {
 	work := deepCopy(f.value)
 	f.mu.RUnlock()
 	var applied []*pending[T]
-	for _, p := range batch {
+	for i, p := range batch {
 		before := work
 		if len(batch) > 1 {
 			// Only a batch needs a copy to fall back on: a lone update
-			// that fails leaves work unused.
+			// that fails leaves work unused. The records the updates
+			// before made are sealed first, so that this one's Edit
+			// copies them instead of changing what before holds.
+			if err := seal(&work); err != nil {
+				// Nothing is written: every update not yet answered fails.
+				for _, q := range append(applied, batch[i:]...) {
+					q.done <- err
+				}
+				return
+			}
 			before = deepCopy(work)
 		}
 		if ferr := p.fn(&work); ferr != nil {
@@ -144,7 +164,7 @@ func (f *File[T]) commit(batch []*pending[T]) {
 	if len(applied) == 0 {
 		return
 	}
-	if err := f.write(work); err != nil {
+	if err := f.write(&work); err != nil {
 		for _, p := range applied {
 			p.done <- err
 		}
@@ -160,13 +180,18 @@ func (f *File[T]) commit(batch []*pending[T]) {
 
 func (f *File[T]) tempPath() string { return f.path + ".tmp" }
 
-func (f *File[T]) write(v T) error {
+// write seals v's records and writes v.
+func (f *File[T]) write(v *T) error {
 	// Compact: indenting took as long as encoding, for every change of a
 	// state with a thousand records (jq . reads it indented).
-	data, err := json.Marshal(v)
+	if err := seal(v); err != nil {
+		return fmt.Errorf("encoding state: %w", err)
+	}
+	data, err := encode(v, f.size)
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
+	f.size = len(data)
 	return WriteAtomic(f.path, data, 0o600)
 }
 

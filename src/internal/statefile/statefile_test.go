@@ -30,6 +30,9 @@ type counter struct {
 // TestMain lets the test binary act as a writer that a test kills with -9
 // in the middle of its writes.
 func TestMain(m *testing.M) {
+	if path := os.Getenv("STATEFILE_RECORDS_WRITER"); path != "" {
+		recordsWriter(path)
+	}
 	if path := os.Getenv("STATEFILE_WRITER"); path != "" {
 		f, err := statefile.Open[counter](path)
 		if err != nil {
