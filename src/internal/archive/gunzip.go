@@ -57,14 +57,38 @@ type multiGunzip struct {
 	order chan chan chunk
 	stop  chan struct{}
 	cur   []byte
-	err   error
-	once  sync.Once
+	// held is the buffer cur is in, which goes back to outputs once read.
+	held []byte
+	err  error
+	once sync.Once
 }
 
 // chunk is one member's output, or the error that ends the stream.
 type chunk struct {
 	data []byte
 	err  error
+}
+
+// Buffers and readers a restore reuses from member to member: without
+// them, each MiB of output cost a new member buffer, a new output buffer
+// (grown, and so copied, once full) and a new decompressor's tables.
+var (
+	outputs sync.Pool // *[]byte of blockSize
+	members sync.Pool // *[]byte of at most maxMember
+	readers sync.Pool // *gzip.Reader
+)
+
+func getBuffer(pool *sync.Pool, n int) []byte {
+	if b, ok := pool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBuffer(pool *sync.Pool, b []byte) {
+	if cap(b) > 0 {
+		pool.Put(&b)
+	}
 }
 
 func newMultiGunzip(r io.Reader, workers int) *multiGunzip {
@@ -106,7 +130,7 @@ func (z *multiGunzip) split(src *bufio.Reader, sem chan struct{}) {
 			if result == nil {
 				return
 			}
-			member := make([]byte, n)
+			member := getBuffer(&members, maxMember)[:n]
 			if _, err := io.ReadFull(src, member); err != nil {
 				result <- chunk{err: truncated(err)}
 				return
@@ -120,6 +144,7 @@ func (z *multiGunzip) split(src *bufio.Reader, sem chan struct{}) {
 			go func() {
 				defer func() { <-sem }()
 				result <- inflate(member)
+				putBuffer(&members, member)
 			}()
 			continue
 		}
@@ -144,7 +169,7 @@ func (z *multiGunzip) split(src *bufio.Reader, sem chan struct{}) {
 			if result == nil {
 				return
 			}
-			buf := make([]byte, blockSize)
+			buf := getBuffer(&outputs, blockSize)
 			n, err := fill(seq, buf)
 			if errors.Is(err, io.EOF) {
 				result <- chunk{data: buf[:n]}
@@ -182,26 +207,50 @@ func truncated(err error) error {
 }
 
 // inflate decompresses one whole member, checking that it is nothing more.
+// Its output is in a buffer of outputs (a member of multiGzip holds at
+// most blockSize bytes; one claiming more is read all the same).
 func inflate(member []byte) chunk {
 	r := bytes.NewReader(member)
-	zr, err := gzip.NewReader(r)
+	zr, _ := readers.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(r)
+	} else {
+		err = zr.Reset(r)
+	}
 	if err != nil {
 		return chunk{err: err}
 	}
+	defer readers.Put(zr)
 	zr.Multistream(false)
-	var out bytes.Buffer
-	out.Grow(blockSize)
-	if _, err := io.Copy(&out, zr); err != nil {
+	out := getBuffer(&outputs, blockSize)
+	n, err := fill(zr, out)
+	out = out[:n]
+	if err == nil {
+		// Full: more is unusual, but not wrong.
+		var more bytes.Buffer
+		_, err = more.ReadFrom(zr)
+		out = append(out, more.Bytes()...)
+	} else if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err != nil {
+		putBuffer(&outputs, out)
 		return chunk{err: err}
 	}
 	if r.Len() != 0 {
+		putBuffer(&outputs, out)
 		return chunk{err: fmt.Errorf("gzip: a member claims %d bytes and ends %d bytes before", len(member), r.Len())}
 	}
-	return chunk{data: out.Bytes()}
+	return chunk{data: out}
 }
 
 func (z *multiGunzip) Read(p []byte) (int, error) {
 	for len(z.cur) == 0 {
+		if z.held != nil {
+			putBuffer(&outputs, z.held)
+			z.held = nil
+		}
 		if z.err != nil {
 			return 0, z.err
 		}
@@ -211,7 +260,7 @@ func (z *multiGunzip) Read(p []byte) (int, error) {
 			continue
 		}
 		c := <-result
-		z.cur, z.err = c.data, c.err
+		z.cur, z.held, z.err = c.data, c.data, c.err
 	}
 	n := copy(p, z.cur)
 	z.cur = z.cur[n:]

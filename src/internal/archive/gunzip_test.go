@@ -51,6 +51,22 @@ func TestMultiGunzipReadsEveryKindOfGzipStream(t *testing.T) {
 	}
 }
 
+func TestMultiGunzipReadsMembersLargerThanABlock(t *testing.T) {
+	// multiGzip's members hold at most a block, but a member that says its
+	// length may decompress to more: it is read whole all the same.
+	in := append(bytes.Repeat([]byte("user:1234:session "), 3*blockSize/18), sample(5000)...)
+	data := compressed(t, in, 2, 3*blockSize)
+	if n, ok := memberLength(data); !ok || n == len(data) {
+		t.Fatalf("the stream should start with a member that says its length, less than the whole (%d, %v)", n, ok)
+	}
+	for _, workers := range []int{1, 2} {
+		got, err := gunzipAll(data, workers)
+		if err != nil || !bytes.Equal(got, in) {
+			t.Fatalf("%d workers: %d bytes of %d, %v", workers, len(got), len(in), err)
+		}
+	}
+}
+
 func TestMultiGunzipRefusesDamage(t *testing.T) {
 	in := sample(4 << 20)
 	good := compressed(t, in, 2, blockSize)
