@@ -230,11 +230,20 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.private(); err != nil {
 		return err
 	}
+	seeded, err := redisconf.SeedAOF(s.cfg.Paths.Data)
+	if err != nil {
+		return err
+	}
 	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
-		return fmt.Errorf("setting up the server's cgroup: %w", err)
+		return errors.Join(fmt.Errorf("setting up the server's cgroup: %w", err), seeded())
 	}
 	if err := s.sup.Start(ctx); err != nil {
-		return err
+		return errors.Join(err, seeded())
+	}
+	if err := seeded(); err != nil {
+		// Not durable: a write acknowledged now could be lost with the
+		// manifest in a power cut.
+		return errors.Join(err, s.sup.Stop(context.WithoutCancel(ctx)))
 	}
 	// An adopted server runs in its cgroup already, unless an agent
 	// without cgroups started it: bound it now.

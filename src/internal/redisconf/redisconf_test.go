@@ -440,3 +440,96 @@ var _ = Describe("a tenant of a server Sentinels monitor", func() {
 		Expect(redisconf.ACLRule(redisconf.User{Name: "app", PasswordHash: secret.Hash("x")})).NotTo(ContainSubstring("("))
 	})
 })
+
+var _ = Describe("SeedAOF", func() {
+	// startOn starts a real redis-server from the rendered files on data
+	// and returns an admin client and the server's log; the server is
+	// stopped gracefully (it flushes its AOF) by the returned function.
+	startOn := func(data string) (*redis.Client, string, func()) {
+		dir := filepath.Dir(data)
+		port, err := redistest.FreePort()
+		Expect(err).NotTo(HaveOccurred())
+		conf, acl, log := filepath.Join(dir, "redis.conf"), filepath.Join(dir, "users.acl"), filepath.Join(dir, "redis.log")
+		pass := secret.New()
+		Expect(redisconf.WriteACLFile(acl, []redisconf.User{{Name: "platform-admin", PasswordHash: secret.Hash(pass), Admin: true}})).To(Succeed())
+		Expect(redisconf.WriteFile(conf, redisconf.Config{
+			InstanceID: "t", Bind: "127.0.0.1", Port: port, Dir: data, ACLFile: acl, LogFile: log, MaxMemoryBytes: 32 << 20, Hz: redisconf.SharedHz, Params: params.Defaults(),
+		})).To(Succeed())
+		cmd := exec.Command(redistest.MustProgram(GinkgoT(), "redis-server"), conf)
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Username: "platform-admin", Password: pass})
+		DeferCleanup(c.Close)
+		Eventually(func() error { return c.Ping(context.Background()).Err() }).WithTimeout(30 * time.Second).Should(Succeed())
+		return c, log, func() {
+			Expect(cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
+			Expect(cmd.Wait()).To(Succeed())
+		}
+	}
+	newData := func() string {
+		data := filepath.Join(GinkgoT().TempDir(), "data")
+		Expect(os.Mkdir(data, 0o700)).To(Succeed())
+		return data
+	}
+	aof := func(data string) map[string]string {
+		files := map[string]string{}
+		entries, _ := os.ReadDir(filepath.Join(data, "appendonlydir"))
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(data, "appendonlydir", e.Name()))
+			Expect(err).NotTo(HaveOccurred())
+			files[e.Name()] = string(b)
+		}
+		return files
+	}
+	seeded := map[string]string{"appendonly.aof.1.incr.aof": "", "appendonly.aof.manifest": "file appendonly.aof.1.incr.aof seq 1 type i\n"}
+
+	It("gives an empty data directory an empty AOF that redis-server opens, without writing a base file, and keeps writes in", func(ctx SpecContext) {
+		data := newData()
+		sync, err := redisconf.SeedAOF(data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sync()).To(Succeed())
+		Expect(aof(data)).To(Equal(seeded))
+
+		c, log, stop := startOn(data)
+		b, err := os.ReadFile(log)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(b)).To(ContainSubstring("Opening AOF incr file appendonly.aof.1.incr.aof on server start"))
+		Expect(string(b)).NotTo(ContainSubstring("Creating AOF base file"))
+		Expect(c.Set(ctx, "k", "v", 0).Err()).To(Succeed())
+		Expect(c.Do(ctx, "BGREWRITEAOF").Err()).To(Succeed(), "a rewrite (a backup's snapshot) works on it")
+		Eventually(func() string { return c.Info(ctx, "persistence").Val() }).WithTimeout(30 * time.Second).Should(ContainSubstring("aof_rewrite_in_progress:0"))
+		Expect(c.Set(ctx, "k2", "v2", 0).Err()).To(Succeed())
+		stop()
+
+		c, _, _ = startOn(data)
+		Expect(c.MGet(ctx, "k", "k2").Val()).To(Equal([]any{"v", "v2"}))
+	})
+
+	It("leaves data alone: a dump.rdb, an AOF holding anything; and seeds again over a seed of empty files cut short", func() {
+		data := newData()
+		Expect(os.WriteFile(filepath.Join(data, "dump.rdb"), []byte("REDIS"), 0o600)).To(Succeed())
+		sync, err := redisconf.SeedAOF(data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sync()).To(Succeed())
+		Expect(filepath.Join(data, "appendonlydir")).NotTo(BeADirectory())
+
+		data = newData()
+		Expect(os.Mkdir(filepath.Join(data, "appendonlydir"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(data, "appendonlydir", "appendonly.aof.manifest"), []byte("file appendonly.aof.3.base.rdb seq 3 type b\n"), 0o644)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(data, "appendonlydir", "appendonly.aof.3.base.rdb"), nil, 0o644)).To(Succeed())
+		sync, err = redisconf.SeedAOF(data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sync()).To(Succeed())
+		Expect(aof(data)).To(HaveKeyWithValue("appendonly.aof.manifest", "file appendonly.aof.3.base.rdb seq 3 type b\n"))
+
+		data = newData()
+		Expect(os.Mkdir(filepath.Join(data, "appendonlydir"), 0o755)).To(Succeed())
+		for _, f := range []string{"appendonly.aof.manifest", "appendonly.aof.1.incr.aof"} {
+			Expect(os.WriteFile(filepath.Join(data, "appendonlydir", f), nil, 0o644)).To(Succeed(), "empty after a power cut")
+		}
+		sync, err = redisconf.SeedAOF(data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sync()).To(Succeed())
+		Expect(aof(data)).To(Equal(seeded))
+	})
+})
