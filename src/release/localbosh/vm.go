@@ -72,6 +72,14 @@ func (d *Director) hasDisk(in *instanceState) bool {
 func (d *Director) createVM(ctx context.Context, in *instanceState, localvm string) error {
 	dir := d.vmDir(in)
 	vcap := filepath.Join(dir, "vcap")
+	// A new VM starts with an empty /var/vcap/sys/run, as a BOSH VM's
+	// (a tmpfs) does. A VM recreated on its folders (after KillVM) would
+	// otherwise find its processes' old pid files, whose pids its new PID
+	// namespace hands out again: monit's stand-in took whatever process
+	// got such a pid for the job and skipped starting it.
+	if err := os.RemoveAll(filepath.Join(vcap, "sys/run")); err != nil {
+		return err
+	}
 	for _, sub := range []string{"bosh/bin", "data/jobs", "data/packages", "jobs", "packages", "sys/log", "sys/run", "store"} {
 		if err := os.MkdirAll(filepath.Join(vcap, sub), 0o755); err != nil {
 			return err
