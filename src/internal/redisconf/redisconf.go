@@ -625,7 +625,7 @@ func SeedAOF(dataDir string) (sync func() error, err error) {
 	go func() {
 		var errs []error
 		for _, f := range []string{filepath.Join(dir, incr), manifest} {
-			errs = append(errs, syncFile(f))
+			errs = append(errs, statefile.Sync(f))
 		}
 		errs = append(errs, statefile.SyncDir(dir), statefile.SyncDir(dataDir))
 		if err := errors.Join(errs...); err != nil {
@@ -653,16 +653,4 @@ func emptyFiles(dir string) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -151,31 +150,14 @@ var _ = Describe("Records", func() {
 		f, err := statefile.Open[recState](path)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(f.Update(func(s *recState) error { s.Items.Put("x", &item{ID: "x"}); return nil })).To(Succeed())
-		var wg sync.WaitGroup
-		errs := make([]error, 64)
-		for i := range 64 {
-			wg.Go(func() {
-				errs[i] = f.Update(func(s *recState) error {
-					x := s.Items.Edit("x")
-					x.Items = append(x.Items, strconv.Itoa(i))
-					s.Items.Put(strconv.Itoa(i), &item{ID: strconv.Itoa(i)})
-					if i%8 == 0 {
-						return errors.New("refused")
-					}
-					return nil
-				})
+		want := updateAtOnce(func(i int, refuse error) error {
+			return f.Update(func(s *recState) error {
+				x := s.Items.Edit("x")
+				x.Items = append(x.Items, strconv.Itoa(i))
+				s.Items.Put(strconv.Itoa(i), &item{ID: strconv.Itoa(i)})
+				return refuse
 			})
-		}
-		wg.Wait()
-		var want []string
-		for i := range 64 {
-			if i%8 == 0 {
-				Expect(errs[i]).To(MatchError("refused"))
-			} else {
-				Expect(errs[i]).NotTo(HaveOccurred())
-				want = append(want, strconv.Itoa(i))
-			}
-		}
+		})
 		check := func(s recState) {
 			Expect(s.Items.At("x").Items).To(ConsistOf(want))
 			Expect(s.Items.Keys()).To(ConsistOf(append([]string{"x"}, want...)))

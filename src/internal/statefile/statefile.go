@@ -241,16 +241,25 @@ func write(path string, data []byte, perm os.FileMode, durable bool) error {
 // removed in it are still so after a power cut: the last step of an atomic
 // write (temp file, fsync, rename, fsync the directory).
 func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := Sync(dir); err != nil {
 		return fmt.Errorf("syncing directory: %w", err)
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	return nil
+}
+
+// Sync fsyncs the file or directory at path, written earlier without an
+// fsync (Replace), so that its content survives a power cut.
+func Sync(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
+		return fmt.Errorf("syncing %s: %w", path, err)
 	}
 	return nil
 }

@@ -79,30 +79,16 @@ var _ = Describe("File", func() {
 
 	It("commits concurrent updates together, dropping only the failed ones", func() {
 		f, _ := statefile.Open[counter](path)
-		var wg sync.WaitGroup
-		errs := make([]error, 64)
-		for i := range 64 {
-			wg.Go(func() {
-				errs[i] = f.Update(func(c *counter) error {
-					c.Items = append(c.Items, strconv.Itoa(i))
-					if i%8 == 0 {
-						return errors.New("refused")
-					}
-					c.N++
-					return nil
-				})
+		want := updateAtOnce(func(i int, refuse error) error {
+			return f.Update(func(c *counter) error {
+				c.Items = append(c.Items, strconv.Itoa(i))
+				if refuse != nil {
+					return refuse
+				}
+				c.N++
+				return nil
 			})
-		}
-		wg.Wait()
-		var want []string
-		for i := range 64 {
-			if i%8 == 0 {
-				Expect(errs[i]).To(MatchError("refused"))
-			} else {
-				Expect(errs[i]).NotTo(HaveOccurred())
-				want = append(want, strconv.Itoa(i))
-			}
-		}
+		})
 		check := func(c counter) {
 			Expect(c.N).To(Equal(56))
 			Expect(c.Items).To(ConsistOf(want))
@@ -192,3 +178,34 @@ var _ = Describe("SyncDir", func() {
 		Expect(statefile.SyncDir(missing)).To(MatchError(And(ContainSubstring("syncing directory"), ContainSubstring("missing"))))
 	})
 })
+
+// updateAtOnce calls update(i, refuse) for i in 0-63 at once, each in a
+// goroutine of its own; every eighth gets a non-nil refuse, which its
+// update must return. It checks that exactly those failed, with refuse,
+// and returns the others' i, as strings.
+func updateAtOnce(update func(i int, refuse error) error) []string {
+	GinkgoHelper()
+	refused := errors.New("refused")
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	for i := range 64 {
+		wg.Go(func() {
+			var refuse error
+			if i%8 == 0 {
+				refuse = refused
+			}
+			errs[i] = update(i, refuse)
+		})
+	}
+	wg.Wait()
+	var kept []string
+	for i, err := range errs {
+		if i%8 == 0 {
+			Expect(err).To(MatchError(refused), "update %d", i)
+		} else {
+			Expect(err).NotTo(HaveOccurred(), "update %d", i)
+			kept = append(kept, strconv.Itoa(i))
+		}
+	}
+	return kept
+}
