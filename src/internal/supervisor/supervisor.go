@@ -141,6 +141,19 @@ type Cgroup interface {
 	OOMKills() int64
 }
 
+// HeldStarter is a Cgroup that may hold a process already waiting in it to
+// run the program (*cgroup.Group taking over a spare of its Tree: see
+// cgroup.Tree.KeepSpares), which saves the move into the cgroup that Place
+// makes each start wait for on cgroup v1.
+type HeldStarter interface {
+	// StartHeld runs cmd's program, with its arguments, directory and
+	// output, in the held process (same pid, in the cgroup with its limits
+	// from the program's first instruction) and returns that process's
+	// command, to wait on; nil when it holds none or cannot run cmd, and
+	// cmd is then started with Place.
+	StartHeld(cmd *exec.Cmd) (*exec.Cmd, error)
+}
+
 // ErrMemoryCeiling is the cause of a process's death when the kernel killed
 // it for exceeding its cgroup's memory ceiling.
 var ErrMemoryCeiling = errors.New("killed by the kernel for exceeding its memory ceiling")
