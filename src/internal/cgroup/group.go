@@ -203,6 +203,15 @@ func (g *Group) StartHeld(cmd *exec.Cmd) (*exec.Cmd, error) {
 	return sp.cmd, nil
 }
 
+// Started tells the group's tree that a start in the group is over
+// (whether or not it took a spare, and whether or not it succeeded): the
+// tree then makes spares to replace those taken (see spares).
+func (g *Group) Started() {
+	if g != nil && g.tree != nil {
+		g.tree.sp.refill()
+	}
+}
+
 // dropHeld kills the shell the group holds, if any.
 func (g *Group) dropHeld() {
 	g.mu.Lock()

@@ -51,13 +51,16 @@ type spare struct {
 	dirs []string // its cgroups, one per hierarchy
 }
 
-// spares keeps up to n spares ready, making a new one in the background
-// each time one is taken.
+// spares keeps up to n spares ready, making new ones in the background
+// once a start that took one is over (Group.Started): moving a process into
+// a v1 memory cgroup holds back every fork, thread creation and exec on the
+// machine until the kernel is done with the move, so a spare made while a
+// server starts would slow that start down by as much as it saves.
 type spares struct {
 	t    *Tree
 	n    int
 	log  *slog.Logger
-	wake chan struct{} // a spare was taken
+	wake chan struct{} // a start that may have taken a spare is over
 	stop chan struct{} // closed by close
 	done chan struct{} // closed when the filler returned
 
@@ -102,7 +105,7 @@ func (t *Tree) removeSpares() {
 	}
 }
 
-// fill makes spares until n are ready, then waits for one to be taken.
+// fill makes spares until n are ready, then waits for refill.
 func (s *spares) fill() {
 	defer close(s.done)
 	for {
@@ -148,11 +151,18 @@ func (s *spares) take() *spare {
 	}
 	sp := s.ready[0]
 	s.ready = s.ready[1:]
+	return sp
+}
+
+// refill has the filler make spares up to n again.
+func (s *spares) refill() {
+	if s == nil {
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return sp
 }
 
 // close stops the filler and discards the ready spares.

@@ -237,7 +237,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
 		return errors.Join(fmt.Errorf("setting up the server's cgroup: %w", err), seeded())
 	}
-	if err := s.sup.Start(ctx); err != nil {
+	err = s.sup.Start(ctx)
+	s.group.Started()
+	if err != nil {
 		return errors.Join(err, seeded())
 	}
 	if err := seeded(); err != nil {

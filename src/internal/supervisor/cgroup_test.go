@@ -124,6 +124,7 @@ var _ = Describe("a Supervisor with a cgroup of a tree keeping spares", func() {
 			MatchRegexp(`(?m)^`+strconv.Itoa(ceiling)+`$`),
 		))
 		Expect(g.Contains(s.Status().Pid)).To(BeTrue())
+		g.Started()
 		Eventually(func() []string { return spares(tree) }).WithTimeout(time.Minute).Should(HaveLen(1), "a new spare replaces the one taken")
 		Expect(spares(tree)).NotTo(Equal(held))
 	}, NodeTimeout(3*time.Minute))
