@@ -259,14 +259,22 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// started opens the admin connection of a server that now answers, while
-// it has a free slot, and has a follower's settings set again by the
-// guard (its leader may have changed them since it started).
+// started has a follower's settings set again by the guard (its leader may
+// have changed them since it started) and opens the admin connection of a
+// server that now answers, while it has a free slot. The connection opens
+// in the background: Start need not wait the round trips of a new
+// connection's HELLO and AUTH (about 0.7 ms of a provision's path), and
+// whatever needs the admin connection next waits for it in the client's
+// pool of one.
 func (s *Server) started(ctx context.Context) {
 	s.setBaseline(nil)
-	if err := s.Admin().Ping(ctx).Err(); err != nil && !isBusy(err) {
-		s.logger.Warn("the admin connection could not be opened yet; it is dialled again at its next use", "instance", s.cfg.Name, "error", err)
-	}
+	admin := s.Admin()
+	go func() {
+		err := admin.Ping(context.WithoutCancel(ctx)).Err()
+		if err != nil && !isBusy(err) && !s.Closing() {
+			s.logger.Warn("the admin connection could not be opened yet; it is dialled again at its next use", "instance", s.cfg.Name, "error", err)
+		}
+	}()
 }
 
 // Recover brings the server back as an agent starts: it finishes what a
