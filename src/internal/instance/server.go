@@ -468,6 +468,15 @@ func (s *Server) Describe(r Record) agentapi.Instance {
 	return inst
 }
 
+// TLSCA is the PEM CA of r's TLS certificate; empty when r's server
+// serves no TLS.
+func (s *Server) TLSCA(r Record) string {
+	if r.TLSPort == 0 || s.env.TLS == nil {
+		return ""
+	}
+	return s.env.TLS.CA()
+}
+
 // writeFiles renders r's redis.conf and ACL file.
 func (s *Server) writeFiles(r Record) error {
 	p := s.cfg.Paths

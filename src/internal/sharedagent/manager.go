@@ -334,7 +334,9 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		return agentapi.Instance{}, false, fmt.Errorf("%w: redis-server of instance %s did not start: %v", agentapi.ErrUnavailable, id, err)
 	}
 	m.logger.Info("instance ready", "instance", id, "port", rec.Port, "tls_port", rec.TLSPort, "created", created)
-	return srv.Describe(rec), created, nil
+	inst := srv.Describe(rec)
+	inst.TLSCA = srv.TLSCA(rec)
+	return inst, created, nil
 }
 
 // spareCgroups is how many spares the agent's cgroup tree keeps ready
