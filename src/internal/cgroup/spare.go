@@ -15,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// On cgroup v1 the first move of a process into a memory cgroup after an
-// idle spell takes the kernel 7-20 ms (measured on this kernel; creating
-// the cgroup beforehand does not help), and that move sat on every start's
+// On cgroup v1 the first move of a process into a cgroup after an idle
+// spell waits for an RCU grace period (6-15 ms measured on this kernel,
+// whichever hierarchy goes first; creating the cgroup beforehand does not
+// help), and that move sat on every start's
 // path: Place's gate shell waited for it. A Tree that keeps spares has that
 // move done ahead of time: each spare is a shell already waiting in a
 // cgroup of its own (named sparePrefix-N, which no instance id can be). A
