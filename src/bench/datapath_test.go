@@ -17,6 +17,7 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
+	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -45,6 +46,12 @@ var (
 // of medians) and x-bare-mem-paired compare the binding with it: what the
 // product adds on top of Redis's own price for the limits; mem-x-bare
 // (paired) is that price, bare-mem against bare.
+//
+// cpu-ns and bare-cpu-ns are the binding's and the bare server's own CPU
+// time per request (all their threads, /proc schedstat), and cpu-x-bare
+// and mem-cpu-x-bare the medians of the runs' ratios of the binding and of
+// bare-mem to bare: other work on the machine sways them less than it
+// sways throughput.
 func BenchmarkDataPath(b *testing.B) {
 	bench, err := redistest.Program("redis-benchmark")
 	if err != nil {
@@ -70,6 +77,10 @@ func BenchmarkDataPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	pw, _ := u.User.Password()
+	instancePid, err := serverPid(ctx, t.uri)
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	dir := b.TempDir()
 	certFile, keyFile, caFile, err := sys.RedisCA.RedisFiles(dir, "127.0.0.1")
@@ -112,6 +123,7 @@ func BenchmarkDataPath(b *testing.B) {
 	auth := []string{"--user", u.User.Username(), "-a", pw}
 	type target struct {
 		name string
+		pid  int
 		args []string
 	}
 	transports := []struct {
@@ -119,14 +131,14 @@ func BenchmarkDataPath(b *testing.B) {
 		targets [3]target
 	}{
 		{"plain", [3]target{
-			{"bare", []string{"-h", host, "-p", port}},
-			{"bare-mem", []string{"-h", memHost, "-p", memPort}},
-			{"binding", append([]string{"-h", u.Hostname(), "-p", u.Port()}, auth...)},
+			{"bare", bare.pid(), []string{"-h", host, "-p", port}},
+			{"bare-mem", bareMem.pid(), []string{"-h", memHost, "-p", memPort}},
+			{"binding", instancePid, append([]string{"-h", u.Hostname(), "-p", u.Port()}, auth...)},
 		}},
 		{"tls", [3]target{
-			{"bare", []string{"-h", host, "-p", strconv.Itoa(bareTLSPort), "--tls", "--cacert", caFile}},
-			{"bare-mem", []string{"-h", memHost, "-p", strconv.Itoa(memTLSPort), "--tls", "--cacert", caFile}},
-			{"binding", append([]string{"-h", u.Hostname(), "-p", strconv.Itoa(int(tlsPort)), "--tls", "--cacert", sys.RedisCAFile}, auth...)},
+			{"bare", bare.pid(), []string{"-h", host, "-p", strconv.Itoa(bareTLSPort), "--tls", "--cacert", caFile}},
+			{"bare-mem", bareMem.pid(), []string{"-h", memHost, "-p", strconv.Itoa(memTLSPort), "--tls", "--cacert", caFile}},
+			{"binding", instancePid, append([]string{"-h", u.Hostname(), "-p", strconv.Itoa(int(tlsPort)), "--tls", "--cacert", sys.RedisCAFile}, auth...)},
 		}},
 	}
 	// Every order of the three servers in turn, so that each runs first,
@@ -137,35 +149,51 @@ func BenchmarkDataPath(b *testing.B) {
 	ratios := map[string][]float64{}
 	memRatios := map[string][]float64{}
 	memPrice := map[string][]float64{}
+	// The servers' own CPU time per request (ns), and its ratios: less
+	// swayed than throughput by what else the machine runs, as a server
+	// that waits for the CPU uses none meanwhile.
+	cpuNs := map[string][]float64{}
+	cpuRatios := map[string][]float64{}
+	memCPU := map[string][]float64{}
 	for range b.N {
 		for run := range *dataRuns {
 			for _, pipeline := range []int{1, 16} {
 				for _, tr := range transports {
 					got := map[string]map[string]float64{}
+					cpu := map[string]map[string]float64{}
 					for _, i := range orders[run%len(orders)] {
 						tg := tr.targets[i]
-						args := append([]string{"-t", "set,get", "-n", strconv.Itoa(*dataRequests), "-c", "50",
-							"-P", strconv.Itoa(pipeline), "-r", "100000", "-d", "64", "--csv"}, tg.args...)
-						// redis-benchmark takes a password only on its command line
-						// (-a): this is a throwaway binding on a test machine.
-						out, err := exec.Command(bench, args...).Output()
-						if err != nil {
-							b.Fatalf("redis-benchmark against the %s server (%s): %v", tg.name, tr.name, err)
-						}
-						rows, err := csv.NewReader(strings.NewReader(string(out))).ReadAll()
-						if err != nil {
-							b.Fatalf("reading redis-benchmark's CSV: %v", err)
-						}
-						got[tg.name] = map[string]float64{}
-						for _, row := range rows[1:] {
-							v, err := strconv.ParseFloat(row[1], 64)
+						got[tg.name], cpu[tg.name] = map[string]float64{}, map[string]float64{}
+						for _, test := range []string{"set", "get"} {
+							before, err := cpuNanos([]int{tg.pid})
 							if err != nil {
-								b.Fatalf("redis-benchmark row %v: %v", row, err)
+								b.Fatalf("the %s server's CPU time: %v", tg.name, err)
 							}
-							test := strings.ToLower(row[0])
+							args := append([]string{"-t", test, "-n", strconv.Itoa(*dataRequests), "-c", "50",
+								"-P", strconv.Itoa(pipeline), "-r", "100000", "-d", "64", "--csv"}, tg.args...)
+							// redis-benchmark takes a password only on its command line
+							// (-a): this is a throwaway binding on a test machine.
+							out, err := exec.Command(bench, args...).Output()
+							if err != nil {
+								b.Fatalf("redis-benchmark %s against the %s server (%s): %v", test, tg.name, tr.name, err)
+							}
+							after, err := cpuNanos([]int{tg.pid})
+							if err != nil {
+								b.Fatalf("the %s server's CPU time: %v", tg.name, err)
+							}
+							rows, err := csv.NewReader(strings.NewReader(string(out))).ReadAll()
+							if err != nil || len(rows) != 2 || len(rows[1]) < 2 || !strings.EqualFold(rows[1][0], test) {
+								b.Fatalf("reading redis-benchmark's CSV %q: %v", out, err)
+							}
+							v, err := strconv.ParseFloat(rows[1][1], 64)
+							if err != nil {
+								b.Fatalf("redis-benchmark row %v: %v", rows[1], err)
+							}
 							got[tg.name][test] = v
+							cpu[tg.name][test] = float64(after-before) / float64(*dataRequests)
 							key := dataKey(tr.name, test, pipeline)
 							rps[tg.name+"-"+key] = append(rps[tg.name+"-"+key], v)
+							cpuNs[tg.name+"-"+key] = append(cpuNs[tg.name+"-"+key], cpu[tg.name][test])
 						}
 					}
 					for test, v := range got["binding"] {
@@ -173,6 +201,8 @@ func BenchmarkDataPath(b *testing.B) {
 						ratios[k] = append(ratios[k], v/got["bare"][test])
 						memRatios[k] = append(memRatios[k], v/got["bare-mem"][test])
 						memPrice[k] = append(memPrice[k], got["bare-mem"][test]/got["bare"][test])
+						cpuRatios[k] = append(cpuRatios[k], cpu["binding"][test]/cpu["bare"][test])
+						memCPU[k] = append(memCPU[k], cpu["bare-mem"][test]/cpu["bare"][test])
 					}
 				}
 			}
@@ -202,6 +232,10 @@ func BenchmarkDataPath(b *testing.B) {
 				b.ReportMetric(inst.p50/memS.p50, name+"-x-bare-mem")
 				b.ReportMetric(summarize(memRatios[name]).p50, name+"-x-bare-mem-paired")
 				b.ReportMetric(summarize(memPrice[name]).p50, name+"-mem-x-bare")
+				b.ReportMetric(summarize(cpuNs["bare-"+name]).p50, name+"-bare-cpu-ns")
+				b.ReportMetric(summarize(cpuNs["binding-"+name]).p50, name+"-cpu-ns")
+				b.ReportMetric(summarize(cpuRatios[name]).p50, name+"-cpu-x-bare")
+				b.ReportMetric(summarize(memCPU[name]).p50, name+"-mem-cpu-x-bare")
 			}
 		}
 	}
@@ -216,6 +250,22 @@ func dataKey(transport, test string, pipeline int) string {
 		k = transport + "-" + k
 	}
 	return k
+}
+
+// serverPid is the process id of the redis-server at uri, as its INFO
+// server section reports it.
+func serverPid(ctx context.Context, uri string) (int, error) {
+	opts, err := redis.ParseURL(uri)
+	if err != nil {
+		return 0, err
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	info, err := c.InfoMap(ctx, "server").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO server through the binding: %w", err)
+	}
+	return strconv.Atoi(info["Server"]["process_id"])
 }
 
 // memoryLimits are the redis.conf lines of an instance's memory limits, as
