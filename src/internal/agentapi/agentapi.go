@@ -56,7 +56,12 @@ type Instance struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
 	// TLSPort is the instance's TLS port; zero when the agent serves no TLS.
-	TLSPort        int               `json:"tls_port,omitempty"`
+	TLSPort int `json:"tls_port,omitempty"`
+	// TLSCA is the PEM CA that signed the instance's certificate, in the
+	// answer to a create (a claim, for a node), so that the broker knows it
+	// before any binding (an HA group's Sentinels are asked over TLS who
+	// leads); empty in other answers and when the agent serves no TLS.
+	TLSCA          string            `json:"tls_ca,omitempty"`
 	MaxMemoryBytes int64             `json:"maxmemory_bytes"`
 	Parameters     params.Parameters `json:"parameters"`
 	// State is one of the State constants.

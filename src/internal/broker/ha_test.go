@@ -266,6 +266,22 @@ var _ = Describe("the dedicated-ha plan", func() {
 		Expect(credentialsOf(body)).To(And(HaveKeyWithValue("tls_ca", ca.PEM), HaveKeyWithValue("tls_port", BeNumerically("==", 16379))))
 	})
 
+	It("restores a TLS-only group before its first binding: the CA of the members' certificates came with the claim", func() {
+		ca, err := tlstest.NewCA("redis")
+		Expect(err).NotTo(HaveOccurred())
+		for _, a := range f.agents {
+			a.set(func(m *memAgent) { m.tlsCA = ca.PEM })
+		}
+		f.mustProvision("h1", haPlanID)
+		Expect(f.record("h1").HA.Group.TLS).To(BeTrue())
+		storeBackup(f, "h1", "backup-data")
+		*f.leader = 2
+		code, body := f.update("h1", map[string]any{"parameters": map[string]any{"restore": "latest"}})
+		Expect(code).To(Equal(http.StatusOK), "%v", body)
+		Expect(f.agents["n4"].restored).To(Equal("backup-data"))
+		Expect(f.b.redisCA(f.record("h1").VM)).To(Equal(ca.PEM))
+	})
+
 	It("restores into the member that leads now", func() {
 		f.mustProvision("h1", haPlanID)
 		storeBackup(f, "h1", "backup-data")

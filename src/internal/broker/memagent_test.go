@@ -251,7 +251,10 @@ func (m *memAgent) Create(ctx context.Context, id string, req agentapi.InstanceR
 		m.nextPort++
 	}
 	m.instances[id] = in
-	return in.Instance, m.end("create", nil)
+	out := in.Instance
+	// As the agents answer a create: with the CA, which other answers leave out.
+	out.TLSCA = m.tlsCA
+	return out, m.end("create", nil)
 }
 
 func (m *memAgent) Update(ctx context.Context, id string, req agentapi.UpdateRequest) (agentapi.Instance, error) {

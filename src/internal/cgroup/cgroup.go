@@ -63,6 +63,8 @@ type Tree struct {
 	// dirs are the subtree's directories: one on v2; the memory then the
 	// cpu hierarchy's on v1.
 	dirs []string
+	// sp keeps the spares (KeepSpares); nil without.
+	sp *spares
 }
 
 // Open detects the machine's cgroups and prepares the subtree name below
@@ -266,21 +268,22 @@ func (t *Tree) Group(id string) *Group {
 	if t == nil {
 		return nil
 	}
-	g := &Group{v2: t.v2, id: id}
+	g := &Group{v2: t.v2, id: id, tree: t}
 	for _, d := range t.dirs {
 		g.dirs = append(g.dirs, filepath.Join(d, id))
 	}
 	return g
 }
 
-// Remove removes the subtree when no cgroup is left in it; its groups are
-// removed by their servers. A cgroup that still holds a process (a server
+// Remove stops the spares (KeepSpares) and removes the subtree when no
+// cgroup is left in it; its groups are removed by their servers. A cgroup that still holds a process (a server
 // left running for the agent's next start) keeps the subtree. A nil Tree
 // does nothing.
 func (t *Tree) Remove() error {
 	if t == nil {
 		return nil
 	}
+	t.sp.close()
 	var errs []error
 	for _, d := range t.dirs {
 		if err := rmdir(d); err != nil && !errors.Is(err, errNotEmpty) {
@@ -290,12 +293,13 @@ func (t *Tree) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Destroy kills every process in the subtree and removes all of it, for a
-// test's cleanup. A nil Tree does nothing.
+// Destroy stops the spares, kills every process in the subtree and removes
+// all of it, for a test's cleanup. A nil Tree does nothing.
 func (t *Tree) Destroy() error {
 	if t == nil {
 		return nil
 	}
+	t.sp.close()
 	var errs []error
 	for _, d := range t.dirs {
 		entries, _ := os.ReadDir(d)

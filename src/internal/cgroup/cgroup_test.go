@@ -3,12 +3,15 @@ package cgroup_test
 import (
 	"bytes"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -201,4 +204,102 @@ var _ = Describe("a v2 group", func() {
 func pidsOf(g *cgroup.Group) []string {
 	data, _ := os.ReadFile(filepath.Join(g.Dirs()[0], "cgroup.procs"))
 	return strings.Fields(string(data))
+}
+
+var _ = Describe("spares", func() {
+	// spareScript runs the spare's shell script outside any cgroup, with
+	// orders written to its fd 3, and returns how it exited.
+	spareScript := func(orders string) error {
+		r, w, err := os.Pipe()
+		Expect(err).NotTo(HaveOccurred())
+		cmd := exec.Command("/bin/sh", "-c", cgroup.SpareScript)
+		cmd.ExtraFiles = []*os.File{r}
+		Expect(cmd.Start()).To(Succeed())
+		r.Close()
+		_, err = w.WriteString(orders)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(w.Close()).To(Succeed())
+		return cmd.Wait()
+	}
+
+	It("run the ordered program, with its arguments, directory and log, and nothing without complete orders", func() {
+		dir := GinkgoT().TempDir()
+		log := filepath.Join(dir, "log")
+		Expect(spareScript(dir + "\n" + log + "\n5\n/bin/sh\n-c\necho \"$0|$1\"; pwd; echo oops >&2\nzero\nfirst arg\n" + "go\n")).To(Succeed())
+		out, err := os.ReadFile(log)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(out)).To(Equal("zero|first arg\n" + dir + "\noops\n"))
+
+		marker := filepath.Join(dir, "ran")
+		order := "\n" + log + "\n2\n/usr/bin/touch\n" + marker + "\n"
+		Expect(spareScript("")).To(MatchError(ContainSubstring("exit status 1")), "the agent died before any order")
+		Expect(spareScript(order)).To(MatchError(ContainSubstring("exit status 1")), "cut before go")
+		Expect(spareScript("\n"+log+"\n3\n/usr/bin/touch\n"+marker+"\ngo\n")).To(MatchError(ContainSubstring("exit status 1")), "fewer arguments than counted")
+		Expect(marker).NotTo(BeAnExistingFile())
+		Expect(spareScript(order + "go\n")).To(Succeed())
+		Expect(marker).To(BeAnExistingFile())
+	})
+
+	It("are kept ready, taken over by a new group with its limits, replaced once its start is over, removed by the next agent's tree and stopped by Remove", func() {
+		name := cgroup.Name(GinkgoT().TempDir())
+		logger := slog.New(slog.NewTextHandler(GinkgoWriter, nil))
+		open := func() *cgroup.Tree {
+			t, err := cgroup.Open(cgroup.Required, name, logger)
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(func() { Expect(t.Destroy()).To(Succeed()) })
+			return t
+		}
+		t := open()
+		t.KeepSpares(2, logger)
+		if t.Version() != 1 {
+			Consistently(func() map[string]string { return spareShells(t) }).WithTimeout(time.Second).Should(BeEmpty(), "v2 needs none")
+			return
+		}
+		Eventually(func() map[string]string { return spareShells(t) }).WithTimeout(time.Minute).Should(HaveLen(2))
+		before := spareShells(t)
+
+		g := t.Group("new")
+		Expect(g.Create(64 << 20)).To(Succeed())
+		Expect(g.Limits()).To(HaveField("Memory", int64(64<<20)))
+		Expect(pidsOf(g)).To(HaveLen(1), "the group holds a spare's shell")
+		Expect(slices.Collect(maps.Values(before))).To(ContainElement(pidsOf(g)[0]))
+		for _, d := range g.Dirs() {
+			Expect(os.ReadFile(filepath.Join(d, "cgroup.procs"))).To(Equal([]byte(pidsOf(g)[0]+"\n")), "in every hierarchy")
+		}
+		Expect(spareShells(t)).To(HaveLen(1), "not replaced while the group's start may run")
+		g.Started()
+		Eventually(func() map[string]string { return spareShells(t) }).WithTimeout(time.Minute).Should(HaveLen(2), "replaced once the start is over")
+		Expect(g.Kill()).To(Succeed())
+		Expect(g.Remove()).To(Succeed())
+
+		old := spareShells(t)
+		next := open() // as the agent's next start does, the first one killed
+		next.KeepSpares(1, logger)
+		Eventually(func() map[string]string { return spareShells(next) }).WithTimeout(time.Minute).Should(HaveLen(1))
+		for _, pid := range spareShells(next) {
+			Expect(slices.Collect(maps.Values(old))).NotTo(ContainElement(pid), "the old spares were removed")
+		}
+		Expect(next.Remove()).To(Succeed())
+		Expect(spareShells(next)).To(BeEmpty())
+		for _, d := range next.Dirs() {
+			Expect(d).NotTo(BeADirectory())
+		}
+	})
+})
+
+// spareShells maps the tree's spare cgroups (memory hierarchy) to the pid
+// each holds.
+func spareShells(t *cgroup.Tree) map[string]string {
+	m := map[string]string{}
+	entries, _ := os.ReadDir(t.Dirs()[0])
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".spare-") {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(t.Dirs()[0], e.Name(), "cgroup.procs"))
+		if pids := strings.Fields(string(data)); len(pids) == 1 {
+			m[e.Name()] = pids[0]
+		}
+	}
+	return m
 }

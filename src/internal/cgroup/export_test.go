@@ -7,3 +7,6 @@ func V2Group(dir string) *Group { return &Group{v2: true, id: dir, dirs: []strin
 // OpenAt is Open with the cgroup mounts under root and the process's files
 // under proc.
 var OpenAt = open
+
+// SpareScript is what a spare's shell runs.
+const SpareScript = spareScript

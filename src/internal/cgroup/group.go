@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,6 +38,11 @@ type Group struct {
 	id string
 	// dirs: one on v2; the memory then the cpu hierarchy's on v1.
 	dirs []string
+	// tree is the Tree the group belongs to, for its spares.
+	tree *Tree
+
+	mu   sync.Mutex
+	held *spare // a spare taken over by Create, until StartHeld uses it
 }
 
 // Limits are what the kernel enforces on a Group.
@@ -65,6 +71,7 @@ func (g *Group) Create(memory int64) error {
 	if g == nil {
 		return nil
 	}
+	g.takeSpare()
 	for _, d := range g.dirs {
 		if err := mkdir(d); err != nil {
 			return err
@@ -134,6 +141,86 @@ func (g *Group) Limits() (Limits, error) {
 		return Limits{}, err
 	}
 	return Limits{Memory: mem, CPU: cpu}, nil
+}
+
+// takeSpare makes a ready spare of the tree this group, when the group does
+// not exist yet: its cgroups are renamed to the group's, and the group holds
+// its shell for StartHeld.
+func (g *Group) takeSpare() {
+	if g.tree == nil {
+		return
+	}
+	for _, d := range g.dirs {
+		if exists(d) {
+			return
+		}
+	}
+	sp := g.tree.sp.take()
+	if sp == nil {
+		return
+	}
+	if err := sp.moveTo(g.dirs); err != nil {
+		sp.discard()
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held != nil {
+		g.held.discard()
+	}
+	g.held = sp
+}
+
+// StartHeld runs cmd, not started yet, in the shell the group holds, if
+// Create took over a spare for it (see KeepSpares): the shell has waited in
+// the group's cgroups since before they had the group's name and limits, so
+// the program runs in them from its first instruction, without the move
+// Place's gate waits for. It returns the started command to wait on (its
+// process is the program's: the shell runs it in its place), or nil when the
+// group holds no spare or cmd asks for what the shell cannot do (see
+// spare.run); start cmd with Place then. Either way the group holds no spare
+// afterwards.
+func (g *Group) StartHeld(cmd *exec.Cmd) (*exec.Cmd, error) {
+	if g == nil {
+		return nil, nil
+	}
+	g.mu.Lock()
+	sp := g.held
+	g.held = nil
+	g.mu.Unlock()
+	if sp == nil {
+		return nil, nil
+	}
+	if !sp.alive() || !g.Contains(sp.cmd.Process.Pid) {
+		sp.discardProcess()
+		return nil, nil
+	}
+	ok, err := sp.run(cmd)
+	if !ok {
+		sp.discardProcess()
+		return nil, err
+	}
+	return sp.cmd, nil
+}
+
+// Started tells the group's tree that a start in the group is over
+// (whether or not it took a spare, and whether or not it succeeded): the
+// tree then makes spares to replace those taken (see spares).
+func (g *Group) Started() {
+	if g != nil && g.tree != nil {
+		g.tree.sp.refill()
+	}
+}
+
+// dropHeld kills the shell the group holds, if any.
+func (g *Group) dropHeld() {
+	g.mu.Lock()
+	sp := g.held
+	g.held = nil
+	g.mu.Unlock()
+	if sp != nil {
+		sp.discardProcess()
+	}
 }
 
 // Place arranges for cmd, not started yet, to run in the group from its
@@ -227,6 +314,7 @@ func (g *Group) Kill() error {
 	if g == nil {
 		return nil
 	}
+	g.dropHeld()
 	if g.v2 {
 		// cgroup.kill (Linux 5.14) kills atomically, forks included.
 		err := writeFile(filepath.Join(g.dirs[0], "cgroup.kill"), "1")
@@ -288,6 +376,7 @@ func (g *Group) Remove() error {
 	if g == nil {
 		return nil
 	}
+	g.dropHeld()
 	var errs []error
 	for _, d := range g.dirs {
 		deadline := time.Now().Add(removeWait)

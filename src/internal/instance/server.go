@@ -237,7 +237,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.group.Create(redisconf.MemoryCeiling(r.MaxMemoryBytes)); err != nil {
 		return errors.Join(fmt.Errorf("setting up the server's cgroup: %w", err), seeded())
 	}
-	if err := s.sup.Start(ctx); err != nil {
+	err = s.sup.Start(ctx)
+	s.group.Started()
+	if err != nil {
 		return errors.Join(err, seeded())
 	}
 	if err := seeded(); err != nil {
@@ -257,14 +259,22 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// started opens the admin connection of a server that now answers, while
-// it has a free slot, and has a follower's settings set again by the
-// guard (its leader may have changed them since it started).
+// started has a follower's settings set again by the guard (its leader may
+// have changed them since it started) and opens the admin connection of a
+// server that now answers, while it has a free slot. The connection opens
+// in the background: Start need not wait the round trips of a new
+// connection's HELLO and AUTH (about 0.7 ms of a provision's path), and
+// whatever needs the admin connection next waits for it in the client's
+// pool of one.
 func (s *Server) started(ctx context.Context) {
 	s.setBaseline(nil)
-	if err := s.Admin().Ping(ctx).Err(); err != nil && !isBusy(err) {
-		s.logger.Warn("the admin connection could not be opened yet; it is dialled again at its next use", "instance", s.cfg.Name, "error", err)
-	}
+	admin := s.Admin()
+	go func() {
+		err := admin.Ping(context.WithoutCancel(ctx)).Err()
+		if err != nil && !isBusy(err) && !s.Closing() {
+			s.logger.Warn("the admin connection could not be opened yet; it is dialled again at its next use", "instance", s.cfg.Name, "error", err)
+		}
+	}()
 }
 
 // Recover brings the server back as an agent starts: it finishes what a
@@ -456,6 +466,15 @@ func (s *Server) Describe(r Record) agentapi.Instance {
 		inst.State = agentapi.StateFailed
 	}
 	return inst
+}
+
+// TLSCA is the PEM CA of r's TLS certificate; empty when r's server
+// serves no TLS.
+func (s *Server) TLSCA(r Record) string {
+	if r.TLSPort == 0 || s.env.TLS == nil {
+		return ""
+	}
+	return s.env.TLS.CA()
 }
 
 // writeFiles renders r's redis.conf and ACL file.

@@ -95,7 +95,7 @@ func (n *Node) Create(ctx context.Context, id string, req agentapi.InstanceReque
 		if err := n.srv.ApplyParameters(ctx); err != nil {
 			return agentapi.Instance{}, false, err
 		}
-		inst, err := n.Get(ctx, id)
+		inst, err := n.claimed(ctx, id)
 		return inst, false, err
 	case agentapi.NodeResetFailed:
 		return agentapi.Instance{}, false, fmt.Errorf("%w: node %s is quarantined: its last reset failed (%s); it needs a reset that passes", agentapi.ErrDirty, n.cfg.NodeID, s.ResetError)
@@ -131,8 +131,18 @@ func (n *Node) Create(ctx context.Context, id string, req agentapi.InstanceReque
 	if err := n.srv.ApplyParameters(ctx); err != nil {
 		return agentapi.Instance{}, false, err
 	}
-	inst, err := n.Get(ctx, id)
+	inst, err := n.claimed(ctx, id)
 	return inst, true, err
+}
+
+// claimed answers a claim: the instance, with the CA of its TLS
+// certificate (agentapi.Instance.TLSCA).
+func (n *Node) claimed(ctx context.Context, id string) (agentapi.Instance, error) {
+	inst, err := n.Get(ctx, id)
+	if err == nil {
+		inst.TLSCA = n.srv.TLSCA(n.current().Record)
+	}
+	return inst, err
 }
 
 // Resize is refused: a node's memory limit is the VM's.

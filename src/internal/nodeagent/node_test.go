@@ -392,6 +392,7 @@ var _ = Describe("Node with redis_tls", func() {
 		nd := startNode(cfg)
 		st := nd.claim(ctx, "inst-1")
 		Expect(st.TLSPort).To(Equal(cfg.TLSPort))
+		Expect(st.TLSCA).To(Equal(ca.PEM), "the claim's answer carries the CA, for the broker to know before any binding")
 		pw := secret.New()
 		b, err := nd.client.Bind(ctx, "inst-1", "b1", agentapi.BindingRequest{Password: pw})
 		Expect(err).NotTo(HaveOccurred())

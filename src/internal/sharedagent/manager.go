@@ -75,6 +75,9 @@ func New(cfg Config, logger *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A new instance's redis-server starts in a spare cgroup already
+	// holding its process, instead of waiting for the move into one.
+	cgroups.KeepSpares(spareCgroups, logger)
 	m := &Manager{
 		cfg:       cfg,
 		logger:    logger,
@@ -331,8 +334,15 @@ func (m *Manager) Create(ctx context.Context, id string, req agentapi.InstanceRe
 		return agentapi.Instance{}, false, fmt.Errorf("%w: redis-server of instance %s did not start: %v", agentapi.ErrUnavailable, id, err)
 	}
 	m.logger.Info("instance ready", "instance", id, "port", rec.Port, "tls_port", rec.TLSPort, "created", created)
-	return srv.Describe(rec), created, nil
+	inst := srv.Describe(rec)
+	inst.TLSCA = srv.TLSCA(rec)
+	return inst, created, nil
 }
+
+// spareCgroups is how many spares the agent's cgroup tree keeps ready
+// (cgroup.Tree.KeepSpares): one serves one provision at a time; a burst
+// takes them all and the rest of it moves its servers as before.
+const spareCgroups = 2
 
 // portAttempts bounds how often a new instance moves to another port because
 // its port was taken by a process the agent does not know.

@@ -1,6 +1,7 @@
 package statefile_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
 
 	"github.com/cf-redis/redis-for-cf/src/internal/statefile"
 )
@@ -115,6 +117,53 @@ var _ = Describe("File", func() {
 		Expect(f.Update(func(c *counter) error { c.N, c.Items[0] = 2, "b"; return nil })).To(Succeed())
 		Expect(seen).To(Equal(counter{N: 1, Items: []string{"a"}}), "what Peek gave is not changed by the Update")
 		f.Peek(func(c counter) { Expect(c).To(Equal(counter{N: 2, Items: []string{"b"}})) })
+	})
+
+	It("swaps the state file with its temporary file, so writes reuse two inodes instead of making one each", func() {
+		f, _ := statefile.Open[counter](path)
+		Expect(f.Update(func(c *counter) error { c.N = 1; return nil })).To(Succeed())
+		// Whether this file system can exchange two names (ext4, xfs, btrfs
+		// and tmpfs can): where it cannot, each write renames a new file.
+		a, b := path+".probe-a", path+".probe-b"
+		Expect(os.WriteFile(a, nil, 0o600)).To(Succeed())
+		Expect(os.WriteFile(b, nil, 0o600)).To(Succeed())
+		exchanges := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE) == nil
+		Expect(os.Remove(a)).To(Succeed())
+		Expect(os.Remove(b)).To(Succeed())
+
+		inodes := map[uint64]bool{}
+		for n := 2; n <= 10; n++ {
+			Expect(f.Update(func(c *counter) error { c.N, c.Items = n, make([]string, 11-n); return nil })).To(Succeed())
+			var st unix.Stat_t
+			Expect(unix.Stat(path, &st)).To(Succeed())
+			inodes[st.Ino] = true
+			// What a program reading the file sees (Open would remove the
+			// temporary file).
+			var c counter
+			data, err := os.ReadFile(path)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(json.Unmarshal(data, &c)).To(Succeed())
+			Expect(c.N).To(Equal(n))
+			Expect(c.Items).To(HaveLen(11 - n))
+		}
+		if exchanges {
+			Expect(inodes).To(HaveLen(2), "the state file alternates between two inodes")
+			Expect(path+".tmp").To(BeARegularFile(), "the temporary file keeps the state before the last write")
+		} else {
+			Expect(inodes).To(HaveLen(9), "each write renames a new file over the state file")
+		}
+	})
+
+	It("keeps the state file private even when an earlier version left it readable", func() {
+		Expect(os.WriteFile(path, []byte(`{"n":1}`), 0o644)).To(Succeed())
+		f, err := statefile.Open[counter](path)
+		Expect(err).NotTo(HaveOccurred())
+		for n := 2; n <= 4; n++ {
+			Expect(f.Update(func(c *counter) error { c.N = n; return nil })).To(Succeed())
+			fi, err := os.Stat(path)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(fi.Mode().Perm()).To(Equal(os.FileMode(0o600)), "after write %d", n)
+		}
 	})
 
 	It("refuses a corrupt file rather than start from nothing", func() {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -81,3 +85,72 @@ var _ = Describe("a Supervisor with a cgroup", func() {
 		Expect(gone(pid)).To(BeTrue())
 	}, NodeTimeout(2*time.Minute))
 })
+
+var _ = Describe("a Supervisor with a cgroup of a tree keeping spares", func() {
+	It("runs the program in the spare's waiting shell, in the group with its limits from its first instruction, and the tree makes a new spare", func(ctx SpecContext) {
+		in := newInstance()
+		logger := slog.New(slog.NewTextHandler(GinkgoWriter, nil))
+		tree, err := cgroup.Open(cgroup.Required, cgroup.Name(in.dir), logger)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(tree.Destroy()).To(Succeed()) })
+		tree.KeepSpares(1, logger)
+		if tree.Version() != 1 {
+			// v2 clones each process straight into its cgroup: no spares.
+			Consistently(func() []string { return spares(tree) }).WithTimeout(time.Second).Should(BeEmpty())
+			return
+		}
+		var held []string
+		Eventually(func() []string { held = spares(tree); return held }).WithTimeout(time.Minute).Should(HaveLen(1))
+		pids := procsOf(tree.Dirs()[0], held[0])
+		Expect(pids).To(HaveLen(1))
+
+		g := tree.Group("server")
+		const ceiling = 96 << 20
+		Expect(g.Create(ceiling)).To(Succeed())
+		limit := filepath.Join(g.Dirs()[0], "memory.limit_in_bytes")
+		seen := filepath.Join(in.dir, "seen")
+		s := start(ctx, supervisor.Config{
+			Path: "/bin/sh",
+			// Its first act: what cgroups it is in, and its memory ceiling.
+			Args:    []string{"-c", "cat /proc/self/cgroup " + limit + " > " + seen + ".tmp && mv " + seen + ".tmp " + seen + " && exec sleep 600"},
+			Dir:     in.dir,
+			LogFile: in.logFile,
+			Cgroup:  g,
+		})
+		Expect(s.Status().Pid).To(Equal(pids[0]), "the spare's shell runs the program")
+		Eventually(func() string { b, _ := os.ReadFile(seen); return string(b) }).WithTimeout(time.Minute).Should(And(
+			MatchRegexp(`(?m):memory:/.*/`+regexp.QuoteMeta(filepath.Base(tree.Dirs()[0]))+`/server$`),
+			MatchRegexp(`(?m):cpu(,cpuacct)?:/.*`+regexp.QuoteMeta(filepath.Base(tree.Dirs()[1]))+`/server$`),
+			MatchRegexp(`(?m)^`+strconv.Itoa(ceiling)+`$`),
+		))
+		Expect(g.Contains(s.Status().Pid)).To(BeTrue())
+		g.Started()
+		Eventually(func() []string { return spares(tree) }).WithTimeout(time.Minute).Should(HaveLen(1), "a new spare replaces the one taken")
+		Expect(spares(tree)).NotTo(Equal(held))
+	}, NodeTimeout(3*time.Minute))
+})
+
+// spares lists the spare cgroups in the tree's memory hierarchy that hold
+// their shell.
+func spares(tree *cgroup.Tree) []string {
+	var names []string
+	entries, _ := os.ReadDir(tree.Dirs()[0])
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".spare-") && len(procsOf(tree.Dirs()[0], e.Name())) > 0 {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// procsOf lists the pids in the cgroup name under dir.
+func procsOf(dir, name string) []int {
+	b, _ := os.ReadFile(filepath.Join(dir, name, "cgroup.procs"))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

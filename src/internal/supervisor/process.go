@@ -354,23 +354,16 @@ func (s *Supervisor) spawn() (*proc, error) {
 		}
 		cmd.Stdout, cmd.Stderr = f, f
 	}
-	placed := func(int) error { return nil }
-	if s.cfg.Cgroup != nil {
-		var err error
-		if placed, err = s.cfg.Cgroup.Place(cmd); err != nil {
-			return nil, err
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, errors.Join(fmt.Errorf("starting %s: %w", s.cfg.Path, err), placed(0))
-	}
-	pid := cmd.Process.Pid
-	if err := placed(pid); err != nil {
-		// A server outside its cgroup would run unbounded.
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	held, err := s.startHeld(cmd)
+	if err != nil {
 		return nil, err
 	}
+	if held != nil {
+		cmd = held
+	} else if err := s.startPlaced(cmd); err != nil {
+		return nil, err
+	}
+	pid := cmd.Process.Pid
 	p, err := watchChild(cmd)
 	if err != nil {
 		_ = cmd.Process.Kill()
@@ -387,6 +380,42 @@ func (s *Supervisor) spawn() (*proc, error) {
 		}
 	}
 	return p, nil
+}
+
+// startHeld runs cmd in the process the cgroup holds waiting in it, if it
+// holds one (HeldStarter), and returns that process's command; nil when it
+// holds none, and cmd is to be started by startPlaced.
+func (s *Supervisor) startHeld(cmd *exec.Cmd) (*exec.Cmd, error) {
+	h, ok := s.cfg.Cgroup.(HeldStarter)
+	if !ok {
+		return nil, nil
+	}
+	held, err := h.StartHeld(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", s.cfg.Path, err)
+	}
+	return held, nil
+}
+
+// startPlaced starts cmd in the cgroup, if any, from its first instruction.
+func (s *Supervisor) startPlaced(cmd *exec.Cmd) error {
+	placed := func(int) error { return nil }
+	if s.cfg.Cgroup != nil {
+		var err error
+		if placed, err = s.cfg.Cgroup.Place(cmd); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return errors.Join(fmt.Errorf("starting %s: %w", s.cfg.Path, err), placed(0))
+	}
+	if err := placed(cmd.Process.Pid); err != nil {
+		// A server outside its cgroup would run unbounded.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return err
+	}
+	return nil
 }
 
 // ownsExecutable reports whether the process pid runs the configured binary.

@@ -645,11 +645,11 @@ var _ = Describe("Backoff", func() {
 })
 
 var _ = Describe("the pause between readiness checks", func() {
-	It("is 2ms for the first 30ms of a start, then grows by a quarter per check up to 20ms", func() {
+	It("is 1ms for the first 30ms of a start, then grows by a quarter per check up to 20ms", func() {
 		ms := time.Millisecond
-		Expect(supervisor.ReadyPause(0, 2*ms)).To(Equal(2 * ms))
-		Expect(supervisor.ReadyPause(29*ms, 2*ms)).To(Equal(2 * ms))
-		Expect(supervisor.ReadyPause(30*ms, 2*ms)).To(Equal(2*ms + 500*time.Microsecond))
+		Expect(supervisor.ReadyPause(0, 1*ms)).To(Equal(1 * ms))
+		Expect(supervisor.ReadyPause(29*ms, 1*ms)).To(Equal(1 * ms))
+		Expect(supervisor.ReadyPause(30*ms, 1*ms)).To(Equal(1*ms + 250*time.Microsecond))
 		Expect(supervisor.ReadyPause(40*ms, 8*ms)).To(Equal(10 * ms))
 		Expect(supervisor.ReadyPause(time.Second, 18*ms)).To(Equal(20 * ms))
 		Expect(supervisor.ReadyPause(time.Second, 20*ms)).To(Equal(20 * ms))
