@@ -364,17 +364,11 @@ func fillUnique(ctx context.Context, uri string, mb int) (int64, error) {
 }
 
 func usedMemoryMB(ctx context.Context, uri string) (float64, error) {
-	opts, err := redis.ParseURL(uri)
+	v, err := infoField(ctx, uri, "memory", "used_memory")
 	if err != nil {
 		return 0, err
 	}
-	rc := redis.NewClient(opts)
-	defer rc.Close()
-	info, err := rc.InfoMap(ctx, "memory").Result()
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseFloat(info["Memory"]["used_memory"], 64)
+	n, err := strconv.ParseFloat(v, 64)
 	return n / 1e6, err
 }
 

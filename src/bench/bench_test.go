@@ -262,6 +262,27 @@ func pingUntilPong(ctx context.Context, uri string) (int, error) {
 	}
 }
 
+// infoField is field of the INFO section (lower case: "memory") of the
+// redis-server at uri, read on a connection of its own.
+func infoField(ctx context.Context, uri, section, field string) (string, error) {
+	opts, err := redis.ParseURL(uri)
+	if err != nil {
+		return "", err
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	info, err := c.InfoMap(ctx, section).Result()
+	if err != nil {
+		return "", fmt.Errorf("INFO %s: %w", section, err)
+	}
+	for _, fields := range info {
+		if v, ok := fields[field]; ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("INFO %s has no %s", section, field)
+}
+
 // pingAs reports the error of one PING with the given uri's credentials
 // against addr (host:port), or nil on PONG.
 func pingAs(ctx context.Context, uri, addr string) error {

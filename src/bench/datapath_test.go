@@ -17,7 +17,6 @@ import (
 	"github.com/cf-redis/redis-for-cf/src/internal/redisconf"
 	"github.com/cf-redis/redis-for-cf/src/testkit/redistest"
 	"github.com/cf-redis/redis-for-cf/src/testkit/systemtest"
-	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -255,17 +254,11 @@ func dataKey(transport, test string, pipeline int) string {
 // serverPid is the process id of the redis-server at uri, as its INFO
 // server section reports it.
 func serverPid(ctx context.Context, uri string) (int, error) {
-	opts, err := redis.ParseURL(uri)
+	v, err := infoField(ctx, uri, "server", "process_id")
 	if err != nil {
 		return 0, err
 	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	info, err := c.InfoMap(ctx, "server").Result()
-	if err != nil {
-		return 0, fmt.Errorf("INFO server through the binding: %w", err)
-	}
-	return strconv.Atoi(info["Server"]["process_id"])
+	return strconv.Atoi(v)
 }
 
 // memoryLimits are the redis.conf lines of an instance's memory limits, as

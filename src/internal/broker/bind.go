@@ -93,12 +93,7 @@ func (b *Broker) bind(ctx context.Context, id, bindingID string, d domain.BindDe
 				rb.Host, rb.Port, rb.TLSPort = ep.Host, ep.Port, ep.TLSPort
 				cp := *rb
 				bnd = &cp
-				if ep.TLSCA != "" && r.VM != "" {
-					if s.RedisCAs == nil {
-						s.RedisCAs = map[string]string{}
-					}
-					s.RedisCAs[r.VM] = ep.TLSCA
-				}
+				s.keepCA(r.VM, ep.TLSCA)
 			}
 			ca = s.RedisCAs[inst.VM]
 			return nil

@@ -70,9 +70,22 @@ type state struct {
 	// Pool holds the dedicated nodes by id.
 	Pool map[string]*poolNode `json:"pool,omitempty"`
 	// RedisCAs holds, by VM id, the PEM CA that VM's redis-servers' TLS
-	// certificates chain to, as its agent last answered a bind: kept once
-	// per VM, and given in every binding's credentials as tls_ca.
+	// certificates chain to, as its agent last answered a create or a
+	// bind: kept once per VM, and given in every binding's credentials as
+	// tls_ca.
 	RedisCAs map[string]string `json:"redis_cas,omitempty"`
+}
+
+// keepCA records ca as VM vmID's Redis CA (RedisCAs); an empty ca or VM
+// records nothing.
+func (s *state) keepCA(vmID, ca string) {
+	if ca == "" || vmID == "" {
+		return
+	}
+	if s.RedisCAs == nil {
+		s.RedisCAs = map[string]string{}
+	}
+	s.RedisCAs[vmID] = ca
 }
 
 // instance is the broker's record of one service instance.

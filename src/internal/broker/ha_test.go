@@ -252,26 +252,18 @@ var _ = Describe("the dedicated-ha plan", func() {
 	})
 
 	It("forms a group over TLS when every member serves TLS, with the TLS ports as the members'", func() {
-		ca, err := tlstest.NewCA("redis")
-		Expect(err).NotTo(HaveOccurred())
-		for _, a := range f.agents {
-			a.set(func(m *memAgent) { m.tlsCA = ca.PEM })
-		}
+		ca := servingTLS(f)
 		f.mustProvision("h1", haPlanID)
 		g := f.record("h1").HA.Group
 		Expect(g.TLS).To(BeTrue())
 		Expect(g.Members[0].Port).To(Equal(16379))
 		code, body := f.bind("h1", "b1", "app")
 		Expect(code).To(Equal(http.StatusCreated))
-		Expect(credentialsOf(body)).To(And(HaveKeyWithValue("tls_ca", ca.PEM), HaveKeyWithValue("tls_port", BeNumerically("==", 16379))))
+		Expect(credentialsOf(body)).To(And(HaveKeyWithValue("tls_ca", ca), HaveKeyWithValue("tls_port", BeNumerically("==", 16379))))
 	})
 
 	It("restores a TLS-only group before its first binding: the CA of the members' certificates came with the claim", func() {
-		ca, err := tlstest.NewCA("redis")
-		Expect(err).NotTo(HaveOccurred())
-		for _, a := range f.agents {
-			a.set(func(m *memAgent) { m.tlsCA = ca.PEM })
-		}
+		ca := servingTLS(f)
 		f.mustProvision("h1", haPlanID)
 		Expect(f.record("h1").HA.Group.TLS).To(BeTrue())
 		storeBackup(f, "h1", "backup-data")
@@ -279,7 +271,7 @@ var _ = Describe("the dedicated-ha plan", func() {
 		code, body := f.update("h1", map[string]any{"parameters": map[string]any{"restore": "latest"}})
 		Expect(code).To(Equal(http.StatusOK), "%v", body)
 		Expect(f.agents["n4"].restored).To(Equal("backup-data"))
-		Expect(f.b.redisCA(f.record("h1").VM)).To(Equal(ca.PEM))
+		Expect(f.b.redisCA(f.record("h1").VM)).To(Equal(ca))
 	})
 
 	It("restores into the member that leads now", func() {
@@ -372,3 +364,15 @@ var _ = Describe("a broker restarted in the middle of a three-node claim", func(
 		})
 	}
 })
+
+// servingTLS has every agent of f serve TLS with certificates of a new CA
+// (a real one: the broker parses it to ask the Sentinels over TLS), and
+// returns the CA's PEM.
+func servingTLS(f *fixture) string {
+	ca, err := tlstest.NewCA("redis")
+	Expect(err).NotTo(HaveOccurred())
+	for _, a := range f.agents {
+		a.set(func(m *memAgent) { m.tlsCA = ca.PEM })
+	}
+	return ca.PEM
+}

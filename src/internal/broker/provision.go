@@ -208,14 +208,9 @@ func (b *Broker) created(id string, got agentapi.Instance, description string) e
 			return fmt.Errorf("instance %s vanished while it was created", id)
 		}
 		r.Host, r.Port, r.State = got.Host, got.Port, stateReady
-		if got.TLSCA != "" && r.VM != "" {
-			// Known before any binding: an HA group's restore asks its
-			// Sentinels over TLS who leads.
-			if s.RedisCAs == nil {
-				s.RedisCAs = map[string]string{}
-			}
-			s.RedisCAs[r.VM] = got.TLSCA
-		}
+		// Known before any binding: an HA group's restore asks its
+		// Sentinels over TLS who leads.
+		s.keepCA(r.VM, got.TLSCA)
 		r.LastOp = operation{Type: "create", State: domain.Succeeded, Description: description, At: now()}
 		return nil
 	})

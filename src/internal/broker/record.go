@@ -49,10 +49,8 @@ func moveCAs(s *state) {
 				continue
 			}
 			if _, kept := s.RedisCAs[inst.VM]; inst.VM != "" && (!kept || bnd.CreatedAt.After(newest[inst.VM])) {
-				if s.RedisCAs == nil {
-					s.RedisCAs = map[string]string{}
-				}
-				s.RedisCAs[inst.VM], newest[inst.VM] = bnd.OldTLSCA, bnd.CreatedAt
+				s.keepCA(inst.VM, bnd.OldTLSCA)
+				newest[inst.VM] = bnd.CreatedAt
 			}
 			bnd.OldTLSCA = ""
 		}

@@ -276,9 +276,9 @@ func (t *Tree) Group(id string) *Group {
 }
 
 // Remove stops the spares (KeepSpares) and removes the subtree when no
-// cgroup is left in it; its groups are removed by their servers. A cgroup that still holds a process (a server
-// left running for the agent's next start) keeps the subtree. A nil Tree
-// does nothing.
+// cgroup is left in it; its groups are removed by their servers. A cgroup
+// that still holds a process (a server left running for the agent's next
+// start) keeps the subtree. A nil Tree does nothing.
 func (t *Tree) Remove() error {
 	if t == nil {
 		return nil

@@ -56,7 +56,7 @@ type pending[T any] struct {
 // interrupted write are removed.
 func Open[T any](path string) (*File[T], error) {
 	f := &File[T]{path: path}
-	_ = os.Remove(f.tempPath())
+	_ = os.Remove(tempPath(path))
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -99,8 +99,8 @@ func (f *File[T]) Peek(fn func(T)) {
 }
 
 // Update calls fn with a deep copy of the state (a Records field as View
-// has it: fn changes a record through Edit, Put and Delete); when fn returns nil the
-// changed copy is written to disk and becomes the state. When fn or the write
+// has it: fn changes a record through Edit, Put and Delete); when fn
+// returns nil the changed copy is written to disk and becomes the state. When fn or the write
 // fails, the state is unchanged by fn and the error is returned as it is, so
 // callers can test for their own errors with errors.Is. Values fn stores in
 // the state become the state's: the caller must not change them afterwards.
@@ -181,7 +181,10 @@ func (f *File[T]) commit(batch []*pending[T]) {
 	}
 }
 
-func (f *File[T]) tempPath() string { return f.path + ".tmp" }
+// tempPath is the temporary file beside path that write fills and puts in
+// its place (and, for a durable write, keeps); Open removes one a crash
+// left.
+func tempPath(path string) string { return path + ".tmp" }
 
 // write seals v's records and writes v.
 func (f *File[T]) write(v *T) error {
@@ -230,7 +233,7 @@ func Replace(path string, data []byte, perm os.FileMode) error {
 // a durable write fsyncs both and swaps them (WriteAtomic); another creates
 // the temporary file anew and renames it over path.
 func write(path string, data []byte, perm os.FileMode, durable bool) error {
-	tmp := path + ".tmp"
+	tmp := tempPath(path)
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	if durable {
 		// Written over in place (and cut to length below), not truncated
